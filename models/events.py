@@ -1,0 +1,237 @@
+"""Wire contracts: the input interaction event and the output events.
+
+Validation is strict and explicit so that a bad record is rejected with a reason that names the
+problem (it then goes to the dead-letter topic) and never reaches the feature state.
+
+>>> e = InteractionEvent.model_validate_json(
+...     '{"event_id": "e1", "customer_id": "c1", "ts": "2026-01-02T10:00:00Z",'
+...     ' "channel": "web", "type": "purchase", "amount": 12.5, "currency": "EUR"}')
+>>> e.kind, e.ts_seconds
+('purchase', 1767348000.0)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+MAX_EVENT_BYTES = 16 * 1024
+MAX_PROPERTIES = 32
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,64}$")
+
+
+class Channel(StrEnum):
+    WEB = "web"
+    APP = "app"
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+    SOCIAL = "social"
+    STORE = "store"
+    ADS = "ads"
+    CALL_CENTER = "call_center"
+
+
+class EventType(StrEnum):
+    PAGE_VIEW = "page_view"
+    PRODUCT_VIEW = "product_view"
+    SEARCH = "search"
+    ADD_TO_CART = "add_to_cart"
+    CHECKOUT = "checkout"
+    PURCHASE = "purchase"
+    REFUND = "refund"
+    EMAIL_OPEN = "email_open"
+    EMAIL_CLICK = "email_click"
+    PUSH_OPEN = "push_open"
+    APP_OPEN = "app_open"
+    SOCIAL_ENGAGE = "social_engage"
+    AD_CLICK = "ad_click"
+    STORE_VISIT = "store_visit"
+    SUPPORT_CONTACT = "support_contact"
+
+
+# The kind of an interaction groups event types into the behavioural families the features use.
+KIND_OF_TYPE: dict[EventType, str] = {
+    EventType.PAGE_VIEW: "browse",
+    EventType.PRODUCT_VIEW: "browse",
+    EventType.SEARCH: "browse",
+    EventType.ADD_TO_CART: "cart",
+    EventType.CHECKOUT: "cart",
+    EventType.PURCHASE: "purchase",
+    EventType.REFUND: "refund",
+    EventType.EMAIL_OPEN: "engage",
+    EventType.EMAIL_CLICK: "engage",
+    EventType.PUSH_OPEN: "engage",
+    EventType.APP_OPEN: "engage",
+    EventType.SOCIAL_ENGAGE: "engage",
+    EventType.AD_CLICK: "engage",
+    EventType.STORE_VISIT: "browse",
+    EventType.SUPPORT_CONTACT: "support",
+}
+
+MONETARY_TYPES = frozenset({EventType.PURCHASE, EventType.REFUND})
+
+
+def _check_id(value: str) -> str:
+    if not _ID_RE.match(value):
+        raise ValueError("must be 1-64 characters of letters, digits and _ . : @ -")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_check_id)]
+
+
+class InteractionEvent(BaseModel):
+    """One omnichannel interaction of one customer (topic ``interactions``, key = customer_id)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=256)
+
+    event_id: Identifier
+    customer_id: Identifier
+    ts: datetime = Field(description="Event time, RFC 3339 with a timezone offset.")
+    channel: Channel
+    type: EventType
+    amount: float | None = Field(default=None, ge=0, le=1_000_000)
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    category: Annotated[str, Field(max_length=64)] | None = None
+    campaign_id: Identifier | None = None
+    discount: float | None = Field(default=None, ge=0, le=1_000_000)
+    properties: dict[str, str | int | float | bool | None] | None = None
+
+    @field_validator("ts")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None or v.utcoffset() is None:
+            raise ValueError("timestamp must carry a timezone (RFC 3339), e.g. 2026-01-02T10:00:00Z")
+        if not 946684800 <= v.timestamp() <= 4102444800:  # 2000-01-01 .. 2100-01-01
+            raise ValueError("timestamp outside 2000-01-01 .. 2100-01-01")
+        return v
+
+    @field_validator("amount", "discount")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("properties")
+    @classmethod
+    def _bounded(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and len(v) > MAX_PROPERTIES:
+            raise ValueError(f"at most {MAX_PROPERTIES} properties")
+        return v
+
+    @model_validator(mode="after")
+    def _money(self) -> InteractionEvent:
+        if self.type in MONETARY_TYPES:
+            if self.amount is None or self.currency is None:
+                raise ValueError(f"{self.type.value} needs amount and currency")
+        elif self.amount is not None:
+            raise ValueError(f"amount is only allowed on purchase and refund, not {self.type.value}")
+        return self
+
+    @property
+    def ts_seconds(self) -> float:
+        return self.ts.timestamp()
+
+    @property
+    def kind(self) -> str:
+        return KIND_OF_TYPE[self.type]
+
+    @property
+    def is_promo(self) -> bool:
+        return self.campaign_id is not None or bool(self.discount)
+
+
+class SegmentRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int = Field(description="Stable segment id; -1 while the model warms up.")
+    name: str
+
+
+ChangeReason = Literal["event", "inactivity", "model_update", "erase"]
+
+
+class SegmentChange(BaseModel):
+    """A customer's segment changed (topic ``segments.changes``, key = customer_id).
+
+    Deterministic: the same input log gives the same ``change_id`` and payload; the wall-clock
+    emit time travels as the Kafka header ``emitted_at``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    change_id: str
+    customer_id: str
+    seq: int = Field(ge=1, description="Per-customer sequence number of changes.")
+    previous: SegmentRef | None
+    current: SegmentRef | None = Field(description="None after an erase.")
+    membership: dict[str, float] = Field(default_factory=dict, description="segment id -> probability")
+    confidence: float = Field(ge=0, le=1)
+    outlier: bool = False
+    reason: ChangeReason
+    explanation: str
+    rfm: RFMScore | None = None
+    model_version: int
+    event_time: datetime
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+
+class RFMScore(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    r: int = Field(ge=1, le=5)
+    f: int = Field(ge=1, le=5)
+    m: int = Field(ge=1, le=5)
+    group: str
+
+
+class DeadLetter(BaseModel):
+    """A record that could not be processed (topic ``interactions.dlq``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key: str | None
+    original: str = Field(description="The original bytes, base64.")
+    error_class: str
+    reason: str
+
+
+SegmentChange.model_rebuild()
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """A readable one-line reason: ``field: message; field: message``."""
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"]) or "record"
+        parts.append(f"{loc}: {e['msg']}")
+    return "; ".join(parts)[:500]
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schemas of every contract, for other services to validate against."""
+    return {
+        "interaction_event": InteractionEvent.model_json_schema(),
+        "segment_change": SegmentChange.model_json_schema(),
+        "dead_letter": DeadLetter.model_json_schema(),
+    }
