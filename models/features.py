@@ -1,0 +1,345 @@
+"""Per-customer behavioural features: state, event-time update, evaluation, compact packing.
+
+The state keeps exponentially decayed sums referenced to ``ref_ts`` (the newest event time the
+customer has seen). A newer event decays the sums forward and adds its weight; a late event adds
+its weight already decayed to ``ref_ts``. Both give the same sums, so a late event within the
+allowed lateness yields the state that in-order arrival would have given (up to float rounding).
+
+>>> p = FeatureParams()
+>>> s = CustomerState.new()
+>>> apply_event(s, p, Fact(ts=1_767_225_600, kind="purchase", channel="web", amount=40.0,
+...                        promo=False, event_hash=1), )
+True
+>>> v = evaluate(s, p, at_ts=1_767_225_600 + 10 * 86400)
+>>> float(v[FEATURE_INDEX["recency_purchase_days"]]), float(v[FEATURE_INDEX["purchases"]])
+(10.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Final
+
+import numpy as np
+
+DAY: Final = 86400.0
+NEVER_PURCHASED_DAYS: Final = 730.0  # recency cap and the value for "never purchased"
+
+# Decayed sums, in storage order. Each belongs to one half-life group.
+CHANNEL_GROUPS: Final = ("web", "app", "email", "store", "social", "other")
+KIND_GROUPS: Final = ("browse", "cart", "engage", "support")
+DECAYED: Final = (
+    "spend_d",
+    "purchases_d",
+    *(f"ch_{c}" for c in CHANNEL_GROUPS),
+    *(f"kind_{k}" for k in KIND_GROUPS),
+    "act_short",
+    "act_long",
+)
+_D = {name: i for i, name in enumerate(DECAYED)}
+_CHANNEL_SLOT = {c: _D[f"ch_{c}"] for c in CHANNEL_GROUPS}
+_KIND_SLOT = {k: _D[f"kind_{k}"] for k in KIND_GROUPS}
+_CHANNEL_GROUP_OF = {
+    "web": "web",
+    "app": "app",
+    "push": "app",
+    "email": "email",
+    "sms": "email",
+    "store": "store",
+    "social": "social",
+}
+
+FEATURE_NAMES: Final = (
+    "recency_purchase_days",
+    "recency_days",
+    "tenure_days",
+    "purchases",
+    "spend",
+    "purchases_decayed",
+    "spend_decayed",
+    "aov",
+    "share_web",
+    "share_app",
+    "share_email",
+    "share_store",
+    "share_social",
+    "share_other",
+    "browse_decayed",
+    "cart_decayed",
+    "engage_decayed",
+    "support_decayed",
+    "promo_share",
+    "refund_rate",
+    "cart_abandonment",
+    "engagement_trend",
+)
+FEATURE_INDEX: Final = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+FEATURE_UNITS: Final = {
+    "recency_purchase_days": "days since the last purchase (730 = never)",
+    "recency_days": "days since the last interaction of any kind",
+    "tenure_days": "days since the first interaction",
+    "purchases": "lifetime purchase count",
+    "spend": "lifetime spend net of refunds, in the event currency",
+    "purchases_decayed": "purchases, exponentially decayed (monetary half-life)",
+    "spend_decayed": "net spend, exponentially decayed (monetary half-life)",
+    "aov": "average order value (net spend / purchases)",
+    "share_web": "share of recent interactions on the web (channel half-life)",
+    "share_app": "share on app and push",
+    "share_email": "share on email and sms",
+    "share_store": "share in store",
+    "share_social": "share on social",
+    "share_other": "share on ads, call centre and others",
+    "browse_decayed": "page/product views, searches, store visits (channel half-life)",
+    "cart_decayed": "add-to-cart and checkout events (channel half-life)",
+    "engage_decayed": "email/push/app/social/ad engagement (channel half-life)",
+    "support_decayed": "support contacts (channel half-life)",
+    "promo_share": "share of purchases with a campaign or discount",
+    "refund_rate": "refunds per purchase (capped at 1)",
+    "cart_abandonment": "share of add-to-carts not followed by a purchase",
+    "engagement_trend": "short over long half-life activity rate: 1 steady, <1 fading, >1 rising",
+}
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    monetary_half_life_days: float = 90.0
+    channel_half_life_days: float = 30.0
+    short_half_life_days: float = 7.0
+    long_half_life_days: float = 60.0
+
+    @cached_property
+    def half_lives_seconds(self) -> tuple[float, ...]:
+        """Half-life of every decayed slot, in DECAYED order."""
+        m, c = self.monetary_half_life_days * DAY, self.channel_half_life_days * DAY
+        return (
+            m,
+            m,
+            *([c] * len(CHANNEL_GROUPS)),
+            *([c] * len(KIND_GROUPS)),
+            self.short_half_life_days * DAY,
+            self.long_half_life_days * DAY,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """What the feature math needs of one validated event (decoupled from the wire model)."""
+
+    ts: int  # event time, whole seconds since the epoch
+    kind: str  # browse | cart | engage | support | purchase | refund
+    channel: str
+    amount: float
+    promo: bool
+    event_hash: int  # 32-bit hash of event_id, for the dedupe window
+    is_add_to_cart: bool = False
+
+
+DEDUPE_WINDOW: Final = 6  # newest (ts, event hash) pairs kept per customer
+
+
+@dataclass(slots=True)
+class CustomerState:
+    first_ts: int = 0
+    last_ts: int = 0
+    last_purchase_ts: int = 0
+    ref_ts: int = 0
+    events: int = 0
+    purchases: int = 0
+    refunds: int = 0
+    promo_purchases: int = 0
+    carts: int = 0
+    spend: float = 0.0
+    refunded: float = 0.0
+    decayed: list[float] = field(default_factory=lambda: [0.0] * len(DECAYED))
+    # Newest (ts, hash) pairs, kept sorted: the set depends only on which events were seen,
+    # not on their arrival order, so shuffled logs give equal states.
+    recent: list[tuple[int, int]] = field(default_factory=list)
+    # Segment bookkeeping, written in the same atomic step as the features.
+    segment: int = -1
+    segment_since: int = 0
+    seq: int = 0
+    next_due: int = 0  # event time of the next inactivity re-evaluation (0 = none)
+
+    @classmethod
+    def new(cls) -> CustomerState:
+        return cls()
+
+    # ---- compact binary form: ~230 bytes, versioned by its first byte ----
+    _HEAD = struct.Struct("<B9IhII2d")
+    _DEC = struct.Struct(f"<{len(DECAYED)}d")
+    _PAIR = struct.Struct("<II")
+
+    def pack(self) -> bytes:
+        head = self._HEAD.pack(
+            1,
+            self.first_ts,
+            self.last_ts,
+            self.last_purchase_ts,
+            self.ref_ts,
+            self.events,
+            self.purchases,
+            self.refunds,
+            self.promo_purchases,
+            self.carts,
+            self.segment,
+            self.segment_since,
+            self.seq,
+            self.spend,
+            self.refunded,
+        )
+        tail = b"".join(self._PAIR.pack(t, h) for t, h in self.recent)
+        return head + struct.pack("<I", self.next_due) + self._DEC.pack(*self.decayed) + tail
+
+    @classmethod
+    def unpack(cls, data: bytes) -> CustomerState:
+        if not data or data[0] != 1:
+            raise ValueError("unknown customer state format")
+        h = cls._HEAD.unpack_from(data, 0)
+        off = cls._HEAD.size
+        (next_due,) = struct.unpack_from("<I", data, off)
+        off += 4
+        decayed = list(cls._DEC.unpack_from(data, off))
+        off += cls._DEC.size
+        recent = [cls._PAIR.unpack_from(data, o) for o in range(off, len(data), cls._PAIR.size)]
+        return cls(
+            first_ts=h[1],
+            last_ts=h[2],
+            last_purchase_ts=h[3],
+            ref_ts=h[4],
+            events=h[5],
+            purchases=h[6],
+            refunds=h[7],
+            promo_purchases=h[8],
+            carts=h[9],
+            segment=h[10],
+            segment_since=h[11],
+            seq=h[12],
+            spend=h[13],
+            refunded=h[14],
+            decayed=decayed,
+            recent=[(t, hh) for t, hh in recent],
+            next_due=next_due,
+        )
+
+
+def _decay_factor(dt: float, half_life: float) -> float:
+    return math.exp2(-dt / half_life)
+
+
+def apply_event(state: CustomerState, params: FeatureParams, fact: Fact) -> bool:
+    """Apply one event to the state in place. Returns False for a duplicate (state unchanged)."""
+    key = (fact.ts, fact.event_hash)
+    recent = state.recent
+    for pair in recent:
+        if pair[1] == fact.event_hash:
+            return False
+    if len(recent) >= DEDUPE_WINDOW and key < recent[0]:
+        # Older than everything in the window: treat as new (beyond the dedupe window).
+        pass
+    else:
+        recent.append(key)
+        recent.sort()
+        if len(recent) > DEDUPE_WINDOW:
+            del recent[0]
+
+    hl = params.half_lives_seconds
+    dec = state.decayed
+    if state.events == 0:
+        state.first_ts = state.last_ts = state.ref_ts = fact.ts
+        scale = [1.0] * len(dec)
+    elif fact.ts > state.ref_ts:
+        dt = fact.ts - state.ref_ts
+        for i, h in enumerate(hl):
+            dec[i] *= _decay_factor(dt, h)
+        state.ref_ts = fact.ts
+        scale = [1.0] * len(dec)
+    else:
+        dt = state.ref_ts - fact.ts
+        scale = [_decay_factor(dt, h) for h in hl]
+    state.first_ts = min(state.first_ts, fact.ts)
+    state.last_ts = max(state.last_ts, fact.ts)
+    state.events += 1
+
+    slot = _CHANNEL_SLOT[_CHANNEL_GROUP_OF.get(fact.channel, "other")]
+    dec[slot] += scale[slot]
+    for name in ("act_short", "act_long"):
+        i = _D[name]
+        dec[i] += scale[i]
+    kind = fact.kind
+    if kind in _KIND_SLOT:
+        i = _KIND_SLOT[kind]
+        dec[i] += scale[i]
+    if fact.is_add_to_cart:
+        state.carts += 1
+    if kind == "purchase":
+        state.purchases += 1
+        state.spend += fact.amount
+        state.promo_purchases += 1 if fact.promo else 0
+        state.last_purchase_ts = max(state.last_purchase_ts, fact.ts)
+        dec[_D["spend_d"]] += fact.amount * scale[_D["spend_d"]]
+        dec[_D["purchases_d"]] += scale[_D["purchases_d"]]
+    elif kind == "refund":
+        state.refunds += 1
+        state.refunded += fact.amount
+        dec[_D["spend_d"]] -= fact.amount * scale[_D["spend_d"]]
+    return True
+
+
+def evaluate(state: CustomerState, params: FeatureParams, at_ts: float) -> np.ndarray:
+    """The feature vector (FEATURE_NAMES order, original units) as of event time ``at_ts``."""
+    at = max(float(at_ts), float(state.ref_ts))
+    hl = params.half_lives_seconds
+    dt = at - state.ref_ts
+    d = [v * _decay_factor(dt, h) for v, h in zip(state.decayed, hl, strict=True)]
+    purchases = state.purchases
+    net = max(state.spend - state.refunded, 0.0)
+    ch = d[_D["ch_web"] : _D["ch_other"] + 1]
+    ch_total = sum(ch)
+    shares = [c / ch_total for c in ch] if ch_total > 0 else [0.0] * len(ch)
+    # Activity rates per day from the decayed counts, corrected for tenure: a customer younger
+    # than the long half-life has not filled its window yet, and must not look "rising".
+    tenure = max((at - state.first_ts) / DAY, 1.0) if state.events else 1.0
+    rate_short = d[_D["act_short"]] / _window(params.short_half_life_days, tenure)
+    rate_long = d[_D["act_long"]] / _window(params.long_half_life_days, tenure)
+    trend = min(rate_short / rate_long, 5.0) if rate_long > 1e-12 else 0.0
+    recency_purchase = (
+        min((at - state.last_purchase_ts) / DAY, NEVER_PURCHASED_DAYS) if purchases else NEVER_PURCHASED_DAYS
+    )
+    return np.array(
+        [
+            recency_purchase,
+            (at - state.last_ts) / DAY if state.events else NEVER_PURCHASED_DAYS,
+            (at - state.first_ts) / DAY if state.events else 0.0,
+            float(purchases),
+            net,
+            d[_D["purchases_d"]],
+            max(d[_D["spend_d"]], 0.0),
+            net / purchases if purchases else 0.0,
+            *shares,
+            *d[_D["kind_browse"] : _D["kind_support"] + 1],
+            state.promo_purchases / purchases if purchases else 0.0,
+            min(state.refunds / purchases, 1.0) if purchases else (1.0 if state.refunds else 0.0),
+            max(state.carts - purchases, 0) / state.carts if state.carts else 0.0,
+            trend,
+        ],
+        dtype=np.float64,
+    )
+
+
+def _window(half_life_days: float, tenure_days: float) -> float:
+    """Decayed count a rate of one event per day accumulates over ``tenure_days``."""
+    tau = half_life_days / math.log(2)
+    return tau * (1.0 - math.exp(-tenure_days / tau))
+
+
+def next_due(state: CustomerState, thresholds_days: tuple[float, ...], after_ts: float) -> int:
+    """Event time of the next inactivity threshold crossing strictly after ``after_ts`` (0 = none)."""
+    for days in sorted(thresholds_days):
+        due = state.last_ts + int(days * DAY)
+        if due > after_ts:
+            return due
+    return 0

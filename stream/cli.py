@@ -1,0 +1,451 @@
+"""The ``segstream`` command line. Errors are one line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from stream.errors import SegstreamError
+from stream.settings import Settings, load
+
+console = Console()
+err_console = Console(stderr=True)
+log = logging.getLogger("segstream")
+
+
+class Ctx:
+    def __init__(self, config: Path | None, overrides: dict[str, Any]) -> None:
+        self.config = config
+        self.overrides = overrides
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load(self.config, self.overrides)
+        return self._settings
+
+
+def _overrides(
+    bootstrap: str | None, redis_url: str | None, namespace: str | None, group: str | None
+) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+    if bootstrap:
+        o.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
+    if group:
+        o.setdefault("kafka", {})["group_id"] = group
+    if redis_url:
+        o.setdefault("redis", {})["url"] = redis_url
+    if namespace:
+        o.setdefault("redis", {})["namespace"] = namespace
+    return o
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "-c", type=click.Path(path_type=Path), help="YAML settings file.")
+@click.option("--bootstrap", help="Kafka bootstrap servers (overrides settings).")
+@click.option("--redis-url", help="Redis URL (overrides settings).")
+@click.option("--namespace", "-n", help="Redis namespace (overrides settings).")
+@click.option("--group", help="Kafka consumer group id (overrides settings).")
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    config: Path | None,
+    bootstrap: str | None,
+    redis_url: str | None,
+    namespace: str | None,
+    group: str | None,
+    verbose: bool,
+) -> None:
+    """segstream: streaming customer segmentation on Kafka and Redis."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    ctx.obj = Ctx(config, _overrides(bootstrap, redis_url, namespace, group))
+
+
+# ---------------------------------------------------------------- settings and topics
+
+
+@cli.command("config")
+@click.pass_obj
+def config_cmd(obj: Ctx) -> None:
+    """Print the effective settings (secrets masked)."""
+    console.print_json(json.dumps(obj.settings.masked()))
+
+
+@cli.group()
+def topics() -> None:
+    """Manage the Kafka topics."""
+
+
+@topics.command("create")
+@click.pass_obj
+def topics_create(obj: Ctx) -> None:
+    """Create every topic segstream uses (idempotent)."""
+    from stream.kafka_io import ensure_topics
+
+    created = ensure_topics(obj.settings)
+    console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'} (the others existed)")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), help="Directory to write one .json file per schema.")
+def schema(out: Path | None) -> None:
+    """Print (or write) the JSON Schemas of the input and output events."""
+    from models.events import json_schemas
+
+    schemas = json_schemas()
+    if out is None:
+        console.print_json(json.dumps(schemas))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name, s in schemas.items():
+        (out / f"{name}.schema.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
+    console.print(f"wrote {len(schemas)} schemas to {out}")
+
+
+# ---------------------------------------------------------------- data
+
+
+@cli.command()
+@click.option("--customers", type=click.IntRange(1, 10_000_000), default=2000, show_default=True)
+@click.option("--days", type=click.IntRange(1, 3650), default=120, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--scenario",
+    type=click.Choice(["stationary", "gradual_drift", "sudden_shift", "new_persona", "persona_disappears"]),
+    default="stationary",
+    show_default=True,
+)
+@click.option("--malformed", type=click.FloatRange(0, 1), default=0.0, help="Fraction of malformed records.")
+@click.option("--out", type=click.Path(path_type=Path), help="Write JSONL (.gz to compress).")
+@click.option("--truth", type=click.Path(path_type=Path), help="Write customer,persona CSV here.")
+@click.option("--to-kafka", is_flag=True, help="Produce to the interactions topic.")
+@click.pass_obj
+def generate(
+    obj: Ctx,
+    customers: int,
+    days: int,
+    seed: int,
+    scenario: str,
+    malformed: float,
+    out: Path | None,
+    truth: Path | None,
+    to_kafka: bool,
+) -> None:
+    """Generate seeded omnichannel demo events from planted personas."""
+    from models.generator import generate as gen
+    from models.generator import write_truth_csv
+
+    if out is None and not to_kafka:
+        raise click.UsageError("give --out FILE and/or --to-kafka")
+    log_ = gen(customers, days, seed, scenario=scenario, malformed_fraction=malformed)
+    values = [r.value for r in log_.records]
+    if out is not None:
+        from stream.logfiles import write_lines
+
+        write_lines(out, values)
+        console.print(f"wrote {len(values)} events ({len(log_.malformed_kinds)} malformed) to {out}")
+    if truth is not None:
+        truth.parent.mkdir(parents=True, exist_ok=True)
+        with truth.open("w") as f:
+            write_truth_csv(log_.truth, f)
+    if to_kafka:
+        n = _produce(obj.settings, ((r.key, r.value) for r in log_.records))
+        console.print(f"produced {n} events to {obj.settings.topics.interactions}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.pass_obj
+def produce(obj: Ctx, path: Path) -> None:
+    """Produce a JSONL(.gz) event log to the interactions topic (key = customer_id)."""
+    from stream.logfiles import read_lines
+
+    n = _produce(obj.settings, read_lines(path))
+    console.print(f"produced {n} events from {path} to {obj.settings.topics.interactions}")
+
+
+@cli.command("cdnow")
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path),
+    default=Path("tests/data/cdnow/CDNOW_master.txt"),
+    show_default=True,
+    help="The CDNOW_master.txt purchase log.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL(.gz) to write.")
+def cdnow_cmd(source: Path, out: Path) -> None:
+    """Turn the real CDNOW purchase log into interaction events (sorted by time)."""
+    from models.cdnow import cdnow_events
+    from stream.logfiles import write_lines
+
+    if not source.exists():
+        raise SegstreamError(f"CDNOW file not found: {source}")
+    with source.open() as f:
+        records = cdnow_events(f)
+    n = write_lines(out, (r.value for r in records))
+    console.print(f"wrote {n} CDNOW purchase events to {out}")
+
+
+def _produce(settings: Settings, records: Any) -> int:
+    from stream.kafka_io import ensure_topics, make_producer
+
+    ensure_topics(settings, only=[settings.topics.interactions])
+    producer = make_producer(settings, linger_ms=20)
+    n = 0
+    try:
+        for key, value in records:
+            producer.send(settings.topics.interactions, key=key, value=value)
+            n += 1
+        producer.flush(timeout=120)
+    finally:
+        producer.close(timeout=10)
+    return n
+
+
+# ---------------------------------------------------------------- the service
+
+
+@cli.command()
+@click.option("--until-idle", type=click.FloatRange(0.1), help="Stop after this many idle seconds.")
+@click.option("--max-records", type=click.IntRange(1), help="Stop after about this many records.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Port of /metrics, /healthz, /readyz.")
+@click.pass_obj
+def run(obj: Ctx, until_idle: float | None, max_records: int | None, metrics_port: int | None) -> None:
+    """Consume interactions, update features, assign segments, publish changes."""
+    from stream.service import Service
+
+    if metrics_port is not None:
+        obj.overrides.setdefault("service", {})["metrics_port"] = metrics_port
+    service = Service(obj.settings)
+    service.install_signal_handlers()
+    service.start()
+    log.info(
+        "consuming %s (group %s), metrics on port %s",
+        obj.settings.topics.interactions,
+        obj.settings.kafka.group_id,
+        service.http_port,
+    )
+    try:
+        summary = service.run(until_idle=until_idle, max_records=max_records)
+    finally:
+        service.close()
+    rate = summary.records / summary.seconds if summary.seconds else 0.0
+    console.print(
+        f"processed {summary.records} records in {summary.batches} batches ({rate:,.0f}/s): "
+        f"{summary.applied} applied, {summary.dead_letters} dead-lettered, {summary.changes} segment changes"
+    )
+
+
+# ---------------------------------------------------------------- look-ups
+
+
+def _store(settings: Settings) -> Any:
+    from stream.feature_store import FeatureStore
+
+    return FeatureStore(settings.redis.url.get_secret_value(), settings.redis.namespace).start()
+
+
+def _partitions(settings: Settings, store: Any) -> int:
+    meta = store.meta()
+    return int(meta.get("partitions", settings.topics.partitions))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--tree", is_flag=True, help="Also print the segment hierarchy.")
+@click.pass_obj
+def segments(obj: Ctx, as_json: bool, tree: bool) -> None:
+    """The current segments: ids, names, customers, profiles."""
+    from models.segments.engine import SegmentEngine
+
+    store = _store(obj.settings)
+    saved = store.load_model()
+    if saved is None:
+        raise SegstreamError(
+            f"no model in namespace {obj.settings.redis.namespace!r} yet: run `segstream run` first"
+        )
+    engine = SegmentEngine.restore(saved[1])
+    counts = store.segment_counts(_partitions(obj.settings, store))
+    profiles = engine.segments()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "model_version": engine.version,
+                    "segments": [
+                        {
+                            "id": s.id,
+                            "name": s.name,
+                            "customers": counts.get(s.id, 0),
+                            "weight": s.size,
+                            "profile": s.centroid,
+                        }
+                        for s in profiles
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    table = Table(
+        title=f"segments (model version {engine.version}, namespace {obj.settings.redis.namespace})"
+    )
+    for col in (
+        "id",
+        "name",
+        "customers",
+        "recency d",
+        "orders",
+        "spend",
+        "aov",
+        "promo",
+        "top channel",
+        "trend",
+    ):
+        table.add_column(col, justify="left" if col in ("name", "top channel") else "right")
+    for s in sorted(profiles, key=lambda s: -counts.get(s.id, 0)):
+        c = s.centroid
+        shares = {k[6:]: v for k, v in c.items() if k.startswith("share_")}
+        top = max(shares, key=lambda k: shares[k]) if shares else "-"
+        table.add_row(
+            str(s.id),
+            s.name,
+            f"{counts.get(s.id, 0):,}",
+            f"{c.get('recency_days', 0):.0f}",
+            f"{c.get('purchases', 0):.1f}",
+            f"{c.get('spend', 0):,.0f}",
+            f"{c.get('aov', 0):,.0f}",
+            f"{c.get('promo_share', 0):.0%}",
+            f"{top} {shares.get(top, 0):.0%}" if shares else "-",
+            f"{c.get('engagement_trend', 0):.2f}",
+        )
+    console.print(table)
+    if tree:
+        console.print(engine.hierarchy().render())
+
+
+def _customer_view(settings: Settings, store: Any, customer_id: str) -> dict[str, Any] | None:
+    from kafka.partitioner.default import murmur2
+
+    from models.features import FEATURE_NAMES, CustomerState, evaluate
+    from models.segments.engine import SegmentEngine
+
+    partitions = _partitions(settings, store)
+    p = (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+    blob = store.get_state(p, customer_id)
+    if blob is None:
+        return None
+    state = CustomerState.unpack(blob)
+    wm_raw = store.client.get(store.watermark_key(p))
+    at = max(int(wm_raw or 0), state.last_ts)
+    vec = evaluate(state, settings.features.params(), at)
+    view: dict[str, Any] = {
+        "customer_id": customer_id,
+        "partition": p,
+        "as_of": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+        "features": {n: round(float(v), 4) for n, v in zip(FEATURE_NAMES, vec, strict=True)},
+        "events": state.events,
+        "segment": None,
+    }
+    saved = store.load_model()
+    if saved is not None:
+        engine = SegmentEngine.restore(saved[1])
+        names = {s.id: s.name for s in engine.segments()}
+        a = engine.assign(vec.reshape(1, -1))
+        row = a.row(0)
+        view["segment"] = (
+            {
+                "id": state.segment,
+                "name": names.get(state.segment, f"segment {state.segment}"),
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.segment_since)),
+            }
+            if state.segment >= 0
+            else None
+        )
+        view["membership"] = {
+            str(int(i)): round(float(m), 4) for i, m in zip(a.ids, row.membership, strict=True) if m >= 0.005
+        }
+        view["outlier"] = bool(row.outlier)
+        rfm = engine.rfm(vec)
+        view["rfm"] = rfm.model_dump() if rfm is not None else None
+        view["model_version"] = engine.version
+    return view
+
+
+@cli.command()
+@click.argument("customer_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def customer(obj: Ctx, customer_id: str, as_json: bool) -> None:
+    """A customer's features (in their units), segment, membership and scores."""
+    from models.features import FEATURE_UNITS
+
+    store = _store(obj.settings)
+    view = _customer_view(obj.settings, store, customer_id)
+    if view is None:
+        raise SegstreamError(
+            f"unknown customer {customer_id!r} in namespace {obj.settings.redis.namespace!r}"
+        )
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    seg = view.get("segment")
+    console.print(
+        f"[bold]{customer_id}[/bold]  segment: {seg['name'] + ' (' + str(seg['id']) + ')' if seg else '-'}"
+        f"  as of {view['as_of']}  events: {view['events']}"
+    )
+    if view.get("rfm"):
+        r = view["rfm"]
+        console.print(f"RFM {r['r']}{r['f']}{r['m']} ({r['group']})  membership: {view.get('membership')}")
+    table = Table()
+    table.add_column("feature")
+    table.add_column("value", justify="right")
+    table.add_column("unit / meaning")
+    for name, value in view["features"].items():
+        table.add_row(name, f"{value:,.4g}", FEATURE_UNITS[name])
+    console.print(table)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="segstream", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.Abort:
+        err_console.print("segstream: aborted")
+        return 130
+    except click.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx else "segstream"
+        print(f"{cmd}: error: {e.format_message()} (see {cmd} --help)", file=sys.stderr)
+        return 2
+    except click.ClickException as e:
+        print(f"segstream: error: {e.format_message()}", file=sys.stderr)
+        return e.exit_code
+    except SegstreamError as e:
+        print(f"segstream: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""One exception base for the runtime, so the CLI can turn any of them into a one-line message."""
+
+
+class SegstreamError(Exception):
+    """Base of every error segstream raises on purpose."""
+
+
+class ConfigError(SegstreamError):
+    """Settings could not be loaded or are invalid."""
+
+
+class ServiceUnavailable(SegstreamError):
+    """Kafka or Redis did not answer."""
+
+
+class StateConflict(SegstreamError):
+    """Another writer advanced a partition's applied offset (rebalance or a second instance)."""

@@ -1,0 +1,172 @@
+"""Kafka clients: consumer and producer factories, topic creation, the output sink."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from models.events import DeadLetter, SegmentChange
+from stream.errors import ServiceUnavailable
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One consumed record, decoupled from the client library (also built from replay files)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def _security(settings: Settings) -> dict[str, Any]:
+    k = settings.kafka
+    conf: dict[str, Any] = {"security_protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        conf["sasl_mechanism"] = k.sasl_mechanism
+        conf["sasl_plain_username"] = k.sasl_username
+        conf["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
+    return conf
+
+
+def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
+    k = settings.kafka
+    conf: dict[str, Any] = {
+        "bootstrap_servers": k.bootstrap_servers.split(","),
+        "group_id": k.group_id,
+        "client_id": k.client_id,
+        "enable_auto_commit": False,  # offsets commit last, after Redis and the producer
+        "auto_offset_reset": "earliest",
+        "max_poll_records": k.max_poll_records,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "fetch_max_bytes": 16 * 1024 * 1024,
+        **_security(settings),
+        **overrides,
+    }
+    try:
+        return KafkaConsumer(**conf)
+    except KafkaError as e:
+        raise ServiceUnavailable(f"Kafka at {k.bootstrap_servers} did not answer: {e}") from e
+
+
+def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    k = settings.kafka
+    conf: dict[str, Any] = {
+        "bootstrap_servers": k.bootstrap_servers.split(","),
+        "client_id": k.client_id,
+        "acks": "all",
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        **_security(settings),
+        **overrides,
+    }
+    try:
+        return KafkaProducer(**conf)
+    except KafkaError as e:
+        raise ServiceUnavailable(f"Kafka at {k.bootstrap_servers} did not answer: {e}") from e
+
+
+def make_admin(settings: Settings) -> KafkaAdminClient:
+    k = settings.kafka
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=k.bootstrap_servers.split(","), client_id=k.client_id, **_security(settings)
+        )
+    except KafkaError as e:
+        raise ServiceUnavailable(f"Kafka at {k.bootstrap_servers} did not answer: {e}") from e
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    t = settings.topics
+    compact = {"cleanup.policy": "compact"}
+    return [
+        NewTopic(t.interactions, t.partitions, 1),
+        NewTopic(t.out("dlq"), t.partitions, 1),
+        NewTopic(t.out("changes"), t.partitions, 1),
+        NewTopic(t.out("current"), t.partitions, 1, topic_configs=compact),
+        NewTopic(t.out("model"), 1, 1, topic_configs=compact),
+        NewTopic(t.out("model_events"), 1, 1),
+    ]
+
+
+def ensure_topics(settings: Settings, only: Iterable[str] | None = None) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = make_admin(settings)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [s for s in topic_specs(settings) if only is None or s.name in set(only)]
+        missing = [s for s in wanted if s.name not in existing]
+        for spec in missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: fine
+                admin.create_topics([spec])
+        _wait_for_topics(admin, [s.name for s in missing])
+        return [s.name for s in missing]
+    finally:
+        admin.close()
+
+
+def _wait_for_topics(admin: KafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while names and time.monotonic() < deadline:
+        if set(names) <= set(admin.list_topics()):
+            return
+        time.sleep(0.2)
+
+
+class KafkaSink:
+    """Publishes outputs; ``flush()`` returns once the broker acknowledged all of them."""
+
+    def __init__(self, settings: Settings, producer: KafkaProducer) -> None:
+        t = settings.topics
+        self._producer = producer
+        self.changes_topic = t.out("changes")
+        self.current_topic = t.out("current")
+        self.dlq_topic = t.out("dlq")
+        self.model_topic = t.out("model")
+        self.model_events_topic = t.out("model_events")
+        self._futures: list[Any] = []
+
+    def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: list | None = None) -> None:
+        self._futures.append(self._producer.send(topic, key=key, value=value, headers=headers))
+
+    def change(self, change: SegmentChange) -> None:
+        payload = change.model_dump_json().encode()
+        key = change.customer_id.encode()
+        headers = [("emitted_at", str(int(time.time() * 1000)).encode())]
+        self._send(self.changes_topic, key, payload, headers)
+        # The compacted topic holds the latest segment per customer; erase leaves a tombstone.
+        self._send(self.current_topic, key, None if change.current is None else payload, headers)
+
+    def dead_letter(self, dl: DeadLetter) -> None:
+        self._send(self.dlq_topic, dl.key.encode() if dl.key else None, dl.model_dump_json().encode())
+
+    def model_event(self, payload: dict[str, Any]) -> None:
+        self._send(self.model_events_topic, b"model", json.dumps(payload, sort_keys=True).encode())
+
+    def model_snapshot(self, version: int, snapshot: bytes) -> None:
+        body = json.dumps({"version": version, "snapshot_b64": base64.b64encode(snapshot).decode()})
+        self._send(self.model_topic, b"model", body.encode())
+
+    def flush(self, timeout: float = 60.0) -> None:
+        self._producer.flush(timeout=timeout)
+        futures, self._futures = self._futures, []
+        for f in futures:
+            f.get(timeout=timeout)  # raises if the broker refused a record
+
+    def close(self) -> None:
+        self._producer.close(timeout=10)

@@ -1,0 +1,102 @@
+"""Prometheus metrics. The registry is passed in (tests use a fresh one); never a customer id in a label."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events_consumed = Counter(
+            "segstream_events_consumed", "Records read from the interactions topic", registry=registry
+        )
+        self.events_applied = Counter(
+            "segstream_events_applied", "Valid events applied to the feature state", registry=registry
+        )
+        self.events_skipped = Counter(
+            "segstream_events_skipped",
+            "Records skipped because the partition had already applied their offset (replayed after a crash)",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "segstream_duplicate_events",
+            "Events ignored as duplicates of a recent event_id",
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "segstream_dead_letters", "Records sent to the dead-letter topic", ["reason"], registry=registry
+        )
+        self.changes = Counter(
+            "segstream_segment_changes", "Segment changes published", ["reason"], registry=registry
+        )
+        self.reevaluations = Counter(
+            "segstream_inactivity_reevaluations",
+            "Customers re-scored because their inactivity crossed a threshold",
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "segstream_batch_size",
+            "Records per processed batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "segstream_batch_seconds",
+            "Wall time to process one batch, commit included",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "segstream_event_to_change_seconds",
+            "From the event's own timestamp to the publish of the change it caused",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.lag_messages = Gauge(
+            "segstream_consumer_lag_messages", "Records behind the log end", ["partition"], registry=registry
+        )
+        self.lag_seconds = Gauge(
+            "segstream_consumer_lag_seconds",
+            "Wall clock minus the event time of the last applied event",
+            ["partition"],
+            registry=registry,
+        )
+        self.watermark = Gauge(
+            "segstream_watermark_seconds",
+            "Event-time watermark per partition",
+            ["partition"],
+            registry=registry,
+        )
+        self.segment_size = Gauge(
+            "segstream_segment_customers",
+            "Customers currently in each segment",
+            ["segment"],
+            registry=registry,
+        )
+        self.model_version = Gauge("segstream_model_version", "Current model version", registry=registry)
+        self.model_updated = Gauge(
+            "segstream_model_updated_timestamp_seconds",
+            "Wall-clock time of the last model version",
+            registry=registry,
+        )
+        self.model_events = Counter(
+            "segstream_model_events", "Births, deaths, splits, merges, drift", ["kind"], registry=registry
+        )
+        self.errors = Counter(
+            "segstream_errors", "Errors talking to a dependency", ["component"], registry=registry
+        )
+        self.rebalances = Counter("segstream_rebalances", "Partition assignments received", registry=registry)
+        self.restore_seconds = Gauge(
+            "segstream_restore_seconds", "Time to restore the model at start", registry=registry
+        )
+        self.assigned_partitions = Gauge(
+            "segstream_assigned_partitions", "Partitions this instance owns", registry=registry
+        )
+        self.last_loop = Gauge(
+            "segstream_last_loop_timestamp_seconds",
+            "Wall-clock time of the last poll loop",
+            registry=registry,
+        )

@@ -1,0 +1,378 @@
+"""The batch pipeline: decode, validate, update features, assign segments, publish, commit.
+
+One call of :meth:`BatchProcessor.process` handles the records of one poll. Per partition, in
+offset order: records the partition already applied are skipped (a replay after a crash); bad
+records become dead letters; events update the features; customers whose inactivity crossed a
+threshold before the watermark are re-scored at the crossing time. Then every row goes through
+the segment engine in stream order, hysteresis decides who moves, the changes are published, the
+producer is flushed, and only then each partition's state is written in one atomic Redis step.
+The caller commits the Kafka offsets last.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import logging
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+from pydantic import ValidationError
+
+from models.events import (
+    DeadLetter,
+    EventType,
+    InteractionEvent,
+    SegmentChange,
+    SegmentRef,
+    describe_validation_error,
+)
+from models.features import CustomerState, Fact, FeatureParams, apply_event, evaluate, next_due
+from models.segments.engine import ModelEvent, SegmentEngine
+from stream.feature_store import FeatureStore, PartitionView, PartitionWrite
+from stream.kafka_io import SourceRecord
+from stream.metrics import Metrics
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    def change(self, change: SegmentChange) -> None: ...
+    def dead_letter(self, dl: DeadLetter) -> None: ...
+    def model_event(self, payload: dict) -> None: ...
+    def model_snapshot(self, version: int, snapshot: bytes) -> None: ...
+    def flush(self, timeout: float = 60.0) -> None: ...
+
+
+@dataclass(slots=True)
+class _Row:
+    customer_id: str
+    vector: np.ndarray
+    at: float
+    reason: str  # "event" | "inactivity"
+    offset: int
+
+
+@dataclass
+class BatchResult:
+    offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to commit
+    applied: int = 0
+    dead_letters: int = 0
+    changes: int = 0
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeatureStore,
+        engine: SegmentEngine,
+        sink: Sink,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.sink = sink
+        self.metrics = metrics
+        self.params: FeatureParams = settings.features.params()
+        f = settings.features
+        self._lateness = int(f.allowed_lateness_hours * 3600)
+        self._future = int(f.max_future_hours * 3600)
+        self._thresholds = f.inactivity_thresholds_days
+        self._max_bytes = settings.kafka.max_record_bytes
+        self._names: dict[int, str] = {}
+
+    # ---- decode ----
+    def _dead(self, rec: SourceRecord, error_class: str, reason: str) -> None:
+        self.sink.dead_letter(
+            DeadLetter(
+                source_topic=rec.topic,
+                source_partition=rec.partition,
+                source_offset=rec.offset,
+                key=rec.key.decode("utf-8", "replace")[:128] if rec.key else None,
+                original=base64.b64encode(rec.value or b"").decode(),
+                error_class=error_class,
+                reason=reason,
+            )
+        )
+        self.metrics.dead_letters.labels(reason=error_class).inc()
+
+    def _decode(self, rec: SourceRecord) -> InteractionEvent | None:
+        value = rec.value
+        if value is None:
+            self._dead(rec, "EmptyRecord", "record has no value")
+            return None
+        if len(value) > self._max_bytes:
+            self._dead(rec, "RecordTooLarge", f"record is {len(value)} bytes, limit {self._max_bytes}")
+            return None
+        try:
+            event = InteractionEvent.model_validate_json(value)
+        except ValidationError as e:
+            kind = (
+                "InvalidJSON" if any(err["type"] == "json_invalid" for err in e.errors()) else "InvalidEvent"
+            )
+            self._dead(rec, kind, describe_validation_error(e))
+            return None
+        if rec.key is not None and rec.key != event.customer_id.encode():
+            self._dead(rec, "KeyMismatch", f"record key {rec.key[:64]!r} is not the customer_id")
+            return None
+        return event
+
+    # ---- the batch ----
+    def process(self, records: Sequence[SourceRecord]) -> BatchResult:
+        started = time.perf_counter()
+        result = BatchResult()
+        by_partition: dict[int, list[SourceRecord]] = {}
+        for rec in records:
+            by_partition.setdefault(rec.partition, []).append(rec)
+        self.metrics.events_consumed.inc(len(records))
+        self.metrics.batch_size.observe(len(records))
+        writes: list[PartitionWrite] = []
+        for p in sorted(by_partition):
+            recs = sorted(by_partition[p], key=lambda r: r.offset)
+            write = self._process_partition(p, recs, result)
+            if write is not None:
+                writes.append(write)
+            result.offsets[p] = recs[-1].offset + 1
+        # Outputs first, state second, offsets last: a crash in between republishes (same change_id)
+        # but never loses a change, and never applies an event twice.
+        self.sink.flush()
+        for w in writes:
+            self.store.commit(w)
+            self.metrics.watermark.labels(partition=str(w.partition)).set(w.watermark)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        return result
+
+    def _process_partition(
+        self, p: int, recs: list[SourceRecord], result: BatchResult
+    ) -> PartitionWrite | None:
+        # The applied offset is only known after the load; decode first to know which customers to load.
+        events = [(r, self._decode_quiet(r)) for r in recs]
+        customers = sorted({e.customer_id for _, e in events if e is not None})
+        max_ts = max((int(e.ts_seconds) for _, e in events if e is not None), default=0)
+        view = self.store.load(p, customers, due_until=max_ts)
+        fresh = [(r, e) for r, e in events if r.offset > view.applied_offset]
+        skipped = len(events) - len(fresh)
+        if skipped:
+            self.metrics.events_skipped.inc(skipped)
+        if not fresh:
+            return None
+        rows, states, dirty, due_updates, wm = self._apply(view, fresh, result)
+        deltas = self._assign(p, rows, states, result)
+        return PartitionWrite(
+            partition=p,
+            expected_offset=view.applied_offset,
+            new_offset=fresh[-1][0].offset,
+            watermark=wm,
+            states={c: states[c].pack() for c in sorted(dirty)},
+            due=due_updates,
+            segment_deltas=deltas,
+        )
+
+    def _decode_quiet(self, rec: SourceRecord) -> InteractionEvent | None:
+        """Decode without side effects; dead letters are emitted later, only for unapplied offsets."""
+        value = rec.value
+        if value is None or len(value) > self._max_bytes:
+            return None
+        try:
+            event = InteractionEvent.model_validate_json(value)
+        except ValidationError:
+            return None
+        if rec.key is not None and rec.key != event.customer_id.encode():
+            return None
+        return event
+
+    def _apply(
+        self,
+        view: PartitionView,
+        decoded: list[tuple[SourceRecord, InteractionEvent | None]],
+        result: BatchResult,
+    ) -> tuple[list[_Row], dict[str, CustomerState], set[str], dict[str, int], int]:
+        states: dict[str, CustomerState] = {}
+
+        def state_of(cid: str) -> CustomerState:
+            s = states.get(cid)
+            if s is None:
+                blob = view.states.get(cid)
+                s = CustomerState.unpack(blob) if blob else CustomerState.new()
+                states[cid] = s
+            return s
+
+        rows: list[_Row] = []
+        dirty: set[str] = set()
+        due_updates: dict[str, int] = {}
+        due_heap: list[tuple[int, str]] = list(view.due)
+        heapq.heapify(due_heap)
+        wm = view.watermark
+        params = self.params
+        applied = 0
+        for rec, event in decoded:
+            if event is None:
+                self._decode(rec)  # emits the dead letter with its reason
+                result.dead_letters += 1
+                continue
+            ts = int(event.ts_seconds)
+            if wm and ts < wm - self._lateness:
+                self._dead(
+                    rec,
+                    "LateEvent",
+                    f"event time {event.ts.isoformat()} is {(wm - ts) / 3600:.1f} h behind the partition "
+                    f"watermark; allowed lateness is {self._lateness / 3600:g} h",
+                )
+                result.dead_letters += 1
+                continue
+            if wm and ts > wm + self._future:
+                self._dead(
+                    rec,
+                    "FutureEvent",
+                    f"event time {event.ts.isoformat()} is {(ts - wm) / 3600:.1f} h ahead of the partition "
+                    f"watermark; at most {self._future / 3600:g} h allowed",
+                )
+                result.dead_letters += 1
+                continue
+            cid = event.customer_id
+            state = state_of(cid)
+            fact = Fact(
+                ts=ts,
+                kind=event.kind,
+                channel=event.channel.value,
+                amount=event.amount or 0.0,
+                promo=event.is_promo,
+                event_hash=zlib.crc32(event.event_id.encode()),
+                is_add_to_cart=event.type is EventType.ADD_TO_CART,
+            )
+            if not apply_event(state, params, fact):
+                self.metrics.duplicates.inc()
+                continue
+            applied += 1
+            dirty.add(cid)
+            rows.append(_Row(cid, evaluate(state, params, ts), float(ts), "event", rec.offset))
+            wm = max(wm, ts)
+            due = next_due(state, self._thresholds, after_ts=wm)
+            if due != state.next_due:
+                state.next_due = due
+                due_updates[cid] = due
+                if due:
+                    heapq.heappush(due_heap, (due, cid))
+            # Customers whose quiet spell crossed a threshold before the watermark: re-score them at
+            # the crossing time, so the result does not depend on where the batch was cut.
+            while due_heap and due_heap[0][0] <= wm:
+                due_ts, qcid = heapq.heappop(due_heap)
+                qstate = state_of(qcid)
+                if qstate.next_due != due_ts:
+                    continue  # stale: the customer was active since
+                rows.append(
+                    _Row(qcid, evaluate(qstate, params, due_ts), float(due_ts), "inactivity", rec.offset)
+                )
+                self.metrics.reevaluations.inc()
+                qstate.next_due = next_due(qstate, self._thresholds, after_ts=due_ts)
+                due_updates[qcid] = qstate.next_due
+                dirty.add(qcid)
+                if qstate.next_due:
+                    heapq.heappush(due_heap, (qstate.next_due, qcid))
+        result.applied += applied
+        self.metrics.events_applied.inc(applied)
+        return rows, states, dirty, due_updates, wm
+
+    def _assign(
+        self, p: int, rows: list[_Row], states: dict[str, CustomerState], result: BatchResult
+    ) -> dict[int, int]:
+        deltas: dict[int, int] = {}
+        if not rows:
+            return deltas
+        engine = self.engine
+        raw = np.vstack([r.vector for r in rows])
+        times = np.array([r.at for r in rows])
+        assignment, model_events = engine.process(raw, times)
+        self._publish_model_events(model_events)
+        live = {s.id: s.name for s in engine.segments()}
+        self._names.update(live)
+        topic = self.settings.topics.interactions
+        now = time.time()
+        for i, row in enumerate(rows):
+            best = int(assignment.segment_ids[i])
+            if best < 0:
+                continue  # warming up: no id is published as if it meant something
+            state = states[row.customer_id]
+            current = state.segment if state.segment >= 0 else None
+            reason = row.reason
+            arow = assignment.row(i)
+            if current is not None and current not in live:
+                target: int | None = best  # the customer's segment was retired by a model update
+                reason = "model_update"
+            else:
+                target = engine.decide(
+                    current, float(state.segment_since) if current is not None else None, arow, row.at
+                )
+            if target is None or target == current:
+                continue
+            state.segment = target
+            state.segment_since = int(row.at)
+            state.seq += 1
+            if current is not None:
+                deltas[current] = deltas.get(current, 0) - 1
+            deltas[target] = deltas.get(target, 0) + 1
+            membership = {
+                str(int(sid)): round(float(prob), 4)
+                for sid, prob in zip(assignment.ids, arow.membership, strict=True)
+                if prob >= 0.005
+            }
+            change = SegmentChange(
+                change_id=_change_id(topic, p, row.offset, row.customer_id, state.seq),
+                customer_id=row.customer_id,
+                seq=state.seq,
+                previous=SegmentRef(id=current, name=self._names.get(current, f"segment {current}"))
+                if current is not None
+                else None,
+                current=SegmentRef(id=target, name=live.get(target, f"segment {target}")),
+                membership=membership,
+                confidence=round(float(arow.confidence), 4),
+                outlier=bool(arow.outlier),
+                reason=reason,
+                explanation=engine.explain(row.vector, current, target),
+                rfm=engine.rfm(row.vector),
+                model_version=engine.version,
+                event_time=datetime.fromtimestamp(row.at, UTC),
+                source_topic=topic,
+                source_partition=p,
+                source_offset=row.offset,
+            )
+            self.sink.change(change)
+            result.changes += 1
+            self.metrics.changes.labels(reason=reason).inc()
+            if reason == "event":
+                self.metrics.latency.observe(max(now - row.at, 0.0))
+        return deltas
+
+    def _publish_model_events(self, events: list[ModelEvent]) -> None:
+        for ev in events:
+            self.sink.model_event(
+                {
+                    "kind": ev.kind,
+                    "version": ev.version,
+                    "segment_id": ev.segment_id,
+                    "related_ids": list(ev.related_ids),
+                    "detail": ev.detail,
+                    "event_time": datetime.fromtimestamp(ev.event_time, UTC).isoformat(),
+                }
+            )
+            self.metrics.model_events.labels(kind=ev.kind).inc()
+        if events:
+            snapshot = self.engine.snapshot()
+            self.sink.model_snapshot(self.engine.version, snapshot)
+            self.store.save_model(snapshot, self.engine.version)
+            self.metrics.model_version.set(self.engine.version)
+            self.metrics.model_updated.set(time.time())
+
+
+def _change_id(topic: str, partition: int, offset: int, customer_id: str, seq: int) -> str:
+    """Deterministic: the same source position and customer sequence give the same id."""
+    return hashlib.sha256(f"{topic}|{partition}|{offset}|{customer_id}|{seq}".encode()).hexdigest()[:32]

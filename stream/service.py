@@ -1,0 +1,219 @@
+"""The long-running consumer: poll, process a batch, commit offsets last; graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
+from models.segments.engine import EngineParams, SegmentEngine
+from stream.errors import StateConflict
+from stream.feature_store import FeatureStore
+from stream.http import Health, serve
+from stream.kafka_io import KafkaSink, SourceRecord, ensure_topics, make_consumer, make_producer
+from stream.metrics import Metrics
+from stream.pipeline import BatchProcessor
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def engine_params(settings: Settings) -> EngineParams:
+    m = settings.model
+    return EngineParams(
+        model=m.model,
+        n_segments=m.n_segments,
+        max_micro=m.max_micro,
+        half_life_days=m.half_life_days,
+        update_every=m.update_every,
+        warmup_vectors=m.warmup_vectors,
+        margin=m.margin,
+        min_dwell_days=m.min_dwell_days,
+        outlier_quantile=m.outlier_quantile,
+        seed=m.seed,
+    )
+
+
+def load_engine(settings: Settings, store: FeatureStore) -> SegmentEngine:
+    """The checkpointed model if the namespace has one (ids and version survive), else a new one."""
+    saved = store.load_model()
+    if saved is not None:
+        version, blob = saved
+        engine = SegmentEngine.restore(blob)
+        log.info("restored model version %d from %s", version, store.model_key)
+        return engine
+    return SegmentEngine(engine_params(settings))
+
+
+@dataclass
+class RunSummary:
+    records: int = 0
+    applied: int = 0
+    dead_letters: int = 0
+    changes: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.service.on_assigned(list(assigned))
+
+
+class Service:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.health = Health(settings.service.stall_seconds)
+        self._stop = threading.Event()
+        self.consumer: KafkaConsumer | None = None
+        self.store: FeatureStore | None = None
+        self.sink: KafkaSink | None = None
+        self.processor: BatchProcessor | None = None
+        self.http_port: int | None = None
+        self._assigned: set[int] = set()
+
+    # ---- lifecycle ----
+    def start(self, serve_http: bool = True) -> None:
+        s = self.settings
+        if serve_http:
+            server = serve(self.registry, self.health, s.service.metrics_host, s.service.metrics_port)
+            self.http_port = server.server_address[1]
+        self.health.checks["partitions"] = lambda: None if self._assigned else "no partitions assigned yet"
+        self.health.checks["model"] = lambda: None if self.processor is not None else "model not loaded"
+        self.health.checks["redis"] = self._redis_check
+        self.health.checks["kafka"] = self._kafka_check
+        started = time.perf_counter()
+        self.store = FeatureStore(s.redis.url.get_secret_value(), s.redis.namespace).start()
+        engine = load_engine(s, self.store)
+        self.metrics.restore_seconds.set(time.perf_counter() - started)
+        self.metrics.model_version.set(engine.version)
+        ensure_topics(s)
+        self.store.save_meta(s.topics.interactions, s.topics.partitions)
+        self.sink = KafkaSink(s, make_producer(s))
+        self.processor = BatchProcessor(s, self.store, engine, self.sink, self.metrics)
+        self.consumer = make_consumer(s)
+        self.consumer.subscribe([s.topics.interactions], listener=_Rebalance(self))
+
+    def _redis_check(self) -> str | None:
+        if self.store is None:
+            return "not connected"
+        self.store.client.ping()
+        return None
+
+    def _kafka_check(self) -> str | None:
+        if self.consumer is None or not self.consumer.bootstrap_connected():
+            return "not connected to the bootstrap servers"
+        return None
+
+    def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Seek past what Redis already applied: a restart resumes where the state is, not re-reads."""
+        self.metrics.rebalances.inc()
+        self._assigned = {tp.partition for tp in assigned}
+        self.metrics.assigned_partitions.set(len(assigned))
+        assert self.consumer is not None and self.store is not None
+        for tp in assigned:
+            applied = self.store.applied_offset(tp.partition)
+            committed = self.consumer.committed(tp)
+            if applied >= 0 and (committed is None or committed <= applied):
+                self.consumer.seek(tp, applied + 1)
+        log.info("partitions assigned: %s", sorted(self._assigned))
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def close(self) -> None:
+        if self.processor is not None and self.store is not None:
+            engine = self.processor.engine
+            self.store.save_model(engine.snapshot(), engine.version)
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
+        if self.sink is not None:
+            self.sink.close()
+        if self.store is not None:
+            self.store.close()
+
+    # ---- the loop ----
+    def run(self, until_idle: float | None = None, max_records: int | None = None) -> RunSummary:
+        assert self.consumer is not None and self.processor is not None
+        summary = RunSummary()
+        started = time.perf_counter()
+        idle_since = time.monotonic()
+        timeout = self.settings.kafka.poll_timeout_ms
+        while not self._stop.is_set():
+            self.health.beat()
+            self.metrics.last_loop.set(time.time())
+            try:
+                polled = self.consumer.poll(timeout_ms=timeout)
+            except KafkaError as e:
+                self.metrics.errors.labels(component="kafka").inc()
+                log.warning("poll failed: %s", e)
+                time.sleep(1)
+                continue
+            records = list(_to_records(polled))
+            if not records:
+                if until_idle is not None and self._assigned and time.monotonic() - idle_since >= until_idle:
+                    break
+                continue
+            idle_since = time.monotonic()
+            self._process(records, summary)
+            if max_records is not None and summary.records >= max_records:
+                break
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _process(self, records: list[SourceRecord], summary: RunSummary) -> None:
+        assert self.consumer is not None and self.processor is not None and self.store is not None
+        try:
+            result = self.processor.process(records)
+        except StateConflict as e:
+            # Someone else advanced a partition (rebalance race): resume from what Redis holds.
+            log.warning("%s; re-seeking to the applied offsets", e)
+            self.metrics.errors.labels(component="state_conflict").inc()
+            for p in {r.partition for r in records}:
+                tp = TopicPartition(self.settings.topics.interactions, p)
+                self.consumer.seek(tp, self.store.applied_offset(p) + 1)
+            return
+        topic = self.settings.topics.interactions
+        self.consumer.commit(
+            {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in result.offsets.items()}
+        )
+        self._update_lag(result.offsets)
+        summary.records += len(records)
+        summary.applied += result.applied
+        summary.dead_letters += result.dead_letters
+        summary.changes += result.changes
+        summary.batches += 1
+
+    def _update_lag(self, offsets: dict[int, int]) -> None:
+        assert self.consumer is not None
+        topic = self.settings.topics.interactions
+        for p, pos in offsets.items():
+            end = self.consumer.highwater(TopicPartition(topic, p))
+            if end is not None:
+                self.metrics.lag_messages.labels(partition=str(p)).set(max(end - pos, 0))
+
+
+def _to_records(polled: dict[Any, Iterable[Any]]) -> Iterable[SourceRecord]:
+    for tp, msgs in polled.items():
+        for m in msgs:
+            yield SourceRecord(tp.topic, tp.partition, m.offset, m.key, m.value)

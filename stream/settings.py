@@ -1,0 +1,189 @@
+"""One frozen settings model: YAML file, then SEGSTREAM_* environment, then CLI flags.
+
+Nested fields use ``__`` in the environment: ``SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS``.
+Secrets are ``SecretStr`` and print masked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from models.features import FeatureParams
+from stream.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/default.yaml")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Frozen):
+    bootstrap_servers: str = "localhost:19092"
+    group_id: str = "segstream"
+    client_id: str = "segstream"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    max_poll_records: int = Field(default=2000, ge=1, le=100_000)
+    poll_timeout_ms: int = Field(default=500, ge=10, le=60_000)
+    max_record_bytes: int = Field(default=64 * 1024, ge=256, description="bigger records are dead-lettered")
+
+
+class RedisSettings(_Frozen):
+    url: SecretStr = SecretStr("redis://localhost:16379/0")
+    namespace: str = Field(default="seg", pattern=r"^[A-Za-z0-9_\-]{1,32}$")
+
+
+class TopicSettings(_Frozen):
+    interactions: str = "interactions"
+    dlq: str = "interactions.dlq"
+    changes: str = "segments.changes"
+    current: str = "segments.current"
+    model: str = "segments.model"
+    model_events: str = "segments.model-events"
+    suffix: str = Field(default="", description="appended to every output topic (shadow replays)")
+    partitions: int = Field(default=4, ge=1, le=1024)
+
+    def out(self, name: str) -> str:
+        return f"{getattr(self, name)}{self.suffix}"
+
+
+class FeatureSettings(_Frozen):
+    monetary_half_life_days: float = Field(default=90.0, gt=0)
+    channel_half_life_days: float = Field(default=30.0, gt=0)
+    short_half_life_days: float = Field(default=7.0, gt=0)
+    long_half_life_days: float = Field(default=60.0, gt=0)
+    allowed_lateness_hours: float = Field(default=48.0, ge=0)
+    max_future_hours: float = Field(default=24.0, ge=0)
+    inactivity_thresholds_days: tuple[float, ...] = (14.0, 30.0, 60.0, 90.0)
+
+    @field_validator("inactivity_thresholds_days")
+    @classmethod
+    def _sorted(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(d <= 0 for d in v):
+            raise ValueError("thresholds must be positive day counts")
+        return tuple(sorted(v))
+
+    def params(self) -> FeatureParams:
+        return FeatureParams(
+            monetary_half_life_days=self.monetary_half_life_days,
+            channel_half_life_days=self.channel_half_life_days,
+            short_half_life_days=self.short_half_life_days,
+            long_half_life_days=self.long_half_life_days,
+        )
+
+
+class ModelSettings(_Frozen):
+    model: Literal["microclusters", "kmeans", "streamkmeans", "clustream", "denstream", "dbstream"] = (
+        "microclusters"
+    )
+    n_segments: int = Field(default=8, ge=2, le=64)
+    max_micro: int = Field(default=150, ge=8, le=5000)
+    half_life_days: float = Field(default=60.0, gt=0)
+    update_every: int = Field(default=2000, ge=10)
+    warmup_vectors: int = Field(default=2000, ge=10)
+    margin: float = Field(default=0.15, ge=0, le=1)
+    min_dwell_days: float = Field(default=7.0, ge=0)
+    outlier_quantile: float = Field(default=0.99, gt=0.5, lt=1)
+    seed: int = 42
+
+
+class ServiceSettings(_Frozen):
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    stall_seconds: float = Field(default=60.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SEGSTREAM_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    topics: TopicSettings = TopicSettings()
+    features: FeatureSettings = FeatureSettings()
+    model: ModelSettings = ModelSettings()
+    service: ServiceSettings = ServiceSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init kwargs carry the YAML file merged with CLI flags (flags win over env: see load()).
+        return env_settings, init_settings
+
+    def masked(self) -> dict[str, Any]:
+        """A printable dict: secrets appear as '**********'."""
+        data = self.model_dump(mode="json")
+        data["redis"]["url"] = _mask_url(self.redis.url.get_secret_value())
+        return data
+
+
+def _mask_url(url: str) -> str:
+    """redis://user:pass@host -> redis://user:****@host (the password is the secret)."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    cred, _, host = rest.rpartition("@")
+    user = cred.split(":", 1)[0] if ":" in cred else ""
+    return f"{scheme}://{user}:****@{host}"
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load(config: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from a YAML file, then SEGSTREAM_* env, then ``overrides`` (CLI flags)."""
+    file_values: dict[str, Any] = {}
+    path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    if path is not None:
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        file_values = raw
+    try:
+        # Precedence file < env < flags: build with file values as init (env wins over init
+        # per settings_customise_sources), then apply flags on top.
+        base = Settings(**file_values)
+        if overrides:
+            merged = _deep_merge(base.model_dump(), overrides)
+            return Settings.model_validate(merged)
+        return base
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors(include_url=False)
+        )
+        where = f" (from {path}, SEGSTREAM_* env or flags)" if path else ""
+        raise ConfigError(f"invalid settings{where}: {problems}") from e
+
+
+def env_overrides_present() -> list[str]:
+    return sorted(k for k in os.environ if k.startswith("SEGSTREAM_"))
