@@ -1,0 +1,490 @@
+"""The segment engine: what the service calls.
+
+Raw feature rows in stream order go in; stable segment ids, soft membership, confidence and
+outlier flags come out, together with the model events of any new model version. Learning is
+buffered up to fixed boundaries (``warmup_vectors`` first, then every ``update_every`` rows), so
+the results do not depend on how the stream was cut into batches: every row is assigned with the
+version in force at its position in the stream, and each boundary builds the next version
+(scaler refreeze, learning, macro step, registry matching, names, outlier thresholds).
+
+Times are event times in seconds (e.g. epoch seconds); parameters in days are converted.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> params = EngineParams(n_segments=3, warmup_vectors=300, update_every=300)
+>>> engine = SegmentEngine(params)
+>>> raw = np.abs(rng.normal(1.0, 0.5, (600, len(DEFAULT_FEATURES))))
+>>> result, events = engine.process(raw, np.arange(600.0))
+>>> engine.version, int(result.segment_ids[0]), int((result.segment_ids[300:] >= 0).sum())
+(2, -1, 300)
+>>> restored = SegmentEngine.restore(engine.snapshot())
+>>> bool(np.array_equal(restored.assign(raw).segment_ids, engine.assign(raw).segment_ids))
+True
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.events import RFMScore
+from models.segments.hierarchy import Hierarchy
+from models.segments.microclusters import sq_distances
+from models.segments.naming import SegmentNamer, suggest_name
+from models.segments.registry import ModelEvent, SegmentRegistry
+from models.segments.rfm import RFMScorer
+from models.segments.river_models import MODEL_NAMES, ModelSummary, make_model
+from models.segments.vectorize import DEFAULT_FEATURES, Vectorizer
+
+__all__ = [
+    "DEFAULT_FEATURES",
+    "Assignment",
+    "AssignmentRow",
+    "EngineParams",
+    "ModelEvent",
+    "SegmentEngine",
+    "SegmentProfile",
+]
+
+DAY = 86400.0
+WARMING_UP = "warming up"
+_SNAPSHOT_MAGIC = b"segstream-engine/1\n"
+_VAR_FLOOR = 1e-2
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """Every knob of the engine (frozen: one value per model configuration)."""
+
+    n_segments: int = 8
+    max_micro: int = 150
+    half_life_days: float = 60.0
+    update_every: int = 2000
+    warmup_vectors: int = 2000
+    margin: float = 0.15
+    min_dwell_days: float = 7.0
+    outlier_quantile: float = 0.99
+    gate: float = 0.5
+    drift: float = 0.25
+    model: str = "microclusters"
+    seed: int = 42
+    feature_weights: tuple[tuple[str, float], ...] = ()
+    n_super: int = 3
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {MODEL_NAMES}")
+        if self.n_segments < 1 or self.update_every < 1 or self.warmup_vectors < 1:
+            raise ValueError("n_segments, update_every and warmup_vectors must be >= 1")
+        if not 0.0 <= self.margin < 1.0:
+            raise ValueError("margin must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class AssignmentRow:
+    """One customer's assignment: best id, soft membership and distances over the version's ids."""
+
+    segment_id: int
+    version: int
+    membership: dict[int, float]
+    distances: dict[int, float]
+    confidence: float
+    outlier: bool
+
+
+@dataclass
+class Assignment:
+    """Assignments of a batch. Columns of ``membership``/``distances`` follow ``ids``; a column
+    whose id did not exist in a row's version has probability 0 and distance ``inf``."""
+
+    segment_ids: np.ndarray
+    membership: np.ndarray
+    ids: np.ndarray
+    confidence: np.ndarray
+    outlier: np.ndarray
+    distances: np.ndarray
+    versions: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.segment_ids)
+
+    def row(self, i: int) -> AssignmentRow:
+        ok = np.isfinite(self.distances[i])
+        ids = self.ids[ok].tolist()
+        return AssignmentRow(
+            segment_id=int(self.segment_ids[i]),
+            version=int(self.versions[i]),
+            membership=dict(zip(ids, self.membership[i, ok].tolist(), strict=True)),
+            distances=dict(zip(ids, self.distances[i, ok].tolist(), strict=True)),
+            confidence=float(self.confidence[i]),
+            outlier=bool(self.outlier[i]),
+        )
+
+    @staticmethod
+    def concat(parts: list[Assignment]) -> Assignment:
+        if len(parts) == 1:
+            return parts[0]
+        ids = np.array(sorted({int(i) for p in parts for i in p.ids.tolist()}), dtype=np.int64)
+        mem, dist = [], []
+        for p in parts:
+            m = np.zeros((len(p), len(ids)))
+            d = np.full((len(p), len(ids)), np.inf)
+            cols = np.searchsorted(ids, p.ids)
+            m[:, cols] = p.membership
+            d[:, cols] = p.distances
+            mem.append(m)
+            dist.append(d)
+        return Assignment(
+            segment_ids=np.concatenate([p.segment_ids for p in parts]),
+            membership=np.vstack(mem),
+            ids=ids,
+            confidence=np.concatenate([p.confidence for p in parts]),
+            outlier=np.concatenate([p.outlier for p in parts]),
+            distances=np.vstack(dist),
+            versions=np.concatenate([p.versions for p in parts]),
+        )
+
+
+@dataclass(frozen=True)
+class SegmentProfile:
+    id: int
+    name: str
+    size: float
+    share: float
+    centroid: dict[str, float]
+    parent: int | None
+
+
+@dataclass
+class _Version:
+    number: int
+    ids: np.ndarray
+    centroids: np.ndarray
+    variances: np.ndarray
+    weights: np.ndarray
+    thresholds: np.ndarray
+    names: dict[int, str] = field(default_factory=dict)
+    parents: dict[int, int] = field(default_factory=dict)
+    # Precomputed Gaussian terms for the soft membership.
+    inv_var: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    mu_inv_var: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    const: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+_LABELS = {
+    "recency_purchase_days": ("days since last purchase", "days"),
+    "recency_days": ("recency", "days"),
+    "tenure_days": ("tenure", "days"),
+    "purchases": ("purchases", ""),
+    "spend": ("spend", "money"),
+    "purchases_decayed": ("recent purchases", ""),
+    "spend_decayed": ("spend (decayed)", "money"),
+    "aov": ("average order value", "money"),
+    "browse_decayed": ("browsing", ""),
+    "cart_decayed": ("cart activity", ""),
+    "engage_decayed": ("engagement", ""),
+    "support_decayed": ("support contacts", ""),
+    "engagement_trend": ("engagement trend", "ratio"),
+}
+
+
+def _fmt(feature: str, value: float) -> str:
+    label, unit = _LABELS.get(feature, (feature.replace("_", " "), "share"))
+    if unit == "days":
+        return f"{label} {{}} to {value:.0f} days"
+    if unit == "money":
+        return f"{label} {{}} to {value:,.0f}"
+    if unit == "share":
+        return f"{label} {{}} to {value:.0%}"
+    return f"{label} {{}} to {value:.2f}" if unit == "ratio" else f"{label} {{}} to {value:.1f}"
+
+
+class SegmentEngine:
+    """Online segmentation with stable ids, soft membership, hysteresis, names, hierarchy and RFM.
+
+    Parameters
+    ----------
+    params
+        The engine configuration.
+    feature_names
+        Column names of the raw rows (default :data:`DEFAULT_FEATURES`).
+    """
+
+    def __init__(self, params: EngineParams, feature_names: tuple[str, ...] = DEFAULT_FEATURES) -> None:
+        self.params = params
+        self.feature_names = tuple(feature_names)
+        self.vectorizer = Vectorizer(self.feature_names, dict(params.feature_weights))
+        self.model = make_model(
+            params.model, params.n_segments, params.seed, params.max_micro, params.half_life_days * DAY
+        )
+        self.registry = SegmentRegistry(gate=params.gate, drift=params.drift)
+        self.namer = SegmentNamer()
+        self.rfm_scorer = RFMScorer()
+        self.version = 0
+        self.learned = 0
+        self.t_max = -np.inf
+        self._pending_raw: list[np.ndarray] = []
+        self._pending_t: list[np.ndarray] = []
+        self._pending_n = 0
+        self._current: _Version | None = None
+        idx = {f: i for i, f in enumerate(self.feature_names)}
+        self._rfm_cols = [idx.get(f) for f in ("recency_purchase_days", "purchases", "spend")]
+
+    # -- public API -------------------------------------------------------------------------
+    @property
+    def warmed_up(self) -> bool:
+        return self._current is not None
+
+    def process(self, raw: np.ndarray, event_times: np.ndarray) -> tuple[Assignment, list[ModelEvent]]:
+        """Assign then learn rows in stream order; returns their assignments and any model events.
+
+        Rows are split at model-update boundaries: each chunk is assigned with the version in
+        force, then buffered for learning; at a boundary the next version is built and the
+        following rows use it. The result does not depend on how the stream is cut into batches.
+        """
+        raw = np.asarray(raw, dtype=np.float64)
+        times = np.asarray(event_times, dtype=np.float64).reshape(-1)
+        if raw.ndim != 2 or raw.shape[1] != len(self.feature_names) or len(times) != len(raw):
+            raise ValueError(
+                f"expected raw (n, {len(self.feature_names)}) and n times, got {raw.shape}, {times.shape}"
+            )
+        parts: list[Assignment] = []
+        events: list[ModelEvent] = []
+        i, n = 0, len(raw)
+        while i < n:
+            boundary = self.params.update_every if self.warmed_up else self.params.warmup_vectors
+            j = min(n, i + boundary - self._pending_n)
+            parts.append(self.assign(raw[i:j]))
+            self._pending_raw.append(raw[i:j].copy())
+            self._pending_t.append(times[i:j].copy())
+            self._pending_n += j - i
+            i = j
+            if self._pending_n >= boundary:
+                events.extend(self._build())
+        if not parts:
+            return self.assign(raw), events
+        return Assignment.concat(parts), events
+
+    def assign(self, raw: np.ndarray) -> Assignment:
+        """Read-only assignment with the current version (ids -1 while warming up)."""
+        raw = np.asarray(raw, dtype=np.float64)
+        n = len(raw)
+        v = self._current
+        if v is None:
+            return Assignment(
+                segment_ids=np.full(n, -1, dtype=np.int64),
+                membership=np.zeros((n, 0)),
+                ids=np.zeros(0, dtype=np.int64),
+                confidence=np.zeros(n),
+                outlier=np.zeros(n, dtype=bool),
+                distances=np.zeros((n, 0)),
+                versions=np.zeros(n, dtype=np.int64),
+            )
+        Z = self.vectorizer.transform(raw)
+        d2 = sq_distances(Z, v.centroids)
+        best = np.argmin(d2, axis=1)
+        rows = np.arange(n)
+        dist = np.sqrt(d2)
+        # Diagonal Gaussian mixture: log w_k - 0.5 * sum(log var) - 0.5 * Mahalanobis^2.
+        q = (Z * Z) @ v.inv_var.T - 2.0 * (Z @ v.mu_inv_var.T) + v.const[None, :]
+        q -= q.max(axis=1, keepdims=True)
+        p = np.exp(q)
+        p /= p.sum(axis=1, keepdims=True)
+        order = np.argsort(v.ids)
+        return Assignment(
+            segment_ids=v.ids[best],
+            membership=p[:, order],
+            ids=v.ids[order],
+            confidence=p[rows, best],
+            outlier=dist[rows, best] > v.thresholds[best],
+            distances=dist[:, order],
+            versions=np.full(n, v.number, dtype=np.int64),
+        )
+
+    def decide(
+        self, current_id: int | None, current_since: float | None, row: AssignmentRow, t: float
+    ) -> int | None:
+        """Hysteresis: the segment the customer should be in (``current_id`` if no move).
+
+        A customer moves when the best segment is closer than ``(1 - margin)`` times the distance
+        to the current one and the customer has been in the current segment for at least
+        ``min_dwell_days``. A customer without a (live) segment takes the best one.
+        """
+        best = row.segment_id
+        if best < 0:
+            return current_id
+        if current_id is None or current_id not in row.distances:
+            return best
+        if best == current_id:
+            return current_id
+        d_cur = row.distances[current_id]
+        d_best = row.distances[best]
+        dwelt = current_since is None or t - current_since >= self.params.min_dwell_days * DAY
+        if dwelt and d_best <= (1.0 - self.params.margin) * d_cur:
+            return best
+        return current_id
+
+    def explain(self, raw_row: np.ndarray, from_id: int | None, to_id: int) -> str:
+        """Plain words: the features that contribute most to ``to_id`` beating ``from_id``."""
+        v = self._current
+        if v is None:
+            return "model warming up"
+        pos = {int(s): i for i, s in enumerate(v.ids.tolist())}
+        if to_id not in pos:
+            return f"segment {to_id} is not in model version {v.number}"
+        raw_row = np.asarray(raw_row, dtype=np.float64).reshape(1, -1)
+        z = self.vectorizer.transform(raw_row)[0]
+        mu_to = v.centroids[pos[to_id]]
+        mu_from = v.centroids[pos[from_id]] if from_id in pos else np.zeros_like(z)
+        contrib = (z - mu_from) ** 2 - (z - mu_to) ** 2
+        from_raw = self.vectorizer.inverse(mu_from[None, :])[0]
+        parts = []
+        for f in np.argsort(-contrib, kind="stable")[:3].tolist():
+            if contrib[f] <= 0:
+                break
+            name = self.feature_names[f]
+            value = float(raw_row[0, f])
+            verb = "rose" if value >= from_raw[f] else "fell"
+            parts.append(_fmt(name, value).format(verb))
+        lead = "" if from_id in pos else f"closest to {v.names.get(to_id, to_id)}: "
+        return lead + ("; ".join(parts) if parts else "small changes across many features")
+
+    def segments(self) -> list[SegmentProfile]:
+        v = self._current
+        if v is None:
+            return [SegmentProfile(-1, WARMING_UP, 0.0, 0.0, {}, None)]
+        total = float(v.weights.sum()) or 1.0
+        raw_c = self.vectorizer.inverse(v.centroids)
+        out = []
+        for i in np.argsort(v.ids).tolist():
+            sid = int(v.ids[i])
+            out.append(
+                SegmentProfile(
+                    id=sid,
+                    name=v.names.get(sid, str(sid)),
+                    size=float(v.weights[i]),
+                    share=float(v.weights[i]) / total,
+                    centroid=dict(zip(self.feature_names, raw_c[i].tolist(), strict=True)),
+                    parent=v.parents.get(sid),
+                )
+            )
+        return out
+
+    def hierarchy(self) -> Hierarchy:
+        v = self._current
+        if v is None:
+            return Hierarchy([], [], [], np.zeros((0, 4)))
+        ids = v.ids.tolist()
+        return Hierarchy.build(v.centroids, v.weights, [v.names.get(i, str(i)) for i in ids], ids)
+
+    def rfm(self, raw_row: np.ndarray) -> RFMScore:
+        if any(c is None for c in self._rfm_cols):
+            raise ValueError("RFM needs recency_purchase_days, purchases and spend features")
+        r = np.asarray(raw_row, dtype=np.float64).reshape(-1)
+        return self.rfm_scorer.score(*(float(r[c]) for c in self._rfm_cols if c is not None))
+
+    def snapshot(self) -> bytes:
+        """The exact engine state (pickled; restore only snapshots this service wrote)."""
+        return _SNAPSHOT_MAGIC + pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def restore(cls, data: bytes) -> SegmentEngine:
+        if not data.startswith(_SNAPSHOT_MAGIC):
+            raise ValueError("not a segstream engine snapshot")
+        state: dict[str, Any] = pickle.loads(data[len(_SNAPSHOT_MAGIC) :])
+        engine = cls.__new__(cls)
+        engine.__dict__.update(state)
+        return engine
+
+    # -- model versions ---------------------------------------------------------------------
+    def _build(self) -> list[ModelEvent]:
+        raw = np.vstack(self._pending_raw)
+        t = np.concatenate(self._pending_t)
+        self._pending_raw, self._pending_t, self._pending_n = [], [], 0
+        self.t_max = max(self.t_max, float(t.max()))
+        self.vectorizer.update(raw)
+        if self.version == 0 or self.model.supports_rescale:
+            a, b = self.vectorizer.freeze()
+            if self.version > 0:
+                self.model.rescale(a, b)
+                self.registry.rescale(a, b)
+        Z = self.vectorizer.transform(raw)
+        self.model.learn_many(Z, t)
+        self.learned += len(raw)
+        if all(c is not None for c in self._rfm_cols):
+            self.rfm_scorer.update(*(raw[:, c] for c in self._rfm_cols if c is not None))
+        s = self.model.summary(Z, self.t_max)
+        self.version += 1
+        ids, events = self.registry.update(
+            s.centroids,
+            s.weights,
+            self.version,
+            self.t_max,
+            s.member_uids,
+            s.member_labels,
+            s.member_weights,
+        )
+        version = self._make_version(s, ids, Z)
+        names, name_events = self.namer.update(self._suggest_names(version), self.version, self.t_max)
+        version.names = names
+        events.extend(name_events)
+        if len(ids) > 1:
+            h = Hierarchy.build(
+                version.centroids, version.weights, [names[i] for i in ids.tolist()], ids.tolist()
+            )
+            version.parents = h.groups(min(self.params.n_super, len(ids)))
+        self._current = version
+        events.append(
+            ModelEvent(
+                "version",
+                self.version,
+                -1,
+                tuple(sorted(ids.tolist())),
+                f"model version {self.version}: {len(ids)} segments after {self.learned} vectors",
+                self.t_max,
+            )
+        )
+        return events
+
+    def _make_version(self, s: ModelSummary, ids: np.ndarray, Z: np.ndarray) -> _Version:
+        var = np.maximum(s.variances, _VAR_FLOOR)
+        inv = 1.0 / var
+        mu_inv = s.centroids * inv
+        w = np.maximum(s.weights, 1e-12)
+        const = np.log(w / w.sum()) - 0.5 * np.log(var).sum(axis=1) - 0.5 * (s.centroids * mu_inv).sum(axis=1)
+        # The Mahalanobis term enters with -0.5: fold it into the matrices used by assign().
+        d2 = sq_distances(Z, s.centroids)
+        best = np.argmin(d2, axis=1)
+        dist = np.sqrt(d2[np.arange(len(Z)), best])
+        q = self.params.outlier_quantile
+        glob = float(np.quantile(dist, q)) if len(dist) else np.inf
+        thresholds = np.full(len(ids), glob)
+        for j in range(len(ids)):
+            members = dist[best == j]
+            if len(members) >= 20:
+                thresholds[j] = float(np.quantile(members, q))
+        return _Version(
+            number=self.version,
+            ids=ids.astype(np.int64),
+            centroids=s.centroids,
+            variances=var,
+            weights=s.weights,
+            thresholds=thresholds,
+            inv_var=-0.5 * inv,
+            mu_inv_var=-0.5 * mu_inv,
+            const=const,
+        )
+
+    def _suggest_names(self, v: _Version) -> dict[int, str]:
+        raw_c = self.vectorizer.inverse(v.centroids)
+        z = self.vectorizer.standardised(v.centroids)
+        out = {}
+        for i, sid in enumerate(v.ids.tolist()):
+            out[sid] = suggest_name(
+                dict(zip(self.feature_names, raw_c[i].tolist(), strict=True)),
+                dict(zip(self.feature_names, z[i].tolist(), strict=True)),
+            )
+        return out

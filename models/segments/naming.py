@@ -1,0 +1,119 @@
+"""Human names for segments, from where the centroid sits relative to the population.
+
+Rules are checked in a fixed priority order and the first that holds names the segment, so the
+result is deterministic. Inputs are the centroid in raw units and its z-scores against the
+population (a missing feature makes its rules not apply). Names are suggestions; ids are the
+contract: a name once given stays with its id unless the computed name differs at two
+consecutive versions (then the segment is renamed and a drift event says so).
+
+>>> suggest_name({"purchases": 0.0, "browse_decayed": 9.0}, {"browse_decayed": 1.2})
+'Browsers, no purchase'
+>>> suggest_name({"purchases": 20.0, "recency_days": 5.0}, {"spend": 1.5, "purchases": 1.2})
+'High-value loyal'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from models.segments.registry import ModelEvent
+
+__all__ = ["SegmentNamer", "suggest_name"]
+
+
+def suggest_name(raw: Mapping[str, float], z: Mapping[str, float]) -> str:
+    """The name of a centroid: ``raw`` in original units, ``z`` as z-scores vs the population."""
+
+    def r(name: str, default: float = float("nan")) -> float:
+        return float(raw.get(name, default))
+
+    def zz(name: str) -> float:
+        return float(z.get(name, 0.0))
+
+    purchases = r("purchases")
+    recency = r("recency_days")
+    tenure = r("tenure_days")
+    trend = r("engagement_trend")
+    if purchases < 0.5 and (zz("browse_decayed") > 0 or zz("cart_decayed") > 0):
+        return "Browsers, no purchase"
+    if recency > 120 or (zz("recency_days") > 1.0 and zz("engage_decayed") < -0.5):
+        return "Dormant"
+    if tenure < 30 or zz("tenure_days") < -1.25:
+        return "New"
+    if trend < 0.7:
+        return "Declining engagement"
+    if zz("spend") > 0.75 and zz("purchases") > 0.5:
+        return "High-value loyal"
+    if r("promo_share") > 0.5 or zz("promo_share") > 1.0:
+        return "Promo-driven occasional" if zz("purchases") <= 0.25 else "Promo-driven"
+    if r("refund_rate") > 0.3 or zz("refund_rate") > 1.5:
+        return "Frequent returners"
+    if r("cart_abandonment") > 0.6 or zz("cart_abandonment") > 1.5:
+        return "Cart abandoners"
+    if zz("support_decayed") > 1.5:
+        return "Support-heavy"
+    shares = {k: r(k, 0.0) for k in ("share_web", "share_app", "share_email", "share_store", "share_social")}
+    active = sum(1 for v in shares.values() if v >= 0.15)
+    if shares["share_store"] >= 0.3 and active >= 3:
+        return "Store-centric omnichannel"
+    if shares["share_store"] >= 0.5:
+        return "Store shoppers"
+    if shares["share_app"] >= 0.45:
+        return "Mobile-first"
+    if shares["share_email"] >= 0.4:
+        return "Email-responsive"
+    if shares["share_social"] >= 0.4:
+        return "Social-led"
+    if zz("spend") > 0.5:
+        return "Big spenders"
+    if zz("purchases") > 0.25:
+        return "Regulars"
+    if zz("purchases") < -0.25:
+        return "Occasional"
+    return "Mainstream"
+
+
+class SegmentNamer:
+    """Keeps names sticky to ids, adds suffixes to duplicates, reports renames as drift."""
+
+    def __init__(self) -> None:
+        self.base: dict[int, str] = {}
+        self._pending: dict[int, str] = {}
+
+    def update(
+        self,
+        suggestions: Mapping[int, str],
+        version: int,
+        event_time: float,
+    ) -> tuple[dict[int, str], list[ModelEvent]]:
+        events: list[ModelEvent] = []
+        for sid in sorted(suggestions):
+            new = suggestions[sid]
+            old = self.base.get(sid)
+            if old is None:
+                self.base[sid] = new
+            elif new == old:
+                self._pending.pop(sid, None)
+            elif self._pending.get(sid) == new:
+                self.base[sid] = new
+                del self._pending[sid]
+                events.append(
+                    ModelEvent("drift", version, sid, (), f"renamed {old!r} -> {new!r}", event_time)
+                )
+            else:
+                self._pending[sid] = new
+        for sid in list(self.base):
+            if sid not in suggestions:
+                del self.base[sid]
+                self._pending.pop(sid, None)
+        return self.names(), events
+
+    def names(self) -> dict[int, str]:
+        """Display names: duplicates get a suffix in id order ("Dormant", "Dormant 2")."""
+        seen: dict[str, int] = {}
+        out: dict[int, str] = {}
+        for sid in sorted(self.base):
+            b = self.base[sid]
+            seen[b] = seen.get(b, 0) + 1
+            out[sid] = b if seen[b] == 1 else f"{b} {seen[b]}"
+        return out
