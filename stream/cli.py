@@ -16,7 +16,8 @@ from rich.table import Table
 from stream.errors import SegstreamError
 from stream.settings import Settings, load
 
-console = Console()
+# Wide tables even when piped (CI logs, `| less`): a terminal narrower than this still wraps.
+console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)
 log = logging.getLogger("segstream")
 
@@ -422,6 +423,10 @@ def customer(obj: Ctx, customer_id: str, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------- entry point
+
+# Operational commands (replay, diff, export, status, forget, evaluate) live in their own modules
+# and register themselves on ``cli`` when imported.
+from stream import cli_ops  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

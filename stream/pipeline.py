@@ -303,6 +303,8 @@ class BatchProcessor:
                 continue  # warming up: no id is published as if it meant something
             state = states[row.customer_id]
             current = state.segment if state.segment >= 0 else None
+            if best == current:
+                continue  # already there: nothing to decide (the common case, kept cheap)
             reason = row.reason
             arow = assignment.row(i)
             if current is not None and current not in live:
@@ -321,9 +323,7 @@ class BatchProcessor:
                 deltas[current] = deltas.get(current, 0) - 1
             deltas[target] = deltas.get(target, 0) + 1
             membership = {
-                str(int(sid)): round(float(prob), 4)
-                for sid, prob in zip(assignment.ids, arow.membership, strict=True)
-                if prob >= 0.005
+                str(sid): round(prob, 4) for sid, prob in sorted(arow.membership.items()) if prob >= 0.005
             }
             change = SegmentChange(
                 change_id=_change_id(topic, p, row.offset, row.customer_id, state.seq),
@@ -339,7 +339,7 @@ class BatchProcessor:
                 reason=reason,
                 explanation=engine.explain(row.vector, current, target),
                 rfm=engine.rfm(row.vector),
-                model_version=engine.version,
+                model_version=arow.version,
                 event_time=datetime.fromtimestamp(row.at, UTC),
                 source_topic=topic,
                 source_partition=p,

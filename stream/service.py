@@ -127,10 +127,12 @@ class Service:
         self._assigned = {tp.partition for tp in assigned}
         self.metrics.assigned_partitions.set(len(assigned))
         assert self.consumer is not None and self.store is not None
+        # Kafka offsets commit after Redis, so Redis is never behind them: resuming at Redis's
+        # applied offset + 1 skips what a crash left committed in Redis but not in Kafka.
+        # (kafka-python 3 runs this callback on its IO thread: only non-blocking calls here.)
         for tp in assigned:
             applied = self.store.applied_offset(tp.partition)
-            committed = self.consumer.committed(tp)
-            if applied >= 0 and (committed is None or committed <= applied):
+            if applied >= 0:
                 self.consumer.seek(tp, applied + 1)
         log.info("partitions assigned: %s", sorted(self._assigned))
 

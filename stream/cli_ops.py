@@ -1,0 +1,3 @@
+"""Operational commands, registered on the ``segstream`` group: see stream/cli.py."""
+
+from __future__ import annotations
