@@ -426,7 +426,7 @@ def customer(obj: Ctx, customer_id: str, as_json: bool) -> None:
 
 # Operational commands (replay, diff, export, status, forget, evaluate) live in their own modules
 # and register themselves on ``cli`` when imported.
-from stream import cli_ops  # noqa: E402,F401
+from stream import cli_ops, erase  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
