@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# Local stack for development and tests (no Docker here): a real Apache Kafka 4.x broker in
+# KRaft mode (one JVM, broker+controller) and a Redis server, both on loopback, with their
+# state, logs and pids in .cache/stack/.
+#
+#   scripts/stack.sh start|stop|status|restart
+#
+# Ports come from KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093) and REDIS_PORT (16379),
+# away from the defaults so that a system Kafka/Redis does not collide with ours.
+# start is idempotent (a running stack is left alone and it exits 0), waits until both answer
+# and then creates the service's topics. stop leaves no process behind. status exits 0 only if
+# both services are up. Prerequisites come from scripts/bootstrap.sh.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KAFKA_PORT="${KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+REDIS_PORT="${REDIS_PORT:-16379}"
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+
+STACK="$ROOT/.cache/stack"
+KLIBS="$ROOT/.cache/kafka/libs"
+KDIR="$STACK/kafka"           # generated config, logs, pid
+KDATA="$STACK/kafka-data"     # log.dirs (also the KRaft metadata log and meta.properties)
+KPID="$KDIR/kafka.pid"
+RDIR="$STACK/redis"           # redis data (AOF) and generated config
+RPID="$STACK/redis.pid"
+VENV_PY="$ROOT/.venv/bin/python"
+# Marker on the java command line so that stop can find a broker whose pidfile was lost.
+KMARK="-Dsegstream.stack=$STACK"
+
+die() {
+    echo "stack: error: $*" >&2
+    exit 1
+}
+warn() { echo "stack: warning: $*" >&2; }
+
+pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+read_pid() { cat "$1" 2>/dev/null || true; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+kafka_pid() {
+    local p
+    p="$(read_pid "$KPID")"
+    if pid_alive "$p"; then echo "$p"; fi
+}
+redis_pid() {
+    local p
+    p="$(read_pid "$RPID")"
+    if pid_alive "$p"; then echo "$p"; fi
+}
+# Fallbacks for stop: processes of *this* checkout's stack, found by their command lines.
+kafka_strays() { pgrep -f -- "$KMARK " || true; }
+redis_strays() { pgrep -f -- "redis-server .*$RDIR/redis.conf" || true; }
+
+redis_ping() { [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == "PONG" ]]; }
+
+# A metadata round trip with the client the service uses: the port opens before the broker is
+# ready to serve, so an open port alone is not enough.
+kafka_ready() {
+    "$VENV_PY" - "127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1 <<'PY'
+import sys
+
+from kafka import KafkaAdminClient
+
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], client_id="stack-check", request_timeout_ms=5000)
+try:
+    admin.list_topics()
+finally:
+    admin.close()
+PY
+}
+
+last_error_line() {
+    local f
+    for f in "$KDIR/server.log" "$KDIR/kafka.out"; do
+        if [[ -s "$f" ]] && grep -qE 'ERROR|Exception|Error:' "$f"; then
+            grep -E 'ERROR|Exception|Error:' "$f" | tail -n 1 | cut -c1-400
+            return
+        fi
+    done
+    tail -n 1 "$KDIR/kafka.out" 2>/dev/null | cut -c1-400
+}
+
+# --- redis ---------------------------------------------------------------------------------
+start_redis() {
+    if [[ -n "$(redis_pid)" ]] && redis_ping; then return 0; fi
+    command -v redis-server >/dev/null || die "redis-server not installed: run scripts/bootstrap.sh"
+    if [[ -z "$(redis_pid)" ]] && [[ -n "$(redis_strays)" ]]; then
+        die "a redis for $STACK runs without a pidfile: run scripts/stack.sh stop first"
+    fi
+    if [[ -z "$(redis_pid)" ]] && port_open "$REDIS_PORT"; then
+        die "redis port $REDIS_PORT is already in use by another process (set REDIS_PORT)"
+    fi
+    mkdir -p "$RDIR"
+    # Generated each start so that a changed REDIS_PORT is honoured. The process title carries
+    # the config path, which is how stop finds a server whose pidfile was lost.
+    cat >"$RDIR/redis.conf" <<EOF
+port $REDIS_PORT
+bind 127.0.0.1
+protected-mode yes
+daemonize yes
+pidfile $RPID
+logfile $STACK/redis.log
+dir $RDIR
+# The feature store relies on Redis persistence for effectively-once state across restarts.
+appendonly yes
+appendfsync everysec
+# AOF is the persistence; no RDB snapshots competing for the two cores.
+save ""
+proc-title-template "{title} {listen-addr} {server-mode} {config-file}"
+EOF
+    # 9>&-: the daemon must not inherit the lock fd (it would hold the lock forever).
+    redis-server "$RDIR/redis.conf" </dev/null >/dev/null 2>&1 9>&- ||
+        die "redis-server failed to start: $(tail -n 1 "$STACK/redis.log" 2>/dev/null)"
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if redis_ping; then return 0; fi
+        sleep 0.1
+    done
+    die "redis did not answer on port $REDIS_PORT within 10 s: $(tail -n 1 "$STACK/redis.log" 2>/dev/null)"
+}
+
+stop_redis() {
+    local pids p i
+    pids="$(redis_pid) $(redis_strays)"
+    pids="$(echo "$pids" | tr ' ' '\n' | sort -u | grep -v '^$' || true)"
+    [[ -n "$pids" ]] || { rm -f "$RPID"; return 0; }
+    # SIGTERM: redis flushes the AOF and exits.
+    for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+    for ((i = 0; i < 150; i++)); do
+        local alive=0
+        for p in $pids; do pid_alive "$p" && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for p in $pids; do pid_alive "$p" && kill -KILL "$p" 2>/dev/null || true; done
+    rm -f "$RPID"
+}
+
+# --- kafka ---------------------------------------------------------------------------------
+render_kafka_config() {
+    mkdir -p "$KDIR" "$KDATA"
+    sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
+        -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+        -e "s#@KAFKA_DATA_DIR@#$KDATA#g" \
+        "$ROOT/config/kafka/server.properties" >"$KDIR/server.properties"
+}
+
+JAVA_OPTS=(
+    # Small heap: the broker shares 2 cores and the box with Redis, the service and the tests.
+    -Xmx512m -Xms256m
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$ROOT/config/kafka/log4j2.properties"
+    "-Dkafka.logs.dir=$KDIR"
+)
+
+format_kafka_storage() {
+    # Format once: meta.properties in the data dir holds the cluster id from then on.
+    [[ -f "$KDATA/meta.properties" ]] && return 0
+    local cluster_id
+    # A Kafka Uuid is 16 random bytes in unpadded url-safe base64 (what StorageTool
+    # random-uuid prints), made here without paying for a second JVM start.
+    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    echo "$cluster_id" >"$KDIR/cluster-id"
+    if ! java "${JAVA_OPTS[@]}" -cp "$KLIBS/*" kafka.tools.StorageTool format \
+        --cluster-id "$cluster_id" --config "$KDIR/server.properties" --ignore-formatted \
+        >"$KDIR/format.out" 2>&1; then
+        die "formatting the Kafka storage failed: $(grep -v '^\s*$' "$KDIR/format.out" | tail -n 1)"
+    fi
+}
+
+start_kafka() {
+    local pid
+    pid="$(kafka_pid)"
+    if [[ -n "$pid" ]]; then
+        # Already started by us (this or an earlier call): make sure it answers, then no-op.
+        wait_kafka "$pid"
+        return 0
+    fi
+    command -v java >/dev/null || die "java not found: run scripts/bootstrap.sh"
+    ls "$KLIBS"/kafka_2.13-*.jar >/dev/null 2>&1 || die "Kafka jars missing in $KLIBS: run scripts/bootstrap.sh"
+    [[ -x "$VENV_PY" ]] || die "no .venv: run scripts/bootstrap.sh"
+    if [[ -n "$(kafka_strays)" ]]; then
+        die "a broker for $STACK runs without a pidfile: run scripts/stack.sh stop first"
+    fi
+    local p
+    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+        port_open "$p" && die "kafka port $p is already in use by another process (set KAFKA_PORT/KAFKA_CONTROLLER_PORT)"
+    done
+    render_kafka_config
+    format_kafka_storage
+    # setsid + no inherited stdio: the broker outlives this script and never holds the pipes
+    # of whoever called it (pytest's subprocess.run would otherwise wait for it forever).
+    setsid java "${JAVA_OPTS[@]}" "$KMARK" -cp "$KLIBS/*" kafka.Kafka "$KDIR/server.properties" \
+        </dev/null >"$KDIR/kafka.out" 2>&1 9>&- &
+    pid=$!
+    echo "$pid" >"$KPID"
+    if ! (wait_kafka "$pid"); then
+        # Leave no half-started broker behind; wait_kafka already printed the reason.
+        stop_kafka >/dev/null 2>&1
+        exit 1
+    fi
+    # A new broker process: the topics have to be (re)checked.
+    rm -f "$KDIR"/topics.ok.*
+}
+
+wait_kafka() {
+    local pid="$1" deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        pid_alive "$pid" || die "kafka exited during start-up: $(last_error_line) (log: $KDIR/server.log)"
+        if port_open "$KAFKA_PORT" && kafka_ready; then return 0; fi
+        sleep 0.5
+    done
+    die "kafka did not answer on port $KAFKA_PORT within ${KAFKA_START_TIMEOUT}s: $(last_error_line) (log: $KDIR/server.log)"
+}
+
+stop_kafka() {
+    local pids p i
+    pids="$(kafka_pid) $(kafka_strays)"
+    pids="$(echo "$pids" | tr ' ' '\n' | sort -u | grep -v '^$' || true)"
+    [[ -n "$pids" ]] || { rm -f "$KPID"; return 0; }
+    # SIGTERM runs the broker's controlled shutdown (flushes logs, clean shutdown marker, so
+    # the next start skips log recovery). Give it 60 s, then SIGKILL.
+    for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+    for ((i = 0; i < 600; i++)); do
+        local alive=0
+        for p in $pids; do pid_alive "$p" && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for p in $pids; do
+        if pid_alive "$p"; then
+            warn "kafka pid $p ignored SIGTERM for 60 s: killing it"
+            kill -KILL "$p" 2>/dev/null || true
+        fi
+    done
+    rm -f "$KPID" "$KDIR"/topics.ok.*
+}
+
+# --- topics --------------------------------------------------------------------------------
+create_topics() {
+    local pid
+    pid="$(kafka_pid)"
+    # Once per broker process: a no-op start stays cheap (no CLI import per test session).
+    [[ -f "$KDIR/topics.ok.$pid" ]] && return 0
+    local cli="$ROOT/.venv/bin/segstream"
+    # The CLI is written in parallel with this script: until `topics` exists, warn, go on.
+    if [[ ! -x "$cli" ]] || ! "$cli" topics --help >/dev/null 2>&1; then
+        warn "'segstream topics create' is not available yet: topics not created"
+        return 0
+    fi
+    local out
+    if ! out="$(SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS="localhost:$KAFKA_PORT" "$cli" topics create 2>&1)"; then
+        die "segstream topics create failed: $(echo "$out" | grep -v '^\s*$' | tail -n 1)"
+    fi
+    touch "$KDIR/topics.ok.$pid"
+}
+
+# --- commands ------------------------------------------------------------------------------
+status() {
+    local rc=0 p
+    p="$(kafka_pid)"
+    if [[ -n "$p" ]] && port_open "$KAFKA_PORT"; then
+        echo "kafka: running (pid $p, bootstrap localhost:$KAFKA_PORT, controller $KAFKA_CONTROLLER_PORT)"
+    elif [[ -n "$p" ]]; then
+        echo "kafka: starting or unhealthy (pid $p, port $KAFKA_PORT not open)"
+        rc=3
+    else
+        echo "kafka: stopped"
+        rc=3
+    fi
+    p="$(redis_pid)"
+    if [[ -n "$p" ]] && redis_ping; then
+        echo "redis: running (pid $p, redis://localhost:$REDIS_PORT/0)"
+    elif [[ -n "$p" ]]; then
+        echo "redis: unhealthy (pid $p, no PONG on port $REDIS_PORT)"
+        rc=3
+    else
+        echo "redis: stopped"
+        rc=3
+    fi
+    return $rc
+}
+
+main() {
+    local cmd="${1:-}"
+    mkdir -p "$STACK"
+    # One stack.sh at a time per checkout (test.sh and the pytest fixture may race).
+    exec 9>"$STACK/.lock"
+    flock -w 300 9 || die "another scripts/stack.sh holds $STACK/.lock"
+    case "$cmd" in
+        start)
+            start_redis
+            start_kafka
+            create_topics
+            ;;
+        stop)
+            stop_kafka
+            stop_redis
+            ;;
+        restart)
+            stop_kafka
+            stop_redis
+            start_redis
+            start_kafka
+            create_topics
+            ;;
+        status) status ;;
+        *)
+            echo "usage: scripts/stack.sh start|stop|status|restart" >&2
+            exit 2
+            ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# THE test command (CI and the README use it):
+#   scripts/test.sh [pytest args...]
+# bootstrap -> start the local stack -> promtool, ruff check, ruff format --check, mypy, pytest.
+# Every check runs even after one failed (one run shows all problems); the exit code is the
+# first failure's. The stack is stopped at the end only if this script started it, so a
+# developer's running stack survives. pytest's exit 5 (no tests collected) is a failure: CI
+# must run tests.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+scripts/bootstrap.sh || exit $?
+
+started_stack=0
+if ! scripts/stack.sh status >/dev/null 2>&1; then
+    started_stack=1
+    trap 'scripts/stack.sh stop' EXIT
+fi
+scripts/stack.sh start || exit $?
+
+first_rc=0
+step() {
+    local name="$1" rc
+    shift
+    echo "== $name"
+    "$@"
+    rc=$?
+    if ((rc != 0)); then
+        echo "== $name FAILED (exit $rc)"
+        ((first_rc == 0)) && first_rc=$rc
+    fi
+}
+
+export PATH="$ROOT/.venv/bin:$PATH"
+step "promtool check config" promtool check config --syntax-only config/prometheus.yml
+step "ruff check" ruff check .
+echo "== ruff format --check"
+if ! ruff format --check .; then
+    # A warning for now, while the code base settles; make it a step once formatted.
+    echo "== ruff format: WARNING: files above need 'ruff format' (not failing the run yet)"
+fi
+step "mypy" mypy
+step "pytest" pytest "$@"
+
+if ((first_rc != 0)); then
+    echo "== FAILED (first failure exit code $first_rc)"
+else
+    echo "== all checks passed"
+fi
+exit "$first_rc"
