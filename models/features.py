@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Final
 
 import numpy as np
+
+from models.events import EventType, InteractionEvent
 
 DAY: Final = 86400.0
 NEVER_PURCHASED_DAYS: Final = 730.0  # recency cap and the value for "never purchased"
@@ -133,6 +136,19 @@ class Fact:
     promo: bool
     event_hash: int  # 32-bit hash of event_id, for the dedupe window
     is_add_to_cart: bool = False
+
+
+def fact_of(event: InteractionEvent) -> Fact:
+    """The facts the feature math needs from a validated event."""
+    return Fact(
+        ts=int(event.ts_seconds),
+        kind=event.kind,
+        channel=event.channel.value,
+        amount=event.amount or 0.0,
+        promo=event.is_promo,
+        event_hash=zlib.crc32(event.event_id.encode()),
+        is_add_to_cart=event.type is EventType.ADD_TO_CART,
+    )
 
 
 DEDUPE_WINDOW: Final = 6  # newest (ts, event hash) pairs kept per customer

@@ -1,3 +1,190 @@
-"""Erase a customer: features, segment, a tombstone on segments.current, an erase change."""
+"""Erase a customer: features, segment, a tombstone on segments.current, an erase change.
+
+``segstream forget CUSTOMER_ID`` publishes an ``erase`` :class:`~models.events.SegmentChange`
+(previous = the customer's segment, current = None) to ``segments.changes`` and a tombstone to
+the compacted ``segments.current``, waits for the broker's acknowledgement, and only then deletes
+the customer's state key, its inactivity schedule entry and its place in the partition's segment
+counts in one atomic Redis step. Outputs first, state second (as in the pipeline): a crash in
+between leaves the customer in Redis, and running the command again republishes the same
+``change_id`` before deleting, so an erase is never lost.
+
+The delete is a compare-and-delete on the packed state: if the pipeline changed the customer
+between the read and the delete, the command reads again and retries.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from models.events import SegmentChange, SegmentRef
+from models.features import CustomerState
+from stream.cli import Ctx, _partitions, _store, cli, console
+from stream.errors import SegstreamError
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ERASE_SOURCE = "erase"
+EXPLANATION = "erased on request"
+_MAX_ATTEMPTS = 5
+
+# KEYS[1] state   KEYS[2] due zset   KEYS[3] segment counts hash
+# ARGV[1] the packed state the erase was computed from   ARGV[2] customer id (due member)
+# ARGV[3] segment id ("" = none)
+# Returns 1 when erased, 0 when the state changed since it was read (nothing written),
+# -1 when the customer is already gone.
+_ERASE_LUA = """
+local current = redis.call('GET', KEYS[1])
+if not current then
+  return -1
+end
+if current ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then
+  local left = redis.call('HINCRBY', KEYS[3], ARGV[3], -1)
+  if left <= 0 then
+    redis.call('HDEL', KEYS[3], ARGV[3])
+  end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class EraseResult:
+    customer_id: str
+    partition: int
+    change: SegmentChange
+
+
+def partition_of(customer_id: str, partitions: int) -> int:
+    """The Kafka partition of a customer id (the producer's default murmur2 partitioner)."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def erase_change_id(partition: int, offset: int, customer_id: str, seq: int) -> str:
+    """Deterministic: erasing the same state at the same applied offset gives the same id."""
+    key = f"{ERASE_SOURCE}|{partition}|{offset}|{customer_id}|{seq}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _segment_names(store: Any) -> tuple[int, dict[int, str]]:
+    from models.segments.engine import SegmentEngine
+
+    saved = store.load_model()
+    if saved is None:
+        return 0, {}
+    version, blob = saved
+    engine = SegmentEngine.restore(blob)
+    return version, {s.id: s.name for s in engine.segments()}
+
+
+def build_erase_change(
+    customer_id: str, partition: int, applied_offset: int, state: CustomerState, version: int, names: dict
+) -> SegmentChange:
+    previous = (
+        SegmentRef(id=state.segment, name=names.get(state.segment, f"segment {state.segment}"))
+        if state.segment >= 0
+        else None
+    )
+    seq = state.seq + 1
+    return SegmentChange(
+        change_id=erase_change_id(partition, applied_offset, customer_id, seq),
+        customer_id=customer_id,
+        seq=seq,
+        previous=previous,
+        current=None,
+        membership={},
+        confidence=1.0,
+        outlier=False,
+        reason="erase",
+        explanation=EXPLANATION,
+        rfm=None,
+        model_version=version,
+        event_time=datetime.fromtimestamp(state.last_ts, UTC),
+        source_topic=ERASE_SOURCE,
+        source_partition=partition,
+        source_offset=max(applied_offset, 0),
+    )
+
+
+def forget_customer(settings: Settings, store: Any, sink: Any, customer_id: str) -> EraseResult:
+    """Publish the erase change and tombstone, then delete the customer's Redis state atomically.
+
+    Raises :class:`SegstreamError` for an unknown customer.
+    """
+    partitions = _partitions(settings, store)
+    p = partition_of(customer_id, partitions)
+    erase = store.client.register_script(_ERASE_LUA)
+    version, names = _segment_names(store)
+    keys = [store.customer_key(p, customer_id), store.due_key(p), store.segcount_key(p)]
+    for _ in range(_MAX_ATTEMPTS):
+        pipe = store.client.pipeline(transaction=False)
+        pipe.get(keys[0])
+        pipe.get(store.offset_key(p))
+        blob, applied_raw = pipe.execute()
+        if blob is None:
+            raise SegstreamError(
+                f"unknown customer {customer_id!r} in namespace {settings.redis.namespace!r}"
+            )
+        state = CustomerState.unpack(bytes(blob))
+        applied = int(applied_raw) if applied_raw is not None else -1
+        change = build_erase_change(customer_id, p, applied, state, version, names)
+        # Outputs first: a crash before the delete leaves the customer here, and a re-run
+        # republishes the same change_id; the reverse order could lose the erase event.
+        sink.change(change)
+        sink.flush()
+        seg = str(state.segment) if state.segment >= 0 else ""
+        outcome = int(erase(keys=keys, args=[bytes(blob), customer_id, seg]))
+        if outcome == 1:
+            return EraseResult(customer_id, p, change)
+        if outcome == -1:
+            # Erased concurrently by another run: the event is published, the state is gone.
+            return EraseResult(customer_id, p, change)
+        log.info("customer %s changed during the erase (partition %d): retrying", customer_id, p)
+    raise SegstreamError(
+        f"customer {customer_id!r} kept changing during {_MAX_ATTEMPTS} erase attempts: "
+        "is the pipeline still receiving its events?"
+    )
+
+
+@cli.command("forget")
+@click.argument("customer_id")
+@click.pass_obj
+def forget(obj: Ctx, customer_id: str) -> None:
+    """Erase a customer: delete its state and publish an erase change and a tombstone."""
+    from stream.kafka_io import KafkaSink, make_producer
+
+    settings = obj.settings
+    store = _store(settings)
+    try:
+        if store.get_state(partition_of(customer_id, _partitions(settings, store)), customer_id) is None:
+            raise SegstreamError(
+                f"unknown customer {customer_id!r} in namespace {settings.redis.namespace!r}"
+            )
+        sink = KafkaSink(settings, make_producer(settings))
+        try:
+            result = forget_customer(settings, store, sink, customer_id)
+        finally:
+            sink.close()
+    finally:
+        store.close()
+    prev = result.change.previous
+    console.print(
+        f"erased {customer_id} (partition {result.partition}, segment "
+        f"{f'{prev.name} ({prev.id})' if prev else '-'}): state deleted, erase change "
+        f"{result.change.change_id} on {settings.topics.out('changes')}, "
+        f"tombstone on {settings.topics.out('current')}",
+        soft_wrap=True,
+    )

@@ -16,7 +16,6 @@ import hashlib
 import heapq
 import logging
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,13 +26,12 @@ from pydantic import ValidationError
 
 from models.events import (
     DeadLetter,
-    EventType,
     InteractionEvent,
     SegmentChange,
     SegmentRef,
     describe_validation_error,
 )
-from models.features import CustomerState, Fact, FeatureParams, apply_event, evaluate, next_due
+from models.features import CustomerState, FeatureParams, apply_event, evaluate, fact_of, next_due
 from models.segments.engine import ModelEvent, SegmentEngine
 from stream.feature_store import FeatureStore, PartitionView, PartitionWrite
 from stream.kafka_io import SourceRecord
@@ -240,15 +238,7 @@ class BatchProcessor:
                 continue
             cid = event.customer_id
             state = state_of(cid)
-            fact = Fact(
-                ts=ts,
-                kind=event.kind,
-                channel=event.channel.value,
-                amount=event.amount or 0.0,
-                promo=event.is_promo,
-                event_hash=zlib.crc32(event.event_id.encode()),
-                is_add_to_cart=event.type is EventType.ADD_TO_CART,
-            )
+            fact = fact_of(event)
             if not apply_event(state, params, fact):
                 self.metrics.duplicates.inc()
                 continue

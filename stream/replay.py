@@ -1,0 +1,340 @@
+"""Replay an event log into a namespace of its own: rebuild state, or try a model config on history.
+
+Sources are JSONL(.gz) files or a Kafka topic read from an offset or a point in time up to the end
+offsets seen at the start (``assign``, no consumer group, nothing committed). Records go through the
+same :class:`~stream.pipeline.BatchProcessor` as the service, into a shadow Redis namespace and
+output topics with a suffix, beside production.
+
+Determinism: the processor keeps state per partition and the segment engine learns at fixed
+row boundaries, so the replay feeds one partition at a time, in partition order, each in offset
+order, in fixed-size batches that never mix partitions. Replaying one log twice gives the same
+change stream (the wall-clock emit time travels only as a Kafka header) and the same features.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kafka import TopicPartition
+from kafka.partitioner.default import murmur2
+from prometheus_client import CollectorRegistry
+
+from stream.errors import ConfigError, SegstreamError
+from stream.feature_store import FeatureStore
+from stream.kafka_io import KafkaSink, SourceRecord, ensure_topics, make_consumer, make_producer
+from stream.logfiles import read_lines
+from stream.metrics import Metrics
+from stream.pipeline import BatchProcessor
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 2000
+OUTPUTS = ("dlq", "changes", "current", "model", "model_events")
+# Settings sections a what-if file may override (everything else is the deployment's business).
+WHAT_IF_SECTIONS = ("model", "features")
+
+
+class NamespaceNotEmpty(SegstreamError):
+    """The target namespace already holds state and --fresh was not given."""
+
+
+@dataclass
+class ReplaySummary:
+    namespace: str
+    source: str
+    records: int = 0
+    applied: int = 0
+    dead_letters: int = 0
+    changes: int = 0
+    batches: int = 0
+    partitions: int = 0
+    seconds: float = 0.0
+    model_version: int = 0
+    output_topics: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "source": self.source,
+            "records": self.records,
+            "applied": self.applied,
+            "dead_letters": self.dead_letters,
+            "changes": self.changes,
+            "batches": self.batches,
+            "partitions": self.partitions,
+            "seconds": round(self.seconds, 3),
+            "rate": round(self.rate, 1),
+            "model_version": self.model_version,
+            "output_topics": self.output_topics,
+        }
+
+
+# ---------------------------------------------------------------- settings
+
+
+def what_if_overrides(path: Path) -> dict[str, Any]:
+    """The ``model:`` (and ``features:``) sections of a what-if YAML file, as settings overrides."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"model config file not found: {path}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"model config file {path} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict) or not any(k in raw for k in WHAT_IF_SECTIONS):
+        raise ConfigError(f"model config file {path} needs a 'model:' section (and/or 'features:')")
+    unknown = sorted(set(raw) - set(WHAT_IF_SECTIONS))
+    if unknown:
+        raise ConfigError(f"model config file {path}: only model/features sections are allowed, not {unknown}")
+    out: dict[str, Any] = {}
+    for section in WHAT_IF_SECTIONS:
+        if section in raw:
+            if not isinstance(raw[section], dict):
+                raise ConfigError(f"model config file {path}: '{section}' must be a mapping")
+            out[section] = raw[section]
+    return out
+
+
+def replay_overrides(namespace: str, suffix: str | None, what_if: dict[str, Any] | None) -> dict[str, Any]:
+    """Settings overrides for a replay: its namespace, its output topic suffix, the what-if sections."""
+    o: dict[str, Any] = {
+        "redis": {"namespace": namespace},
+        "topics": {"suffix": f".{namespace}" if suffix is None else suffix},
+    }
+    for k, v in (what_if or {}).items():
+        o[k] = dict(v)
+    return o
+
+
+# ---------------------------------------------------------------- sources
+
+
+def partition_of(key: bytes | None, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2 of the key), so a file replay can mimic the topic."""
+    if partitions <= 1 or key is None:
+        return 0
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass
+class Source:
+    """Records grouped by partition, each in offset order, partitions in ascending order."""
+
+    description: str
+    topic: str
+    partitions: int
+    total: int | None  # records to read, when known up front
+    read: Callable[[], Iterator[tuple[int, Iterator[SourceRecord]]]]
+
+
+def file_source(paths: Sequence[Path], partitions: int = 1) -> Source:
+    """JSONL(.gz) files, in the given order. One partition (offset = line ordinal across the files),
+    or ``partitions`` by key hash like the producer does (offsets count per partition)."""
+    for path in paths:
+        if not path.exists():
+            raise SegstreamError(f"log file not found: {path}")
+    topic = paths[0].name if len(paths) == 1 else "replay"
+
+    def all_records() -> Iterator[SourceRecord]:
+        next_offset = [0] * partitions
+        for path in paths:
+            for key, value in read_lines(path):
+                p = partition_of(key, partitions)
+                yield SourceRecord(path.name, p, next_offset[p], key, value)
+                next_offset[p] += 1
+
+    def read() -> Iterator[tuple[int, Iterator[SourceRecord]]]:
+        if partitions == 1:
+            yield 0, all_records()
+            return
+        # Partition by partition: one pass per partition keeps memory flat for big logs.
+        for p in range(partitions):
+            yield p, (r for r in all_records() if r.partition == p)
+
+    return Source(", ".join(str(p) for p in paths), topic, partitions, None, read)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time; a naive one is taken as UTC."""
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise SegstreamError(f"--from-time {text!r} is not an ISO 8601 time (e.g. 2026-01-31T00:00:00Z)") from e
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def kafka_source(
+    settings: Settings, topic: str, from_offset: int | None = None, from_time: datetime | None = None
+) -> Source:
+    """A topic from ``from_offset`` (per partition) or ``from_time`` up to today's end offsets."""
+    if from_offset is not None and from_time is not None:
+        raise SegstreamError("give --from-offset or --from-time, not both")
+    consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise SegstreamError(f"topic {topic!r} does not exist (or has no partitions)")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        begin = consumer.beginning_offsets(tps)
+        end = consumer.end_offsets(tps)
+        if from_time is not None:
+            found = consumer.offsets_for_times({tp: int(from_time.timestamp() * 1000) for tp in tps})
+            start = {tp: (found[tp].offset if found.get(tp) is not None else end[tp]) for tp in tps}
+        else:
+            start = {tp: max(begin[tp], from_offset or 0) for tp in tps}
+    finally:
+        consumer.close()
+    ranges = {tp.partition: (start[tp], end[tp]) for tp in tps}
+    total = sum(max(e - s, 0) for s, e in ranges.values())
+    where = f"offset {from_offset}" if from_offset is not None else (from_time or "the beginning")
+
+    def read() -> Iterator[tuple[int, Iterator[SourceRecord]]]:
+        consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
+        try:
+            for p, (s, e) in sorted(ranges.items()):
+                yield p, _read_partition(consumer, topic, p, s, e)
+        finally:
+            consumer.close()
+
+    return Source(f"kafka topic {topic} from {where}", topic, len(tps), total, read)
+
+
+def _read_partition(consumer: Any, topic: str, p: int, start: int, end: int) -> Iterator[SourceRecord]:
+    if start >= end:
+        return
+    tp = TopicPartition(topic, p)
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    idle_polls = 0
+    while True:
+        polled = consumer.poll(timeout_ms=1000)
+        msgs = polled.get(tp, [])
+        if not msgs:
+            # Transactions or compaction leave gaps: the position may reach the end without a record.
+            if consumer.position(tp) >= end:
+                return
+            idle_polls += 1
+            if idle_polls > 60:
+                raise SegstreamError(
+                    f"{topic}[{p}]: no records for 60 s at offset {consumer.position(tp)}, expected up to {end}"
+                )
+            continue
+        idle_polls = 0
+        for m in msgs:
+            if m.offset >= end:
+                return
+            yield SourceRecord(topic, p, m.offset, m.key, m.value)
+        if msgs[-1].offset >= end - 1:
+            return
+
+
+def batched(records: Iterable[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
+    batch: list[SourceRecord] = []
+    for r in records:
+        batch.append(r)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ---------------------------------------------------------------- the replay
+
+
+def namespace_key_count(store: FeatureStore, limit: int = 1) -> int:
+    """How many keys the namespace holds (stops counting at ``limit``)."""
+    n = 0
+    for _ in store.client.scan_iter(match=f"{store.ns}:*", count=1000):
+        n += 1
+        if n >= limit:
+            break
+    return n
+
+
+def clear_namespace(store: FeatureStore) -> int:
+    """Delete every key of the namespace (SCAN + DEL in chunks, never KEYS); returns the count."""
+    deleted = 0
+    chunk: list[bytes] = []
+    for key in store.client.scan_iter(match=f"{store.ns}:*", count=1000):
+        chunk.append(key)
+        if len(chunk) >= 500:
+            deleted += int(store.client.delete(*chunk))
+            chunk = []
+    if chunk:
+        deleted += int(store.client.delete(*chunk))
+    return deleted
+
+
+Progress = Callable[[int], None]
+
+
+def replay(
+    settings: Settings,
+    source: Source,
+    batch_size: int = DEFAULT_BATCH,
+    fresh: bool = False,
+    progress: Progress | None = None,
+    registry: CollectorRegistry | None = None,
+) -> ReplaySummary:
+    """Replay ``source`` into ``settings.redis.namespace``; outputs to the topics with the suffix."""
+    if batch_size < 1:
+        raise SegstreamError("batch size must be at least 1")
+    ns = settings.redis.namespace
+    t = settings.topics
+    outputs = {name: t.out(name) for name in OUTPUTS}
+    if source.topic and source.topic in outputs.values():
+        raise SegstreamError(f"the replay would write into its own source topic {source.topic!r}")
+    summary = ReplaySummary(namespace=ns, source=source.description, output_topics=outputs)
+    store = FeatureStore(settings.redis.url.get_secret_value(), ns).start()
+    sink: KafkaSink | None = None
+    try:
+        if namespace_key_count(store):
+            if not fresh:
+                raise NamespaceNotEmpty(
+                    f"namespace {ns!r} already holds state; pass --fresh to delete it and replay from scratch"
+                )
+            n = clear_namespace(store)
+            log.info("deleted %d keys of namespace %s", n, ns)
+        from stream.service import load_engine  # the service's engine wiring, one definition
+
+        engine = load_engine(settings, store)
+        ensure_topics(settings, only=list(outputs.values()))
+        store.save_meta(settings.topics.interactions, source.partitions)
+        sink = KafkaSink(settings, make_producer(settings))
+        metrics = Metrics(registry or CollectorRegistry())
+        processor = BatchProcessor(settings, store, engine, sink, metrics)
+        summary.partitions = source.partitions
+        started = time.perf_counter()
+        for p, records in source.read():
+            log.info("replaying partition %d of %s", p, source.description)
+            for batch in batched(records, batch_size):
+                result = processor.process(batch)
+                summary.records += len(batch)
+                summary.applied += result.applied
+                summary.dead_letters += result.dead_letters
+                summary.changes += result.changes
+                summary.batches += 1
+                if progress is not None:
+                    progress(len(batch))
+        # The model as the replay left it: diff, export and segments read it from the namespace.
+        store.save_model(engine.snapshot(), engine.version)
+        sink.flush()
+        summary.model_version = engine.version
+        summary.seconds = time.perf_counter() - started
+        return summary
+    finally:
+        if sink is not None:
+            sink.close()
+        store.close()
