@@ -96,7 +96,9 @@ def what_if_overrides(path: Path) -> dict[str, Any]:
         raise ConfigError(f"model config file {path} needs a 'model:' section (and/or 'features:')")
     unknown = sorted(set(raw) - set(WHAT_IF_SECTIONS))
     if unknown:
-        raise ConfigError(f"model config file {path}: only model/features sections are allowed, not {unknown}")
+        raise ConfigError(
+            f"model config file {path}: only model/features sections are allowed, not {unknown}"
+        )
     out: dict[str, Any] = {}
     for section in WHAT_IF_SECTIONS:
         if section in raw:
@@ -170,7 +172,9 @@ def parse_time(text: str) -> datetime:
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as e:
-        raise SegstreamError(f"--from-time {text!r} is not an ISO 8601 time (e.g. 2026-01-31T00:00:00Z)") from e
+        raise SegstreamError(
+            f"--from-time {text!r} is not an ISO 8601 time (e.g. 2026-01-31T00:00:00Z)"
+        ) from e
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
@@ -227,7 +231,8 @@ def _read_partition(consumer: Any, topic: str, p: int, start: int, end: int) -> 
             idle_polls += 1
             if idle_polls > 60:
                 raise SegstreamError(
-                    f"{topic}[{p}]: no records for 60 s at offset {consumer.position(tp)}, expected up to {end}"
+                    f"{topic}[{p}]: no records for 60 s at offset {consumer.position(tp)}, "
+                    f"expected up to {end}"
                 )
             continue
         idle_polls = 0
@@ -311,7 +316,7 @@ def replay(
 
         engine = load_engine(settings, store)
         ensure_topics(settings, only=list(outputs.values()))
-        store.save_meta(settings.topics.interactions, source.partitions)
+        store.save_meta(source.topic, source.partitions)
         sink = KafkaSink(settings, make_producer(settings))
         metrics = Metrics(registry or CollectorRegistry())
         processor = BatchProcessor(settings, store, engine, sink, metrics)

@@ -1,0 +1,179 @@
+"""Export every customer of a namespace: features in their units, segment, membership, outlier, RFM.
+
+:func:`customer_views` turns packed states into the same dicts ``segstream customer --json``
+prints, assigning a whole chunk with one engine call (the model is restored once, not per
+customer). Output is deterministic: partitions in order, customers sorted within a partition.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import numpy as np
+
+from models.features import FEATURE_NAMES, CustomerState, FeatureParams, evaluate
+from models.segments.engine import SegmentEngine
+
+CHUNK = 1000
+MIN_MEMBERSHIP = 0.005
+
+
+def _iso(ts: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def customer_views(
+    rows: list[tuple[int, str, bytes]],
+    params: FeatureParams,
+    engine: SegmentEngine | None,
+    watermarks: dict[int, int],
+) -> list[dict[str, Any]]:
+    """Views of (partition, customer_id, packed state) rows, evaluated at max(watermark, last event)."""
+    if not rows:
+        return []
+    states = [CustomerState.unpack(blob) for _, _, blob in rows]
+    ats = [max(watermarks.get(p, 0), s.last_ts) for (p, _, _), s in zip(rows, states, strict=True)]
+    vecs = np.vstack([evaluate(s, params, at) for s, at in zip(states, ats, strict=True)])
+    names: dict[int, str] = {}
+    assignment = None
+    if engine is not None:
+        names = {s.id: s.name for s in engine.segments()}
+        assignment = engine.assign(vecs)
+    out: list[dict[str, Any]] = []
+    for i, ((p, cid, _), state, at) in enumerate(zip(rows, states, ats, strict=True)):
+        view: dict[str, Any] = {
+            "customer_id": cid,
+            "partition": p,
+            "as_of": _iso(at),
+            "features": {n: round(float(v), 4) for n, v in zip(FEATURE_NAMES, vecs[i], strict=True)},
+            "events": state.events,
+            "segment": None,
+        }
+        if engine is not None and assignment is not None:
+            row = assignment.row(i)
+            view["segment"] = (
+                {
+                    "id": state.segment,
+                    "name": names.get(state.segment, f"segment {state.segment}"),
+                    "since": _iso(state.segment_since),
+                }
+                if state.segment >= 0
+                else None
+            )
+            view["membership"] = {
+                str(int(sid)): round(float(m), 4)
+                for sid, m in zip(assignment.ids, assignment.membership[i], strict=True)
+                if m >= MIN_MEMBERSHIP
+            }
+            view["outlier"] = bool(row.outlier)
+            rfm = engine.rfm(vecs[i])
+            view["rfm"] = rfm.model_dump() if rfm is not None else None
+            view["model_version"] = engine.version
+        out.append(view)
+    return out
+
+
+def customer_view(
+    p: int, customer_id: str, blob: bytes, params: FeatureParams, engine: SegmentEngine | None, watermark: int
+) -> dict[str, Any]:
+    """One customer's view (what ``segstream customer`` shows)."""
+    return customer_views([(p, customer_id, blob)], params, engine, {p: watermark})[0]
+
+
+# ---------------------------------------------------------------- reading a namespace
+
+
+def _customer_keys(store: Any, p: int) -> list[str]:
+    prefix = store.customer_key(p, "")
+    return sorted(
+        k.decode()[len(prefix) :] for k in store.client.scan_iter(match=f"{_escape(prefix)}*", count=1000)
+    )
+
+
+def _escape(pattern: str) -> str:
+    """Escape glob characters: the partition hash tag's braces are literal, '[' would not be."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in pattern)
+
+
+def iter_views(store: Any, partitions: int, params: FeatureParams) -> Iterator[dict[str, Any]]:
+    """Every customer's view, partition by partition, customers sorted, in chunks of CHUNK."""
+    saved = store.load_model()
+    engine = SegmentEngine.restore(saved[1]) if saved is not None else None
+    for p in range(partitions):
+        raw_wm = store.client.get(store.watermark_key(p))
+        wms = {p: int(raw_wm or 0)}
+        ids = _customer_keys(store, p)
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i : i + CHUNK]
+            blobs = store.client.mget([store.customer_key(p, c) for c in chunk])
+            rows = [(p, c, bytes(b)) for c, b in zip(chunk, blobs, strict=True) if b is not None]
+            yield from customer_views(rows, params, engine, wms)
+
+
+# ---------------------------------------------------------------- writers
+
+
+def write_jsonl(views: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    n = 0
+    for v in views:
+        out.write(json.dumps(v, separators=(",", ":"), sort_keys=False))
+        out.write("\n")
+        n += 1
+    return n
+
+
+CSV_FIELDS = (
+    "customer_id",
+    "partition",
+    "as_of",
+    "events",
+    "segment_id",
+    "segment_name",
+    "segment_since",
+    "outlier",
+    "rfm_r",
+    "rfm_f",
+    "rfm_m",
+    "rfm_group",
+    "model_version",
+    *FEATURE_NAMES,
+    "membership",
+)
+
+
+def flatten(v: dict[str, Any]) -> dict[str, Any]:
+    """One CSV row: features as columns, membership as a compact JSON object."""
+    seg = v.get("segment") or {}
+    rfm = v.get("rfm") or {}
+    row: dict[str, Any] = {
+        "customer_id": v["customer_id"],
+        "partition": v["partition"],
+        "as_of": v["as_of"],
+        "events": v["events"],
+        "segment_id": seg.get("id", ""),
+        "segment_name": seg.get("name", ""),
+        "segment_since": seg.get("since", ""),
+        "outlier": "" if "outlier" not in v else str(v["outlier"]).lower(),
+        "rfm_r": rfm.get("r", ""),
+        "rfm_f": rfm.get("f", ""),
+        "rfm_m": rfm.get("m", ""),
+        "rfm_group": rfm.get("group", ""),
+        "model_version": v.get("model_version", ""),
+        "membership": json.dumps(v.get("membership", {}), separators=(",", ":")),
+    }
+    row.update(v["features"])
+    return row
+
+
+def write_csv(views: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    w = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    n = 0
+    for v in views:
+        w.writerow(flatten(v))
+        n += 1
+    return n

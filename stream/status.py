@@ -1,0 +1,268 @@
+"""One screen of operational status, gathered from Kafka, Redis and (if it answers) /metrics.
+
+Each source is read on its own and a failing one becomes a note on the report, never an error:
+status is what an operator runs when something is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.kafka_io import make_consumer
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Counters whose rates status shows (prometheus_client appends _total to counter samples).
+RATE_SERIES = {
+    "consumed/s": "segstream_events_consumed_total",
+    "applied/s": "segstream_events_applied_total",
+    "dead letters/s": "segstream_dead_letters_total",
+    "changes/s": "segstream_segment_changes_total",
+    "errors/s": "segstream_errors_total",
+}
+
+
+@dataclass
+class PartitionStatus:
+    partition: int
+    committed: int | None = None  # next offset the group will read
+    end: int | None = None
+    applied: int | None = None  # last offset applied to Redis (-1: none)
+    watermark: int | None = None  # event-time seconds
+
+    @property
+    def lag_messages(self) -> int | None:
+        if self.end is None:
+            return None
+        # Redis is never behind the committed offset; a group that never committed is at Redis's.
+        pos = self.committed if self.committed is not None else (self.applied or -1) + 1
+        return max(self.end - pos, 0)
+
+    def lag_seconds(self, now: float) -> float | None:
+        return now - self.watermark if self.watermark else None
+
+
+@dataclass
+class SegmentRow:
+    id: int
+    name: str
+    customers: int
+
+
+@dataclass
+class StatusReport:
+    namespace: str
+    topic: str
+    group: str
+    now: float
+    partitions: list[PartitionStatus] = field(default_factory=list)
+    model_version: int | None = None
+    model_event_time: float | None = None  # event time of the data the model was last built on
+    model_updated: float | None = None  # wall clock of the last version (from the metrics)
+    segments: list[SegmentRow] = field(default_factory=list)
+    rates: dict[str, float] = field(default_factory=dict)
+    gauges: dict[str, float] = field(default_factory=dict)
+    metrics_url: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_lag(self) -> int | None:
+        lags = [p.lag_messages for p in self.partitions if p.lag_messages is not None]
+        return sum(lags) if lags else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "topic": self.topic,
+            "group": self.group,
+            "now": self.now,
+            "partitions": [
+                {
+                    "partition": p.partition,
+                    "committed": p.committed,
+                    "end": p.end,
+                    "lag_messages": p.lag_messages,
+                    "applied": p.applied,
+                    "watermark": p.watermark,
+                    "lag_seconds": p.lag_seconds(self.now),
+                }
+                for p in self.partitions
+            ],
+            "model": {
+                "version": self.model_version,
+                "event_time": self.model_event_time,
+                "updated": self.model_updated,
+            },
+            "segments": [{"id": s.id, "name": s.name, "customers": s.customers} for s in self.segments],
+            "rates": self.rates,
+            "gauges": self.gauges,
+            "metrics_url": self.metrics_url,
+            "notes": self.notes,
+        }
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _redis_part(settings: Settings, report: StatusReport) -> int:
+    """Fill applied offsets, watermarks, model and segments; returns the partition count."""
+    from models.segments.engine import SegmentEngine
+    from stream.feature_store import FeatureStore
+
+    store = FeatureStore(settings.redis.url.get_secret_value(), settings.redis.namespace).start()
+    try:
+        meta = store.meta()
+        report.topic = meta.get("topic", report.topic)
+        n = int(meta.get("partitions", settings.topics.partitions))
+        pipe = store.client.pipeline(transaction=False)
+        for p in range(n):
+            pipe.get(store.offset_key(p))
+            pipe.get(store.watermark_key(p))
+        res = pipe.execute()
+        for p in range(n):
+            off, wm = res[2 * p], res[2 * p + 1]
+            report.partitions.append(
+                PartitionStatus(
+                    p, applied=int(off) if off is not None else -1, watermark=int(wm) if wm else None
+                )
+            )
+        counts = store.segment_counts(n)
+        saved = store.load_model()
+        names: dict[int, str] = {}
+        if saved is not None:
+            engine = SegmentEngine.restore(saved[1])
+            report.model_version = engine.version
+            t_max = float(engine.t_max)
+            report.model_event_time = t_max if t_max > 0 and t_max != float("inf") else None
+            names = {s.id: s.name for s in engine.segments() if s.id >= 0}
+        else:
+            report.notes.append(f"no model in namespace {settings.redis.namespace!r} yet")
+        for sid in sorted(set(counts) | set(names), key=lambda s: (-counts.get(s, 0), s)):
+            if counts.get(sid, 0) or sid in names:
+                report.segments.append(
+                    SegmentRow(sid, names.get(sid, f"segment {sid} (retired)"), counts.get(sid, 0))
+                )
+        return n
+    finally:
+        store.close()
+
+
+def _kafka_part(settings: Settings, report: StatusReport, partitions: int) -> None:
+    topic = report.topic
+    consumer = make_consumer(settings, request_timeout_ms=10_000)
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            report.notes.append(f"topic {topic!r} does not exist (a namespace filled from files?)")
+            return
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        end = consumer.end_offsets(tps)
+        by_p = {ps.partition: ps for ps in report.partitions}
+        for tp in tps:
+            ps = by_p.get(tp.partition)
+            if ps is None:
+                ps = PartitionStatus(tp.partition)
+                report.partitions.append(ps)
+            ps.end = end.get(tp)
+            ps.committed = consumer.committed(tp)
+        if len(tps) != partitions:
+            report.notes.append(f"topic has {len(tps)} partitions, the namespace records {partitions}")
+        report.partitions.sort(key=lambda ps: ps.partition)
+    finally:
+        consumer.close()
+
+
+def scrape(url: str, timeout: float = 2.0) -> dict[str, float]:
+    """Sum every sample by name (labels folded): enough for rates and totals."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        text = resp.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            totals[s.name] = totals.get(s.name, 0.0) + float(s.value)
+    return totals
+
+
+def rates(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for label, name in RATE_SERIES.items():
+        if name in after and seconds > 0:
+            out[label] = max(after[name] - before.get(name, 0.0), 0.0) / seconds
+    return out
+
+
+def _metrics_part(report: StatusReport, url: str, interval: float) -> None:
+    report.metrics_url = url
+    try:
+        first = scrape(url)
+        t0 = time.monotonic()
+        time.sleep(interval)
+        second = scrape(url)
+        elapsed = time.monotonic() - t0
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        report.notes.append(f"metrics at {url} did not answer ({reason}): is `segstream run` running?")
+        return
+    report.rates = rates(first, second, elapsed)
+    for key in (
+        "segstream_assigned_partitions",
+        "segstream_last_loop_timestamp_seconds",
+        "segstream_model_version",
+        "segstream_model_updated_timestamp_seconds",
+    ):
+        if key in second:
+            report.gauges[key] = second[key]
+    updated = second.get("segstream_model_updated_timestamp_seconds")
+    if updated:
+        report.model_updated = updated
+
+
+def gather(settings: Settings, metrics_url: str | None, interval: float = 1.0) -> StatusReport:
+    report = StatusReport(
+        namespace=settings.redis.namespace,
+        topic=settings.topics.interactions,
+        group=settings.kafka.group_id,
+        now=time.time(),
+    )
+    partitions = settings.topics.partitions
+    try:
+        partitions = _redis_part(settings, report)
+    except Exception as e:  # degrade: show what the other sources say
+        report.notes.append(f"redis: {e}")
+    try:
+        _kafka_part(settings, report, partitions)
+    except Exception as e:
+        report.notes.append(f"kafka: {e}")
+    if metrics_url:
+        _metrics_part(report, metrics_url, interval)
+    if not report.partitions:
+        report.partitions = [PartitionStatus(p) for p in range(partitions)]
+    report.now = time.time()
+    return report
+
+
+def fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = abs(seconds)
+    sign = "-" if seconds < 0 else ""
+    if s < 120:
+        return f"{sign}{s:.0f} s"
+    if s < 7200:
+        return f"{sign}{s / 60:.0f} min"
+    if s < 172800:
+        return f"{sign}{s / 3600:.1f} h"
+    return f"{sign}{s / 86400:.1f} d"
+
+
+def fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts)) if ts else "-"
