@@ -305,50 +305,96 @@ def apply_event(state: CustomerState, params: FeatureParams, fact: Fact) -> bool
     return True
 
 
+_SNAP_FIELDS: Final = (
+    "first_ts",
+    "last_ts",
+    "last_purchase_ts",
+    "ref_ts",
+    "events",
+    "purchases",
+    "refunds",
+    "promo_purchases",
+    "carts",
+    "spend",
+    "refunded",
+)
+SNAPSHOT_WIDTH: Final = len(_SNAP_FIELDS) + len(DECAYED)
+
+
+def snapshot(state: CustomerState) -> list[float]:
+    """The numbers :func:`evaluate_many` needs, copied: rows of a batch are evaluated together."""
+    return [
+        state.first_ts,
+        state.last_ts,
+        state.last_purchase_ts,
+        state.ref_ts,
+        state.events,
+        state.purchases,
+        state.refunds,
+        state.promo_purchases,
+        state.carts,
+        state.spend,
+        state.refunded,
+        *state.decayed,
+    ]
+
+
 def evaluate(state: CustomerState, params: FeatureParams, at_ts: float) -> np.ndarray:
     """The feature vector (FEATURE_NAMES order, original units) as of event time ``at_ts``."""
-    at = max(float(at_ts), float(state.ref_ts))
-    f = _factors(params, at - state.ref_ts)
-    d = [v * x for v, x in zip(state.decayed, f, strict=True)]
-    purchases = state.purchases
-    net = max(state.spend - state.refunded, 0.0)
-    ch = d[_D["ch_web"] : _D["ch_other"] + 1]
-    ch_total = sum(ch)
-    shares = [c / ch_total for c in ch] if ch_total > 0 else [0.0] * len(ch)
+    return evaluate_many(np.array([snapshot(state)]), params, np.array([float(at_ts)]))[0]
+
+
+def evaluate_many(snaps: np.ndarray, params: FeatureParams, at_ts: np.ndarray) -> np.ndarray:
+    """Feature vectors of many snapshots at once, each as of its own event time (vectorised)."""
+    n = len(snaps)
+    first, last, last_purchase, ref, events, purchases, refunds, promo, carts, spend, refunded = (
+        snaps[:, i] for i in range(len(_SNAP_FIELDS))
+    )
+    dec = snaps[:, len(_SNAP_FIELDS) :]
+    at = np.maximum(at_ts, ref)
+    halves = np.array(params.group_half_lives)[list(_GROUP)]
+    d = dec * np.exp2(-(at - ref)[:, None] / halves[None, :])
+    seen = events > 0
+    bought = purchases > 0
+    safe_p = np.where(bought, purchases, 1.0)
+    net = np.maximum(spend - refunded, 0.0)
+    ch = d[:, _D["ch_web"] : _D["ch_other"] + 1]
+    ch_total = ch.sum(axis=1, keepdims=True)
+    shares = np.divide(ch, ch_total, out=np.zeros_like(ch), where=ch_total > 0)
     # Activity rates per day from the decayed counts, corrected for tenure: a customer younger
     # than the long half-life has not filled its window yet, and must not look "rising".
-    tenure = max((at - state.first_ts) / DAY, 1.0) if state.events else 1.0
-    rate_short = d[_D["act_short"]] / _window(params.short_half_life_days, tenure)
-    rate_long = d[_D["act_long"]] / _window(params.long_half_life_days, tenure)
-    trend = min(rate_short / rate_long, 5.0) if rate_long > 1e-12 else 0.0
-    recency_purchase = (
-        min((at - state.last_purchase_ts) / DAY, NEVER_PURCHASED_DAYS) if purchases else NEVER_PURCHASED_DAYS
+    tenure = np.where(seen, np.maximum((at - first) / DAY, 1.0), 1.0)
+    rate_short = d[:, _D["act_short"]] / _window(params.short_half_life_days, tenure)
+    rate_long = d[:, _D["act_long"]] / _window(params.long_half_life_days, tenure)
+    trend = np.where(
+        rate_long > 1e-12, np.minimum(rate_short / np.where(rate_long > 1e-12, rate_long, 1.0), 5.0), 0.0
     )
-    return np.array(
-        [
-            recency_purchase,
-            (at - state.last_ts) / DAY if state.events else NEVER_PURCHASED_DAYS,
-            (at - state.first_ts) / DAY if state.events else 0.0,
-            float(purchases),
-            net,
-            d[_D["purchases_d"]],
-            max(d[_D["spend_d"]], 0.0),
-            net / purchases if purchases else 0.0,
-            *shares,
-            *d[_D["kind_browse"] : _D["kind_support"] + 1],
-            state.promo_purchases / purchases if purchases else 0.0,
-            min(state.refunds / purchases, 1.0) if purchases else (1.0 if state.refunds else 0.0),
-            max(state.carts - purchases, 0) / state.carts if state.carts else 0.0,
-            trend,
-        ],
-        dtype=np.float64,
+    out = np.empty((n, len(FEATURE_NAMES)))
+    out[:, 0] = np.where(
+        bought, np.minimum((at - last_purchase) / DAY, NEVER_PURCHASED_DAYS), NEVER_PURCHASED_DAYS
     )
+    out[:, 1] = np.where(seen, (at - last) / DAY, NEVER_PURCHASED_DAYS)
+    out[:, 2] = np.where(seen, (at - first) / DAY, 0.0)
+    out[:, 3] = purchases
+    out[:, 4] = net
+    out[:, 5] = d[:, _D["purchases_d"]]
+    out[:, 6] = np.maximum(d[:, _D["spend_d"]], 0.0)
+    out[:, 7] = np.where(bought, net / safe_p, 0.0)
+    out[:, 8:14] = shares
+    out[:, 14:18] = d[:, _D["kind_browse"] : _D["kind_support"] + 1]
+    out[:, 18] = np.where(bought, promo / safe_p, 0.0)
+    out[:, 19] = np.where(bought, np.minimum(refunds / safe_p, 1.0), np.where(refunds > 0, 1.0, 0.0))
+    out[:, 20] = np.where(
+        carts > 0, np.maximum(carts - purchases, 0.0) / np.where(carts > 0, carts, 1.0), 0.0
+    )
+    out[:, 21] = trend
+    return out
 
 
-def _window(half_life_days: float, tenure_days: float) -> float:
+def _window(half_life_days: float, tenure_days: np.ndarray) -> np.ndarray:
     """Decayed count a rate of one event per day accumulates over ``tenure_days``."""
     tau = half_life_days / math.log(2)
-    return tau * (1.0 - math.exp(-tenure_days / tau))
+    return tau * (1.0 - np.exp(-tenure_days / tau))
 
 
 def next_due(state: CustomerState, thresholds_days: tuple[float, ...], after_ts: float) -> int:

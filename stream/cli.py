@@ -422,6 +422,40 @@ def customer(obj: Ctx, customer_id: str, as_json: bool) -> None:
     console.print(table)
 
 
+@cli.command()
+@click.option("--limit", "-n", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--customer", help="Only this customer's changes.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON change per line.")
+@click.pass_obj
+def changes(obj: Ctx, limit: int, customer: str | None, as_json: bool) -> None:
+    """The latest segment changes from the changes topic."""
+    from stream.kafka_io import read_latest
+
+    topic = obj.settings.topics.out("changes")
+    values = read_latest(obj.settings, topic, limit, key=customer.encode() if customer else None)
+    if as_json:
+        for v in values:
+            click.echo(v.decode())
+        return
+    table = Table(title=f"latest {len(values)} change(s) on {topic}")
+    for col in ("event time", "customer", "from", "to", "conf", "reason", "rfm", "why"):
+        table.add_column(col, overflow="fold")
+    for v in values:
+        c = json.loads(v)
+        rfm = c.get("rfm") or {}
+        table.add_row(
+            c["event_time"][:19],
+            c["customer_id"],
+            (c["previous"] or {}).get("name", "-"),
+            (c["current"] or {}).get("name", "(erased)"),
+            f"{c['confidence']:.2f}",
+            c["reason"],
+            rfm.get("group", "-"),
+            c["explanation"],
+        )
+    console.print(table)
+
+
 # ---------------------------------------------------------------- entry point
 
 # Operational commands (replay, diff, export, status, forget, evaluate) live in their own modules

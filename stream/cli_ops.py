@@ -24,7 +24,6 @@ from rich.progress import (
 
 from stream.cli import Ctx, cli, console, err_console
 from stream.errors import SegstreamError
-from stream.settings import load
 
 # ---------------------------------------------------------------- replay
 
@@ -80,7 +79,6 @@ def replay(
     segstream replay --namespace rebuild --from-time 2026-01-01T00:00:00Z --fresh
     """
     from stream import replay as rp
-    from stream.settings import _deep_merge
 
     kafka_mode = topic is not None or from_offset is not None or from_time is not None
     if files and kafka_mode:
@@ -90,7 +88,7 @@ def replay(
             "give FILES to replay, or --from-offset N / --from-time ISO for the Kafka topic"
         )
     what_if = rp.what_if_overrides(model_config) if model_config is not None else None
-    settings = load(obj.config, _deep_merge(obj.overrides, rp.replay_overrides(ns, suffix, what_if)))
+    settings = rp.with_overrides(obj.settings, rp.replay_overrides(ns, suffix, what_if))
     if files:
         source = rp.file_source(list(files), partitions)
     else:
@@ -131,9 +129,9 @@ def replay(
 
 
 def _ns_settings(obj: Ctx, namespace: str) -> Any:
-    from stream.settings import _deep_merge
+    from stream.replay import with_overrides
 
-    return load(obj.config, _deep_merge(obj.overrides, {"redis": {"namespace": namespace}}))
+    return with_overrides(obj.settings, {"redis": {"namespace": namespace}})
 
 
 @cli.command()

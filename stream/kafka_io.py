@@ -16,7 +16,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from models.events import DeadLetter, SegmentChange
-from stream.errors import ServiceUnavailable
+from stream.errors import SegstreamError, ServiceUnavailable
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,35 @@ def _wait_for_topics(admin: KafkaAdminClient, names: list[str], timeout: float =
         if set(names) <= set(admin.list_topics()):
             return
         time.sleep(0.2)
+
+
+def read_latest(settings: Settings, topic: str, limit: int, key: bytes | None = None) -> list[bytes]:
+    """The last ``limit`` record values of a topic (optionally of one key), oldest first."""
+    from kafka import TopicPartition
+
+    consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not parts:
+            raise SegstreamError(f"topic {topic} does not exist: run `segstream topics create`")
+        consumer.assign(parts)
+        end = consumer.end_offsets(parts)
+        begin = consumer.beginning_offsets(parts)
+        # Without a key filter the tail of each partition suffices; with one, scan everything.
+        for tp in parts:
+            consumer.seek(tp, begin[tp] if key else max(begin[tp], end[tp] - limit))
+        found: list[tuple[int, int, bytes]] = []
+        pending = {tp for tp in parts if consumer.position(tp) < end[tp]}
+        while pending:
+            for tp, msgs in consumer.poll(timeout_ms=1000).items():
+                for m in msgs:
+                    if m.offset < end[tp] and m.value is not None and (key is None or m.key == key):
+                        found.append((m.timestamp, m.offset, m.value))
+            pending = {tp for tp in pending if consumer.position(tp) < end[tp]}
+        found.sort()
+        return [v for _, _, v in found[-limit:]]
+    finally:
+        consumer.close()
 
 
 class KafkaSink:

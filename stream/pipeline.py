@@ -31,7 +31,15 @@ from models.events import (
     SegmentRef,
     describe_validation_error,
 )
-from models.features import CustomerState, FeatureParams, apply_event, evaluate, fact_of, next_due
+from models.features import (
+    CustomerState,
+    FeatureParams,
+    apply_event,
+    evaluate_many,
+    fact_of,
+    next_due,
+    snapshot,
+)
 from models.segments.engine import ModelEvent, SegmentEngine
 from stream.feature_store import FeatureStore, PartitionView, PartitionWrite
 from stream.kafka_io import SourceRecord
@@ -52,7 +60,7 @@ class Sink(Protocol):
 @dataclass(slots=True)
 class _Row:
     customer_id: str
-    vector: np.ndarray
+    snap: list[float]  # the state's numbers at this row, evaluated in one go per batch
     at: float
     reason: str  # "event" | "inactivity"
     offset: int
@@ -244,7 +252,7 @@ class BatchProcessor:
                 continue
             applied += 1
             dirty.add(cid)
-            rows.append(_Row(cid, evaluate(state, params, ts), float(ts), "event", rec.offset))
+            rows.append(_Row(cid, snapshot(state), float(ts), "event", rec.offset))
             wm = max(wm, ts)
             due = next_due(state, self._thresholds, after_ts=wm)
             if due != state.next_due:
@@ -259,9 +267,7 @@ class BatchProcessor:
                 qstate = state_of(qcid)
                 if qstate.next_due != due_ts:
                     continue  # stale: the customer was active since
-                rows.append(
-                    _Row(qcid, evaluate(qstate, params, due_ts), float(due_ts), "inactivity", rec.offset)
-                )
+                rows.append(_Row(qcid, snapshot(qstate), float(due_ts), "inactivity", rec.offset))
                 self.metrics.reevaluations.inc()
                 qstate.next_due = next_due(qstate, self._thresholds, after_ts=due_ts)
                 due_updates[qcid] = qstate.next_due
@@ -279,8 +285,8 @@ class BatchProcessor:
         if not rows:
             return deltas
         engine = self.engine
-        raw = np.vstack([r.vector for r in rows])
         times = np.array([r.at for r in rows])
+        raw = evaluate_many(np.array([r.snap for r in rows]), self.params, times)
         assignment, model_events = engine.process(raw, times)
         self._publish_model_events(model_events)
         live = {s.id: s.name for s in engine.segments()}
@@ -327,8 +333,8 @@ class BatchProcessor:
                 confidence=round(float(arow.confidence), 4),
                 outlier=bool(arow.outlier),
                 reason=reason,
-                explanation=engine.explain(row.vector, current, target),
-                rfm=engine.rfm(row.vector),
+                explanation=engine.explain(raw[i], current, target),
+                rfm=engine.rfm(raw[i]),
                 model_version=arow.version,
                 event_time=datetime.fromtimestamp(row.at, UTC),
                 source_topic=topic,

@@ -25,6 +25,7 @@ import yaml
 from kafka import TopicPartition
 from kafka.partitioner.default import murmur2
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from stream.errors import ConfigError, SegstreamError
 from stream.feature_store import FeatureStore
@@ -117,6 +118,28 @@ def replay_overrides(namespace: str, suffix: str | None, what_if: dict[str, Any]
     for k, v in (what_if or {}).items():
         o[k] = dict(v)
     return o
+
+
+def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """``settings`` with whole-section overrides applied on top, each section validated.
+
+    Applied after loading on purpose: a replay's namespace, suffix and what-if sections must win
+    over SEGSTREAM_* variables as well as over the file.
+    """
+    update: dict[str, Any] = {}
+    for section, values in overrides.items():
+        current = getattr(settings, section, None)
+        if current is None:
+            raise ConfigError(f"unknown settings section {section!r}")
+        try:
+            update[section] = type(current).model_validate({**current.model_dump(), **values})
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{section}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                for err in e.errors(include_url=False)
+            )
+            raise ConfigError(f"invalid settings: {problems}") from e
+    return settings.model_copy(update=update)
 
 
 # ---------------------------------------------------------------- sources

@@ -104,8 +104,9 @@ def test_shuffle_within_lateness_gives_same_state(facts: list[Fact], rnd) -> Non
 @settings(max_examples=200, deadline=None)
 @given(st.lists(fact_st, min_size=1, max_size=40), st.integers(0, 40))
 def test_prefix_twice_equals_once(facts: list[Fact], cut: int) -> None:
-    """Redelivered events (same event_id) are ignored within the dedupe window."""
-    facts = sorted(_unique(facts), key=lambda f: f.ts)
+    """Redelivered events (same event_id) are ignored within the dedupe window: the newest
+    DEDUPE_WINDOW events by (event time, id hash)."""
+    facts = sorted(_unique(facts), key=lambda f: (f.ts, f.event_hash))
     cut = min(cut, len(facts))
     once = _run(facts)
     s = _run(facts[:cut])
