@@ -1,0 +1,302 @@
+"""Stop the service mid-log with SIGTERM and restart it: it resumes where it committed.
+
+Issue 2: the service finishes the batch in hand, commits, exits 0; the group's committed Kafka
+offsets equal Redis's applied offset + 1 per partition; a restart runs to the end, and every
+event is applied exactly once (the states equal those of an uninterrupted run).
+
+The helpers at the top are shared by the other end-to-end tests of this folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from models.features import CustomerState
+from models.generator import GeneratedRecord, generate
+
+from .conftest import ROOT, Stack, unique
+
+# `python -m stream` from the repository root: the checkout under test, whatever is installed.
+SEGSTREAM = [sys.executable, "-m", "stream"]
+PARTITIONS = 4
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def produce(stack: Stack, topic: str, records: Iterable[GeneratedRecord]) -> int:
+    producer = KafkaProducer(
+        bootstrap_servers=stack.bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024
+    )
+    n = 0
+    for r in records:
+        producer.send(topic, key=r.key, value=r.value)
+        n += 1
+    producer.flush(timeout=120)
+    producer.close()
+    return n
+
+
+def service_env(settings_env: dict[str, str], **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(settings_env)
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_service(env: dict[str, str], log_path: Path, until_idle: float = 8.0) -> subprocess.Popen[bytes]:
+    """``segstream run`` as a subprocess, its output appended to ``log_path``."""
+    out = log_path.open("ab")
+    try:
+        return subprocess.Popen(
+            [*SEGSTREAM, "run", "--until-idle", str(until_idle), "--metrics-port", "0"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        out.close()  # the child holds its own descriptor
+
+
+def run_to_end(env: dict[str, str], log_path: Path, until_idle: float = 5.0, timeout: float = 300) -> None:
+    proc = start_service(env, log_path, until_idle)
+    try:
+        rc = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 0, f"segstream run exited {rc}: {tail(log_path)}"
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no output)"
+
+
+def applied_offsets(client: redis.Redis, ns: str, partitions: int = PARTITIONS) -> list[int]:
+    raw = client.mget([f"{ns}:{{{p}}}:offset" for p in range(partitions)])
+    return [int(v) if v is not None else -1 for v in raw]
+
+
+def end_offsets(stack: Stack, topic: str, partitions: int = PARTITIONS) -> list[int]:
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = consumer.end_offsets(tps)
+        return [int(ends[tp]) for tp in tps]
+    finally:
+        consumer.close()
+
+
+def committed_offsets(stack: Stack, topic: str, group: str, partitions: int = PARTITIONS) -> list[int]:
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        out = []
+        for p in range(partitions):
+            c = consumer.committed(TopicPartition(topic, p))
+            out.append(int(c) if c is not None else -1)
+        return out
+    finally:
+        consumer.close(autocommit=False)
+
+
+def customer_states(client: redis.Redis, ns: str, partitions: int = PARTITIONS) -> dict[str, bytes]:
+    """customer id -> packed state, for every customer of the namespace."""
+    out: dict[str, bytes] = {}
+    for p in range(partitions):
+        prefix = f"{ns}:{{{p}}}:c:"
+        keys = list(client.scan_iter(match=f"{prefix}*", count=2000))
+        for i in range(0, len(keys), 1000):
+            chunk = keys[i : i + 1000]
+            for k, v in zip(chunk, client.mget(chunk), strict=True):
+                if v is not None:
+                    out[k.decode()[len(prefix) :]] = bytes(v)
+    return out
+
+
+def read_topic(
+    stack: Stack, topic: str, partitions: int = PARTITIONS, idle_s: float = 3.0
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) of a topic, from the beginning, until it has been quiet for ``idle_s``."""
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ends = consumer.end_offsets(tps)
+    got: list[tuple[bytes | None, bytes | None]] = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            for msgs in consumer.poll(timeout_ms=int(idle_s * 1000)).values():
+                got.extend((m.key, m.value) for m in msgs)
+            if all(consumer.position(tp) >= ends[tp] for tp in tps):
+                break
+    finally:
+        consumer.close()
+    return got
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def feature_mismatches(a: CustomerState, b: CustomerState, rel: float = 1e-9) -> list[str]:
+    """Feature fields that differ: integers exactly, floats to ``rel`` (segment fields excluded)."""
+    bad = []
+    for name in (
+        "first_ts",
+        "last_ts",
+        "last_purchase_ts",
+        "ref_ts",
+        "events",
+        "purchases",
+        "refunds",
+        "promo_purchases",
+        "carts",
+        "next_due",
+    ):
+        if getattr(a, name) != getattr(b, name):
+            bad.append(f"{name}: {getattr(a, name)} != {getattr(b, name)}")
+    for name in ("spend", "refunded"):
+        if not _close(getattr(a, name), getattr(b, name), rel):
+            bad.append(f"{name}: {getattr(a, name)!r} != {getattr(b, name)!r}")
+    for i, (x, y) in enumerate(zip(a.decayed, b.decayed, strict=True)):
+        if not _close(x, y, rel):
+            bad.append(f"decayed[{i}]: {x!r} != {y!r}")
+    if sorted(a.recent) != sorted(b.recent):
+        bad.append(f"recent: {a.recent} != {b.recent}")
+    return bad
+
+
+def _close(x: float, y: float, rel: float) -> bool:
+    return x == y or abs(x - y) <= rel * max(abs(x), abs(y))
+
+
+def compare_states(got: dict[str, bytes], want: dict[str, bytes]) -> tuple[list[str], dict[str, int]]:
+    """(feature problems, segment agreement counts) between two namespaces' states."""
+    problems: list[str] = []
+    if set(got) != set(want):
+        problems.append(
+            f"customer sets differ: {len(set(got) - set(want))} extra, {len(set(want) - set(got))} missing"
+        )
+    seg = {"customers": 0, "segment": 0, "seq": 0, "segment_since": 0}
+    for cid in sorted(set(got) & set(want)):
+        a, b = CustomerState.unpack(got[cid]), CustomerState.unpack(want[cid])
+        for m in feature_mismatches(a, b):
+            problems.append(f"{cid}: {m}")
+        seg["customers"] += 1
+        seg["segment"] += a.segment == b.segment
+        seg["seq"] += a.seq == b.seq
+        seg["segment_since"] += a.segment_since == b.segment_since
+    return problems, seg
+
+
+def second_env(settings_env: dict[str, str], stack: Stack) -> tuple[dict[str, str], str]:
+    """Settings for an uninterrupted reference run: same topics, its own namespace and group
+    (the caller deletes the namespace's keys)."""
+    ns = unique("ref")
+    env = dict(settings_env)
+    env["SEGSTREAM_REDIS__NAMESPACE"] = ns
+    env["SEGSTREAM_KAFKA__GROUP_ID"] = unique("g")
+    # Reference output goes to the same topics with a suffix-free name: harmless, the test
+    # compares Redis state only.
+    return env, ns
+
+
+def delete_namespace(client: redis.Redis, ns: str) -> None:
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{ns}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            client.delete(*batch)
+            batch.clear()
+    if batch:
+        client.delete(*batch)
+
+
+def valid_count(records: Sequence[GeneratedRecord]) -> int:
+    return sum(1 for r in records if not r.malformed)
+
+
+# ---------------------------------------------------------------- the test
+
+
+def test_sigterm_mid_log_then_restart_applies_every_event_once(
+    stack: Stack,
+    redis_client: redis.Redis,
+    namespace: str,
+    topic_names: dict[str, str],
+    settings_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    log = generate(customers=500, days=60, seed=11, malformed_fraction=0.01)
+    records = log.records
+    topic = topic_names["interactions"]
+    produce(stack, topic, records)
+    ends = end_offsets(stack, topic)
+    assert sum(ends) == len(records)
+    env = service_env(settings_env)
+    group = settings_env["SEGSTREAM_KAFKA__GROUP_ID"]
+    out = tmp_path / "service.log"
+
+    proc = start_service(env, out, until_idle=30)
+    try:
+        # Mid-log: something applied, the log not done (states are written per batch).
+        wait_until(
+            lambda: sum(o + 1 for o in applied_offsets(redis_client, namespace)) > len(records) // 5,
+            timeout=120,
+            what="the service to apply a fifth of the log",
+            step=0.02,
+        )
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        rc = proc.wait(timeout=30)
+        took = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 0, f"exit code {rc} after SIGTERM: {tail(out)}"
+    assert took < 15, f"the service took {took:.1f}s to stop after SIGTERM"
+    applied = applied_offsets(redis_client, namespace)
+    done = sum(o + 1 for o in applied)
+    assert 0 < done < len(records), f"stopped at {done} of {len(records)}: not mid-log"
+    committed = committed_offsets(stack, topic, group)
+    assert committed == [o + 1 if o >= 0 else -1 for o in applied], (
+        f"committed Kafka offsets {committed} != Redis applied offsets + 1 {applied}"
+    )
+
+    run_to_end(env, out)
+    assert applied_offsets(redis_client, namespace) == [e - 1 for e in ends]
+    states = customer_states(redis_client, namespace)
+    total_events = sum(CustomerState.unpack(b).events for b in states.values())
+    assert total_events == valid_count(records), (
+        f"{total_events} events in Redis, {valid_count(records)} valid records in the log"
+    )
+
+    ref_env, ref_ns = second_env(settings_env, stack)
+    try:
+        run_to_end(service_env(ref_env), tmp_path / "reference.log")
+        problems, seg = compare_states(states, customer_states(redis_client, ref_ns))
+        assert not problems, f"{len(problems)} differences, first: {problems[:5]}"
+        print(f"segment agreement after SIGTERM + restart vs uninterrupted: {seg}")
+    finally:
+        delete_namespace(redis_client, ref_ns)
