@@ -7,6 +7,7 @@ Secrets are ``SecretStr`` and print masked.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,6 +108,23 @@ class ServiceSettings(_Frozen):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("segstream_file_values", default=None)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values read from the YAML file by :func:`load` (lowest precedence)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SEGSTREAM_", env_nested_delimiter="__", frozen=True, extra="forbid"
@@ -128,8 +146,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init kwargs carry the YAML file merged with CLI flags (flags win over env: see load()).
-        return env_settings, init_settings
+        # First wins: flags (init kwargs), then SEGSTREAM_* env, then the YAML file.
+        return init_settings, env_settings, _FileSource(settings_cls, _FILE_VALUES.get() or {})
 
     def masked(self) -> dict[str, Any]:
         """A printable dict: secrets appear as '**********'."""
@@ -148,13 +166,6 @@ def _mask_url(url: str) -> str:
     return f"{scheme}://{user}:****@{host}"
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load(config: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Settings from a YAML file, then SEGSTREAM_* env, then ``overrides`` (CLI flags)."""
     file_values: dict[str, Any] = {}
@@ -165,24 +176,22 @@ def load(config: Path | None = None, overrides: dict[str, Any] | None = None) ->
         except FileNotFoundError as e:
             raise ConfigError(f"config file not found: {path}") from e
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+            detail = " ".join(str(e).split())
+            raise ConfigError(f"config file {path} is not valid YAML: {detail}") from e
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         file_values = raw
+    token = _FILE_VALUES.set(file_values)
     try:
-        # Precedence file < env < flags: build with file values as init (env wins over init
-        # per settings_customise_sources), then apply flags on top.
-        base = Settings(**file_values)
-        if overrides:
-            merged = _deep_merge(base.model_dump(), overrides)
-            return Settings.model_validate(merged)
-        return base
+        return Settings(**(overrides or {}))
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors(include_url=False)
         )
         where = f" (from {path}, SEGSTREAM_* env or flags)" if path else ""
         raise ConfigError(f"invalid settings{where}: {problems}") from e
+    finally:
+        _FILE_VALUES.reset(token)
 
 
 def env_overrides_present() -> list[str]:

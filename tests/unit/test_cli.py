@@ -1,0 +1,108 @@
+"""The CLI's error contract: one line naming the problem, a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    commands = ("run", "generate", "produce", "segments", "customer", "changes", "topics", "schema", "config")
+    for cmd in commands:
+        assert f"  {cmd} " in out or f"  {cmd}\n" in out, cmd
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["nosuch"], "No such command 'nosuch'"),
+        (["generate", "--customers", "x"], "'x' is not a valid integer"),
+        (["generate", "--customers", "0", "--out", "f.jsonl"], "--customers"),
+        (["generate", "--malformed", "2", "--out", "f.jsonl"], "--malformed"),
+        (["generate", "--customers", "5"], "give --out FILE and/or --to-kafka"),
+        (["generate", "--scenario", "apocalypse", "--out", "f"], "'apocalypse' is not one of"),
+        (["run", "--until-idle", "-1"], "--until-idle"),
+        (["customer"], "Missing argument 'CUSTOMER_ID'"),
+    ],
+)
+def test_bad_arguments(capsys: pytest.CaptureFixture[str], args: list[str], needle: str) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    assert needle in one_line_error(err)
+
+
+def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "--config", str(tmp_path / "nope.yaml"), "config")
+    assert code == 1
+    assert "config file not found" in one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("kafka: [unclosed", "is not valid YAML"),
+        ("- a list", "must hold a mapping"),
+        ("model:\n  n_segments: 1\n", "model.n_segments: Input should be greater than or equal to 2"),
+        ("redis:\n  namespace: 'has space'\n", "redis.namespace"),
+        ("kafka:\n  bootstrap: x\n", "kafka.bootstrap: Extra inputs are not permitted"),
+        ("features:\n  inactivity_thresholds_days: [30, -1]\n", "thresholds must be positive"),
+    ],
+)
+def test_bad_config(capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, needle: str) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    code, _, err = run(capsys, "--config", str(cfg), "config")
+    assert code == 1
+    assert needle in one_line_error(err)
+
+
+def test_bad_environment(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGSTREAM_KAFKA__MAX_POLL_RECORDS", "many")
+    code, _, err = run(capsys, "config")
+    assert code == 1
+    assert "kafka.max_poll_records" in one_line_error(err)
+
+
+def test_config_masks_secrets(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGSTREAM_REDIS__URL", "redis://app:hunter2@cache:6379/0")
+    monkeypatch.setenv("SEGSTREAM_KAFKA__SASL_PASSWORD", "s3cret")
+    code, out, _ = run(capsys, "config")
+    assert code == 0
+    assert "hunter2" not in out and "s3cret" not in out
+    assert "redis://app:****@cache:6379/0" in out
+
+
+def test_flags_override_env_override_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("redis:\n  namespace: fromfile\nkafka:\n  group_id: fromfile\nmodel:\n  seed: 5\n")
+    monkeypatch.setenv("SEGSTREAM_KAFKA__GROUP_ID", "fromenv")
+    monkeypatch.setenv("SEGSTREAM_REDIS__NAMESPACE", "fromenv")
+    code, out, _ = run(capsys, "--config", str(cfg), "--namespace", "fromflag", "config")
+    assert code == 0
+    assert '"namespace": "fromflag"' in out and '"group_id": "fromenv"' in out and '"seed": 5' in out
+
+
+def test_unreachable_redis_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--redis-url", "redis://127.0.0.1:1/0", "segments")
+    assert code == 1
+    assert "Redis at 127.0.0.1:1/0 did not answer" in one_line_error(err)
