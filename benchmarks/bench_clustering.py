@@ -1,0 +1,131 @@
+"""Clustering throughput: batch assignment and learning of the default model vs River KMeans.
+
+Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_clustering.py [--quality]``
+(single-threaded BLAS is set below if unset: on 2 busy cores multi-threaded BLAS is much slower
+for these small matrices). Prints medians over repeats and ratios to the goals and the baseline.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+from river import cluster
+
+from models.segments.engine import EngineParams, SegmentEngine
+from models.segments.microclusters import MicroClusterKMeans
+from models.segments.vectorize import DEFAULT_FEATURES
+
+
+def planted(n: int, k: int = 8, d: int = 22, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3.0, (k, d))
+    y = rng.integers(0, k, n)
+    return centres[y] + rng.normal(0, 1.0, (n, d)), y
+
+
+def planted_raw(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Raw-unit customers (heavy tails, shares) from planted model-space blobs."""
+    X, y = planted(n, seed=seed)
+    raw = np.abs(X) * 5.0
+    shares = np.abs(X[:, 8:14]) + 1e-9
+    raw[:, 8:14] = shares / shares.sum(axis=1, keepdims=True)
+    raw[:, 18:21] = 1 / (1 + np.exp(-X[:, 18:21]))
+    raw[:, 21] = np.clip(1 + X[:, 21] / 5, 0, 5)
+    return raw, y
+
+
+def median_rate(fn, n: int, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=50_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quality", action="store_true", help="also run the model comparison")
+    args = ap.parse_args()
+    n = args.n
+    X, _ = planted(n)
+    times = np.arange(n, dtype=np.float64)
+
+    def learn() -> MicroClusterKMeans:
+        m = MicroClusterKMeans(n_clusters=8, max_micro=150, recluster_every=0, seed=42)
+        for i in range(0, n, 2000):
+            m.learn_many(X[i : i + 2000], times[i : i + 2000])
+            m.recluster()
+        return m
+
+    model = learn()
+    learn_rate = median_rate(learn, n, args.repeats)
+    assign_rate = median_rate(lambda: model.predict_many(X), n, args.repeats)
+
+    raw, _ = planted_raw(n)
+    engine = SegmentEngine(EngineParams())
+    engine.process(raw[:4000], times[:4000])
+    engine_assign = median_rate(lambda: engine.assign(raw), n, args.repeats)
+
+    def engine_run() -> None:
+        e = SegmentEngine(EngineParams())
+        for i in range(0, n, 1000):
+            e.process(raw[i : i + 1000], times[i : i + 1000])
+
+    engine_process = median_rate(engine_run, n, max(1, args.repeats // 2))
+
+    nb = min(n, 10_000)
+    dicts = [dict(enumerate(r)) for r in X[:nb].tolist()]
+
+    def river_kmeans() -> None:
+        km = cluster.KMeans(n_clusters=8, halflife=0.02, seed=42)
+        for x in dicts:
+            km.learn_one(x)
+            km.predict_one(x)
+
+    river_rate = median_rate(river_kmeans, nb, max(1, args.repeats // 2))
+
+    print(f"vectors: {n} x 22, medians over {args.repeats} repeats (OPENBLAS_NUM_THREADS=1)")
+    print(
+        f"MicroClusterKMeans predict_many   {assign_rate:12,.0f} vec/s  goal 200k: {assign_rate / 2e5:5.1f}x"
+    )
+    print(f"MicroClusterKMeans learn_many     {learn_rate:12,.0f} vec/s  goal  50k: {learn_rate / 5e4:5.1f}x")
+    print(
+        f"SegmentEngine.assign (raw->soft)  {engine_assign:12,.0f} vec/s"
+        f"  goal 200k: {engine_assign / 2e5:5.1f}x"
+    )
+    print(f"SegmentEngine.process (assign+learn) {engine_process:9,.0f} vec/s")
+    print(f"River KMeans learn+predict_one    {river_rate:12,.0f} vec/s  (baseline)")
+    print(
+        f"ratios vs River: assign {assign_rate / river_rate:.0f}x, learn {learn_rate / river_rate:.0f}x, "
+        f"engine process {engine_process / river_rate:.0f}x"
+    )
+
+    if args.quality:
+        from models.segments.evaluate import evaluate
+
+        m = 20_000
+        Xq, yq = planted(m, d=len(DEFAULT_FEATURES), seed=1)
+        rawq = np.abs(Xq) * 5.0
+        t = np.arange(m) * 60.0
+        plist = [EngineParams(model=name) for name in ("microclusters", "kmeans", "streamkmeans", "dbstream")]
+        for row in evaluate(rawq, t, yq, plist, customer_ids=np.arange(m) % 3000):
+            print(
+                f"{row.model:14s} ssq {row.ssq_ratio:5.2f}x ari {row.ari:5.2f}"
+                f" (ref {row.ari_reference:4.2f}) "
+                f"id-agree {row.id_agreement:5.3f} births {row.births} deaths {row.deaths} "
+                f"flap {row.flapping_rate:5.3f} {row.us_per_vector:7.1f} us/vec"
+            )
+
+
+if __name__ == "__main__":
+    main()
