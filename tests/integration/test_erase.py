@@ -49,7 +49,9 @@ def test_forget_erases_state_and_publishes_erase_and_tombstone(
             break
     assert target is not None, "no customer has a segment: the model did not warm up"
     p = partition_of(target, 4)
-    state = CustomerState.unpack(redis_client.get(f"{ns}:{{{p}}}:c:{target}"))
+    blob = redis_client.get(f"{ns}:{{{p}}}:c:{target}")
+    assert blob is not None
+    state = CustomerState.unpack(blob)
     seg_before = int(redis_client.hget(f"{ns}:{{{p}}}:segcount", str(state.segment)) or 0)
     assert seg_before >= 1
 

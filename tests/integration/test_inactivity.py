@@ -1,0 +1,144 @@
+"""Customers who go quiet are re-scored in event time and move segment with reason ``inactivity``.
+
+All customers hash to one partition, so the active ones keep that partition's watermark moving
+while a cohort stops. Once the watermark passes the quiet cohort's thresholds (14, 30, 60, 90
+days after their last event), each of them has been re-scored: its due entry is gone (every
+threshold passed) and a change with reason ``inactivity`` was published for it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+
+from models.events import SegmentChange
+from models.features import DAY, CustomerState
+from models.generator import GeneratedRecord
+from stream.erase import partition_of
+
+from .conftest import Stack
+from .test_e2e_sigterm import produce, read_topic, run_to_end, service_env
+
+START = 1_767_225_600  # 2026-01-01T00:00:00Z
+DAYS = 220
+QUIET_STOP_DAY = 60
+THRESHOLDS = (14, 30, 60, 90)
+
+
+def _ids(prefix: str, n: int, partition: int = 0) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while len(out) < n:
+        c = f"{prefix}{i:05d}"
+        if partition_of(c, 4) == partition:
+            out.append(c)
+        i += 1
+    return out
+
+
+def _event(rng: random.Random, n: int, customer: str, ts: int, style: str) -> GeneratedRecord:
+    if style == "buyer":
+        typ = rng.choice(["product_view", "product_view", "add_to_cart", "purchase", "email_open"])
+        channel = rng.choice(["web", "app"])
+    else:  # browser: views and searches on the web, rarely buys
+        typ = rng.choice(
+            ["page_view", "product_view", "search", "purchase"]
+            if rng.random() < 0.1
+            else ["page_view", "product_view", "search"]
+        )
+        channel = "web"
+    body: dict[str, object] = {
+        "event_id": f"e{n}",
+        "customer_id": customer,
+        "ts": datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z"),
+        "channel": channel,
+        "type": typ,
+    }
+    if typ == "purchase":
+        body["amount"] = round(rng.lognormvariate(4.0, 0.4), 2)
+        body["currency"] = "EUR"
+    value = json.dumps(body, separators=(",", ":")).encode()
+    return GeneratedRecord(customer.encode(), value, False, customer, style, float(ts))
+
+
+def _log(seed: int = 9) -> tuple[list[GeneratedRecord], list[str], list[str]]:
+    rng = random.Random(seed)
+    buyers, browsers, quiet = _ids("b", 150), _ids("w", 150), _ids("q", 60)
+    evs: list[tuple[int, str, str]] = []
+    for group, style, stop_day, rate in (
+        (buyers, "buyer", DAYS, 0.6),
+        (browsers, "browser", DAYS, 0.6),
+        (quiet, "buyer", QUIET_STOP_DAY, 0.8),
+    ):
+        for c in group:
+            for day in range(stop_day):
+                if rng.random() < rate:
+                    evs.append((START + day * int(DAY) + rng.randrange(int(DAY)), c, style))
+    evs.sort()
+    records = [_event(rng, n, c, ts, style) for n, (ts, c, style) in enumerate(evs)]
+    return records, quiet, buyers + browsers
+
+
+def test_quiet_customers_are_rescored_and_move_with_reason_inactivity(
+    stack: Stack,
+    redis_client: redis.Redis,
+    namespace: str,
+    topic_names: dict[str, str],
+    settings_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    records, quiet, _active = _log()
+    produce(stack, topic_names["interactions"], records)
+    env = service_env(
+        settings_env,
+        SEGSTREAM_MODEL__WARMUP_VECTORS="500",
+        SEGSTREAM_MODEL__UPDATE_EVERY="500",
+        SEGSTREAM_MODEL__N_SEGMENTS="4",
+        SEGSTREAM_KAFKA__MAX_POLL_RECORDS="500",
+    )
+    run_to_end(env, tmp_path / "service.log", until_idle=4)
+
+    ns = namespace
+    wm = int(redis_client.get(f"{ns}:{{0}}:wm") or 0)
+    assert wm >= START + (DAYS - 2) * int(DAY)
+    changes = [
+        SegmentChange.model_validate_json(v)
+        for _, v in read_topic(stack, topic_names["changes"])
+        if v is not None
+    ]
+    reasons = Counter(c.reason for c in changes)
+    inactivity = [c for c in changes if c.reason == "inactivity"]
+    quiet_set = set(quiet)
+    moved = {c.customer_id for c in inactivity if c.customer_id in quiet_set}
+
+    # Re-scored: every quiet customer passed all thresholds (last event + 90 days < watermark),
+    # so its schedule is empty and its due entry removed.
+    not_cleared = []
+    for c in quiet:
+        blob = redis_client.get(f"{ns}:{{0}}:c:{c}")
+        assert blob is not None
+        s = CustomerState.unpack(blob)
+        assert s.last_ts + 90 * DAY < wm
+        if s.next_due != 0 or redis_client.zscore(f"{ns}:{{0}}:due", c) is not None:
+            not_cleared.append((c, s.next_due))
+    # Inactivity changes happen at a threshold crossing, in event time.
+    for ch in inactivity:
+        blob = redis_client.get(f"{ns}:{{0}}:c:{ch.customer_id}")
+        if blob is None:
+            continue
+        last = CustomerState.unpack(blob).last_ts
+        if ch.customer_id in quiet_set:
+            assert int(ch.event_time.timestamp()) - last in {d * int(DAY) for d in THRESHOLDS}
+    print(
+        f"\ninactivity: {len(records)} events, change reasons {dict(reasons)}; "
+        f"{len(moved)}/{len(quiet)} quiet customers moved with reason inactivity; "
+        f"due entries not cleared: {len(not_cleared)}"
+    )
+    assert not not_cleared, f"quiet customers still scheduled: {not_cleared[:5]}"
+    assert reasons["inactivity"] > 0, f"no inactivity change at all; reasons: {dict(reasons)}"
+    assert len(moved) >= len(quiet) // 2, f"only {len(moved)}/{len(quiet)} quiet customers moved"
