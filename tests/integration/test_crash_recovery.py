@@ -1,0 +1,118 @@
+"""Crash anywhere, restart: the state ends equal to an uninterrupted run's (effectively-once).
+
+A ~200k-event log; ``segstream run`` is SIGKILLed five times at seeded points (when the Redis
+applied offsets pass seeded fractions of the log) and restarted until the log is consumed.
+The same log then runs uninterrupted into a second namespace with a second consumer group.
+Feature fields must agree (integers exactly, floats to 1e-9 relative), and so must the applied
+offsets. Segment fields may differ if the model learned a batch twice after a crash (the model
+checkpoint is not written atomically with the state): their agreement is printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import redis
+
+from models.features import CustomerState
+from models.generator import generate
+
+from .conftest import Stack
+from .test_e2e_sigterm import (
+    applied_offsets,
+    compare_states,
+    customer_states,
+    delete_namespace,
+    end_offsets,
+    produce,
+    run_to_end,
+    second_env,
+    service_env,
+    start_service,
+    tail,
+    valid_count,
+    wait_until,
+)
+
+KILLS = 5
+SEED = 20260101
+
+
+def test_sigkill_five_times_then_state_equals_uninterrupted_run(
+    stack: Stack,
+    redis_client: redis.Redis,
+    namespace: str,
+    topic_names: dict[str, str],
+    settings_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    started = time.monotonic()
+    log = generate(customers=1500, days=100, seed=3, malformed_fraction=0.002)
+    records = log.records
+    n = len(records)
+    assert 150_000 <= n <= 260_000, n
+    topic = topic_names["interactions"]
+    produce(stack, topic, records)
+    ends = end_offsets(stack, topic)
+    assert sum(ends) == n
+    env = service_env(settings_env)
+    out = tmp_path / "crashing.log"
+
+    def progress() -> int:
+        return sum(o + 1 for o in applied_offsets(redis_client, namespace))
+
+    rng = random.Random(SEED)
+    fractions = sorted(rng.uniform(0.05, 0.9) for _ in range(KILLS))
+    kills: list[int] = []
+    for frac in fractions:
+        target = int(frac * n)
+        if progress() >= target:
+            continue  # an earlier restart already went past this point
+        # A fresh consumer group per restart: a SIGKILLed member stays in its group until the
+        # session times out (45 s by default), which would stall the next join. The service
+        # resumes from Redis's applied offsets on assignment, whatever the group committed.
+        env["SEGSTREAM_KAFKA__GROUP_ID"] = f"{settings_env['SEGSTREAM_KAFKA__GROUP_ID']}-{len(kills)}"
+        proc = start_service(env, out, until_idle=8)
+        try:
+            wait_until(
+                lambda t=target, pr=proc: progress() >= t or pr.poll() is not None,  # type: ignore[misc]
+                timeout=240,
+                what=f"applied offsets to pass {target} of {n}",
+                step=0.01,
+            )
+            assert proc.poll() is None, f"service exited early ({proc.returncode}): {tail(out)}"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            kills.append(progress())
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert len(kills) >= 3, f"only {len(kills)} kills landed mid-log: {kills}"
+    env["SEGSTREAM_KAFKA__GROUP_ID"] = f"{settings_env['SEGSTREAM_KAFKA__GROUP_ID']}-last"
+    run_to_end(env, out, until_idle=8)
+    crashed_at = time.monotonic() - started
+    assert applied_offsets(redis_client, namespace) == [e - 1 for e in ends]
+    got = customer_states(redis_client, namespace)
+    events = sum(CustomerState.unpack(b).events for b in got.values())
+    assert events == valid_count(records), f"{events} events applied, {valid_count(records)} valid records"
+
+    ref_env, ref_ns = second_env(settings_env, stack)
+    try:
+        run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=8)
+        assert applied_offsets(redis_client, ref_ns) == applied_offsets(redis_client, namespace)
+        want = customer_states(redis_client, ref_ns)
+        problems, seg = compare_states(got, want)
+        assert not problems, f"{len(problems)} feature differences, first: {problems[:5]}"
+        c = seg["customers"]
+        print(
+            f"\ncrash recovery: {n} records, SIGKILL after {kills} applied records; "
+            f"{c} customers' features equal; segment agreement: segment {seg['segment']}/{c}, "
+            f"seq {seg['seq']}/{c}, segment_since {seg['segment_since']}/{c}; "
+            f"crashing run {crashed_at:.0f}s, total {time.monotonic() - started:.0f}s"
+        )
+    finally:
+        delete_namespace(redis_client, ref_ns)
