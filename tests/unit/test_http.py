@@ -94,3 +94,33 @@ def test_metrics_and_unknown_paths(server: tuple[int, Health, FakeClock, Collect
     code, body, _ = get(port, "/nope")
     assert code == 404
     assert "/metrics" in json.loads(body)["error"]
+
+
+def test_grafana_dashboard_uses_only_exported_series() -> None:
+    """Every segstream_* series the dashboard queries exists in stream/metrics.py."""
+    import re
+    from pathlib import Path
+
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from stream.metrics import Metrics
+
+    registry = CollectorRegistry()
+    Metrics(registry)
+    exported: set[str] = set()
+    for fam in text_string_to_metric_families(generate_latest(registry).decode()):
+        suffixes = {
+            "counter": ("_total",),
+            "histogram": ("_bucket", "_sum", "_count"),
+        }.get(fam.type, ("",))
+        exported |= {fam.name + s for s in suffixes}
+    root = Path(__file__).resolve().parents[2] / "config" / "grafana"
+    dash = json.loads((root / "dashboards" / "segstream.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"segstream_[a-z_]+", e)}
+    assert used, "no queries found"
+    assert used <= exported, sorted(used - exported)
+    assert all(p["datasource"]["uid"] == "prometheus" for p in dash["panels"] if p["type"] != "row")
+    datasource = (root / "datasources" / "prometheus.yaml").read_text()
+    assert "uid: prometheus" in datasource and "http://prometheus:9090" in datasource
