@@ -15,6 +15,7 @@ import base64
 import hashlib
 import heapq
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -293,8 +294,11 @@ class BatchProcessor:
         self._names.update(live)
         topic = self.settings.topics.interactions
         now = time.time()
+        column = {int(sid): j for j, sid in enumerate(assignment.ids.tolist())}
+        best_ids = assignment.segment_ids.tolist()
+        distances = assignment.distances
         for i, row in enumerate(rows):
-            best = int(assignment.segment_ids[i])
+            best = best_ids[i]
             if best < 0:
                 continue  # warming up: no id is published as if it meant something
             state = states[row.customer_id]
@@ -302,16 +306,18 @@ class BatchProcessor:
             if best == current:
                 continue  # already there: nothing to decide (the common case, kept cheap)
             reason = row.reason
-            arow = assignment.row(i)
             if current is not None and current not in live:
                 target: int | None = best  # the customer's segment was retired by a model update
                 reason = "model_update"
             else:
-                target = engine.decide(
-                    current, float(state.segment_since) if current is not None else None, arow, row.at
+                d_cur = float(distances[i, column[current]]) if current in column else math.inf
+                since = float(state.segment_since) if current is not None else None
+                target = engine.decide_distances(
+                    current, since, best, float(distances[i, column[best]]), d_cur, row.at
                 )
             if target is None or target == current:
                 continue
+            arow = assignment.row(i)
             state.segment = target
             state.segment_since = int(row.at)
             state.seq += 1

@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass, field
 from typing import Any
@@ -314,16 +315,32 @@ class SegmentEngine:
         ``min_dwell_days``. A customer without a (live) segment takes the best one.
         """
         best = row.segment_id
+        d_cur = row.distances.get(current_id, math.inf) if current_id is not None else math.inf
+        return self.decide_distances(
+            current_id, current_since, best, row.distances.get(best, math.inf), d_cur, t
+        )
+
+    def decide_distances(
+        self,
+        current_id: int | None,
+        current_since: float | None,
+        best: int,
+        d_best: float,
+        d_current: float,
+        t: float,
+    ) -> int | None:
+        """:meth:`decide` on plain numbers (the hot path: no per-row dicts).
+
+        ``d_current`` is ``inf`` when the current segment does not exist in the row's version.
+        """
         if best < 0:
             return current_id
-        if current_id is None or current_id not in row.distances:
+        if current_id is None or not math.isfinite(d_current):
             return best
         if best == current_id:
             return current_id
-        d_cur = row.distances[current_id]
-        d_best = row.distances[best]
         dwelt = current_since is None or t - current_since >= self.params.min_dwell_days * DAY
-        if dwelt and d_best <= (1.0 - self.params.margin) * d_cur:
+        if dwelt and d_best <= (1.0 - self.params.margin) * d_current:
             return best
         return current_id
 

@@ -3,7 +3,9 @@
 Quintile edges come from fixed, deterministic histograms over ``log1p(value)`` (512 bins up to a
 cap per feature): additive, order-independent, mergeable and cheap to update in batches.
 
->>> import numpy as np
+>>> import math
+
+import numpy as np
 >>> s = RFMScorer()
 >>> rng = np.random.default_rng(0)
 >>> s.update(rng.uniform(0, 365, 1000), rng.poisson(3, 1000), rng.gamma(2, 50, 1000))
@@ -14,6 +16,8 @@ cap per feature): additive, order-independent, mergeable and cheap to update in 
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -61,6 +65,18 @@ class RFMScorer:
     def update(self, R: np.ndarray | float, F: np.ndarray | float, M: np.ndarray | float) -> None:
         for f, vals in enumerate((R, F, M)):
             self.counts[f] += np.bincount(self._bin(np.atleast_1d(vals), f), minlength=_BINS)
+        self._edge_bins: np.ndarray | None = None  # recomputed on the next score
+
+    def _cached_edge_bins(self) -> np.ndarray | None:
+        """Quintile edges as bin indices, computed once per update (scoring is per change)."""
+        cached = getattr(self, "_edge_bins", None)
+        if cached is None:
+            e = self.edges()
+            if np.isnan(e).any():
+                return None
+            cached = np.stack([self._bin(e[f] * (1 - 1e-12), f) for f in range(3)])
+            self._edge_bins = cached
+        return cached
 
     def edges(self) -> np.ndarray:
         """(3, 4) quintile edges in raw units (upper bin edges), nan before any update."""
@@ -75,14 +91,16 @@ class RFMScorer:
         return out
 
     def score(self, R: float, F: float, M: float) -> RFMScore:
-        e = self.edges()
-        if np.isnan(e).any():
+        edge_bins = self._cached_edge_bins()
+        if edge_bins is None:
             return RFMScore(r=3, f=3, m=3, group=rfm_group(3, 3, 3))
-        vals = np.array([R, F, M], dtype=np.float64)
-        bins = np.array([self._bin(np.array([vals[f]]), f)[0] for f in range(3)])
-        edge_bins = np.stack([self._bin(e[f] * (1 - 1e-12), f) for f in range(3)])
+        bins = [self._bin_one(v, f) for f, v in enumerate((R, F, M))]
         # Compare on bin indices, so a value scores by the quintile its histogram bin falls in.
         r = 5 - int((bins[0] > edge_bins[0]).sum())
         f = 1 + int((bins[1] > edge_bins[1]).sum())
         m = 1 + int((bins[2] > edge_bins[2]).sum())
         return RFMScore(r=r, f=f, m=m, group=rfm_group(r, f, m))
+
+    def _bin_one(self, value: float, f: int) -> int:
+        v = 0.0 if not math.isfinite(value) else min(max(float(value), 0.0), _CAPS[f])
+        return min(int(math.log1p(v) / self._hi[f] * _BINS), _BINS - 1)
