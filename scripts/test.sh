@@ -36,11 +36,7 @@ step() {
 export PATH="$ROOT/.venv/bin:$PATH"
 step "promtool check config" promtool check config --syntax-only config/prometheus.yml
 step "ruff check" ruff check .
-echo "== ruff format --check"
-if ! ruff format --check .; then
-    # A warning for now, while the code base settles; make it a step once formatted.
-    echo "== ruff format: WARNING: files above need 'ruff format' (not failing the run yet)"
-fi
+step "ruff format --check" ruff format --check .
 step "mypy" mypy
 step "pytest" pytest "$@"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -43,6 +43,14 @@ class PartitionWrite:
     states: dict[str, bytes]  # b"" deletes
     due: dict[str, int]  # customer -> due ts (0 removes)
     segment_deltas: dict[int, int]
+
+
+class StateStore(Protocol):
+    """What the pipeline needs of a feature store (Redis in production, memory for evaluation)."""
+
+    def load(self, p: int, customer_ids: list[str], due_until: int) -> PartitionView: ...
+    def commit(self, w: PartitionWrite) -> None: ...
+    def save_model(self, snapshot: bytes, version: int) -> None: ...
 
 
 class FeatureStore:
@@ -160,6 +168,10 @@ class FeatureStore:
         v = self.client.get(self.offset_key(p))
         return int(v) if v is not None else -1
 
+    def watermark(self, p: int) -> int:
+        v = self.client.get(self.watermark_key(p))
+        return int(v) if v is not None else 0
+
     def get_state(self, p: int, customer_id: str) -> bytes | None:
         v = self.client.get(self.customer_key(p, customer_id))
         return bytes(v) if v is not None else None
@@ -211,3 +223,98 @@ class FeatureStore:
 def _host_of(url: str) -> str:
     rest = url.split("://", 1)[-1]
     return rest.rsplit("@", 1)[-1]
+
+
+class MemoryFeatureStore:
+    """The FeatureStore contract in process memory: for `segstream evaluate` and notebooks.
+
+    It passes the same contract tests as the Redis store (tests/integration/test_feature_store.py).
+    """
+
+    def __init__(self, namespace: str = "memory") -> None:
+        self.ns = namespace
+        self._offsets: dict[int, int] = {}
+        self._watermarks: dict[int, int] = {}
+        self._states: dict[int, dict[str, bytes]] = {}
+        self._due: dict[int, dict[str, int]] = {}
+        self._segcounts: dict[int, dict[int, int]] = {}
+        self._model: tuple[int, bytes] | None = None
+        self._meta: dict[str, str] = {}
+
+    def start(self) -> MemoryFeatureStore:
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def load(self, p: int, customer_ids: list[str], due_until: int) -> PartitionView:
+        states = self._states.get(p, {})
+        due = sorted((ts, c) for c, ts in self._due.get(p, {}).items() if 1 <= ts <= due_until)
+        wanted = list(customer_ids) + [c for _, c in due if c not in set(customer_ids)]
+        return PartitionView(
+            partition=p,
+            applied_offset=self._offsets.get(p, -1),
+            watermark=self._watermarks.get(p, 0),
+            states={c: states.get(c) for c in wanted},
+            due=due,
+        )
+
+    def commit(self, w: PartitionWrite) -> None:
+        p = w.partition
+        current = self._offsets.get(p, -1)
+        if current != w.expected_offset:
+            raise StateConflict(
+                f"partition {p}: applied offset is {current}, batch expected {w.expected_offset}"
+            )
+        states = self._states.setdefault(p, {})
+        for c, blob in w.states.items():
+            if blob:
+                states[c] = blob
+            else:
+                states.pop(c, None)
+        due = self._due.setdefault(p, {})
+        for c, ts in w.due.items():
+            if ts:
+                due[c] = ts
+            else:
+                due.pop(c, None)
+        counts = self._segcounts.setdefault(p, {})
+        for seg, delta in w.segment_deltas.items():
+            counts[seg] = counts.get(seg, 0) + delta
+            if counts[seg] <= 0:
+                del counts[seg]
+        self._watermarks[p] = w.watermark
+        self._offsets[p] = w.new_offset
+
+    def applied_offset(self, p: int) -> int:
+        return self._offsets.get(p, -1)
+
+    def watermark(self, p: int) -> int:
+        return self._watermarks.get(p, 0)
+
+    def get_state(self, p: int, customer_id: str) -> bytes | None:
+        return self._states.get(p, {}).get(customer_id)
+
+    def segment_counts(self, partitions: int) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for p in range(partitions):
+            for seg, n in self._segcounts.get(p, {}).items():
+                out[seg] = out.get(seg, 0) + n
+        return out
+
+    def save_model(self, snapshot: bytes, version: int) -> None:
+        self._model = (version, snapshot)
+
+    def load_model(self) -> tuple[int, bytes] | None:
+        return self._model
+
+    def save_meta(self, topic: str, partitions: int) -> None:
+        self._meta = {"topic": topic, "partitions": str(partitions)}
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._meta)
+
+    def scan_customers(self, partitions: int) -> Any:
+        for p in range(partitions):
+            for c, blob in sorted(self._states.get(p, {}).items()):
+                yield p, c, blob

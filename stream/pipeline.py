@@ -42,7 +42,7 @@ from models.features import (
     snapshot,
 )
 from models.segments.engine import ModelEvent, SegmentEngine
-from stream.feature_store import FeatureStore, PartitionView, PartitionWrite
+from stream.feature_store import PartitionView, PartitionWrite, StateStore
 from stream.kafka_io import SourceRecord
 from stream.metrics import Metrics
 from stream.settings import Settings
@@ -79,7 +79,7 @@ class BatchProcessor:
     def __init__(
         self,
         settings: Settings,
-        store: FeatureStore,
+        store: StateStore,
         engine: SegmentEngine,
         sink: Sink,
         metrics: Metrics,

@@ -1,0 +1,83 @@
+"""One contract, two implementations: the Redis feature store and the in-memory one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from stream.errors import StateConflict
+from stream.feature_store import FeatureStore, MemoryFeatureStore, PartitionWrite
+
+
+@pytest.fixture(params=["redis", "memory"])
+def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore | MemoryFeatureStore]:
+    if request.param == "memory":
+        yield MemoryFeatureStore()
+        return
+    stack = request.getfixturevalue("stack")
+    namespace = request.getfixturevalue("namespace")
+    s = FeatureStore(stack.redis_url, namespace).start()
+    yield s
+    s.close()
+
+
+def write(p: int, expected: int, new: int, **kw: object) -> PartitionWrite:
+    return PartitionWrite(
+        partition=p,
+        expected_offset=expected,
+        new_offset=new,
+        watermark=int(kw.get("wm", 1000)),  # type: ignore[call-overload]
+        states=dict(kw.get("states", {})),  # type: ignore[call-overload]
+        due=dict(kw.get("due", {})),  # type: ignore[call-overload]
+        segment_deltas=dict(kw.get("deltas", {})),  # type: ignore[call-overload]
+    )
+
+
+def test_empty_partition(store: FeatureStore | MemoryFeatureStore) -> None:
+    view = store.load(0, ["a"], due_until=10**9)
+    assert (view.applied_offset, view.watermark, view.states, view.due) == (-1, 0, {"a": None}, [])
+
+
+def test_commit_then_load(store: FeatureStore | MemoryFeatureStore) -> None:
+    store.commit(write(1, -1, 41, wm=500, states={"a": b"\x01A", "b": b"\x01B"}, due={"a": 900, "b": 2000}))
+    view = store.load(1, ["a", "c"], due_until=1000)
+    assert view.applied_offset == 41 and view.watermark == 500
+    assert view.states == {"a": b"\x01A", "c": None}
+    assert view.due == [(900, "a")]
+    # A customer that is only due (no event in the batch) is loaded too.
+    assert store.load(1, [], due_until=5000).states == {"a": b"\x01A", "b": b"\x01B"}
+    assert store.applied_offset(1) == 41 and store.get_state(1, "b") == b"\x01B"
+    assert store.load(0, ["a"], due_until=10**9).states == {"a": None}  # partitions are separate
+
+
+def test_compare_and_set_rejects_a_stale_batch(store: FeatureStore | MemoryFeatureStore) -> None:
+    store.commit(write(2, -1, 10, states={"a": b"\x01one"}))
+    with pytest.raises(StateConflict):
+        store.commit(write(2, -1, 10, states={"a": b"\x01two"}))  # a replayed batch
+    with pytest.raises(StateConflict):
+        store.commit(write(2, 5, 20, states={"a": b"\x01two"}))
+    assert store.get_state(2, "a") == b"\x01one" and store.applied_offset(2) == 10
+    store.commit(write(2, 10, 20, states={"a": b""}, due={"a": 0}))  # b"" deletes, 0 unschedules
+    assert store.get_state(2, "a") is None and store.load(2, [], due_until=10**9).due == []
+
+
+def test_segment_counts_add_up_across_partitions(store: FeatureStore | MemoryFeatureStore) -> None:
+    store.commit(write(0, -1, 1, deltas={3: 2, 4: 1}))
+    store.commit(write(1, -1, 1, deltas={3: 1}))
+    store.commit(write(0, 1, 2, deltas={4: -1, 5: 1}))
+    assert store.segment_counts(2) == {3: 3, 5: 1}
+
+
+def test_model_and_meta(store: FeatureStore | MemoryFeatureStore) -> None:
+    assert store.load_model() is None
+    store.save_model(b"snap", 7)
+    assert store.load_model() == (7, b"snap")
+    store.save_meta("interactions", 4)
+    assert store.meta() == {"topic": "interactions", "partitions": "4"}
+
+
+def test_scan_customers(store: FeatureStore | MemoryFeatureStore) -> None:
+    store.commit(write(0, -1, 1, states={"x": b"\x01x"}))
+    store.commit(write(3, -1, 1, states={"y": b"\x01y", "z": b"\x01z"}))
+    assert sorted(store.scan_customers(4)) == [(0, "x", b"\x01x"), (3, "y", b"\x01y"), (3, "z", b"\x01z")]
