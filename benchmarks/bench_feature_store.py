@@ -1,0 +1,417 @@
+"""Feature-store benchmark against the real Redis of the local stack (not a test).
+
+1. Feature-update throughput, events/s, in one run:
+   - batch path: per batch of ``--batch`` events, per partition one ``FeatureStore.load`` (one
+     pipelined round trip), ``apply_event`` + ``evaluate`` + ``next_due`` in Python, one
+     ``FeatureStore.commit`` (one compare-and-set Lua call);
+   - baseline: one round trip per event (GET state, apply + evaluate, SET).
+   Medians over ``--repeats``, and their ratio. Optionally a cProfile of the batch path.
+2. Redis bytes per customer at ``--memory-customers`` customers: INFO used_memory before/after
+   loading realistic packed states + due zset entries into a scratch namespace, divided by the
+   customer count; the scratch namespace is deleted afterwards. Prototypes of denser layouts
+   (hash buckets in listpack encoding, a compact float32 state) are measured beside it.
+
+    .venv/bin/python benchmarks/bench_feature_store.py [--profile] [--skip-memory]
+
+Goals on the 2-core dev machine: >= 30k events/s batch, >= 15x the baseline, <= 350 B/customer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import random
+import statistics
+import struct
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+import redis
+from kafka.partitioner.default import murmur2
+
+from models.features import DAY, CustomerState, Fact, FeatureParams, apply_event, evaluate, next_due
+
+try:  # the batch evaluation of the pipeline, when models.features has it
+    from models.features import evaluate_many, snapshot
+except ImportError:  # pragma: no cover - older models.features
+    evaluate_many = None  # type: ignore[assignment]
+    snapshot = None  # type: ignore[assignment]
+from stream.feature_store import FeatureStore, PartitionWrite
+
+PARTITIONS = 4
+THRESHOLDS = (14.0, 30.0, 60.0, 90.0)
+START = 1_767_225_600  # 2026-01-01
+KINDS = ("browse", "browse", "browse", "engage", "engage", "cart", "purchase", "support", "refund")
+CHANNELS = ("web", "web", "app", "email", "store", "social", "ads", "push", "sms")
+
+
+def cid(i: int) -> str:
+    return f"c{i:07d}"
+
+
+def partition_of(customer: str) -> int:
+    return (murmur2(customer.encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
+class EventSource:
+    """Seeded synthetic facts: customers drawn uniformly, event time advancing ~1 s per event."""
+
+    def __init__(self, customers: int, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.customers = customers
+        self.ts = START
+        self.n = 0
+        self.pcache = [partition_of(cid(i)) for i in range(customers)]
+
+    def next(self) -> tuple[str, int, Fact]:
+        r = self.rng
+        i = r.randrange(self.customers)
+        self.ts += r.randint(0, 2)
+        self.n += 1
+        kind = r.choice(KINDS)
+        amount = round(r.lognormvariate(3.8, 0.5), 2) if kind in ("purchase", "refund") else 0.0
+        fact = Fact(
+            ts=self.ts,
+            kind=kind,
+            channel=r.choice(CHANNELS),
+            amount=amount,
+            promo=r.random() < 0.3,
+            event_hash=zlib.crc32(f"e{self.n}-{i}".encode()),
+            is_add_to_cart=kind == "cart" and r.random() < 0.6,
+        )
+        return cid(i), self.pcache[i], fact
+
+
+def realistic_state(rng: random.Random, params: FeatureParams, base_ts: int) -> CustomerState:
+    s = CustomerState.new()
+    ts = base_ts - rng.randint(0, 200) * int(DAY)
+    for k in range(rng.randint(3, 40)):
+        ts += rng.randint(0, 5 * int(DAY))
+        kind = rng.choice(KINDS)
+        apply_event(
+            s,
+            params,
+            Fact(
+                ts=ts,
+                kind=kind,
+                channel=rng.choice(CHANNELS),
+                amount=round(rng.lognormvariate(3.8, 0.5), 2) if kind in ("purchase", "refund") else 0.0,
+                promo=rng.random() < 0.3,
+                event_hash=rng.getrandbits(32) ^ k,
+            ),
+        )
+    s.segment = rng.randrange(8)
+    s.segment_since = ts
+    s.seq = rng.randint(1, 6)
+    s.next_due = next_due(s, THRESHOLDS, after_ts=ts)
+    return s
+
+
+# ---------------------------------------------------------------- throughput
+
+
+def preload(store: FeatureStore, customers: int, params: FeatureParams, seed: int) -> None:
+    """Every customer starts with a realistic state (the steady state of a running service)."""
+    rng = random.Random(seed)
+    templates = [realistic_state(rng, params, START).pack() for _ in range(500)]
+    pipe = store.client.pipeline(transaction=False)
+    for i in range(customers):
+        c = cid(i)
+        pipe.set(store.customer_key(partition_of(c), c), templates[i % len(templates)])
+        if i % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+
+
+def run_batch_path(
+    store: FeatureStore, src: EventSource, params: FeatureParams, events: int, batch: int
+) -> float:
+    done = 0
+    pending = iter([src.next() for _ in range(events)])  # drawn before the clock starts
+    t0 = time.perf_counter()
+    while done < events:
+        by_p: dict[int, list[tuple[str, Fact]]] = {}
+        for _ in range(batch):
+            c, p, f = next(pending)
+            by_p.setdefault(p, []).append((c, f))
+        for p, evs in sorted(by_p.items()):
+            customers = sorted({c for c, _ in evs})
+            max_ts = max(f.ts for _, f in evs)
+            view = store.load(p, customers, due_until=max_ts)
+            states: dict[str, CustomerState] = {}
+            due: dict[str, int] = {}
+            snaps: list[list[float]] = []
+            times: list[float] = []
+            wm = view.watermark
+            for c, f in evs:
+                s = states.get(c)
+                if s is None:
+                    blob = view.states.get(c)
+                    s = CustomerState.unpack(blob) if blob else CustomerState.new()
+                    states[c] = s
+                if apply_event(s, params, f):
+                    if snapshot is not None:
+                        snaps.append(snapshot(s))
+                        times.append(float(f.ts))
+                    else:
+                        evaluate(s, params, f.ts)
+                    wm = max(wm, f.ts)
+                    nd = next_due(s, THRESHOLDS, after_ts=wm)
+                    if nd != s.next_due:
+                        s.next_due = nd
+                        due[c] = nd
+            if snaps and evaluate_many is not None:
+                evaluate_many(np.array(snaps), params, np.array(times))  # as the pipeline does
+            store.commit(
+                PartitionWrite(
+                    partition=p,
+                    expected_offset=view.applied_offset,
+                    new_offset=view.applied_offset + len(evs),
+                    watermark=wm,
+                    states={c: s.pack() for c, s in sorted(states.items())},
+                    due=due,
+                    segment_deltas={},
+                )
+            )
+        done += batch
+    return done / (time.perf_counter() - t0)
+
+
+def run_per_event(store: FeatureStore, src: EventSource, params: FeatureParams, events: int) -> float:
+    client = store.client
+    drawn = [src.next() for _ in range(events)]
+    t0 = time.perf_counter()
+    for c, p, f in drawn:
+        key = store.customer_key(p, c)
+        blob = client.get(key)
+        s = CustomerState.unpack(blob) if blob else CustomerState.new()
+        if apply_event(s, params, f):
+            evaluate(s, params, f.ts)
+            s.next_due = next_due(s, THRESHOLDS, after_ts=f.ts)
+        client.set(key, s.pack())
+    return events / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- memory
+
+
+def delete_ns(client: redis.Redis, ns: str) -> None:
+    keys: list[bytes] = []
+    for k in client.scan_iter(match=f"{ns}:*", count=5000):
+        keys.append(k)
+        if len(keys) >= 5000:
+            client.unlink(*keys)
+            keys = []
+    if keys:
+        client.unlink(*keys)
+
+
+def used_memory(client: redis.Redis) -> int:
+    time.sleep(0.2)
+    return int(client.info("memory")["used_memory"])
+
+
+def compact_pack(s: CustomerState) -> bytes:
+    """Prototype of a denser state (~140 B): float32 decayed sums, 4-byte dedupe hashes only."""
+    head = struct.pack(
+        "<B9IhII2d",
+        2,
+        s.first_ts,
+        s.last_ts,
+        s.last_purchase_ts,
+        s.ref_ts,
+        s.events,
+        s.purchases,
+        s.refunds,
+        s.promo_purchases,
+        s.carts,
+        s.segment,
+        s.segment_since,
+        s.seq,
+        s.spend,
+        s.refunded,
+    )
+    return (
+        head
+        + struct.pack("<I", s.next_due)
+        + struct.pack(f"<{len(s.decayed)}f", *s.decayed)
+        + b"".join(struct.pack("<I", h) for _, h in s.recent)
+    )
+
+
+def load_layout(
+    client: redis.Redis,
+    ns: str,
+    n: int,
+    blobs: list[bytes],
+    layout: str,
+    with_due: bool,
+    buckets_per_partition: int,
+) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        c = cid(i)
+        p = i % PARTITIONS  # the partition only changes the key's text length, not its size class
+        blob = blobs[i % len(blobs)]
+        if layout == "string":
+            pipe.set(f"{ns}:{{{p}}}:c:{c}", blob)
+        else:
+            b = zlib.crc32(c.encode()) % buckets_per_partition
+            pipe.hset(f"{ns}:{{{p}}}:b:{b}", c, blob)
+        if with_due:
+            pipe.zadd(f"{ns}:{{{p}}}:due", {c: START + (i % 90) * int(DAY) + i % 86400})
+        if i % 10000 == 9999:
+            pipe.execute()
+    pipe.execute()
+
+
+def set_config(client: redis.Redis, conf: dict) -> None:
+    for k, v in conf.items():
+        client.config_set(k.decode() if isinstance(k, bytes) else k, str(v))
+
+
+def measure_memory(client: redis.Redis, n: int, params: FeatureParams) -> list[tuple[str, float]]:
+    rng = random.Random(7)
+    states = [realistic_state(rng, params, START) for _ in range(2000)]
+    # Distinct blobs per customer (Redis does not share values, but keep the bytes realistic).
+    full = [s.pack() for s in states]
+    compact = [compact_pack(s) for s in states]
+    print(
+        f"packed state: {statistics.mean(map(len, full)):.0f} B mean (current), "
+        f"{statistics.mean(map(len, compact)):.0f} B (compact prototype)"
+    )
+    original = client.config_get("hash-max-listpack-*")
+    results = []
+    cases: list[tuple[str, str, list[bytes], bool, int, dict[str, str] | None]] = [
+        ("string per customer + due zset (current layout)", "string", full, True, 0, None),
+        ("string per customer, no due zset", "string", full, False, 0, None),
+        (
+            "hash buckets (~240/bucket, listpack) + due zset",
+            "hash",
+            full,
+            True,
+            n // PARTITIONS // 240,
+            {"hash-max-listpack-value": "512", "hash-max-listpack-entries": "512"},
+        ),
+        (
+            "hash buckets + compact float32 state + due zset",
+            "hash",
+            compact,
+            True,
+            n // PARTITIONS // 240,
+            {"hash-max-listpack-value": "512", "hash-max-listpack-entries": "512"},
+        ),
+        (
+            "hash buckets + compact state, no due zset",
+            "hash",
+            compact,
+            False,
+            n // PARTITIONS // 240,
+            {"hash-max-listpack-value": "512", "hash-max-listpack-entries": "512"},
+        ),
+    ]
+    try:
+        for label, layout, blobs, with_due, buckets, conf in cases:
+            ns = "benchmem" + uuid.uuid4().hex[:8]
+            if conf:
+                set_config(client, conf)
+            before = used_memory(client)
+            t0 = time.perf_counter()
+            if layout == "none":
+                load_layout(client, ns, n, blobs, "string", True, 0)
+                # keep only the zset: delete the strings and measure what is left
+                delete_strings = [f"{ns}:{{{i % PARTITIONS}}}:c:{cid(i)}" for i in range(n)]
+                for j in range(0, n, 10000):
+                    client.unlink(*delete_strings[j : j + 10000])
+                time.sleep(1.0)
+            else:
+                load_layout(client, ns, n, blobs, layout, with_due, buckets)
+            after = used_memory(client)
+            per = (after - before) / n
+            results.append((label, per))
+            print(f"  {label:55s} {per:7.1f} B/customer  (load {time.perf_counter() - t0:.0f}s)")
+            if buckets:
+                enc = client.object("encoding", f"{ns}:{{0}}:b:0")
+                print(f"    bucket encoding: {enc!r}, {client.hlen(f'{ns}:{{0}}:b:0')} entries in bucket 0")
+            delete_ns(client, ns)
+            if conf:
+                set_config(client, original)
+    finally:
+        set_config(client, original)
+    return results
+
+
+# ---------------------------------------------------------------- main
+
+
+def median_of(fn: Callable[[], float], repeats: int) -> tuple[float, list[float]]:
+    xs = [fn() for _ in range(repeats)]
+    return statistics.median(xs), xs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--redis-url", default="redis://localhost:16379/0")
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--batch-events", type=int, default=40_000, help="events per batch-path repeat")
+    ap.add_argument("--baseline-events", type=int, default=4_000, help="events per baseline repeat")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--memory-customers", type=int, default=1_000_000)
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="cProfile one batch-path repeat")
+    args = ap.parse_args()
+
+    params = FeatureParams()
+    ns = "bench" + uuid.uuid4().hex[:8]
+    store = FeatureStore(args.redis_url, ns).start()
+    client = store.client
+    try:
+        if not args.skip_throughput:
+            t0 = time.perf_counter()
+            preload(store, args.customers, params, seed=1)
+            print(
+                f"preloaded {args.customers:,} customers in {time.perf_counter() - t0:.1f}s (namespace {ns})"
+            )
+            src = EventSource(args.customers, seed=2)
+            run_batch_path(store, src, params, args.batch * 2, args.batch)  # warm-up
+            batch_med, batch_all = median_of(
+                lambda: run_batch_path(store, src, params, args.batch_events, args.batch), args.repeats
+            )
+            base_med, base_all = median_of(
+                lambda: run_per_event(store, src, params, args.baseline_events), args.repeats
+            )
+            print(
+                f"batch path (batches of {args.batch}, {args.customers:,} customers): "
+                f"median {batch_med:,.0f} events/s  {[round(x) for x in batch_all]}"
+            )
+            print(
+                f"per-event baseline (GET+SET): median {base_med:,.0f} events/s  "
+                f"{[round(x) for x in base_all]}"
+            )
+            print(f"ratio: {batch_med / base_med:.1f}x")
+            if args.profile:
+                prof = cProfile.Profile()
+                prof.enable()
+                rate = run_batch_path(store, src, params, args.batch_events, args.batch)
+                prof.disable()
+                s = io.StringIO()
+                pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(18)
+                print(f"profiled repeat: {rate:,.0f} events/s (under cProfile)")
+                print(s.getvalue())
+    finally:
+        delete_ns(client, ns)
+    if not args.skip_memory:
+        print(f"memory at {args.memory_customers:,} customers:")
+        measure_memory(client, args.memory_customers, params)
+    store.close()
+
+
+if __name__ == "__main__":
+    main()
