@@ -212,8 +212,14 @@ def delete_ns(client: redis.Redis, ns: str) -> None:
 
 
 def used_memory(client: redis.Redis) -> int:
-    time.sleep(0.2)
-    return int(client.info("memory")["used_memory"])
+    """used_memory once the previous case's UNLINKs are freed (lazyfree runs in the background)."""
+    deadline = time.monotonic() + 60
+    while True:
+        time.sleep(0.2)
+        info = client.info("memory")
+        if int(info.get("lazyfree_pending_objects", 0)) == 0 or time.monotonic() > deadline:
+            time.sleep(0.5)
+            return int(client.info("memory")["used_memory"])
 
 
 def compact_pack(s: CustomerState) -> bytes:
