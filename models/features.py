@@ -176,6 +176,7 @@ class CustomerState:
     segment_since: int = 0
     seq: int = 0
     next_due: int = 0  # event time of the next inactivity re-evaluation (0 = none)
+    last_learned: int = 0  # event time the model last learned from this customer
 
     @classmethod
     def new(cls) -> CustomerState:
@@ -205,7 +206,9 @@ class CustomerState:
             self.refunded,
         )
         tail = b"".join(self._PAIR.pack(t, h) for t, h in self.recent)
-        return head + struct.pack("<I", self.next_due) + self._DEC.pack(*self.decayed) + tail
+        return (
+            head + struct.pack("<II", self.next_due, self.last_learned) + self._DEC.pack(*self.decayed) + tail
+        )
 
     @classmethod
     def unpack(cls, data: bytes) -> CustomerState:
@@ -213,8 +216,8 @@ class CustomerState:
             raise ValueError("unknown customer state format")
         h = cls._HEAD.unpack_from(data, 0)
         off = cls._HEAD.size
-        (next_due,) = struct.unpack_from("<I", data, off)
-        off += 4
+        next_due, last_learned = struct.unpack_from("<II", data, off)
+        off += 8
         decayed = list(cls._DEC.unpack_from(data, off))
         off += cls._DEC.size
         recent = [cls._PAIR.unpack_from(data, o) for o in range(off, len(data), cls._PAIR.size)]
@@ -236,6 +239,7 @@ class CustomerState:
             decayed=decayed,
             recent=[(t, hh) for t, hh in recent],
             next_due=next_due,
+            last_learned=last_learned,
         )
 
 

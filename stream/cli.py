@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -343,49 +342,17 @@ def segments(obj: Ctx, as_json: bool, tree: bool) -> None:
 def _customer_view(settings: Settings, store: Any, customer_id: str) -> dict[str, Any] | None:
     from kafka.partitioner.default import murmur2
 
-    from models.features import FEATURE_NAMES, CustomerState, evaluate
     from models.segments.engine import SegmentEngine
+    from stream.export import customer_view
 
-    partitions = _partitions(settings, store)
-    p = (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+    # The customer's partition, as the producer's default partitioner chose it.
+    p = (murmur2(customer_id.encode()) & 0x7FFFFFFF) % _partitions(settings, store)
     blob = store.get_state(p, customer_id)
     if blob is None:
         return None
-    state = CustomerState.unpack(blob)
-    wm_raw = store.client.get(store.watermark_key(p))
-    at = max(int(wm_raw or 0), state.last_ts)
-    vec = evaluate(state, settings.features.params(), at)
-    view: dict[str, Any] = {
-        "customer_id": customer_id,
-        "partition": p,
-        "as_of": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
-        "features": {n: round(float(v), 4) for n, v in zip(FEATURE_NAMES, vec, strict=True)},
-        "events": state.events,
-        "segment": None,
-    }
     saved = store.load_model()
-    if saved is not None:
-        engine = SegmentEngine.restore(saved[1])
-        names = {s.id: s.name for s in engine.segments()}
-        a = engine.assign(vec.reshape(1, -1))
-        row = a.row(0)
-        view["segment"] = (
-            {
-                "id": state.segment,
-                "name": names.get(state.segment, f"segment {state.segment}"),
-                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.segment_since)),
-            }
-            if state.segment >= 0
-            else None
-        )
-        view["membership"] = {
-            str(int(i)): round(float(m), 4) for i, m in zip(a.ids, row.membership, strict=True) if m >= 0.005
-        }
-        view["outlier"] = bool(row.outlier)
-        rfm = engine.rfm(vec)
-        view["rfm"] = rfm.model_dump() if rfm is not None else None
-        view["model_version"] = engine.version
-    return view
+    engine = SegmentEngine.restore(saved[1]) if saved is not None else None
+    return customer_view(p, customer_id, blob, settings.features.params(), engine, store.watermark(p))
 
 
 @cli.command()
@@ -452,6 +419,89 @@ def changes(obj: Ctx, limit: int, customer: str | None, as_json: bool) -> None:
             c["reason"],
             rfm.get("group", "-"),
             c["explanation"],
+        )
+    console.print(table)
+
+
+MODELS = ("microclusters", "kmeans", "streamkmeans", "clustream", "denstream", "dbstream")
+
+
+@cli.command("evaluate")
+@click.argument("log_file", type=click.Path(path_type=Path))
+@click.option("--truth", type=click.Path(path_type=Path), help="customer_id,persona CSV (for ARI).")
+@click.option(
+    "--models",
+    default="microclusters,kmeans,streamkmeans,dbstream",
+    show_default=True,
+    help=f"Comma-separated, from: {', '.join(MODELS)} (clustream and denstream take ~2 ms per event).",
+)
+@click.option(
+    "--window-days", type=click.FloatRange(min=0, min_open=True), help="Score recent customers only."
+)
+@click.option("--limit", type=click.IntRange(1), help="Only the first N records of the log.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def evaluate_cmd(
+    obj: Ctx,
+    log_file: Path,
+    truth: Path | None,
+    models: str,
+    window_days: float | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Replay a log through each model and compare: quality, stability, flapping, speed."""
+    import dataclasses
+    import itertools
+
+    from stream.evaluation import evaluate_log, params_for
+    from stream.kafka_io import SourceRecord
+    from stream.logfiles import read_lines
+    from stream.service import engine_params
+
+    chosen = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = sorted(set(chosen) - set(MODELS))
+    if unknown:
+        raise click.UsageError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    lines = itertools.islice(read_lines(log_file), limit)
+    records = [SourceRecord(log_file.name, 0, i, k, v) for i, (k, v) in enumerate(lines)]
+    labels = None
+    if truth is not None:
+        if not truth.exists():
+            raise SegstreamError(f"truth file not found: {truth}")
+        rows = [line.split(",") for line in truth.read_text().splitlines()[1:] if line]
+        labels = {r[0]: r[1] for r in rows}
+    reports = evaluate_log(
+        records, obj.settings, params_for(engine_params(obj.settings), chosen), labels, window_days
+    )
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in reports], indent=2))
+        return
+    table = Table(
+        title=f"{log_file.name}: {len(records):,} records"
+        + (f", last {window_days:g} days" if window_days else "")
+    )
+    for col in (
+        "model",
+        "SSQ / k-means",
+        "ARI (ref)",
+        "id agreement",
+        "births",
+        "deaths",
+        "flapping",
+        "events/s",
+    ):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in reports:
+        table.add_row(
+            r.model,
+            f"{r.ssq_ratio:.3f}",
+            f"{r.ari:.3f} ({r.ari_reference:.3f})" if r.ari is not None else "-",
+            f"{r.id_agreement:.3f}",
+            str(r.births),
+            str(r.deaths),
+            f"{r.flapping:.2%}",
+            f"{r.events_per_s:,.0f}",
         )
     console.print(table)
 

@@ -182,7 +182,10 @@ class KafkaSink:
         self._send(self.current_topic, key, None if change.current is None else payload, headers)
 
     def dead_letter(self, dl: DeadLetter) -> None:
-        self._send(self.dlq_topic, dl.key.encode() if dl.key else None, dl.model_dump_json().encode())
+        # Keyless records (unreadable ones) are keyed by their source partition, so that the
+        # dead-letter topic's partitioning, and order within it, is the same on every replay.
+        key = dl.key or f"{dl.source_topic}/{dl.source_partition}"
+        self._send(self.dlq_topic, key.encode(), dl.model_dump_json().encode())
 
     def model_event(self, payload: dict[str, Any]) -> None:
         self._send(self.model_events_topic, b"model", json.dumps(payload, sort_keys=True).encode())

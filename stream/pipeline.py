@@ -95,6 +95,7 @@ class BatchProcessor:
         self._future = int(f.max_future_hours * 3600)
         self._thresholds = f.inactivity_thresholds_days
         self._max_bytes = settings.kafka.max_record_bytes
+        self._learn_interval = settings.model.learn_interval_hours * 3600
         self._names: dict[int, str] = {}
 
     # ---- decode ----
@@ -288,71 +289,88 @@ class BatchProcessor:
         engine = self.engine
         times = np.array([r.at for r in rows])
         raw = evaluate_many(np.array([r.snap for r in rows]), self.params, times)
-        assignment, model_events = engine.process(raw, times)
-        self._publish_model_events(model_events)
-        live = {s.id: s.name for s in engine.segments()}
-        self._names.update(live)
         topic = self.settings.topics.interactions
         now = time.time()
-        column = {int(sid): j for j, sid in enumerate(assignment.ids.tolist())}
-        best_ids = assignment.segment_ids.tolist()
-        distances = assignment.distances
-        for i, row in enumerate(rows):
-            best = best_ids[i]
-            if best < 0:
-                continue  # warming up: no id is published as if it meant something
-            state = states[row.customer_id]
-            current = state.segment if state.segment >= 0 else None
-            if best == current:
-                continue  # already there: nothing to decide (the common case, kept cheap)
-            reason = row.reason
-            if current is not None and current not in live:
-                target: int | None = best  # the customer's segment was retired by a model update
-                reason = "model_update"
-            else:
-                d_cur = float(distances[i, column[current]]) if current in column else math.inf
-                since = float(state.segment_since) if current is not None else None
-                target = engine.decide_distances(
-                    current, since, best, float(distances[i, column[best]]), d_cur, row.at
+        # One chunk per model version: names, explanations and RFM come from the version that
+        # assigned the row, so the output does not depend on where batches were cut.
+        for chunk in engine.process_chunks(raw, times, self._learn_mask(rows, states)):
+            self._publish_model_events(chunk.events_before)
+            assignment = chunk.assignment
+            live = {s.id: s.name for s in engine.segments()}
+            self._names.update(live)
+            column = {int(sid): j for j, sid in enumerate(assignment.ids.tolist())}
+            best_ids = assignment.segment_ids.tolist()
+            distances = assignment.distances
+            for k, row in enumerate(rows[chunk.lo : chunk.hi]):
+                best = best_ids[k]
+                if best < 0:
+                    continue  # warming up: no id is published as if it meant something
+                state = states[row.customer_id]
+                current = state.segment if state.segment >= 0 else None
+                if best == current:
+                    continue  # already there: nothing to decide (the common case, kept cheap)
+                reason = row.reason
+                if current is not None and current not in live:
+                    target: int | None = best  # the customer's segment was retired by a model update
+                    reason = "model_update"
+                else:
+                    d_cur = float(distances[k, column[current]]) if current in column else math.inf
+                    since = float(state.segment_since) if current is not None else None
+                    target = engine.decide_distances(
+                        current, since, best, float(distances[k, column[best]]), d_cur, row.at
+                    )
+                if target is None or target == current:
+                    continue
+                arow = assignment.row(k)
+                state.segment = target
+                state.segment_since = int(row.at)
+                state.seq += 1
+                if current is not None:
+                    deltas[current] = deltas.get(current, 0) - 1
+                deltas[target] = deltas.get(target, 0) + 1
+                membership = {
+                    str(sid): round(prob, 4) for sid, prob in sorted(arow.membership.items()) if prob >= 0.005
+                }
+                vector = raw[chunk.lo + k]
+                self.sink.change(
+                    SegmentChange(
+                        change_id=_change_id(topic, p, row.offset, row.customer_id, state.seq),
+                        customer_id=row.customer_id,
+                        seq=state.seq,
+                        previous=SegmentRef(id=current, name=self._names.get(current, f"segment {current}"))
+                        if current is not None
+                        else None,
+                        current=SegmentRef(id=target, name=live.get(target, f"segment {target}")),
+                        membership=membership,
+                        confidence=round(float(arow.confidence), 4),
+                        outlier=bool(arow.outlier),
+                        reason=reason,
+                        explanation=engine.explain(vector, current, target),
+                        rfm=engine.rfm(vector),
+                        model_version=arow.version,
+                        event_time=datetime.fromtimestamp(row.at, UTC),
+                        source_topic=topic,
+                        source_partition=p,
+                        source_offset=row.offset,
+                    )
                 )
-            if target is None or target == current:
-                continue
-            arow = assignment.row(i)
-            state.segment = target
-            state.segment_since = int(row.at)
-            state.seq += 1
-            if current is not None:
-                deltas[current] = deltas.get(current, 0) - 1
-            deltas[target] = deltas.get(target, 0) + 1
-            membership = {
-                str(sid): round(prob, 4) for sid, prob in sorted(arow.membership.items()) if prob >= 0.005
-            }
-            change = SegmentChange(
-                change_id=_change_id(topic, p, row.offset, row.customer_id, state.seq),
-                customer_id=row.customer_id,
-                seq=state.seq,
-                previous=SegmentRef(id=current, name=self._names.get(current, f"segment {current}"))
-                if current is not None
-                else None,
-                current=SegmentRef(id=target, name=live.get(target, f"segment {target}")),
-                membership=membership,
-                confidence=round(float(arow.confidence), 4),
-                outlier=bool(arow.outlier),
-                reason=reason,
-                explanation=engine.explain(raw[i], current, target),
-                rfm=engine.rfm(raw[i]),
-                model_version=arow.version,
-                event_time=datetime.fromtimestamp(row.at, UTC),
-                source_topic=topic,
-                source_partition=p,
-                source_offset=row.offset,
-            )
-            self.sink.change(change)
-            result.changes += 1
-            self.metrics.changes.labels(reason=reason).inc()
-            if reason == "event":
-                self.metrics.latency.observe(max(now - row.at, 0.0))
+                result.changes += 1
+                self.metrics.changes.labels(reason=reason).inc()
+                if reason == "event":
+                    self.metrics.latency.observe(max(now - row.at, 0.0))
+        self._publish_model_events(engine.trailing_events)
         return deltas
+
+    def _learn_mask(self, rows: list[_Row], states: dict[str, CustomerState]) -> np.ndarray:
+        """Learn from each customer at most once per interval, so segments describe customers
+        rather than events (a daily shopper would otherwise outweigh a monthly one 30 to 1)."""
+        mask = np.zeros(len(rows), dtype=bool)
+        for i, row in enumerate(rows):
+            state = states[row.customer_id]
+            if row.reason == "inactivity" or row.at - state.last_learned >= self._learn_interval:
+                mask[i] = True
+                state.last_learned = int(row.at)
+        return mask
 
     def _publish_model_events(self, events: list[ModelEvent]) -> None:
         for ev in events:

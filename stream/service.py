@@ -35,6 +35,7 @@ def engine_params(settings: Settings) -> EngineParams:
         half_life_days=m.half_life_days,
         update_every=m.update_every,
         warmup_vectors=m.warmup_vectors,
+        warmup_days=m.warmup_days,
         margin=m.margin,
         min_dwell_days=m.min_dwell_days,
         outlier_quantile=m.outlier_quantile,
@@ -87,6 +88,8 @@ class Service:
         self.processor: BatchProcessor | None = None
         self.http_port: int | None = None
         self._assigned: set[int] = set()
+        self._kafka_error: str | None = None
+        self._sizes_at = 0.0
 
     # ---- lifecycle ----
     def start(self, serve_http: bool = True) -> None:
@@ -117,9 +120,9 @@ class Service:
         return None
 
     def _kafka_check(self) -> str | None:
-        if self.consumer is None or not self.consumer.bootstrap_connected():
-            return "not connected to the bootstrap servers"
-        return None
+        if self.consumer is None:
+            return "consumer not started"
+        return self._kafka_error  # set by a failed poll, cleared by the next good one
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Seek past what Redis already applied: a restart resumes where the state is, not re-reads."""
@@ -168,9 +171,11 @@ class Service:
                 polled = self.consumer.poll(timeout_ms=timeout)
             except KafkaError as e:
                 self.metrics.errors.labels(component="kafka").inc()
+                self._kafka_error = f"poll failed: {e}"
                 log.warning("poll failed: %s", e)
                 time.sleep(1)
                 continue
+            self._kafka_error = None
             records = list(_to_records(polled))
             if not records:
                 if until_idle is not None and self._assigned and time.monotonic() - idle_since >= until_idle:
@@ -207,12 +212,21 @@ class Service:
         summary.batches += 1
 
     def _update_lag(self, offsets: dict[int, int]) -> None:
-        assert self.consumer is not None
+        assert self.consumer is not None and self.store is not None
         topic = self.settings.topics.interactions
+        now = time.time()
         for p, pos in offsets.items():
             end = self.consumer.highwater(TopicPartition(topic, p))
             if end is not None:
                 self.metrics.lag_messages.labels(partition=str(p)).set(max(end - pos, 0))
+            # Lag in seconds: how far the event time this partition has reached trails the clock.
+            wm = self.store.watermark(p)
+            if wm:
+                self.metrics.lag_seconds.labels(partition=str(p)).set(max(now - wm, 0.0))
+        if now - self._sizes_at >= 5.0:  # segment sizes: one small Redis read every few seconds
+            self._sizes_at = now
+            for seg, n in self.store.segment_counts(self.settings.topics.partitions).items():
+                self.metrics.segment_size.labels(segment=str(seg)).set(n)
 
 
 def _to_records(polled: dict[Any, Iterable[Any]]) -> Iterable[SourceRecord]:

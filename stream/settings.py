@@ -68,7 +68,18 @@ class FeatureSettings(_Frozen):
     long_half_life_days: float = Field(default=60.0, gt=0)
     allowed_lateness_hours: float = Field(default=48.0, ge=0)
     max_future_hours: float = Field(default=24.0, ge=0)
-    inactivity_thresholds_days: tuple[float, ...] = (14.0, 30.0, 60.0, 90.0)
+    inactivity_thresholds_days: tuple[float, ...] = (
+        3.0,
+        7.0,
+        14.0,
+        21.0,
+        30.0,
+        45.0,
+        60.0,
+        90.0,
+        120.0,
+        180.0,
+    )
 
     @field_validator("inactivity_thresholds_days")
     @classmethod
@@ -95,8 +106,12 @@ class ModelSettings(_Frozen):
     half_life_days: float = Field(default=60.0, gt=0)
     update_every: int = Field(default=2000, ge=10)
     warmup_vectors: int = Field(default=2000, ge=10)
-    margin: float = Field(default=0.15, ge=0, le=1)
-    min_dwell_days: float = Field(default=7.0, ge=0)
+    warmup_days: float = Field(default=21.0, ge=0, description="event-time history before the first version")
+    learn_interval_hours: float = Field(
+        default=24.0, ge=0, description="the model learns from a customer at most once per interval"
+    )
+    margin: float = Field(default=0.3, ge=0, lt=1)
+    min_dwell_days: float = Field(default=21.0, ge=0)
     outlier_quantile: float = Field(default=0.99, gt=0.5, lt=1)
     seed: int = 42
 

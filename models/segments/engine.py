@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,7 @@ class EngineParams:
     half_life_days: float = 60.0
     update_every: int = 2000
     warmup_vectors: int = 2000
+    warmup_days: float = 0.0  # event-time span the first version waits for (behaviour needs history)
     margin: float = 0.15
     min_dwell_days: float = 7.0
     outlier_quantile: float = 0.99
@@ -150,6 +152,16 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """Rows ``lo:hi`` of a :meth:`SegmentEngine.process_chunks` call, all assigned by one version."""
+
+    lo: int
+    hi: int
+    assignment: Assignment
+    events_before: list[ModelEvent]  # model events of the build that preceded this chunk
+
+
+@dataclass(frozen=True)
 class SegmentProfile:
     id: int
     name: str
@@ -230,6 +242,9 @@ class SegmentEngine:
         self._pending_raw: list[np.ndarray] = []
         self._pending_t: list[np.ndarray] = []
         self._pending_n = 0
+        self._t_lo = np.inf  # event-time span seen, for warmup_days
+        self._t_hi = -np.inf
+        self.trailing_events: list[ModelEvent] = []
         self._current: _Version | None = None
         idx = {f: i for i, f in enumerate(self.feature_names)}
         self._rfm_cols = [idx.get(f) for f in ("recency_purchase_days", "purchases", "spend")]
@@ -239,12 +254,35 @@ class SegmentEngine:
     def warmed_up(self) -> bool:
         return self._current is not None
 
-    def process(self, raw: np.ndarray, event_times: np.ndarray) -> tuple[Assignment, list[ModelEvent]]:
+    def process(
+        self, raw: np.ndarray, event_times: np.ndarray, learn: np.ndarray | None = None
+    ) -> tuple[Assignment, list[ModelEvent]]:
         """Assign then learn rows in stream order; returns their assignments and any model events.
 
         Rows are split at model-update boundaries: each chunk is assigned with the version in
         force, then buffered for learning; at a boundary the next version is built and the
         following rows use it. The result does not depend on how the stream is cut into batches.
+        ``learn`` (one bool per row, default all) says which rows the model learns from: the
+        caller can thin out heavy users so that segments describe customers, not events.
+        The first version waits for ``warmup_vectors`` learned rows spanning ``warmup_days``.
+        """
+        parts: list[Assignment] = []
+        events: list[ModelEvent] = []
+        for chunk in self.process_chunks(raw, event_times, learn):
+            parts.append(chunk.assignment)
+            events.extend(chunk.events_before)
+        events.extend(self.trailing_events)
+        if not parts:
+            return self.assign(np.asarray(raw, dtype=np.float64)), events
+        return Assignment.concat(parts), events
+
+    def process_chunks(
+        self, raw: np.ndarray, event_times: np.ndarray, learn: np.ndarray | None = None
+    ) -> Iterator[Chunk]:
+        """:meth:`process` one version at a time: while the caller handles a yielded chunk, the
+        engine is still at the version that assigned it (names, explanations and RFM agree with
+        the assignment); the next version is built when the caller asks for the next chunk.
+        Events of a build are in the next chunk's ``events_before`` (or ``trailing_events``).
         """
         raw = np.asarray(raw, dtype=np.float64)
         times = np.asarray(event_times, dtype=np.float64).reshape(-1)
@@ -252,22 +290,29 @@ class SegmentEngine:
             raise ValueError(
                 f"expected raw (n, {len(self.feature_names)}) and n times, got {raw.shape}, {times.shape}"
             )
-        parts: list[Assignment] = []
-        events: list[ModelEvent] = []
+        mask = np.ones(len(raw), dtype=bool) if learn is None else np.asarray(learn, dtype=bool)
+        pending_events: list[ModelEvent] = []
+        self.trailing_events = []
         i, n = 0, len(raw)
         while i < n:
             boundary = self.params.update_every if self.warmed_up else self.params.warmup_vectors
-            j = min(n, i + boundary - self._pending_n)
-            parts.append(self.assign(raw[i:j]))
-            self._pending_raw.append(raw[i:j].copy())
-            self._pending_t.append(times[i:j].copy())
-            self._pending_n += j - i
+            ready = np.cumsum(mask[i:]) >= boundary - self._pending_n
+            if not self.warmed_up and self.params.warmup_days > 0:
+                lo = np.minimum(np.minimum.accumulate(times[i:]), self._t_lo)
+                hi = np.maximum(np.maximum.accumulate(times[i:]), self._t_hi)
+                ready &= hi - lo >= self.params.warmup_days * DAY
+            hits = np.flatnonzero(ready)
+            j = i + int(hits[0]) + 1 if len(hits) else n
+            yield Chunk(i, j, self.assign(raw[i:j]), pending_events)
+            keep = mask[i:j]
+            self._pending_raw.append(raw[i:j][keep])
+            self._pending_t.append(times[i:j][keep])
+            self._pending_n += int(keep.sum())
+            self._t_lo = min(self._t_lo, float(times[i:j].min()))
+            self._t_hi = max(self._t_hi, float(times[i:j].max()))
             i = j
-            if self._pending_n >= boundary:
-                events.extend(self._build())
-        if not parts:
-            return self.assign(raw), events
-        return Assignment.concat(parts), events
+            pending_events = self._build() if len(hits) else []
+        self.trailing_events = pending_events
 
     def assign(self, raw: np.ndarray) -> Assignment:
         """Read-only assignment with the current version (ids -1 while warming up)."""

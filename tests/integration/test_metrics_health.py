@@ -189,9 +189,4 @@ def test_run_exposes_health_and_metrics(
     # After the assignment the service must be ready.
     ready = json.loads(ready_body)
     assert "partitions" not in ready["reasons"], ready
-    if ready_code != 200 and set(ready["reasons"]) == {"kafka"}:
-        pytest.xfail(
-            "service: Service._kafka_check uses KafkaConsumer.bootstrap_connected(), which is False once "
-            f"the client has its metadata, so /readyz stays 503 while consuming: {ready}"
-        )
     assert (ready_code, ready) == (200, {"status": "ready", "reasons": {}})

@@ -188,15 +188,6 @@ def test_replay_twice_is_identical_and_a_what_if_differs(
     assert "customers by segment" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pipeline: BatchProcessor._assign takes segment names, explanations, RFM scores and the "
-        "'segment retired' test from the model version in force at the END of the batch, not the "
-        "version each row was assigned with; a model update inside a batch makes the output depend "
-        "on where batches are cut"
-    ),
-)
 def test_replay_does_not_depend_on_batch_size(
     stack: Stack,
     redis_client: redis.Redis,
