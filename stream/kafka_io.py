@@ -52,6 +52,8 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         "enable_auto_commit": False,  # offsets commit last, after Redis and the producer
         "auto_offset_reset": "earliest",
         "max_poll_records": k.max_poll_records,
+        "session_timeout_ms": k.session_timeout_ms,
+        "heartbeat_interval_ms": k.heartbeat_interval_ms,
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
         "fetch_max_bytes": 16 * 1024 * 1024,
         **_security(settings),

@@ -40,6 +40,10 @@ class KafkaSettings(_Frozen):
     max_poll_records: int = Field(default=2000, ge=1, le=100_000)
     poll_timeout_ms: int = Field(default=500, ge=10, le=60_000)
     max_record_bytes: int = Field(default=64 * 1024, ge=256, description="bigger records are dead-lettered")
+    # A restarted instance gets its partitions back after the old member's session expires:
+    # keep it short (kafka-python's 45 s default made every crash cost ~40 s of stall).
+    session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=100_000)
 
 
 class RedisSettings(_Frozen):
