@@ -24,32 +24,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from models.features import FEATURE_NAMES
+
 __all__ = ["CLIP_RANGES", "DEFAULT_FEATURES", "LOG_FEATURES", "Vectorizer"]
 
-DEFAULT_FEATURES: tuple[str, ...] = (
-    "recency_purchase_days",
-    "recency_days",
-    "tenure_days",
-    "purchases",
-    "spend",
-    "purchases_decayed",
-    "spend_decayed",
-    "aov",
-    "share_web",
-    "share_app",
-    "share_email",
-    "share_store",
-    "share_social",
-    "share_other",
-    "browse_decayed",
-    "cart_decayed",
-    "engage_decayed",
-    "support_decayed",
-    "promo_share",
-    "refund_rate",
-    "cart_abandonment",
-    "engagement_trend",
-)
+# The feature vector the service computes (models/features.py), in its order.
+DEFAULT_FEATURES: tuple[str, ...] = FEATURE_NAMES
 
 # Heavy-tailed, non-negative: modelled as log1p(x).
 LOG_FEATURES: frozenset[str] = frozenset(
