@@ -107,7 +107,7 @@ class ModelSettings(_Frozen):
     )
     n_segments: int = Field(default=8, ge=2, le=64)
     max_micro: int = Field(default=150, ge=8, le=5000)
-    half_life_days: float = Field(default=60.0, gt=0)
+    half_life_days: float = Field(default=21.0, gt=0)
     update_every: int = Field(default=2000, ge=10)
     warmup_vectors: int = Field(default=2000, ge=10)
     warmup_days: float = Field(default=21.0, ge=0, description="event-time history before the first version")
