@@ -35,7 +35,7 @@ import numpy as np
 from models.events import RFMScore
 from models.segments.hierarchy import Hierarchy
 from models.segments.microclusters import sq_distances
-from models.segments.naming import SegmentNamer, suggest_name
+from models.segments.naming import SegmentNamer, qualify_duplicates, suggest_name
 from models.segments.registry import ModelEvent, SegmentRegistry
 from models.segments.rfm import RFMScorer
 from models.segments.river_models import MODEL_NAMES, ModelSummary, make_model
@@ -544,9 +544,8 @@ class SegmentEngine:
         raw_c = self.vectorizer.inverse(v.centroids)
         z = self.vectorizer.standardised(v.centroids)
         out = {}
+        zs: dict[int, dict[str, float]] = {}
         for i, sid in enumerate(v.ids.tolist()):
-            out[sid] = suggest_name(
-                dict(zip(self.feature_names, raw_c[i].tolist(), strict=True)),
-                dict(zip(self.feature_names, z[i].tolist(), strict=True)),
-            )
-        return out
+            zs[sid] = dict(zip(self.feature_names, z[i].tolist(), strict=True))
+            out[sid] = suggest_name(dict(zip(self.feature_names, raw_c[i].tolist(), strict=True)), zs[sid])
+        return qualify_duplicates(out, zs)

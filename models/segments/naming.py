@@ -18,7 +18,45 @@ from collections.abc import Mapping
 
 from models.segments.registry import ModelEvent
 
-__all__ = ["SegmentNamer", "suggest_name"]
+__all__ = ["SegmentNamer", "qualify_duplicates", "suggest_name"]
+
+# Features that tell two segments of the same name apart, with words for above / below the others.
+_QUALIFIERS: tuple[tuple[str, str, str], ...] = (
+    ("spend", "higher spend", "lower spend"),
+    ("purchases", "frequent", "infrequent"),
+    ("recency_days", "lapsing", "recently active"),
+    ("engagement_trend", "rising", "fading"),
+    ("promo_share", "promo-heavy", "full-price"),
+    ("share_app", "app-first", "less app"),
+    ("share_store", "in-store", "online"),
+    ("share_email", "email-responsive", "less email"),
+    ("browse_decayed", "browsing more", "browsing less"),
+)
+
+
+def qualify_duplicates(names: Mapping[int, str], z: Mapping[int, Mapping[str, float]]) -> dict[int, str]:
+    """Segments sharing a base name get a qualifier from the feature that sets each apart most
+    from the others of that name ("Promo-driven occasional, app-first"); ids break ties."""
+    out = dict(names)
+    groups: dict[str, list[int]] = {}
+    for sid in sorted(names):
+        groups.setdefault(names[sid], []).append(sid)
+    for base, sids in groups.items():
+        if len(sids) < 2:
+            continue
+        used: set[str] = set()
+        for sid in sids:
+            best: tuple[float, str] | None = None
+            for feature, above, below in _QUALIFIERS:
+                others = [z[o].get(feature, 0.0) for o in sids if o != sid]
+                gap = z[sid].get(feature, 0.0) - sum(others) / len(others)
+                word = above if gap > 0 else below
+                if word not in used and (best is None or abs(gap) > best[0]):
+                    best = (abs(gap), word)
+            if best is not None:
+                used.add(best[1])
+                out[sid] = f"{base}, {best[1]}"
+    return out
 
 
 def suggest_name(raw: Mapping[str, float], z: Mapping[str, float]) -> str:
@@ -42,6 +80,12 @@ def suggest_name(raw: Mapping[str, float], z: Mapping[str, float]) -> str:
         return "New"
     if trend < 0.7:
         return "Declining engagement"
+    shares = {k: r(k, 0.0) for k in ("share_web", "share_app", "share_email", "share_store", "share_social")}
+    active = sum(1 for v in shares.values() if v >= 0.15)
+    # Channel behaviour that defines a persona comes before value: a big spender who shops in
+    # store and on three channels is store-centric first.
+    if shares["share_store"] >= 0.3 and active >= 3 and purchases >= 1:
+        return "Store-centric omnichannel"
     if zz("spend") > 0.75 and zz("purchases") > 0.5:
         return "High-value loyal"
     if r("promo_share") > 0.5 or zz("promo_share") > 1.0:
@@ -52,10 +96,6 @@ def suggest_name(raw: Mapping[str, float], z: Mapping[str, float]) -> str:
         return "Cart abandoners"
     if zz("support_decayed") > 1.5:
         return "Support-heavy"
-    shares = {k: r(k, 0.0) for k in ("share_web", "share_app", "share_email", "share_store", "share_social")}
-    active = sum(1 for v in shares.values() if v >= 0.15)
-    if shares["share_store"] >= 0.3 and active >= 3:
-        return "Store-centric omnichannel"
     if shares["share_store"] >= 0.5:
         return "Store shoppers"
     if shares["share_app"] >= 0.45:

@@ -197,3 +197,18 @@ def test_engine_rfm() -> None:
     e.process(raw, np.zeros(200))
     score = e.rfm(raw[0])
     assert 1 <= score.r <= 5 and score.group
+
+
+def test_duplicate_names_get_a_qualifier_from_what_sets_them_apart() -> None:
+    from models.segments.naming import qualify_duplicates
+
+    names = {1: "Promo-driven occasional", 2: "Promo-driven occasional", 3: "Dormant"}
+    z = {
+        1: {"spend": 0.1, "share_app": 1.5},
+        2: {"spend": 0.2, "share_app": -0.4},
+        3: {"spend": -1.0},
+    }
+    out = qualify_duplicates(names, z)
+    assert out[1] == "Promo-driven occasional, app-first"
+    assert out[2] == "Promo-driven occasional, less app"
+    assert out[3] == "Dormant"
