@@ -4,12 +4,13 @@
    - batch path: per batch of ``--batch`` events, per partition one ``FeatureStore.load`` (one
      pipelined round trip), ``apply_event`` + ``evaluate`` + ``next_due`` in Python, one
      ``FeatureStore.commit`` (one compare-and-set Lua call);
-   - baseline: one round trip per event (GET state, apply + evaluate, SET).
+   - baseline: two round trips per event (HGET the state from its bucket, apply + evaluate, HSET).
    Medians over ``--repeats``, and their ratio. Optionally a cProfile of the batch path.
 2. Redis bytes per customer at ``--memory-customers`` customers: INFO used_memory before/after
-   loading realistic packed states + due zset entries into a scratch namespace, divided by the
-   customer count; the scratch namespace is deleted afterwards. Prototypes of denser layouts
-   (hash buckets in listpack encoding, a compact float32 state) are measured beside it.
+   writing realistic packed states + due entries into a scratch namespace through
+   ``FeatureStore.commit`` (the real layout: listpack hash buckets, per-bucket due sorted sets and
+   the due index), divided by the customer count; the previous layout (a string key per customer
+   + one due sorted set per partition) is measured beside it. Scratch namespaces are deleted.
 
     .venv/bin/python benchmarks/bench_feature_store.py [--profile] [--skip-memory]
 
@@ -24,7 +25,6 @@ import io
 import pstats
 import random
 import statistics
-import struct
 import time
 import uuid
 import zlib
@@ -122,7 +122,7 @@ def preload(store: FeatureStore, customers: int, params: FeatureParams, seed: in
     pipe = store.client.pipeline(transaction=False)
     for i in range(customers):
         c = cid(i)
-        pipe.set(store.customer_key(partition_of(c), c), templates[i % len(templates)])
+        pipe.hset(store.customer_key(partition_of(c), c), c, templates[i % len(templates)])
         if i % 5000 == 4999:
             pipe.execute()
     pipe.execute()
@@ -188,12 +188,12 @@ def run_per_event(store: FeatureStore, src: EventSource, params: FeatureParams, 
     t0 = time.perf_counter()
     for c, p, f in drawn:
         key = store.customer_key(p, c)
-        blob = client.get(key)
+        blob = client.hget(key, c)
         s = CustomerState.unpack(blob) if blob else CustomerState.new()
         if apply_event(s, params, f):
             evaluate(s, params, f.ts)
             s.next_due = next_due(s, THRESHOLDS, after_ts=f.ts)
-        client.set(key, s.pack())
+        client.hset(key, c, s.pack())
     return events / (time.perf_counter() - t0)
 
 
@@ -222,133 +222,88 @@ def used_memory(client: redis.Redis) -> int:
             return int(client.info("memory")["used_memory"])
 
 
-def compact_pack(s: CustomerState) -> bytes:
-    """Prototype of a denser state (~140 B): float32 decayed sums, 4-byte dedupe hashes only."""
-    head = struct.pack(
-        "<B9IhII2d",
-        2,
-        s.first_ts,
-        s.last_ts,
-        s.last_purchase_ts,
-        s.ref_ts,
-        s.events,
-        s.purchases,
-        s.refunds,
-        s.promo_purchases,
-        s.carts,
-        s.segment,
-        s.segment_since,
-        s.seq,
-        s.spend,
-        s.refunded,
-    )
-    return (
-        head
-        + struct.pack("<I", s.next_due)
-        + struct.pack(f"<{len(s.decayed)}f", *s.decayed)
-        + b"".join(struct.pack("<I", h) for _, h in s.recent)
-    )
-
-
-def load_layout(
-    client: redis.Redis,
-    ns: str,
-    n: int,
-    blobs: list[bytes],
-    layout: str,
-    with_due: bool,
-    buckets_per_partition: int,
-) -> None:
+def load_previous_layout(client: redis.Redis, ns: str, n: int, states: list[CustomerState]) -> None:
+    """The layout before hash buckets: a string key per customer, one due zset per partition."""
     pipe = client.pipeline(transaction=False)
     for i in range(n):
         c = cid(i)
-        p = i % PARTITIONS  # the partition only changes the key's text length, not its size class
-        blob = blobs[i % len(blobs)]
-        if layout == "string":
-            pipe.set(f"{ns}:{{{p}}}:c:{c}", blob)
-        else:
-            b = zlib.crc32(c.encode()) % buckets_per_partition
-            pipe.hset(f"{ns}:{{{p}}}:b:{b}", c, blob)
-        if with_due:
-            pipe.zadd(f"{ns}:{{{p}}}:due", {c: START + (i % 90) * int(DAY) + i % 86400})
+        p = partition_of(c)
+        s = states[i % len(states)]
+        pipe.set(f"{ns}:{{{p}}}:c:{c}", s.pack())
+        if s.next_due:
+            pipe.zadd(f"{ns}:{{{p}}}:due", {c: s.next_due})
         if i % 10000 == 9999:
             pipe.execute()
     pipe.execute()
 
 
-def set_config(client: redis.Redis, conf: dict) -> None:
-    for k, v in conf.items():
-        client.config_set(k.decode() if isinstance(k, bytes) else k, str(v))
+def load_real_layout(store: FeatureStore, n: int, states: list[CustomerState]) -> None:
+    """Customers written through FeatureStore.commit, 5,000 per partition and call."""
+    offsets = [-1] * PARTITIONS
+    pending: list[dict[str, CustomerState]] = [{} for _ in range(PARTITIONS)]
+
+    def flush(p: int) -> None:
+        batch = pending[p]
+        store.commit(
+            PartitionWrite(
+                partition=p,
+                expected_offset=offsets[p],
+                new_offset=offsets[p] + 1,
+                watermark=START,
+                states={c: s.pack() for c, s in batch.items()},
+                due={c: s.next_due for c, s in batch.items() if s.next_due},
+                segment_deltas={},
+            )
+        )
+        offsets[p] += 1
+        pending[p] = {}
+
+    for i in range(n):
+        c = cid(i)
+        p = partition_of(c)
+        pending[p][c] = states[i % len(states)]
+        if len(pending[p]) >= 5000:
+            flush(p)
+    for p in range(PARTITIONS):
+        if pending[p]:
+            flush(p)
 
 
-def measure_memory(client: redis.Redis, n: int, params: FeatureParams) -> list[tuple[str, float]]:
+def measure_memory(redis_url: str, n: int, params: FeatureParams, previous: bool) -> list[tuple[str, float]]:
     rng = random.Random(7)
     states = [realistic_state(rng, params, START) for _ in range(2000)]
-    # Distinct blobs per customer (Redis does not share values, but keep the bytes realistic).
-    full = [s.pack() for s in states]
-    compact = [compact_pack(s) for s in states]
-    print(
-        f"packed state: {statistics.mean(map(len, full)):.0f} B mean (current), "
-        f"{statistics.mean(map(len, compact)):.0f} B (compact prototype)"
-    )
-    original = client.config_get("hash-max-listpack-*")
+    sizes = [len(s.pack()) for s in states]
+    print(f"packed state: {statistics.mean(sizes):.0f} B mean, {max(sizes)} B max")
     results = []
-    cases: list[tuple[str, str, list[bytes], bool, int, dict[str, str] | None]] = [
-        ("string per customer + due zset (current layout)", "string", full, True, 0, None),
-        ("string per customer, no due zset", "string", full, False, 0, None),
-        (
-            "hash buckets (~240/bucket, listpack) + due zset",
-            "hash",
-            full,
-            True,
-            n // PARTITIONS // 240,
-            {"hash-max-listpack-value": "512", "hash-max-listpack-entries": "512"},
-        ),
-        (
-            "hash buckets + compact float32 state + due zset",
-            "hash",
-            compact,
-            True,
-            n // PARTITIONS // 240,
-            {"hash-max-listpack-value": "512", "hash-max-listpack-entries": "512"},
-        ),
-        (
-            "hash buckets + compact state, no due zset",
-            "hash",
-            compact,
-            False,
-            n // PARTITIONS // 240,
-            {"hash-max-listpack-value": "512", "hash-max-listpack-entries": "512"},
-        ),
-    ]
-    try:
-        for label, layout, blobs, with_due, buckets, conf in cases:
-            ns = "benchmem" + uuid.uuid4().hex[:8]
-            if conf:
-                set_config(client, conf)
+    cases = [("real layout: listpack hash buckets + due buckets + due index", False)]
+    if previous:
+        cases.append(("previous layout: string per customer + due zset per partition", True))
+    for label, prev in cases:
+        ns = "benchmem" + uuid.uuid4().hex[:8]
+        store = FeatureStore(redis_url, ns).start()  # also raises the listpack limits if needed
+        client = store.client
+        try:
             before = used_memory(client)
             t0 = time.perf_counter()
-            if layout == "none":
-                load_layout(client, ns, n, blobs, "string", True, 0)
-                # keep only the zset: delete the strings and measure what is left
-                delete_strings = [f"{ns}:{{{i % PARTITIONS}}}:c:{cid(i)}" for i in range(n)]
-                for j in range(0, n, 10000):
-                    client.unlink(*delete_strings[j : j + 10000])
-                time.sleep(1.0)
+            if prev:
+                load_previous_layout(client, ns, n, states)
             else:
-                load_layout(client, ns, n, blobs, layout, with_due, buckets)
+                load_real_layout(store, n, states)
             after = used_memory(client)
             per = (after - before) / n
             results.append((label, per))
-            print(f"  {label:55s} {per:7.1f} B/customer  (load {time.perf_counter() - t0:.0f}s)")
-            if buckets:
-                enc = client.object("encoding", f"{ns}:{{0}}:b:0")
-                print(f"    bucket encoding: {enc!r}, {client.hlen(f'{ns}:{{0}}:b:0')} entries in bucket 0")
+            print(f"  {label:62s} {per:7.1f} B/customer  (load {time.perf_counter() - t0:.0f}s)")
+            if not prev:
+                b = store.bucket_key(0, 0)
+                d = store.due_bucket_key(0, 0)
+                print(
+                    f"    {store.buckets} buckets per partition; bucket 0: {client.hlen(b)} customers, "
+                    f"encoding {client.object('encoding', b)!r}; its due set: {client.zcard(d)} entries, "
+                    f"encoding {client.object('encoding', d)!r}; due index {client.zcard(store.due_key(0))}"
+                )
+        finally:
             delete_ns(client, ns)
-            if conf:
-                set_config(client, original)
-    finally:
-        set_config(client, original)
+            store.close()
     return results
 
 
@@ -371,6 +326,7 @@ def main() -> None:
     ap.add_argument("--memory-customers", type=int, default=1_000_000)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--previous-layout", action="store_true", help="also measure the pre-bucket layout")
     ap.add_argument("--profile", action="store_true", help="cProfile one batch-path repeat")
     args = ap.parse_args()
 
@@ -415,7 +371,7 @@ def main() -> None:
         delete_ns(client, ns)
     if not args.skip_memory:
         print(f"memory at {args.memory_customers:,} customers:")
-        measure_memory(client, args.memory_customers, params)
+        measure_memory(args.redis_url, args.memory_customers, params, args.previous_layout)
     store.close()
 
 

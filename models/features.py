@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from bisect import insort
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Final
 
 import numpy as np
@@ -153,6 +154,18 @@ def fact_of(event: InteractionEvent) -> Fact:
 
 DEDUPE_WINDOW: Final = 6  # newest (ts, event hash) pairs kept per customer
 
+# Packed layout (little-endian, no padding), format byte 1:
+#   B format, 9I first_ts last_ts last_purchase_ts ref_ts events purchases refunds
+#   promo_purchases carts, h segment, 2I segment_since seq, 2d spend refunded,
+#   2I next_due last_learned, 14d decayed sums, then k <= DEDUPE_WINDOW pairs 2I (ts, hash).
+# One precompiled struct per window length k: pack and unpack are one C call each.
+_FORMAT: Final = 1
+_BASE_FMT: Final = f"<B9IhII2dII{len(DECAYED)}d"
+_LAYOUTS: Final = tuple(struct.Struct(_BASE_FMT + "II" * k) for k in range(DEDUPE_WINDOW + 1))
+_BASE_SIZE: Final = _LAYOUTS[0].size
+_DEC_LO: Final = 17  # index of the first decayed sum in the unpacked tuple
+_PAIRS_LO: Final = _DEC_LO + len(DECAYED)
+
 
 @dataclass(slots=True)
 class CustomerState:
@@ -182,14 +195,11 @@ class CustomerState:
     def new(cls) -> CustomerState:
         return cls()
 
-    # ---- compact binary form: ~230 bytes, versioned by its first byte ----
-    _HEAD = struct.Struct("<B9IhII2d")
-    _DEC = struct.Struct(f"<{len(DECAYED)}d")
-    _PAIR = struct.Struct("<II")
-
+    # ---- compact binary form: 183 + 8 per dedupe pair (<= 231) bytes, format byte first ----
     def pack(self) -> bytes:
-        head = self._HEAD.pack(
-            1,
+        recent = self.recent
+        return _LAYOUTS[len(recent)].pack(
+            _FORMAT,
             self.first_ts,
             self.last_ts,
             self.last_purchase_ts,
@@ -204,108 +214,142 @@ class CustomerState:
             self.seq,
             self.spend,
             self.refunded,
-        )
-        tail = b"".join(self._PAIR.pack(t, h) for t, h in self.recent)
-        return (
-            head + struct.pack("<II", self.next_due, self.last_learned) + self._DEC.pack(*self.decayed) + tail
+            self.next_due,
+            self.last_learned,
+            *self.decayed,
+            *[x for pair in recent for x in pair],
         )
 
     @classmethod
     def unpack(cls, data: bytes) -> CustomerState:
-        if not data or data[0] != 1:
+        k, rest = divmod(len(data) - _BASE_SIZE, 8)
+        if not data or data[0] != _FORMAT or rest or not 0 <= k <= DEDUPE_WINDOW:
             raise ValueError("unknown customer state format")
-        h = cls._HEAD.unpack_from(data, 0)
-        off = cls._HEAD.size
-        next_due, last_learned = struct.unpack_from("<II", data, off)
-        off += 8
-        decayed = list(cls._DEC.unpack_from(data, off))
-        off += cls._DEC.size
-        recent = [cls._PAIR.unpack_from(data, o) for o in range(off, len(data), cls._PAIR.size)]
+        t = _LAYOUTS[k].unpack(data)
+        pairs = iter(t[_PAIRS_LO:])
         return cls(
-            first_ts=h[1],
-            last_ts=h[2],
-            last_purchase_ts=h[3],
-            ref_ts=h[4],
-            events=h[5],
-            purchases=h[6],
-            refunds=h[7],
-            promo_purchases=h[8],
-            carts=h[9],
-            segment=h[10],
-            segment_since=h[11],
-            seq=h[12],
-            spend=h[13],
-            refunded=h[14],
-            decayed=decayed,
-            recent=[(t, hh) for t, hh in recent],
-            next_due=next_due,
-            last_learned=last_learned,
+            t[1],
+            t[2],
+            t[3],
+            t[4],
+            t[5],
+            t[6],
+            t[7],
+            t[8],
+            t[9],
+            t[13],
+            t[14],
+            list(t[_DEC_LO:_PAIRS_LO]),
+            list(zip(pairs, pairs, strict=True)),
+            t[10],
+            t[11],
+            t[12],
+            t[15],
+            t[16],
         )
 
 
 # Decay group of every slot in DECAYED order (index into FeatureParams.group_half_lives).
 _GROUP: Final = (0, 0, *([1] * len(CHANNEL_GROUPS)), *([1] * len(KIND_GROUPS)), 2, 3)
-
-
-def _factors(params: FeatureParams, dt: float) -> list[float]:
-    """Decay factor of every slot over ``dt`` seconds (four exp2 calls, not one per slot)."""
-    g = [math.exp2(-dt / h) for h in params.group_half_lives]
-    return [g[i] for i in _GROUP]
+assert _GROUP == (0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 3) and len(DECAYED) == 14  # apply_event unrolls it
+_SPEND: Final = _D["spend_d"]
+_PURCHASES: Final = _D["purchases_d"]
+_ACT_SHORT: Final = _D["act_short"]
+_ACT_LONG: Final = _D["act_long"]
+_OTHER_SLOT: Final = _CHANNEL_SLOT["other"]
+_SLOT_OF_CHANNEL: Final = {ch: _CHANNEL_SLOT[g] for ch, g in _CHANNEL_GROUP_OF.items()}
 
 
 def apply_event(state: CustomerState, params: FeatureParams, fact: Fact) -> bool:
     """Apply one event to the state in place. Returns False for a duplicate (state unchanged)."""
-    key = (fact.ts, fact.event_hash)
+    h = fact.event_hash
     recent = state.recent
     for pair in recent:
-        if pair[1] == fact.event_hash:
+        if pair[1] == h:
             return False
-    if len(recent) >= DEDUPE_WINDOW and key < recent[0]:
-        # Older than everything in the window: treat as new (beyond the dedupe window).
-        pass
-    else:
-        recent.append(key)
-        recent.sort()
-        if len(recent) > DEDUPE_WINDOW:
-            del recent[0]
+    ts = fact.ts
+    key = (ts, h)
+    # Keep the newest DEDUPE_WINDOW pairs, sorted; one older than the whole full window is
+    # treated as new (beyond the dedupe window) and not remembered.
+    if len(recent) < DEDUPE_WINDOW:
+        insort(recent, key)
+    elif key > recent[0]:
+        insort(recent, key)
+        del recent[0]
 
     dec = state.decayed
+    late = False
     if state.events == 0:
-        state.first_ts = state.last_ts = state.ref_ts = fact.ts
-        scale = [1.0] * len(dec)
-    elif fact.ts > state.ref_ts:
-        f = _factors(params, fact.ts - state.ref_ts)
-        dec[:] = [v * x for v, x in zip(dec, f, strict=True)]
-        state.ref_ts = fact.ts
-        scale = [1.0] * len(dec)
-    else:
-        scale = _factors(params, state.ref_ts - fact.ts)
-    state.first_ts = min(state.first_ts, fact.ts)
-    state.last_ts = max(state.last_ts, fact.ts)
+        state.first_ts = state.last_ts = state.ref_ts = ts
+    elif ts > state.ref_ts:
+        m, c, s, lg = params.group_half_lives
+        dt = -(ts - state.ref_ts)
+        g0 = math.exp2(dt / m)
+        g1 = math.exp2(dt / c)
+        d = dec
+        dec[:] = (
+            d[0] * g0,
+            d[1] * g0,
+            d[2] * g1,
+            d[3] * g1,
+            d[4] * g1,
+            d[5] * g1,
+            d[6] * g1,
+            d[7] * g1,
+            d[8] * g1,
+            d[9] * g1,
+            d[10] * g1,
+            d[11] * g1,
+            d[12] * math.exp2(dt / s),
+            d[13] * math.exp2(dt / lg),
+        )
+        state.ref_ts = state.last_ts = ts
+    elif ts < state.ref_ts:
+        late = True
+        state.first_ts = min(state.first_ts, ts)
     state.events += 1
 
-    slot = _CHANNEL_SLOT[_CHANNEL_GROUP_OF.get(fact.channel, "other")]
-    dec[slot] += scale[slot]
-    for name in ("act_short", "act_long"):
-        i = _D[name]
-        dec[i] += scale[i]
     kind = fact.kind
-    if kind in _KIND_SLOT:
-        i = _KIND_SLOT[kind]
-        dec[i] += scale[i]
+    ch = _SLOT_OF_CHANNEL.get(fact.channel, _OTHER_SLOT)
+    ks = _KIND_SLOT.get(kind)
+    if not late:
+        dec[ch] += 1.0
+        dec[_ACT_SHORT] += 1.0
+        dec[_ACT_LONG] += 1.0
+        if ks is not None:
+            dec[ks] += 1.0
+        if kind == "purchase":
+            dec[_SPEND] += fact.amount
+            dec[_PURCHASES] += 1.0
+        elif kind == "refund":
+            dec[_SPEND] -= fact.amount
+    else:
+        # A late event's weight, already decayed to ref_ts.
+        m, c, s, lg = params.group_half_lives
+        dt = -(state.ref_ts - ts)
+        g1 = math.exp2(dt / c)
+        dec[ch] += g1
+        dec[_ACT_SHORT] += math.exp2(dt / s)
+        dec[_ACT_LONG] += math.exp2(dt / lg)
+        if ks is not None:
+            dec[ks] += g1
+        if kind == "purchase":
+            g0 = math.exp2(dt / m)
+            dec[_SPEND] += fact.amount * g0
+            dec[_PURCHASES] += g0
+        elif kind == "refund":
+            dec[_SPEND] -= fact.amount * math.exp2(dt / m)
     if fact.is_add_to_cart:
         state.carts += 1
     if kind == "purchase":
         state.purchases += 1
         state.spend += fact.amount
-        state.promo_purchases += 1 if fact.promo else 0
-        state.last_purchase_ts = max(state.last_purchase_ts, fact.ts)
-        dec[_D["spend_d"]] += fact.amount * scale[_D["spend_d"]]
-        dec[_D["purchases_d"]] += scale[_D["purchases_d"]]
+        if fact.promo:
+            state.promo_purchases += 1
+        state.last_purchase_ts = max(state.last_purchase_ts, ts)
     elif kind == "refund":
         state.refunds += 1
         state.refunded += fact.amount
-        dec[_D["spend_d"]] -= fact.amount * scale[_D["spend_d"]]
     return True
 
 
@@ -403,8 +447,13 @@ def _window(half_life_days: float, tenure_days: np.ndarray) -> np.ndarray:
 
 def next_due(state: CustomerState, thresholds_days: tuple[float, ...], after_ts: float) -> int:
     """Event time of the next inactivity threshold crossing strictly after ``after_ts`` (0 = none)."""
-    for days in sorted(thresholds_days):
-        due = state.last_ts + int(days * DAY)
-        if due > after_ts:
-            return due
+    last = state.last_ts
+    for offset in _threshold_offsets(tuple(thresholds_days)):
+        if last + offset > after_ts:
+            return last + offset
     return 0
+
+
+@lru_cache(maxsize=32)
+def _threshold_offsets(thresholds_days: tuple[float, ...]) -> tuple[int, ...]:
+    return tuple(int(days * DAY) for days in sorted(thresholds_days))

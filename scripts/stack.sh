@@ -108,6 +108,11 @@ appendonly yes
 appendfsync everysec
 # AOF is the persistence; no RDB snapshots competing for the two cores.
 save ""
+# The feature store keeps customers in hash buckets and due times in small sorted sets; these
+# limits keep them in the compact listpack encoding (stream/feature_store.py LISTPACK_CONFIG).
+hash-max-listpack-value 512
+hash-max-listpack-entries 1024
+zset-max-listpack-entries 1024
 proc-title-template "{title} {listen-addr} {server-mode} {config-file}"
 EOF
     # 9>&-: the daemon must not inherit the lock fd (it would hold the lock forever).

@@ -34,30 +34,6 @@ ERASE_SOURCE = "erase"
 EXPLANATION = "erased on request"
 _MAX_ATTEMPTS = 5
 
-# KEYS[1] state   KEYS[2] due zset   KEYS[3] segment counts hash
-# ARGV[1] the packed state the erase was computed from   ARGV[2] customer id (due member)
-# ARGV[3] segment id ("" = none)
-# Returns 1 when erased, 0 when the state changed since it was read (nothing written),
-# -1 when the customer is already gone.
-_ERASE_LUA = """
-local current = redis.call('GET', KEYS[1])
-if not current then
-  return -1
-end
-if current ~= ARGV[1] then
-  return 0
-end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
-if ARGV[3] ~= '' then
-  local left = redis.call('HINCRBY', KEYS[3], ARGV[3], -1)
-  if left <= 0 then
-    redis.call('HDEL', KEYS[3], ARGV[3])
-  end
-end
-return 1
-"""
-
 
 @dataclass(frozen=True)
 class EraseResult:
@@ -126,27 +102,21 @@ def forget_customer(settings: Settings, store: Any, sink: Any, customer_id: str)
     """
     partitions = _partitions(settings, store)
     p = partition_of(customer_id, partitions)
-    erase = store.client.register_script(_ERASE_LUA)
     version, names = _segment_names(store)
-    keys = [store.customer_key(p, customer_id), store.due_key(p), store.segcount_key(p)]
     for _ in range(_MAX_ATTEMPTS):
-        pipe = store.client.pipeline(transaction=False)
-        pipe.get(keys[0])
-        pipe.get(store.offset_key(p))
-        blob, applied_raw = pipe.execute()
+        blob, applied = store.state_and_offset(p, customer_id)
         if blob is None:
             raise SegstreamError(
                 f"unknown customer {customer_id!r} in namespace {settings.redis.namespace!r}"
             )
-        state = CustomerState.unpack(bytes(blob))
-        applied = int(applied_raw) if applied_raw is not None else -1
+        state = CustomerState.unpack(blob)
         change = build_erase_change(customer_id, p, applied, state, version, names)
         # Outputs first: a crash before the delete leaves the customer here, and a re-run
         # republishes the same change_id; the reverse order could lose the erase event.
         sink.change(change)
         sink.flush()
-        seg = str(state.segment) if state.segment >= 0 else ""
-        outcome = int(erase(keys=keys, args=[bytes(blob), customer_id, seg]))
+        # Compare-and-delete (stream/lua/erase_customer.lua): state, due entry, segment count.
+        outcome = store.erase_customer(p, customer_id, blob, state.segment)
         if outcome == 1:
             return EraseResult(customer_id, p, change)
         if outcome == -1:

@@ -87,18 +87,6 @@ def customer_view(
 # ---------------------------------------------------------------- reading a namespace
 
 
-def _customer_keys(store: Any, p: int) -> list[str]:
-    prefix = store.customer_key(p, "")
-    return sorted(
-        k.decode()[len(prefix) :] for k in store.client.scan_iter(match=f"{_escape(prefix)}*", count=1000)
-    )
-
-
-def _escape(pattern: str) -> str:
-    """Escape glob characters: the partition hash tag's braces are literal, '[' would not be."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in pattern)
-
-
 def iter_views(store: Any, partitions: int, params: FeatureParams) -> Iterator[dict[str, Any]]:
     """Every customer's view, partition by partition, customers sorted, in chunks of CHUNK."""
     saved = store.load_model()
@@ -106,11 +94,11 @@ def iter_views(store: Any, partitions: int, params: FeatureParams) -> Iterator[d
     for p in range(partitions):
         raw_wm = store.client.get(store.watermark_key(p))
         wms = {p: int(raw_wm or 0)}
-        ids = _customer_keys(store, p)
+        ids = store.customer_ids(p)
         for i in range(0, len(ids), CHUNK):
             chunk = ids[i : i + CHUNK]
-            blobs = store.client.mget([store.customer_key(p, c) for c in chunk])
-            rows = [(p, c, bytes(b)) for c, b in zip(chunk, blobs, strict=True) if b is not None]
+            blobs = store.get_states(p, chunk)
+            rows = [(p, c, b) for c, b in zip(chunk, blobs, strict=True) if b is not None]
             yield from customer_views(rows, params, engine, wms)
 
 

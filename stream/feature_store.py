@@ -1,19 +1,32 @@
 """Redis feature store: per-partition keys, one read and one atomic Lua write per batch.
 
 Key layout (``ns`` = namespace, ``{p}`` = the partition's hash tag, so that every key a batch
-touches lives in one Redis Cluster slot and the same script runs on Cluster):
+touches lives in one Redis Cluster slot and the same scripts run on Cluster):
 
-- ``ns:{p}:c:<customer_id>``  packed customer state (features + segment bookkeeping)
+- ``ns:{p}:cb:<b>``           hash bucket: customer id -> packed customer state, for the customers
+                              of partition p whose ``bucket_of(customer id)`` is b
+- ``ns:{p}:db:<b>``           due bucket, sorted set: customer id -> next inactivity re-evaluation
+                              time, for the same customers
+- ``ns:{p}:due``              sorted set: bucket b -> the earliest time in ``ns:{p}:db:<b>``
 - ``ns:{p}:offset``           last applied source offset of partition p
 - ``ns:{p}:wm``               event-time watermark of partition p (seconds)
-- ``ns:{p}:due``              sorted set: customer -> next inactivity re-evaluation time
 - ``ns:{p}:segcount``         hash: segment id -> customers currently in it
 - ``ns:model``                latest model snapshot; ``ns:meta`` hash (partition count, topic)
+
+Why buckets: a key per customer costs ~130 bytes of key, dict entry and object headers beyond the
+state, and a skiplist sorted set ~110 bytes per member. Small hashes and sorted sets are stored as
+listpacks (a flat byte array), ~15-25 bytes of overhead per entry. Buckets hold ~100-200
+customers at the target scale (``buckets`` per partition, fixed for a namespace: changing it
+needs a replay into a fresh namespace). Listpack encoding needs ``hash-max-listpack-value`` >= the
+packed state size and ``*-max-listpack-entries`` >= the bucket size: ``start()`` raises them with
+CONFIG SET if they are lower (scripts/stack.sh configures them too).
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
@@ -23,6 +36,19 @@ import redis
 from stream.errors import ServiceUnavailable, StateConflict
 
 log = logging.getLogger(__name__)
+
+DEFAULT_BUCKETS = 2048  # per partition: ~120 customers per bucket at 1M customers on 4 partitions
+# Redis settings that keep the buckets in listpack encoding (the packed state is <= 231 bytes).
+LISTPACK_CONFIG = {
+    "hash-max-listpack-value": 512,
+    "hash-max-listpack-entries": 1024,
+    "zset-max-listpack-entries": 1024,
+}
+
+
+def bucket_of(customer_id: str, buckets: int) -> int:
+    """The bucket of a customer within its partition: stable across processes and versions."""
+    return zlib.crc32(customer_id.encode()) % buckets
 
 
 @dataclass
@@ -56,11 +82,14 @@ class StateStore(Protocol):
 class FeatureStore:
     """Reads and atomically writes per-partition feature state. Connect with ``start()``."""
 
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, namespace: str, buckets: int = DEFAULT_BUCKETS) -> None:
         self._url = url
         self.ns = namespace
+        self.buckets = buckets
         self._client: redis.Redis | None = None
         self._commit: Any = None
+        self._load: Any = None
+        self._erase: Any = None
 
     # ---- lifecycle ----
     def start(self) -> FeatureStore:
@@ -69,9 +98,36 @@ class FeatureStore:
             self._client.ping()
         except redis.RedisError as e:
             raise ServiceUnavailable(f"Redis at {_host_of(self._url)} did not answer: {e}") from e
-        script = resources.files("stream").joinpath("lua/commit_partition.lua").read_text()
-        self._commit = self._client.register_script(script)
+        self._ensure_listpack_config()
+        lua = resources.files("stream").joinpath("lua")
+        self._commit = self._client.register_script(lua.joinpath("commit_partition.lua").read_text())
+        self._load = self._client.register_script(lua.joinpath("load_partition.lua").read_text())
+        self._erase = self._client.register_script(lua.joinpath("erase_customer.lua").read_text())
         return self
+
+    @classmethod
+    def from_client(cls, client: redis.Redis, namespace: str, buckets: int = DEFAULT_BUCKETS) -> FeatureStore:
+        """A store on an existing connection, for look-ups (tests, notebooks): no scripts loaded."""
+        store = cls("", namespace, buckets)
+        store._client = client
+        return store
+
+    def _ensure_listpack_config(self) -> None:
+        """Raise the listpack limits the bucket layout needs; warn if CONFIG is not allowed."""
+        client = self.client
+        try:
+            current = client.config_get("*-max-listpack-*")
+            for name, wanted in LISTPACK_CONFIG.items():
+                have = current.get(name, current.get(name.encode()))
+                if have is None or int(have) < wanted:
+                    client.config_set(name, wanted)
+        except redis.RedisError as e:
+            log.warning(
+                "could not check or raise Redis listpack limits (%s): %s; buckets may use the "
+                "hashtable/skiplist encodings and memory per customer will be higher",
+                ", ".join(f"{k} {v}" for k, v in LISTPACK_CONFIG.items()),
+                e,
+            )
 
     def close(self) -> None:
         if self._client is not None:
@@ -88,8 +144,20 @@ class FeatureStore:
     def _tag(self, p: int) -> str:
         return f"{self.ns}:{{{p}}}"
 
+    def bucket_of(self, customer_id: str) -> int:
+        return bucket_of(customer_id, self.buckets)
+
+    def bucket_key(self, p: int, bucket: int) -> str:
+        """The hash holding the states of bucket ``bucket`` of partition ``p``."""
+        return f"{self._tag(p)}:cb:{bucket}"
+
+    def due_bucket_key(self, p: int, bucket: int) -> str:
+        """The sorted set of the due times of bucket ``bucket`` of partition ``p``."""
+        return f"{self._tag(p)}:db:{bucket}"
+
     def customer_key(self, p: int, customer_id: str) -> str:
-        return f"{self._tag(p)}:c:{customer_id}"
+        """The key holding the customer's state: a hash bucket, whose field is the customer id."""
+        return self.bucket_key(p, self.bucket_of(customer_id))
 
     def offset_key(self, p: int) -> str:
         return f"{self._tag(p)}:offset"
@@ -98,6 +166,7 @@ class FeatureStore:
         return f"{self._tag(p)}:wm"
 
     def due_key(self, p: int) -> str:
+        """The partition's due index: bucket -> its earliest due time."""
         return f"{self._tag(p)}:due"
 
     def segcount_key(self, p: int) -> str:
@@ -114,26 +183,29 @@ class FeatureStore:
     # ---- batch path ----
     def load(self, p: int, customer_ids: list[str], due_until: int) -> PartitionView:
         """One round trip: applied offset, watermark, states, due re-evaluations up to ``due_until``."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.offset_key(p))
-        pipe.get(self.watermark_key(p))
-        pipe.zrangebyscore(self.due_key(p), 1, due_until, withscores=True)
-        if customer_ids:
-            pipe.mget([self.customer_key(p, c) for c in customer_ids])
-        res = pipe.execute()
-        blobs = res[3] if customer_ids else []
-        due = sorted((int(score), member.decode()) for member, score in res[2])
-        states = dict(zip(customer_ids, blobs, strict=True))
-        # Customers that are only due (no event this batch) need their state too.
-        missing = [c for _, c in due if c not in states]
-        if missing:
-            states.update(
-                zip(missing, self.client.mget([self.customer_key(p, c) for c in missing]), strict=True)
-            )
+        tag = self._tag(p)
+        keys = [f"{tag}:offset", f"{tag}:wm", f"{tag}:due"]
+        index: dict[int, int] = {}
+        args: list[Any] = [due_until, f"{tag}:cb:", f"{tag}:db:"]
+        nb = self.buckets
+        for c in customer_ids:
+            b = zlib.crc32(c.encode()) % nb
+            ki = index.get(b)
+            if ki is None:
+                keys.append(f"{tag}:cb:{b}")
+                ki = index[b] = len(keys)
+            args.append(ki)
+            args.append(c)
+        offset, wm, blobs, due_flat, extra = self._load(keys=keys, args=args)
+        states: dict[str, bytes | None] = dict(zip(customer_ids, blobs, strict=True))
+        # Customers that are only due (no event this batch) come with their state too.
+        for i in range(0, len(extra), 2):
+            states[extra[i].decode()] = extra[i + 1]
+        due = sorted((int(float(due_flat[i + 1])), due_flat[i].decode()) for i in range(0, len(due_flat), 2))
         return PartitionView(
             partition=p,
-            applied_offset=int(res[0]) if res[0] is not None else -1,
-            watermark=int(res[1]) if res[1] is not None else 0,
+            applied_offset=int(offset) if offset is not None else -1,
+            watermark=int(wm) if wm is not None else 0,
             states=states,
             due=due,
         )
@@ -141,19 +213,32 @@ class FeatureStore:
     def commit(self, w: PartitionWrite) -> None:
         """Write the batch atomically iff the partition's applied offset is still ``expected_offset``."""
         p = w.partition
-        cids = list(w.states)
-        keys = [self.offset_key(p), self.watermark_key(p), self.due_key(p), self.segcount_key(p)]
-        keys += [self.customer_key(p, c) for c in cids]
+        tag = self._tag(p)
+        keys = [f"{tag}:offset", f"{tag}:wm", f"{tag}:due", f"{tag}:segcount"]
+        index: dict[str, int] = {}
+        nb = self.buckets
         args: list[Any] = [
             "" if w.expected_offset < 0 else str(w.expected_offset),
             str(w.new_offset),
             str(w.watermark),
-            len(cids),
+            len(w.states),
         ]
-        args += [w.states[c] for c in cids]
+        for c, blob in w.states.items():
+            key = f"{tag}:cb:{zlib.crc32(c.encode()) % nb}"
+            ki = index.get(key)
+            if ki is None:
+                keys.append(key)
+                ki = index[key] = len(keys)
+            args += (ki, c, blob)
         args.append(len(w.due))
         for c, ts in w.due.items():
-            args += [c, str(ts)]
+            b = zlib.crc32(c.encode()) % nb
+            key = f"{tag}:db:{b}"
+            ki = index.get(key)
+            if ki is None:
+                keys.append(key)
+                ki = index[key] = len(keys)
+            args += (ki, b, c, ts)
         args.append(len(w.segment_deltas))
         for seg, delta in sorted(w.segment_deltas.items()):
             args += [str(seg), str(delta)]
@@ -173,8 +258,38 @@ class FeatureStore:
         return int(v) if v is not None else 0
 
     def get_state(self, p: int, customer_id: str) -> bytes | None:
-        v = self.client.get(self.customer_key(p, customer_id))
+        v = self.client.hget(self.customer_key(p, customer_id), customer_id)
         return bytes(v) if v is not None else None
+
+    def get_states(self, p: int, customer_ids: list[str]) -> list[bytes | None]:
+        """Packed states of customers of partition ``p`` (None for unknown ones), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for c in customer_ids:
+            pipe.hget(self.customer_key(p, c), c)
+        return [bytes(v) if v is not None else None for v in pipe.execute()]
+
+    def due_of(self, p: int, customer_id: str) -> int:
+        """The customer's scheduled re-evaluation time (0 = none)."""
+        v = self.client.zscore(self.due_bucket_key(p, self.bucket_of(customer_id)), customer_id)
+        return int(v) if v is not None else 0
+
+    def state_and_offset(self, p: int, customer_id: str) -> tuple[bytes | None, int]:
+        """The customer's packed state and the partition's applied offset, read together."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.customer_key(p, customer_id), customer_id)
+        pipe.get(self.offset_key(p))
+        blob, applied = pipe.execute()
+        return (bytes(blob) if blob is not None else None), (int(applied) if applied is not None else -1)
+
+    def erase_customer(self, p: int, customer_id: str, expected: bytes, segment: int) -> int:
+        """Compare-and-delete the customer's state, due entry and segment count in one step.
+
+        Returns 1 when erased, 0 when the state is no longer ``expected``, -1 when already gone.
+        """
+        b = self.bucket_of(customer_id)
+        keys = [self.bucket_key(p, b), self.due_bucket_key(p, b), self.due_key(p), self.segcount_key(p)]
+        seg = str(segment) if segment >= 0 else ""
+        return int(self._erase(keys=keys, args=[expected, customer_id, seg, b]))
 
     def segment_counts(self, partitions: int) -> dict[int, int]:
         pipe = self.client.pipeline(transaction=False)
@@ -201,23 +316,30 @@ class FeatureStore:
     def meta(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.client.hgetall(self.meta_key).items()}
 
-    def scan_customers(self, partitions: int) -> Any:
+    def scan_customers(self, partitions: int) -> Iterator[tuple[int, str, bytes]]:
         """Yield (partition, customer_id, packed state) for every customer of the namespace."""
         for p in range(partitions):
-            prefix = f"{self._tag(p)}:c:"
-            keys: list[bytes] = []
-            for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
-                keys.append(key)
-                if len(keys) >= 500:
-                    yield from self._fetch(p, prefix, keys)
-                    keys = []
-            if keys:
-                yield from self._fetch(p, prefix, keys)
+            keys = list(self.client.scan_iter(match=_escape(f"{self._tag(p)}:cb:") + "*", count=1000))
+            for i in range(0, len(keys), 100):
+                pipe = self.client.pipeline(transaction=False)
+                for key in keys[i : i + 100]:
+                    pipe.hgetall(key)
+                for h in pipe.execute():
+                    for c, blob in h.items():
+                        yield p, c.decode(), bytes(blob)
 
-    def _fetch(self, p: int, prefix: str, keys: list[bytes]) -> Any:
-        for key, blob in zip(keys, self.client.mget(keys), strict=True):
-            if blob is not None:
-                yield p, key.decode()[len(prefix) :], bytes(blob)
+    def customer_ids(self, p: int) -> list[str]:
+        """Every customer id of partition ``p``, sorted."""
+        keys = list(self.client.scan_iter(match=_escape(f"{self._tag(p)}:cb:") + "*", count=1000))
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hkeys(key)
+        return sorted(c.decode() for fields in pipe.execute() for c in fields)
+
+
+def _escape(pattern: str) -> str:
+    """Escape glob characters: the partition hash tag's braces are literal, '[' would not be."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in pattern)
 
 
 def _host_of(url: str) -> str:
@@ -294,6 +416,16 @@ class MemoryFeatureStore:
 
     def get_state(self, p: int, customer_id: str) -> bytes | None:
         return self._states.get(p, {}).get(customer_id)
+
+    def get_states(self, p: int, customer_ids: list[str]) -> list[bytes | None]:
+        states = self._states.get(p, {})
+        return [states.get(c) for c in customer_ids]
+
+    def due_of(self, p: int, customer_id: str) -> int:
+        return self._due.get(p, {}).get(customer_id, 0)
+
+    def customer_ids(self, p: int) -> list[str]:
+        return sorted(self._states.get(p, {}))
 
     def segment_counts(self, partitions: int) -> dict[int, int]:
         out: dict[int, int] = {}

@@ -1,38 +1,54 @@
 -- Atomically write one partition's batch: customer states, inactivity schedule, segment counts,
 -- watermark and the new applied offset, but only if the applied offset is still the one the
 -- batch was computed from (compare-and-set). A replayed or concurrent batch changes nothing.
+-- Every key carries the partition's hash tag (one Redis Cluster slot) and is declared in KEYS.
 --
--- KEYS[1] applied offset   KEYS[2] watermark   KEYS[3] due zset   KEYS[4] segment counts hash
--- KEYS[5..4+n] customer state keys
--- ARGV[1] expected applied offset ("" = none yet)   ARGV[2] new applied offset
--- ARGV[3] watermark   ARGV[4] n (states)   ARGV[5..4+n] packed states ("" = delete)
--- then ARGV[5+n] m (due entries) and m pairs: member, score ("0" = remove)
--- then k (segment count deltas) and k pairs: segment id, delta
+-- KEYS[1] applied offset   KEYS[2] watermark   KEYS[3] due index (zset: bucket -> earliest due)
+-- KEYS[4] segment counts hash   KEYS[5..] bucket keys (state hashes and due zsets)
+-- ARGV[1] expected applied offset ("" = none yet)   ARGV[2] new applied offset   ARGV[3] watermark
+-- ARGV[4] n, then n triples: state bucket key index, customer id, packed state ("" = delete)
+-- then m, and m quadruples: due bucket key index, bucket id, customer id, due ts ("0" = remove)
+-- then k, and k pairs: segment id, delta
 local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[1] then
   return {0, current}
 end
 local n = tonumber(ARGV[4])
-for i = 1, n do
-  local blob = ARGV[4 + i]
+local pos = 5
+for _ = 1, n do
+  local key = KEYS[tonumber(ARGV[pos])]
+  local blob = ARGV[pos + 2]
   if blob == '' then
-    redis.call('DEL', KEYS[4 + i])
+    redis.call('HDEL', key, ARGV[pos + 1])
   else
-    redis.call('SET', KEYS[4 + i], blob)
+    redis.call('HSET', key, ARGV[pos + 1], blob)
   end
+  pos = pos + 3
 end
-local pos = 5 + n
 local m = tonumber(ARGV[pos])
-for j = 1, m do
-  local member = ARGV[pos + 2 * j - 1]
-  local score = ARGV[pos + 2 * j]
+pos = pos + 1
+local touched = {}
+for _ = 1, m do
+  local ki = tonumber(ARGV[pos])
+  local member = ARGV[pos + 2]
+  local score = ARGV[pos + 3]
   if score == '0' then
-    redis.call('ZREM', KEYS[3], member)
+    redis.call('ZREM', KEYS[ki], member)
   else
-    redis.call('ZADD', KEYS[3], score, member)
+    redis.call('ZADD', KEYS[ki], score, member)
+  end
+  touched[ki] = ARGV[pos + 1]
+  pos = pos + 4
+end
+-- The due index holds each due bucket's earliest entry (ZRANGE 0 0 of a small listpack zset).
+for ki, bucket in pairs(touched) do
+  local first = redis.call('ZRANGE', KEYS[ki], 0, 0, 'WITHSCORES')
+  if first[1] then
+    redis.call('ZADD', KEYS[3], first[2], bucket)
+  else
+    redis.call('ZREM', KEYS[3], bucket)
   end
 end
-pos = pos + 2 * m + 1
 local k = tonumber(ARGV[pos])
 for j = 1, k do
   local seg = ARGV[pos + 2 * j - 1]

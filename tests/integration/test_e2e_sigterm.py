@@ -22,6 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from models.features import CustomerState
 from models.generator import GeneratedRecord, generate
+from stream.feature_store import FeatureStore
 
 from .conftest import ROOT, Stack, unique
 
@@ -116,16 +117,7 @@ def committed_offsets(stack: Stack, topic: str, group: str, partitions: int = PA
 
 def customer_states(client: redis.Redis, ns: str, partitions: int = PARTITIONS) -> dict[str, bytes]:
     """customer id -> packed state, for every customer of the namespace."""
-    out: dict[str, bytes] = {}
-    for p in range(partitions):
-        prefix = f"{ns}:{{{p}}}:c:"
-        keys = list(client.scan_iter(match=f"{prefix}*", count=2000))
-        for i in range(0, len(keys), 1000):
-            chunk = keys[i : i + 1000]
-            for k, v in zip(chunk, client.mget(chunk), strict=True):
-                if v is not None:
-                    out[k.decode()[len(prefix) :]] = bytes(v)
-    return out
+    return {c: blob for _, c, blob in FeatureStore.from_client(client, ns).scan_customers(partitions)}
 
 
 def read_topic(

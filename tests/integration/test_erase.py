@@ -11,6 +11,7 @@ from models.events import SegmentChange
 from models.features import CustomerState
 from models.generator import generate
 from stream.erase import partition_of
+from stream.feature_store import FeatureStore
 
 from .conftest import ROOT, Stack
 from .test_e2e_sigterm import SEGSTREAM, applied_offsets, produce, read_topic, run_to_end, service_env
@@ -40,16 +41,17 @@ def test_forget_erases_state_and_publishes_erase_and_tombstone(
 
     # A customer with a segment (the last one in the log: surely active).
     ns = namespace
+    store = FeatureStore.from_client(redis_client, ns)
     target = None
     for rec in reversed(log.records):
         p = partition_of(rec.customer_id, 4)
-        blob = redis_client.get(f"{ns}:{{{p}}}:c:{rec.customer_id}")
+        blob = store.get_state(p, rec.customer_id)
         if blob is not None and CustomerState.unpack(blob).segment >= 0:
             target = rec.customer_id
             break
     assert target is not None, "no customer has a segment: the model did not warm up"
     p = partition_of(target, 4)
-    blob = redis_client.get(f"{ns}:{{{p}}}:c:{target}")
+    blob = store.get_state(p, target)
     assert blob is not None
     state = CustomerState.unpack(blob)
     seg_before = int(redis_client.hget(f"{ns}:{{{p}}}:segcount", str(state.segment)) or 0)
@@ -61,8 +63,8 @@ def test_forget_erases_state_and_publishes_erase_and_tombstone(
     assert target in done.stdout and "erased" in done.stdout
 
     # Redis: no state, no due entry, one fewer in the segment.
-    assert redis_client.get(f"{ns}:{{{p}}}:c:{target}") is None
-    assert redis_client.zscore(f"{ns}:{{{p}}}:due", target) is None
+    assert store.get_state(p, target) is None
+    assert store.due_of(p, target) == 0
     assert int(redis_client.hget(f"{ns}:{{{p}}}:segcount", str(state.segment)) or 0) == seg_before - 1
 
     # segments.changes: the erase event, last for this customer.

@@ -7,17 +7,19 @@ from collections.abc import Iterator
 import pytest
 
 from stream.errors import StateConflict
-from stream.feature_store import FeatureStore, MemoryFeatureStore, PartitionWrite
+from stream.feature_store import DEFAULT_BUCKETS, FeatureStore, MemoryFeatureStore, PartitionWrite
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["redis", "redis-2-buckets", "memory"])
 def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore | MemoryFeatureStore]:
     if request.param == "memory":
         yield MemoryFeatureStore()
         return
     stack = request.getfixturevalue("stack")
     namespace = request.getfixturevalue("namespace")
-    s = FeatureStore(stack.redis_url, namespace).start()
+    # Two buckets per partition: customers share hash buckets and due buckets.
+    buckets = 2 if request.param == "redis-2-buckets" else DEFAULT_BUCKETS
+    s = FeatureStore(stack.redis_url, namespace, buckets=buckets).start()
     yield s
     s.close()
 
@@ -81,3 +83,44 @@ def test_scan_customers(store: FeatureStore | MemoryFeatureStore) -> None:
     store.commit(write(0, -1, 1, states={"x": b"\x01x"}))
     store.commit(write(3, -1, 1, states={"y": b"\x01y", "z": b"\x01z"}))
     assert sorted(store.scan_customers(4)) == [(0, "x", b"\x01x"), (3, "y", b"\x01y"), (3, "z", b"\x01z")]
+
+
+def test_many_customers_and_the_due_schedule(store: FeatureStore | MemoryFeatureStore) -> None:
+    ids = [f"c{i}" for i in range(40)]
+    store.commit(
+        write(
+            0,
+            -1,
+            1,
+            states={c: b"\x01" + c.encode() for c in ids},
+            due={c: 100 + i for i, c in enumerate(ids)},
+        )
+    )
+    view = store.load(0, ids[:3], due_until=109)
+    assert view.due == [(100 + i, ids[i]) for i in range(10)]
+    assert view.states == {c: b"\x01" + c.encode() for c in ids[:10]}
+    # Move the earliest entries later, remove some, delete one customer: the due index follows.
+    store.commit(
+        write(0, 1, 2, states={"c1": b"", "c2": b"\x01new"}, due={"c0": 500, "c1": 0, "c2": 0, "c3": 99})
+    )
+    assert store.load(0, [], due_until=104).due == [(99, "c3"), (104, "c4")]
+    assert store.due_of(0, "c0") == 500 and store.due_of(0, "c1") == 0
+    assert [t for t, _ in store.load(0, [], due_until=10**9).due] == sorted([99, 500, *range(104, 140)])
+    assert store.get_states(0, ["c1", "c2", "zz"]) == [None, b"\x01new", None]
+    assert store.customer_ids(0) == sorted(c for c in ids if c != "c1")
+    assert len(list(store.scan_customers(1))) == 39
+
+
+def test_erase_customer(store: FeatureStore | MemoryFeatureStore) -> None:
+    if not isinstance(store, FeatureStore):
+        pytest.skip("erase is Redis-only (segstream forget)")
+    store.commit(
+        write(1, -1, 5, states={"a": b"\x01A", "b": b"\x01B"}, due={"a": 10, "b": 20}, deltas={3: 2})
+    )
+    assert store.state_and_offset(1, "a") == (b"\x01A", 5)
+    assert store.erase_customer(1, "a", b"\x01stale", 3) == 0
+    assert store.erase_customer(1, "a", b"\x01A", 3) == 1
+    assert store.erase_customer(1, "a", b"\x01A", 3) == -1
+    assert store.get_state(1, "a") is None and store.due_of(1, "a") == 0
+    assert store.load(1, [], due_until=100).due == [(20, "b")]
+    assert store.segment_counts(2) == {3: 1}

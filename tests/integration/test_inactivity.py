@@ -20,6 +20,7 @@ from models.events import SegmentChange
 from models.features import DAY, CustomerState
 from models.generator import GeneratedRecord
 from stream.erase import partition_of
+from stream.feature_store import FeatureStore
 
 from .conftest import Stack
 from .test_e2e_sigterm import produce, read_topic, run_to_end, service_env
@@ -119,16 +120,17 @@ def test_quiet_customers_are_rescored_and_move_with_reason_inactivity(
     # Re-scored: every quiet customer passed all thresholds (last event + 90 days < watermark),
     # so its schedule is empty and its due entry removed.
     not_cleared = []
+    store = FeatureStore.from_client(redis_client, ns)
     for c in quiet:
-        blob = redis_client.get(f"{ns}:{{0}}:c:{c}")
+        blob = store.get_state(0, c)
         assert blob is not None
         s = CustomerState.unpack(blob)
         assert s.last_ts + 90 * DAY < wm
-        if s.next_due != 0 or redis_client.zscore(f"{ns}:{{0}}:due", c) is not None:
+        if s.next_due != 0 or store.due_of(0, c) != 0:
             not_cleared.append((c, s.next_due))
     # Inactivity changes happen at a threshold crossing, in event time.
     for ch in inactivity:
-        blob = redis_client.get(f"{ns}:{{0}}:c:{ch.customer_id}")
+        blob = store.get_state(0, ch.customer_id)
         if blob is None:
             continue
         last = CustomerState.unpack(blob).last_ts

@@ -98,8 +98,13 @@ def read_topic(stack: Stack, topic: str) -> dict[int, list[tuple[dict, dict[str,
 
 
 def states(client: redis.Redis, ns: str) -> dict[bytes, bytes]:
-    keys = sorted(client.scan_iter(match=f"{ns}:*:c:*", count=1000))
-    return dict(zip(keys and [k[len(ns) :] for k in keys], client.mget(keys) if keys else [], strict=True))
+    """(partition tag + customer id) -> packed state, for every customer of the namespace."""
+    out: dict[bytes, bytes] = {}
+    for key in client.scan_iter(match=f"{ns}:*:cb:*", count=1000):
+        tag = key[len(ns) :].split(b":cb:")[0]
+        for c, blob in client.hgetall(key).items():
+            out[tag + b":" + c] = blob
+    return dict(sorted(out.items()))
 
 
 def _replay(run: Run, path: Path, ns: str, *extra: str) -> dict:

@@ -1,0 +1,38 @@
+-- Read what one partition's batch needs, in one round trip: the applied offset, the watermark,
+-- the states of the batch's customers, and every inactivity re-evaluation due up to a time
+-- (with the states of those due customers).
+--
+-- KEYS[1] applied offset   KEYS[2] watermark   KEYS[3] due index (zset: bucket -> earliest due)
+-- KEYS[4..] state bucket keys of the requested customers
+-- ARGV[1] due until (inclusive)   ARGV[2] state bucket key prefix   ARGV[3] due bucket key prefix
+-- ARGV[4..] pairs: state bucket key index, customer id
+-- The due buckets' keys are built here from the prefixes: they carry the same partition hash
+-- tag as KEYS[1], so they live in the same Redis Cluster slot.
+-- Returns {offset|nil, watermark|nil, {state|nil per requested customer},
+--          {due customer, due ts, ...}, {state of each due customer not requested|nil, ...}}
+local states = {}
+local wanted = {}
+local j = 1
+for i = 4, #ARGV, 2 do
+  local cid = ARGV[i + 1]
+  states[j] = redis.call('HGET', KEYS[tonumber(ARGV[i])], cid)
+  wanted[cid] = true
+  j = j + 1
+end
+local due = {}
+local extra = {}
+local buckets = redis.call('ZRANGEBYSCORE', KEYS[3], 1, ARGV[1])
+for _, b in ipairs(buckets) do
+  local entries = redis.call('ZRANGEBYSCORE', ARGV[3] .. b, 1, ARGV[1], 'WITHSCORES')
+  for i = 1, #entries, 2 do
+    local cid = entries[i]
+    due[#due + 1] = cid
+    due[#due + 1] = entries[i + 1]
+    if not wanted[cid] then
+      wanted[cid] = true
+      extra[#extra + 1] = cid
+      extra[#extra + 1] = redis.call('HGET', ARGV[2] .. b, cid)
+    end
+  end
+end
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), states, due, extra}
