@@ -48,7 +48,7 @@ def test_valid_event() -> None:
         ({"currency": "euro"}, "currency"),
         ({"amount": None}, "needs amount and currency"),
         ({"type": "page_view"}, "amount is only allowed"),
-        ({"properties": {f"k{i}": i for i in range(40)}}, "at most 32 properties"),
+        ({"properties": {f"k{i}": i for i in range(40)}}, "at most 32 items"),
         ({"unexpected": 1}, "unexpected"),
     ],
 )
