@@ -282,6 +282,9 @@ def segments(obj: Ctx, as_json: bool, tree: bool) -> None:
     engine = SegmentEngine.restore(saved[1])
     counts = store.segment_counts(_partitions(obj.settings, store))
     profiles = engine.segments()
+    # Customers whose segment a model update retired keep it until their next row moves them.
+    live_ids = {s.id for s in profiles}
+    retired = {sid: n for sid, n in sorted(counts.items()) if sid not in live_ids}
     if as_json:
         click.echo(
             json.dumps(
@@ -297,6 +300,7 @@ def segments(obj: Ctx, as_json: bool, tree: bool) -> None:
                         }
                         for s in profiles
                     ],
+                    "retired": {str(sid): n for sid, n in retired.items()},
                 },
                 indent=2,
             )
@@ -335,6 +339,11 @@ def segments(obj: Ctx, as_json: bool, tree: bool) -> None:
             f"{c.get('engagement_trend', 0):.2f}",
         )
     console.print(table)
+    if retired:
+        console.print(
+            f"{sum(retired.values()):,} customer(s) still in retired segment(s) "
+            f"{', '.join(map(str, retired))}: they move with their next event or re-evaluation"
+        )
     if tree:
         console.print(engine.hierarchy().render())
 
