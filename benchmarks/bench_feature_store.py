@@ -354,7 +354,7 @@ def main() -> None:
                 f"median {batch_med:,.0f} events/s  {[round(x) for x in batch_all]}"
             )
             print(
-                f"per-event baseline (GET+SET): median {base_med:,.0f} events/s  "
+                f"per-event baseline (HGET+HSET): median {base_med:,.0f} events/s  "
                 f"{[round(x) for x in base_all]}"
             )
             print(f"ratio: {batch_med / base_med:.1f}x")

@@ -217,6 +217,8 @@ class FeatureStore:
         keys = [f"{tag}:offset", f"{tag}:wm", f"{tag}:due", f"{tag}:segcount"]
         index: dict[str, int] = {}
         nb = self.buckets
+        crc32 = zlib.crc32
+        bucket: dict[str, int] = {}  # customer -> bucket, hashed once
         args: list[Any] = [
             "" if w.expected_offset < 0 else str(w.expected_offset),
             str(w.new_offset),
@@ -224,7 +226,8 @@ class FeatureStore:
             len(w.states),
         ]
         for c, blob in w.states.items():
-            key = f"{tag}:cb:{zlib.crc32(c.encode()) % nb}"
+            b = bucket[c] = crc32(c.encode()) % nb
+            key = f"{tag}:cb:{b}"
             ki = index.get(key)
             if ki is None:
                 keys.append(key)
@@ -232,7 +235,8 @@ class FeatureStore:
             args += (ki, c, blob)
         args.append(len(w.due))
         for c, ts in w.due.items():
-            b = zlib.crc32(c.encode()) % nb
+            known = bucket.get(c)
+            b = crc32(c.encode()) % nb if known is None else known
             key = f"{tag}:db:{b}"
             ki = index.get(key)
             if ki is None:
