@@ -418,6 +418,25 @@ class MemoryFeatureStore:
     def watermark(self, p: int) -> int:
         return self._watermarks.get(p, 0)
 
+    def state_and_offset(self, p: int, customer_id: str) -> tuple[bytes | None, int]:
+        return self.get_state(p, customer_id), self.applied_offset(p)
+
+    def erase_customer(self, p: int, customer_id: str, expected: bytes, segment: int) -> int:
+        states = self._states.get(p, {})
+        current = states.get(customer_id)
+        if current is None:
+            return -1
+        if current != expected:
+            return 0
+        del states[customer_id]
+        self._due.get(p, {}).pop(customer_id, None)
+        counts = self._segcounts.get(p, {})
+        if segment >= 0 and segment in counts:
+            counts[segment] -= 1
+            if counts[segment] <= 0:
+                del counts[segment]
+        return 1
+
     def get_state(self, p: int, customer_id: str) -> bytes | None:
         return self._states.get(p, {}).get(customer_id)
 

@@ -112,8 +112,6 @@ def test_many_customers_and_the_due_schedule(store: FeatureStore | MemoryFeature
 
 
 def test_erase_customer(store: FeatureStore | MemoryFeatureStore) -> None:
-    if not isinstance(store, FeatureStore):
-        pytest.skip("erase is Redis-only (segstream forget)")
     store.commit(
         write(1, -1, 5, states={"a": b"\x01A", "b": b"\x01B"}, due={"a": 10, "b": 20}, deltas={3: 2})
     )
