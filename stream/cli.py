@@ -323,20 +323,20 @@ def segments(obj: Ctx, as_json: bool, tree: bool) -> None:
     ):
         table.add_column(col, justify="left" if col in ("name", "top channel") else "right")
     for s in sorted(profiles, key=lambda s: -counts.get(s.id, 0)):
-        c = s.centroid
+        c = s.centroid  # max(..., 0) below: these are non-negative; inverse transforms can dip below
         shares = {k[6:]: v for k, v in c.items() if k.startswith("share_")}
         top = max(shares, key=lambda k: shares[k]) if shares else "-"
         table.add_row(
             str(s.id),
             s.name,
             f"{counts.get(s.id, 0):,}",
-            f"{c.get('recency_days', 0):.0f}",
-            f"{c.get('purchases', 0):.1f}",
-            f"{c.get('spend', 0):,.0f}",
-            f"{c.get('aov', 0):,.0f}",
-            f"{c.get('promo_share', 0):.0%}",
+            f"{max(c.get('recency_days', 0.0), 0.0):.0f}",
+            f"{max(c.get('purchases', 0.0), 0.0):.1f}",
+            f"{max(c.get('spend', 0.0), 0.0):,.0f}",
+            f"{max(c.get('aov', 0.0), 0.0):,.0f}",
+            f"{max(c.get('promo_share', 0.0), 0.0):.0%}",
             f"{top} {shares.get(top, 0):.0%}" if shares else "-",
-            f"{c.get('engagement_trend', 0):.2f}",
+            f"{max(c.get('engagement_trend', 0.0), 0.0):.2f}",
         )
     console.print(table)
     if retired:
