@@ -262,12 +262,35 @@ _SLOT_OF_CHANNEL: Final = {ch: _CHANNEL_SLOT[g] for ch, g in _CHANNEL_GROUP_OF.i
 
 def apply_event(state: CustomerState, params: FeatureParams, fact: Fact) -> bool:
     """Apply one event to the state in place. Returns False for a duplicate (state unchanged)."""
-    h = fact.event_hash
+    return apply_values(
+        state,
+        params,
+        fact.ts,
+        fact.kind,
+        fact.channel,
+        fact.amount,
+        fact.promo,
+        fact.event_hash,
+        fact.is_add_to_cart,
+    )
+
+
+def apply_values(
+    state: CustomerState,
+    params: FeatureParams,
+    ts: int,
+    kind: str,
+    channel: str,
+    amount: float,
+    promo: bool,
+    h: int,
+    is_add_to_cart: bool,
+) -> bool:
+    """:func:`apply_event` on the fields of a :class:`Fact`, without building one (the hot path)."""
     recent = state.recent
     for pair in recent:
         if pair[1] == h:
             return False
-    ts = fact.ts
     key = (ts, h)
     # Keep the newest DEDUPE_WINDOW pairs, sorted; one older than the whole full window is
     # treated as new (beyond the dedupe window) and not remembered.
@@ -309,8 +332,7 @@ def apply_event(state: CustomerState, params: FeatureParams, fact: Fact) -> bool
         state.first_ts = min(state.first_ts, ts)
     state.events += 1
 
-    kind = fact.kind
-    ch = _SLOT_OF_CHANNEL.get(fact.channel, _OTHER_SLOT)
+    ch = _SLOT_OF_CHANNEL.get(channel, _OTHER_SLOT)
     ks = _KIND_SLOT.get(kind)
     if not late:
         dec[ch] += 1.0
@@ -319,10 +341,10 @@ def apply_event(state: CustomerState, params: FeatureParams, fact: Fact) -> bool
         if ks is not None:
             dec[ks] += 1.0
         if kind == "purchase":
-            dec[_SPEND] += fact.amount
+            dec[_SPEND] += amount
             dec[_PURCHASES] += 1.0
         elif kind == "refund":
-            dec[_SPEND] -= fact.amount
+            dec[_SPEND] -= amount
     else:
         # A late event's weight, already decayed to ref_ts.
         m, c, s, lg = params.group_half_lives
@@ -335,21 +357,21 @@ def apply_event(state: CustomerState, params: FeatureParams, fact: Fact) -> bool
             dec[ks] += g1
         if kind == "purchase":
             g0 = math.exp2(dt / m)
-            dec[_SPEND] += fact.amount * g0
+            dec[_SPEND] += amount * g0
             dec[_PURCHASES] += g0
         elif kind == "refund":
-            dec[_SPEND] -= fact.amount * math.exp2(dt / m)
-    if fact.is_add_to_cart:
+            dec[_SPEND] -= amount * math.exp2(dt / m)
+    if is_add_to_cart:
         state.carts += 1
     if kind == "purchase":
         state.purchases += 1
-        state.spend += fact.amount
-        if fact.promo:
+        state.spend += amount
+        if promo:
             state.promo_purchases += 1
         state.last_purchase_ts = max(state.last_purchase_ts, ts)
     elif kind == "refund":
         state.refunds += 1
-        state.refunded += fact.amount
+        state.refunded += amount
     return True
 
 

@@ -17,6 +17,7 @@ import heapq
 import logging
 import math
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from models.events import (
+    KIND_OF_TYPE,
     DeadLetter,
+    EventType,
     InteractionEvent,
     SegmentChange,
     SegmentRef,
@@ -35,9 +38,9 @@ from models.events import (
 from models.features import (
     CustomerState,
     FeatureParams,
-    apply_event,
+    _threshold_offsets,
+    apply_values,
     evaluate_many,
-    fact_of,
     next_due,
     snapshot,
 )
@@ -48,6 +51,11 @@ from stream.metrics import Metrics
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Event type -> (feature kind, is an add-to-cart): what fact_of derives from the type, looked up once.
+_TYPE_INFO: dict[EventType, tuple[str, bool]] = {
+    t: (KIND_OF_TYPE[t], t is EventType.ADD_TO_CART) for t in EventType
+}
 
 
 class Sink(Protocol):
@@ -163,11 +171,14 @@ class BatchProcessor:
         self, p: int, recs: list[SourceRecord], result: BatchResult
     ) -> PartitionWrite | None:
         # The applied offset is only known after the load; decode first to know which customers to load.
-        events = [(r, self._decode_quiet(r)) for r in recs]
-        customers = sorted({e.customer_id for _, e in events if e is not None})
-        max_ts = max((int(e.ts_seconds) for _, e in events if e is not None), default=0)
+        decode = self._decode_quiet
+        # Event time in whole seconds (int(ts_seconds), the same value), computed once per event.
+        events = [(r, e, int(e.ts.timestamp()) if e is not None else 0) for r in recs for e in (decode(r),)]
+        customers = sorted({e.customer_id for _, e, _ in events if e is not None})
+        max_ts = max((ts for _, e, ts in events if e is not None), default=0)
         view = self.store.load(p, customers, due_until=max_ts)
-        fresh = [(r, e) for r, e in events if r.offset > view.applied_offset]
+        applied_offset = view.applied_offset
+        fresh = [x for x in events if x[0].offset > applied_offset]
         skipped = len(events) - len(fresh)
         if skipped:
             self.metrics.events_skipped.inc(skipped)
@@ -201,7 +212,7 @@ class BatchProcessor:
     def _apply(
         self,
         view: PartitionView,
-        decoded: list[tuple[SourceRecord, InteractionEvent | None]],
+        decoded: list[tuple[SourceRecord, InteractionEvent | None, int]],
         result: BatchResult,
     ) -> tuple[list[_Row], dict[str, CustomerState], set[str], dict[str, int], int]:
         states: dict[str, CustomerState] = {}
@@ -221,61 +232,92 @@ class BatchProcessor:
         heapq.heapify(due_heap)
         wm = view.watermark
         params = self.params
+        lateness = self._lateness
+        future = self._future
+        offsets = _threshold_offsets(tuple(self._thresholds))
+        type_info = _TYPE_INFO
+        crc32 = zlib.crc32
+        heappush = heapq.heappush
+        heappop = heapq.heappop
+        add_row = rows.append
+        mark = dirty.add
         applied = 0
-        for rec, event in decoded:
+        duplicates = 0
+        for rec, event, ts in decoded:
             if event is None:
                 self._decode(rec)  # emits the dead letter with its reason
                 result.dead_letters += 1
                 continue
-            ts = int(event.ts_seconds)
-            if wm and ts < wm - self._lateness:
+            if wm and ts < wm - lateness:
                 self._dead(
                     rec,
                     "LateEvent",
                     f"event time {event.ts.isoformat()} is {(wm - ts) / 3600:.1f} h behind the partition "
-                    f"watermark; allowed lateness is {self._lateness / 3600:g} h",
+                    f"watermark; allowed lateness is {lateness / 3600:g} h",
                 )
                 result.dead_letters += 1
                 continue
-            if wm and ts > wm + self._future:
+            if wm and ts > wm + future:
                 self._dead(
                     rec,
                     "FutureEvent",
                     f"event time {event.ts.isoformat()} is {(ts - wm) / 3600:.1f} h ahead of the partition "
-                    f"watermark; at most {self._future / 3600:g} h allowed",
+                    f"watermark; at most {future / 3600:g} h allowed",
                 )
                 result.dead_letters += 1
                 continue
             cid = event.customer_id
-            state = state_of(cid)
-            fact = fact_of(event)
-            if not apply_event(state, params, fact):
-                self.metrics.duplicates.inc()
+            state = states.get(cid)
+            if state is None:
+                state = state_of(cid)
+            etype = event.type
+            kind, is_cart = type_info[etype]
+            if not apply_values(
+                state,
+                params,
+                ts,
+                kind,
+                event.channel.value,
+                event.amount or 0.0,
+                event.campaign_id is not None or bool(event.discount),
+                crc32(event.event_id.encode()),
+                is_cart,
+            ):
+                duplicates += 1
                 continue
             applied += 1
-            dirty.add(cid)
-            rows.append(_Row(cid, snapshot(state), float(ts), "event", rec.offset))
-            wm = max(wm, ts)
-            due = next_due(state, self._thresholds, after_ts=wm)
+            mark(cid)
+            add_row(_Row(cid, snapshot(state), float(ts), "event", rec.offset))
+            if ts > wm:  # noqa: PLR1730 - cheaper than max() per event
+                wm = ts
+            # next_due(state, thresholds, after_ts=wm), inlined
+            last = state.last_ts
+            due = 0
+            for off in offsets:
+                if last + off > wm:
+                    due = last + off
+                    break
             if due != state.next_due:
                 state.next_due = due
                 due_updates[cid] = due
                 if due:
-                    heapq.heappush(due_heap, (due, cid))
+                    heappush(due_heap, (due, cid))
             # Customers whose quiet spell crossed a threshold before the watermark: re-score them at
             # the crossing time, so the result does not depend on where the batch was cut.
             while due_heap and due_heap[0][0] <= wm:
-                due_ts, qcid = heapq.heappop(due_heap)
+                due_ts, qcid = heappop(due_heap)
                 qstate = state_of(qcid)
                 if qstate.next_due != due_ts:
                     continue  # stale: the customer was active since
-                rows.append(_Row(qcid, snapshot(qstate), float(due_ts), "inactivity", rec.offset))
+                add_row(_Row(qcid, snapshot(qstate), float(due_ts), "inactivity", rec.offset))
                 self.metrics.reevaluations.inc()
                 qstate.next_due = next_due(qstate, self._thresholds, after_ts=due_ts)
                 due_updates[qcid] = qstate.next_due
-                dirty.add(qcid)
+                mark(qcid)
                 if qstate.next_due:
-                    heapq.heappush(due_heap, (qstate.next_due, qcid))
+                    heappush(due_heap, (qstate.next_due, qcid))
+        if duplicates:
+            self.metrics.duplicates.inc(duplicates)
         result.applied += applied
         self.metrics.events_applied.inc(applied)
         return rows, states, dirty, due_updates, wm
