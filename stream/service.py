@@ -211,14 +211,14 @@ class Service:
         self.consumer.commit(
             {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in result.offsets.items()}
         )
-        self._update_lag(result.offsets)
+        self._update_lag(result.offsets, result.watermarks)
         summary.records += len(records)
         summary.applied += result.applied
         summary.dead_letters += result.dead_letters
         summary.changes += result.changes
         summary.batches += 1
 
-    def _update_lag(self, offsets: dict[int, int]) -> None:
+    def _update_lag(self, offsets: dict[int, int], watermarks: dict[int, int]) -> None:
         assert self.consumer is not None and self.store is not None
         topic = self.settings.topics.interactions
         now = time.time()
@@ -227,7 +227,10 @@ class Service:
             if end is not None:
                 self.metrics.lag_messages.labels(partition=str(p)).set(max(end - pos, 0))
             # Lag in seconds: how far the event time this partition has reached trails the clock.
-            wm = self.store.watermark(p)
+            # The batch wrote it (no Redis round trip); a batch that skipped the partition did not.
+            wm = watermarks.get(p)
+            if wm is None:
+                wm = self.store.watermark(p)
             if wm:
                 self.metrics.lag_seconds.labels(partition=str(p)).set(max(now - wm, 0.0))
         if now - self._sizes_at >= 5.0:  # segment sizes: one small Redis read every few seconds
