@@ -76,6 +76,14 @@ class EngineParams:
     seed: int = 42
     feature_weights: tuple[tuple[str, float], ...] = ()
     n_super: int = 3
+    n_init: int = 10  # k-means++ restarts of the macro step (a third of them on warm versions)
+    restart_gain: float = 0.05
+    # Opt-in: a row with recency r days (an inactivity re-scoring) counts max(1, quiet_weight * r)
+    # times, for the quiet days it stands for, so the model's population is closer to a snapshot
+    # of the customers (0: every learned row counts once). Measured on the 600-customer logs,
+    # 0.5 lowers SSQ/k-means 1.34 -> 1.13 and raises ARI 0.63 -> 0.67 but lowers id agreement
+    # 0.89 -> 0.70 and raises flapping 0.2% -> 1-4%: not the default.
+    quiet_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -231,7 +239,13 @@ class SegmentEngine:
         self.feature_names = tuple(feature_names)
         self.vectorizer = Vectorizer(self.feature_names, dict(params.feature_weights))
         self.model = make_model(
-            params.model, params.n_segments, params.seed, params.max_micro, params.half_life_days * DAY
+            params.model,
+            params.n_segments,
+            params.seed,
+            params.max_micro,
+            params.half_life_days * DAY,
+            n_init=params.n_init,
+            restart_gain=params.restart_gain,
         )
         self.registry = SegmentRegistry(gate=params.gate, drift=params.drift)
         self.namer = SegmentNamer()
@@ -248,6 +262,15 @@ class SegmentEngine:
         self._current: _Version | None = None
         idx = {f: i for i, f in enumerate(self.feature_names)}
         self._rfm_cols = [idx.get(f) for f in ("recency_purchase_days", "purchases", "spend")]
+        self._recency_col = idx.get("recency_days")
+
+    def _row_weights(self, raw: np.ndarray) -> np.ndarray | None:
+        """Learning weight of each row (None: all 1); see ``EngineParams.quiet_weight``."""
+        q = self.params.quiet_weight
+        col = getattr(self, "_recency_col", None)  # None in snapshots written before the knob
+        if q <= 0 or col is None:
+            return None
+        return np.maximum(1.0, q * np.nan_to_num(raw[:, col]))
 
     # -- public API -------------------------------------------------------------------------
     @property
@@ -474,7 +497,7 @@ class SegmentEngine:
                 self.model.rescale(a, b)
                 self.registry.rescale(a, b)
         Z = self.vectorizer.transform(raw)
-        self.model.learn_many(Z, t)
+        self.model.learn_many(Z, t, self._row_weights(raw))
         self.learned += len(raw)
         if all(c is not None for c in self._rfm_cols):
             self.rfm_scorer.update(*(raw[:, c] for c in self._rfm_cols if c is not None))

@@ -232,8 +232,11 @@ class MicroClusterKMeans(base.Clusterer):
         return bound
 
     # -- learning ---------------------------------------------------------------------------
-    def learn_many(self, X: np.ndarray, t: np.ndarray | None = None) -> None:
-        """Learn a batch of vectors (rows in stream order) observed at event times ``t``."""
+    def learn_many(
+        self, X: np.ndarray, t: np.ndarray | None = None, sample_weight: np.ndarray | None = None
+    ) -> None:
+        """Learn a batch of vectors (rows in stream order) observed at event times ``t``, each
+        counting ``sample_weight`` times (default 1)."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or len(X) == 0:
             return
@@ -251,6 +254,8 @@ class MicroClusterKMeans(base.Clusterer):
             w = np.exp2((t_arr - self.t0) / self.half_life)
         else:
             w = np.ones(len(X))
+        if sample_weight is not None:
+            w = w * np.asarray(sample_weight, dtype=np.float64)
 
         if self.n_micro > 0:
             near, d2 = nearest(X, self.centres())

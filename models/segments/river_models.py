@@ -42,7 +42,7 @@ class ModelSummary:
 class SegmentModel(Protocol):
     supports_rescale: bool
 
-    def learn_many(self, X: np.ndarray, t: np.ndarray) -> None: ...
+    def learn_many(self, X: np.ndarray, t: np.ndarray, sample_weight: np.ndarray | None = None) -> None: ...
 
     def rescale(self, a: np.ndarray, b: np.ndarray) -> None: ...
 
@@ -55,14 +55,26 @@ class MicroAdapter:
     supports_rescale = True
 
     def __init__(
-        self, n_clusters: int, seed: int, max_micro: int = 150, half_life: float = 60 * 86400.0
+        self,
+        n_clusters: int,
+        seed: int,
+        max_micro: int = 150,
+        half_life: float = 60 * 86400.0,
+        n_init: int = 10,
+        restart_gain: float = 0.05,
     ) -> None:
         self.model = MicroClusterKMeans(
-            n_clusters=n_clusters, max_micro=max_micro, half_life=half_life, recluster_every=0, seed=seed
+            n_clusters=n_clusters,
+            max_micro=max_micro,
+            half_life=half_life,
+            recluster_every=0,
+            n_init=n_init,
+            restart_gain=restart_gain,
+            seed=seed,
         )
 
-    def learn_many(self, X: np.ndarray, t: np.ndarray) -> None:
-        self.model.learn_many(X, t)
+    def learn_many(self, X: np.ndarray, t: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
+        self.model.learn_many(X, t, sample_weight)
 
     def rescale(self, a: np.ndarray, b: np.ndarray) -> None:
         self.model.rescale(a, b)
@@ -106,8 +118,8 @@ class RiverAdapter:
         self.model = _river_model(name, n_clusters, seed)
         self.supports_rescale = name == "kmeans"
 
-    def learn_many(self, X: np.ndarray, t: np.ndarray) -> None:
-        learn = self.model.learn_one
+    def learn_many(self, X: np.ndarray, t: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
+        learn = self.model.learn_one  # River's clusterers take no weights
         for row in X.tolist():
             learn(dict(enumerate(row)))
 
@@ -143,8 +155,14 @@ class RiverAdapter:
 
 
 def make_model(
-    name: str, n_clusters: int, seed: int, max_micro: int = 150, half_life: float = 60 * 86400.0
+    name: str,
+    n_clusters: int,
+    seed: int,
+    max_micro: int = 150,
+    half_life: float = 60 * 86400.0,
+    n_init: int = 10,
+    restart_gain: float = 0.05,
 ) -> SegmentModel:
     if name == "microclusters":
-        return MicroAdapter(n_clusters, seed, max_micro, half_life)
+        return MicroAdapter(n_clusters, seed, max_micro, half_life, n_init, restart_gain)
     return RiverAdapter(name, n_clusters, seed)

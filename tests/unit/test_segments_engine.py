@@ -212,3 +212,14 @@ def test_duplicate_names_get_a_qualifier_from_what_sets_them_apart() -> None:
     assert out[1] == "Promo-driven occasional, app-first"
     assert out[2] == "Promo-driven occasional, less app"
     assert out[3] == "Dormant"
+
+
+def test_quiet_rows_weigh_the_days_they_stand_for() -> None:
+    """An inactivity row (recency r days) counts max(1, quiet_weight * r); 0 turns it off."""
+    feats = ("recency_days", "f1")
+    raw = np.array([[0.0, 1.0], [0.5, 1.0], [14.0, 1.0], [30.0, 2.0]])
+    on = SegmentEngine(EngineParams(n_segments=2, quiet_weight=0.5), feats)
+    weights = on._row_weights(raw)
+    assert weights is not None
+    assert weights.tolist() == [1.0, 1.0, 7.0, 15.0]
+    assert SegmentEngine(EngineParams(n_segments=2, quiet_weight=0.0), feats)._row_weights(raw) is None

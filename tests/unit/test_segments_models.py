@@ -123,3 +123,17 @@ def test_engine_contract(model: str) -> None:
     rb, _ = r.process(Y, np.full(300, 1e6))
     assert np.array_equal(ra.segment_ids, rb.segment_ids)
     assert e1.version == r.version and e1.segments() == r.segments()
+
+
+def test_sample_weight_counts_like_repeated_rows() -> None:
+    """A row of weight 3 adds the same statistics as the row three times (same time)."""
+    X, _ = blobs(300, seed=4)
+    t = np.zeros(len(X))
+    w = np.where(np.arange(len(X)) % 2 == 0, 3.0, 1.0)
+    a = MicroClusterKMeans(n_clusters=3, max_micro=1000, seed=1)
+    a.learn_many(X, t, w)
+    b = MicroClusterKMeans(n_clusters=3, max_micro=1000, seed=1)
+    b.learn_many(X, t)
+    assert a.n.sum() == pytest.approx(w.sum())
+    assert a.ls.sum(axis=0) == pytest.approx((X * w[:, None]).sum(axis=0))
+    assert b.n.sum() == pytest.approx(len(X))
