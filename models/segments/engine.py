@@ -465,11 +465,16 @@ class SegmentEngine:
         ids = v.ids.tolist()
         return Hierarchy.build(v.centroids, v.weights, [v.names.get(i, str(i)) for i in ids], ids)
 
-    def rfm(self, raw_row: np.ndarray) -> RFMScore:
+    def rfm(self, raw_row: np.ndarray) -> RFMScore | None:
+        """R, F, M quintile scores and group; None for a customer who never purchased (RFM
+        describes buyers: a browser is not "Lost", it never started)."""
         if any(c is None for c in self._rfm_cols):
             raise ValueError("RFM needs recency_purchase_days, purchases and spend features")
         r = np.asarray(raw_row, dtype=np.float64).reshape(-1)
-        return self.rfm_scorer.score(*(float(r[c]) for c in self._rfm_cols if c is not None))
+        recency, purchases, spend = (float(r[c]) for c in self._rfm_cols if c is not None)
+        if purchases <= 0:
+            return None
+        return self.rfm_scorer.score(recency, purchases, spend)
 
     def snapshot(self) -> bytes:
         """The exact engine state (pickled; restore only snapshots this service wrote)."""

@@ -76,7 +76,9 @@ def suggest_name(raw: Mapping[str, float], z: Mapping[str, float]) -> str:
         return "Browsers, no purchase"
     if recency > 120 or (zz("recency_days") > 1.0 and zz("engage_decayed") < -0.5):
         return "Dormant"
-    if tenure < 30 or zz("tenure_days") < -1.25:
+    # "New" is relative: while the whole population is young (the first weeks of a log), nobody
+    # is new compared with the others and behaviour names the segments instead.
+    if (tenure < 30 and zz("tenure_days") < -0.5) or zz("tenure_days") < -1.25:
         return "New"
     if trend < 0.7:
         return "Declining engagement"

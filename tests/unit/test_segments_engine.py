@@ -154,7 +154,9 @@ def test_names_for_obvious_profiles() -> None:
         suggest_name(_raw(purchases=0, browse_decayed=5), {"browse_decayed": 1.0}) == "Browsers, no purchase"
     )
     assert suggest_name(_raw(recency_days=300), {}) == "Dormant"
-    assert suggest_name(_raw(tenure_days=5), {}) == "New"
+    assert suggest_name(_raw(tenure_days=5), {"tenure_days": -1.0}) == "New"
+    # Young in absolute terms but not against a population that is young too: not "New".
+    assert suggest_name(_raw(tenure_days=5), {"tenure_days": 0.0}) != "New"
     assert suggest_name(_raw(engagement_trend=0.4), {}) == "Declining engagement"
     assert suggest_name(_raw(), {"spend": 1.5, "purchases": 1.0}) == "High-value loyal"
     assert suggest_name(_raw(promo_share=0.8), {"purchases": -0.5}) == "Promo-driven occasional"
