@@ -35,9 +35,15 @@ class Ctx:
 
 
 def _overrides(
-    bootstrap: str | None, redis_url: str | None, namespace: str | None, group: str | None
+    bootstrap: str | None,
+    redis_url: str | None,
+    namespace: str | None,
+    group: str | None,
+    suffix: str | None = None,
 ) -> dict[str, Any]:
     o: dict[str, Any] = {}
+    if suffix is not None:
+        o.setdefault("topics", {})["suffix"] = suffix
     if bootstrap:
         o.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
     if group:
@@ -55,6 +61,7 @@ def _overrides(
 @click.option("--redis-url", help="Redis URL (overrides settings).")
 @click.option("--namespace", "-n", help="Redis namespace (overrides settings).")
 @click.option("--group", help="Kafka consumer group id (overrides settings).")
+@click.option("--suffix", help="Output topic suffix, e.g. '.shadow' to read a replay's changes.")
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
 @click.pass_context
 def cli(
@@ -64,6 +71,7 @@ def cli(
     redis_url: str | None,
     namespace: str | None,
     group: str | None,
+    suffix: str | None,
     verbose: bool,
 ) -> None:
     """segstream: streaming customer segmentation on Kafka and Redis."""
@@ -73,7 +81,7 @@ def cli(
         stream=sys.stderr,
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    ctx.obj = Ctx(config, _overrides(bootstrap, redis_url, namespace, group))
+    ctx.obj = Ctx(config, _overrides(bootstrap, redis_url, namespace, group, suffix))
 
 
 # ---------------------------------------------------------------- settings and topics
