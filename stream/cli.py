@@ -80,7 +80,9 @@ def cli(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    # kafka-python logs transient coordinator moves and "event loop blocked" notices as warnings:
+    # noise for a CLI user; its errors still show.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
     ctx.obj = Ctx(config, _overrides(bootstrap, redis_url, namespace, group, suffix))
 
 
