@@ -212,15 +212,20 @@ _LABELS = {
 }
 
 
-def _fmt(feature: str, value: float) -> str:
-    label, unit = _LABELS.get(feature, (feature.replace("_", " "), "share"))
+def _label(feature: str) -> str:
+    return _LABELS.get(feature, (feature.replace("_", " "), "share"))[0]
+
+
+def _value(feature: str, value: float) -> str:
+    """A feature value in its unit: "18 days", "1,240", "35%", "0.72"."""
+    unit = _LABELS.get(feature, (feature, "share"))[1]
     if unit == "days":
-        return f"{label} {{}} to {value:.0f} days"
+        return f"{value:.0f} days"
     if unit == "money":
-        return f"{label} {{}} to {value:,.0f}"
+        return f"{value:,.0f}"
     if unit == "share":
-        return f"{label} {{}} to {value:.0%}"
-    return f"{label} {{}} to {value:.2f}" if unit == "ratio" else f"{label} {{}} to {value:.1f}"
+        return f"{max(value, 0.0):.0%}"
+    return f"{value:.2f}" if unit == "ratio" else f"{max(value, 0.0):.1f}"
 
 
 class SegmentEngine:
@@ -426,14 +431,19 @@ class SegmentEngine:
         mu_from = v.centroids[pos[from_id]] if from_id in pos else np.zeros_like(z)
         contrib = (z - mu_from) ** 2 - (z - mu_to) ** 2
         from_raw = self.vectorizer.inverse(mu_from[None, :])[0]
+        from_name = v.names.get(from_id, f"segment {from_id}") if from_id in pos else None
         parts = []
         for f in np.argsort(-contrib, kind="stable")[:3].tolist():
             if contrib[f] <= 0:
                 break
             name = self.feature_names[f]
             value = float(raw_row[0, f])
-            verb = "rose" if value >= from_raw[f] else "fell"
-            parts.append(_fmt(name, value).format(verb))
+            text = f"{_label(name)} {_value(name, value)}"
+            if from_name is not None:
+                # Against the old segment's typical value: the customer's own previous value is
+                # not known here, so no "rose"/"fell".
+                text += f" (typical of {from_name}: {_value(name, float(from_raw[f]))})"
+            parts.append(text)
         lead = "" if from_id in pos else f"closest to {v.names.get(to_id, to_id)}: "
         return lead + ("; ".join(parts) if parts else "small changes across many features")
 
