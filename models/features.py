@@ -375,6 +375,49 @@ def apply_values(
     return True
 
 
+_EXACT_FIELDS: Final = (
+    "first_ts",
+    "last_ts",
+    "last_purchase_ts",
+    "ref_ts",
+    "events",
+    "purchases",
+    "refunds",
+    "promo_purchases",
+    "carts",
+    "next_due",
+)
+
+
+def feature_differences(a: CustomerState, b: CustomerState, rel: float = 1e-9) -> list[str]:
+    """How two states' features differ: integers and the dedupe window exactly, floats to ``rel``
+    relative (the segment bookkeeping is not compared). Empty when they agree.
+
+    >>> feature_differences(CustomerState.new(), CustomerState.new())
+    []
+    """
+
+    def close(x: float, y: float) -> bool:
+        return x == y or abs(x - y) <= rel * max(abs(x), abs(y))
+
+    bad = [
+        f"{n}: {getattr(a, n)} != {getattr(b, n)}" for n in _EXACT_FIELDS if getattr(a, n) != getattr(b, n)
+    ]
+    bad += [
+        f"{n}: {getattr(a, n)!r} != {getattr(b, n)!r}"
+        for n in ("spend", "refunded")
+        if not close(getattr(a, n), getattr(b, n))
+    ]
+    bad += [
+        f"{DECAYED[i]}: {x!r} != {y!r}"
+        for i, (x, y) in enumerate(zip(a.decayed, b.decayed, strict=True))
+        if not close(x, y)
+    ]
+    if sorted(a.recent) != sorted(b.recent):
+        bad.append(f"recent: {a.recent} != {b.recent}")
+    return bad
+
+
 _SNAP_FIELDS: Final = (
     "first_ts",
     "last_ts",

@@ -20,7 +20,7 @@ from pathlib import Path
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from models.features import CustomerState
+from models.features import CustomerState, feature_differences
 from models.generator import GeneratedRecord, generate
 from stream.feature_store import FeatureStore
 
@@ -150,38 +150,6 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float 
         time.sleep(step)
 
 
-def feature_mismatches(a: CustomerState, b: CustomerState, rel: float = 1e-9) -> list[str]:
-    """Feature fields that differ: integers exactly, floats to ``rel`` (segment fields excluded)."""
-    bad = []
-    for name in (
-        "first_ts",
-        "last_ts",
-        "last_purchase_ts",
-        "ref_ts",
-        "events",
-        "purchases",
-        "refunds",
-        "promo_purchases",
-        "carts",
-        "next_due",
-    ):
-        if getattr(a, name) != getattr(b, name):
-            bad.append(f"{name}: {getattr(a, name)} != {getattr(b, name)}")
-    for name in ("spend", "refunded"):
-        if not _close(getattr(a, name), getattr(b, name), rel):
-            bad.append(f"{name}: {getattr(a, name)!r} != {getattr(b, name)!r}")
-    for i, (x, y) in enumerate(zip(a.decayed, b.decayed, strict=True)):
-        if not _close(x, y, rel):
-            bad.append(f"decayed[{i}]: {x!r} != {y!r}")
-    if sorted(a.recent) != sorted(b.recent):
-        bad.append(f"recent: {a.recent} != {b.recent}")
-    return bad
-
-
-def _close(x: float, y: float, rel: float) -> bool:
-    return x == y or abs(x - y) <= rel * max(abs(x), abs(y))
-
-
 def compare_states(got: dict[str, bytes], want: dict[str, bytes]) -> tuple[list[str], dict[str, int]]:
     """(feature problems, segment agreement counts) between two namespaces' states."""
     problems: list[str] = []
@@ -192,7 +160,7 @@ def compare_states(got: dict[str, bytes], want: dict[str, bytes]) -> tuple[list[
     seg = {"customers": 0, "segment": 0, "seq": 0, "segment_since": 0}
     for cid in sorted(set(got) & set(want)):
         a, b = CustomerState.unpack(got[cid]), CustomerState.unpack(want[cid])
-        for m in feature_mismatches(a, b):
+        for m in feature_differences(a, b):
             problems.append(f"{cid}: {m}")
         seg["customers"] += 1
         seg["segment"] += a.segment == b.segment
