@@ -375,7 +375,8 @@ def apply_values(
     return True
 
 
-_EXACT_FIELDS: Final = (
+# Integer counters and event times of the state, shared by the comparison and the snapshot.
+_COUNTERS: Final = (
     "first_ts",
     "last_ts",
     "last_purchase_ts",
@@ -385,8 +386,8 @@ _EXACT_FIELDS: Final = (
     "refunds",
     "promo_purchases",
     "carts",
-    "next_due",
 )
+_EXACT_FIELDS: Final = (*_COUNTERS, "next_due")
 
 
 def feature_differences(a: CustomerState, b: CustomerState, rel: float = 1e-9) -> list[str]:
@@ -418,19 +419,7 @@ def feature_differences(a: CustomerState, b: CustomerState, rel: float = 1e-9) -
     return bad
 
 
-_SNAP_FIELDS: Final = (
-    "first_ts",
-    "last_ts",
-    "last_purchase_ts",
-    "ref_ts",
-    "events",
-    "purchases",
-    "refunds",
-    "promo_purchases",
-    "carts",
-    "spend",
-    "refunded",
-)
+_SNAP_FIELDS: Final = (*_COUNTERS, "spend", "refunded")
 SNAPSHOT_WIDTH: Final = len(_SNAP_FIELDS) + len(DECAYED)
 
 
