@@ -359,13 +359,11 @@ def segments(obj: Ctx, as_json: bool, tree: bool) -> None:
 
 
 def _customer_view(settings: Settings, store: Any, customer_id: str) -> dict[str, Any] | None:
-    from kafka.partitioner.default import murmur2
-
     from models.segments.engine import SegmentEngine
+    from stream.erase import partition_of
     from stream.export import customer_view
 
-    # The customer's partition, as the producer's default partitioner chose it.
-    p = (murmur2(customer_id.encode()) & 0x7FFFFFFF) % _partitions(settings, store)
+    p = partition_of(customer_id, _partitions(settings, store))
     blob = store.get_state(p, customer_id)
     if blob is None:
         return None

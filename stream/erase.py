@@ -26,6 +26,7 @@ from models.events import SegmentChange, SegmentRef
 from models.features import CustomerState
 from stream.cli import Ctx, _partitions, _store, cli, console
 from stream.errors import SegstreamError
+from stream.kafka_io import partition_for_key
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,7 @@ class EraseResult:
 
 def partition_of(customer_id: str, partitions: int) -> int:
     """The Kafka partition of a customer id (the producer's default murmur2 partitioner)."""
-    from kafka.partitioner.default import murmur2
-
-    return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+    return partition_for_key(customer_id.encode(), partitions)
 
 
 def erase_change_id(partition: int, offset: int, customer_id: str, seq: int) -> str:

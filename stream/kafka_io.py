@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -14,6 +15,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 
 from models.events import DeadLetter, SegmentChange
 from stream.errors import SegstreamError, ServiceUnavailable
@@ -159,6 +161,20 @@ def read_latest(settings: Settings, topic: str, limit: int, key: bytes | None = 
         consumer.close()
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def key_hash(key: bytes) -> int:
+    """The default partitioner's hash of a record key (murmur2, positive): partition = hash % count.
+    Cached: the same customers change again and again."""
+    return murmur2(key) & 0x7FFFFFFF
+
+
+def partition_for_key(key: bytes | None, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a key (a keyless record counts as 0)."""
+    if partitions <= 1 or key is None:
+        return 0
+    return key_hash(key) % partitions
+
+
 class KafkaSink:
     """Publishes outputs; ``flush()`` returns once the broker acknowledged all of them."""
 
@@ -171,17 +187,41 @@ class KafkaSink:
         self.model_topic = t.out("model")
         self.model_events_topic = t.out("model_events")
         self._futures: list[Any] = []
+        self._partitions: dict[str, int] = {}  # topic -> partition count, read once
 
     def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: list | None = None) -> None:
         self._futures.append(self._producer.send(topic, key=key, value=value, headers=headers))
+
+    def _partition_count(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            n = self._partitions[topic] = len(self._producer.partitions_for(topic))
+        return n
 
     def change(self, change: SegmentChange) -> None:
         payload = change.model_dump_json().encode()
         key = change.customer_id.encode()
         headers = [("emitted_at", str(int(time.time() * 1000)).encode())]
-        self._send(self.changes_topic, key, payload, headers)
+        # The Java client's default partitioning (murmur2 of the key), hashed once for both
+        # topics: kafka-python's partitioner is pure Python and cost a third of every send.
+        h = key_hash(key)
+        topic = self.changes_topic
+        self._futures.append(
+            self._producer.send(
+                topic, key=key, value=payload, headers=headers, partition=h % self._partition_count(topic)
+            )
+        )
         # The compacted topic holds the latest segment per customer; erase leaves a tombstone.
-        self._send(self.current_topic, key, None if change.current is None else payload, headers)
+        topic = self.current_topic
+        self._futures.append(
+            self._producer.send(
+                topic,
+                key=key,
+                value=None if change.current is None else payload,
+                headers=headers,
+                partition=h % self._partition_count(topic),
+            )
+        )
 
     def dead_letter(self, dl: DeadLetter) -> None:
         # Keyless records (unreadable ones) are keyed by their source partition, so that the

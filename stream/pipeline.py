@@ -45,7 +45,7 @@ from models.features import (
     next_due,
     snapshot,
 )
-from models.segments.engine import ModelEvent, SegmentEngine
+from models.segments.engine import Assignment, ModelEvent, SegmentEngine
 from stream.feature_store import PartitionView, PartitionWrite, StateStore
 from stream.kafka_io import SourceRecord
 from stream.metrics import Metrics
@@ -74,6 +74,10 @@ class _Row:
     at: float
     reason: str  # "event" | "inactivity"
     offset: int
+
+
+# A decided move: (row index in the chunk, row, from segment, to segment, reason, customer seq).
+_Move = tuple[int, _Row, int | None, int, str, int]
 
 
 @dataclass
@@ -347,7 +351,6 @@ class BatchProcessor:
         engine = self.engine
         times = np.array([r.at for r in rows])
         raw = evaluate_many(np.array([r.snap for r in rows]), self.params, times)
-        topic = self.settings.topics.interactions
         now = time.time()
         # One chunk per model version: names, explanations and RFM come from the version that
         # assigned the row, so the output does not depend on where batches were cut.
@@ -359,6 +362,7 @@ class BatchProcessor:
             column = {int(sid): j for j, sid in enumerate(assignment.ids.tolist())}
             best_ids = assignment.segment_ids.tolist()
             distances = assignment.distances
+            moves: list[_Move] = []
             for k, row in enumerate(rows[chunk.lo : chunk.hi]):
                 best = best_ids[k]
                 if best < 0:
@@ -379,45 +383,63 @@ class BatchProcessor:
                     )
                 if target is None or target == current:
                     continue
-                arow = assignment.row(k)
                 state.segment = target
                 state.segment_since = int(row.at)
                 state.seq += 1
                 if current is not None:
                     deltas[current] = deltas.get(current, 0) - 1
                 deltas[target] = deltas.get(target, 0) + 1
-                membership = {
-                    str(sid): round(prob, 4) for sid, prob in sorted(arow.membership.items()) if prob >= 0.005
-                }
-                vector = raw[chunk.lo + k]
-                self.sink.change(
-                    SegmentChange(
-                        change_id=_change_id(topic, p, row.offset, row.customer_id, state.seq),
-                        customer_id=row.customer_id,
-                        seq=state.seq,
-                        previous=SegmentRef(id=current, name=self._names.get(current, f"segment {current}"))
-                        if current is not None
-                        else None,
-                        current=SegmentRef(id=target, name=live.get(target, f"segment {target}")),
-                        membership=membership,
-                        confidence=round(float(arow.confidence), 4),
-                        outlier=bool(arow.outlier),
-                        reason=reason,
-                        explanation=engine.explain(vector, current, target),
-                        rfm=engine.rfm(vector),
-                        model_version=arow.version,
-                        event_time=datetime.fromtimestamp(row.at, UTC),
-                        source_topic=topic,
-                        source_partition=p,
-                        source_offset=row.offset,
-                    )
-                )
-                result.changes += 1
-                self.metrics.changes.labels(reason=reason).inc()
-                if reason == "event":
-                    self.metrics.latency.observe(max(now - row.at, 0.0))
+                moves.append((k, row, current, target, reason, state.seq))
+            if moves:
+                self._publish_moves(p, chunk.lo, raw, assignment, moves, live, now, result)
         self._publish_model_events(engine.trailing_events)
         return deltas
+
+    def _publish_moves(
+        self,
+        p: int,
+        lo: int,
+        raw: np.ndarray,
+        assignment: Assignment,
+        moves: list[_Move],
+        live: dict[int, str],
+        now: float,
+        result: BatchResult,
+    ) -> None:
+        """Publish one chunk's segment changes; explanations are computed for all of them at once."""
+        engine = self.engine
+        topic = self.settings.topics.interactions
+        vectors = raw[[lo + k for k, *_ in moves]]
+        explanations = engine.explain_many(vectors, [m[2] for m in moves], [m[3] for m in moves])
+        for (k, row, current, target, reason, seq), vector, explanation in zip(
+            moves, vectors, explanations, strict=True
+        ):
+            self.sink.change(
+                SegmentChange(
+                    change_id=_change_id(topic, p, row.offset, row.customer_id, seq),
+                    customer_id=row.customer_id,
+                    seq=seq,
+                    previous=SegmentRef(id=current, name=self._names.get(current, f"segment {current}"))
+                    if current is not None
+                    else None,
+                    current=SegmentRef(id=target, name=live.get(target, f"segment {target}")),
+                    membership=assignment.membership_of(k),
+                    confidence=round(float(assignment.confidence[k]), 4),
+                    outlier=bool(assignment.outlier[k]),
+                    reason=reason,
+                    explanation=explanation,
+                    rfm=engine.rfm(vector),
+                    model_version=int(assignment.versions[k]),
+                    event_time=datetime.fromtimestamp(row.at, UTC),
+                    source_topic=topic,
+                    source_partition=p,
+                    source_offset=row.offset,
+                )
+            )
+            result.changes += 1
+            self.metrics.changes.labels(reason=reason).inc()
+            if reason == "event":
+                self.metrics.latency.observe(max(now - row.at, 0.0))
 
     def _learn_mask(self, rows: list[_Row], states: dict[str, CustomerState]) -> np.ndarray:
         """Learn from each customer at most once per interval, so segments describe customers

@@ -23,13 +23,19 @@ from typing import Any
 
 import yaml
 from kafka import TopicPartition
-from kafka.partitioner.default import murmur2
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from stream.errors import ConfigError, SegstreamError
 from stream.feature_store import FeatureStore
-from stream.kafka_io import KafkaSink, SourceRecord, ensure_topics, make_consumer, make_producer
+from stream.kafka_io import (
+    KafkaSink,
+    SourceRecord,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    partition_for_key,
+)
 from stream.logfiles import read_lines
 from stream.metrics import Metrics
 from stream.pipeline import BatchProcessor
@@ -147,9 +153,7 @@ def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
 
 def partition_of(key: bytes | None, partitions: int) -> int:
     """Kafka's default partitioner (murmur2 of the key), so a file replay can mimic the topic."""
-    if partitions <= 1 or key is None:
-        return 0
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return partition_for_key(key, partitions)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,15 @@ class Assignment:
 
     def __len__(self) -> int:
         return len(self.segment_ids)
+
+    def membership_of(self, i: int, min_prob: float = 0.005) -> dict[str, float]:
+        """Row ``i``'s membership as published: ``{"id": probability}`` by id, rounded to 4
+        places, without the ids under ``min_prob`` or not in the row's version."""
+        probs = self.membership[i]
+        keep = np.isfinite(self.distances[i]) & (probs >= min_prob)
+        ids = self.ids[keep].tolist()
+        values = probs[keep].tolist()
+        return {str(sid): round(p, 4) for sid, p in sorted(zip(ids, values, strict=True))}
 
     def row(self, i: int) -> AssignmentRow:
         ok = np.isfinite(self.distances[i])
@@ -221,8 +230,8 @@ def _value(feature: str, value: float) -> str:
     unit = _LABELS.get(feature, (feature, "share"))[1]
     if unit == "days":
         return f"{value:.0f} days"
-    if unit == "money":
-        return f"{value:,.0f}"
+    if unit == "money":  # never negative (net spend is floored at 0); no "-0" from rounding
+        return f"{max(value, 0.0):,.0f}"
     if unit == "share":
         return f"{max(value, 0.0):.0%}"
     return f"{value:.2f}" if unit == "ratio" else f"{max(value, 0.0):.1f}"
@@ -419,33 +428,52 @@ class SegmentEngine:
 
     def explain(self, raw_row: np.ndarray, from_id: int | None, to_id: int) -> str:
         """Plain words: the features that contribute most to ``to_id`` beating ``from_id``."""
+        return self.explain_many(np.asarray(raw_row, dtype=np.float64).reshape(1, -1), [from_id], [to_id])[0]
+
+    def explain_many(
+        self, raw_rows: np.ndarray, from_ids: Sequence[int | None], to_ids: Sequence[int]
+    ) -> list[str]:
+        """:meth:`explain` for many rows at once: one transform and one ranking for the batch's
+        changes instead of a handful of numpy calls per change (the change path's main cost)."""
         v = self._current
+        n = len(to_ids)
         if v is None:
-            return "model warming up"
+            return ["model warming up"] * n
+        if n == 0:
+            return []
         pos = {int(s): i for i, s in enumerate(v.ids.tolist())}
-        if to_id not in pos:
-            return f"segment {to_id} is not in model version {v.number}"
-        raw_row = np.asarray(raw_row, dtype=np.float64).reshape(1, -1)
-        z = self.vectorizer.transform(raw_row)[0]
-        mu_to = v.centroids[pos[to_id]]
-        mu_from = v.centroids[pos[from_id]] if from_id in pos else np.zeros_like(z)
-        contrib = (z - mu_from) ** 2 - (z - mu_to) ** 2
-        from_raw = self.vectorizer.inverse(mu_from[None, :])[0]
-        from_name = v.names.get(from_id, f"segment {from_id}") if from_id in pos else None
-        parts = []
-        for f in np.argsort(-contrib, kind="stable")[:3].tolist():
-            if contrib[f] <= 0:
-                break
-            name = self.feature_names[f]
-            value = float(raw_row[0, f])
-            text = f"{_label(name)} {_value(name, value)}"
-            if from_name is not None:
-                # Against the old segment's typical value: the customer's own previous value is
-                # not known here, so no "rose"/"fell".
-                text += f" (typical of {from_name}: {_value(name, float(from_raw[f]))})"
-            parts.append(text)
-        lead = "" if from_id in pos else f"closest to {v.names.get(to_id, to_id)}: "
-        return lead + ("; ".join(parts) if parts else "small changes across many features")
+        raw = np.asarray(raw_rows, dtype=np.float64).reshape(n, -1)
+        z = self.vectorizer.transform(raw)
+        # Row of each segment in the centroid table; the zero vector stands for "no old segment".
+        zero = len(v.centroids)
+        table = np.vstack([v.centroids, np.zeros((1, v.centroids.shape[1]))])
+        from_rows = np.array([pos.get(f, zero) if f is not None else zero for f in from_ids])
+        to_rows = np.array([pos.get(t, zero) for t in to_ids])
+        contrib = (z - table[from_rows]) ** 2 - (z - table[to_rows]) ** 2
+        top = np.argsort(-contrib, axis=1, kind="stable")[:, :3].tolist()
+        typical = self.vectorizer.inverse(v.centroids)  # each segment's typical values, raw units
+        out = []
+        for i, (from_id, to_id) in enumerate(zip(from_ids, to_ids, strict=True)):
+            if to_id not in pos:
+                out.append(f"segment {to_id} is not in model version {v.number}")
+                continue
+            from_row = -1 if from_id is None else pos.get(from_id, -1)
+            known = from_row >= 0
+            from_name = v.names.get(from_id, f"segment {from_id}") if from_id is not None else None
+            parts = []
+            for f in top[i]:
+                if contrib[i, f] <= 0:
+                    break
+                name = self.feature_names[f]
+                text = f"{_label(name)} {_value(name, float(raw[i, f]))}"
+                if known:
+                    # Against the old segment's typical value: the customer's own previous value
+                    # is not known here, so no "rose"/"fell".
+                    text += f" (typical of {from_name}: {_value(name, float(typical[from_row, f]))})"
+                parts.append(text)
+            lead = "" if known else f"closest to {v.names.get(to_id, to_id)}: "
+            out.append(lead + ("; ".join(parts) if parts else "small changes across many features"))
+        return out
 
     def segments(self) -> list[SegmentProfile]:
         v = self._current

@@ -90,6 +90,28 @@ def test_hysteresis_keeps_boundary_customers() -> None:
     assert "(typical of " in e.explain(CENTRES[1], a, b)
 
 
+def test_batch_explanations_and_membership_match_the_single_row_ones() -> None:
+    e = engine()
+    e.process(stream(800, [0, 1, 2], seed=1), np.zeros(800))
+    rows = stream(40, [0, 1, 2, 3], seed=8)
+    a = e.assign(rows)
+    ids = [p.id for p in e.segments()]
+    rng = np.random.default_rng(3)
+    from_ids = [
+        None if i % 7 == 0 else 999 if i % 11 == 0 else ids[rng.integers(len(ids))] for i in range(40)
+    ]
+    to_ids = [int(t) if i % 13 else 777 for i, t in enumerate(a.segment_ids.tolist())]
+    many = e.explain_many(rows, from_ids, to_ids)
+    assert many == [e.explain(r, f, t) for r, f, t in zip(rows, from_ids, to_ids, strict=True)]
+    assert "is not in model version" in many[0] and "closest to " in many[7]
+    assert any("(typical of " in text for text in many)
+    for i in range(len(rows)):
+        row = a.row(i)
+        expected = {str(k): round(v, 4) for k, v in sorted(row.membership.items()) if v >= 0.005}
+        assert a.membership_of(i) == expected
+        assert abs(sum(a.membership_of(i, min_prob=0.0).values()) - 1.0) < 1e-3
+
+
 FULL = stream(1700, [0, 1, 2, 3], seed=5)
 TIMES = np.arange(1700.0) * 600
 
