@@ -2,7 +2,7 @@
 
 1. Feature-update throughput, events/s, in one run:
    - batch path: per batch of ``--batch`` events, per partition one ``FeatureStore.load`` (one
-     pipelined round trip), ``apply_event`` + ``evaluate`` + ``next_due`` in Python, one
+     pipelined round trip), ``apply_event`` + ``evaluate`` + ``schedule_after_event`` in Python, one
      ``FeatureStore.commit`` (one compare-and-set Lua call);
    - baseline: two round trips per event (HGET the state from its bucket, apply + evaluate, HSET).
    Medians over ``--repeats``, and their ratio. Optionally a cProfile of the batch path.
@@ -34,7 +34,16 @@ import numpy as np
 import redis
 from kafka.partitioner.default import murmur2
 
-from models.features import DAY, CustomerState, Fact, FeatureParams, apply_event, evaluate, next_due
+from models.features import (
+    DAY,
+    CustomerState,
+    Fact,
+    FeatureParams,
+    apply_event,
+    evaluate,
+    next_due,
+    schedule_after_event,
+)
 
 try:  # the batch evaluation of the pipeline, when models.features has it
     from models.features import evaluate_many, snapshot
@@ -45,6 +54,7 @@ from stream.feature_store import FeatureStore, PartitionWrite
 
 PARTITIONS = 4
 THRESHOLDS = (14.0, 30.0, 60.0, 90.0)
+OFFSETS = tuple(int(d * DAY) for d in THRESHOLDS)
 START = 1_767_225_600  # 2026-01-01
 KINDS = ("browse", "browse", "browse", "engage", "engage", "cart", "purchase", "support", "refund")
 CHANNELS = ("web", "web", "app", "email", "store", "social", "ads", "push", "sms")
@@ -161,10 +171,8 @@ def run_batch_path(
                     else:
                         evaluate(s, params, f.ts)
                     wm = max(wm, f.ts)
-                    nd = next_due(s, THRESHOLDS, after_ts=wm)
-                    if nd != s.next_due:
-                        s.next_due = nd
-                        due[c] = nd
+                    if schedule_after_event(s, OFFSETS, wm):  # as the pipeline does
+                        due[c] = s.next_due
             if snaps and evaluate_many is not None:
                 evaluate_many(np.array(snaps), params, np.array(times))  # as the pipeline does
             store.commit(
@@ -192,7 +200,7 @@ def run_per_event(store: FeatureStore, src: EventSource, params: FeatureParams, 
         s = CustomerState.unpack(blob) if blob else CustomerState.new()
         if apply_event(s, params, f):
             evaluate(s, params, f.ts)
-            s.next_due = next_due(s, THRESHOLDS, after_ts=f.ts)
+            schedule_after_event(s, OFFSETS, f.ts)
         client.hset(key, c, s.pack())
     return events / (time.perf_counter() - t0)
 

@@ -188,7 +188,9 @@ class CustomerState:
     segment: int = -1
     segment_since: int = 0
     seq: int = 0
-    next_due: int = 0  # event time of the next inactivity re-evaluation (0 = none)
+    # Event time the inactivity schedule next looks at this customer (0 = never): at or before
+    # the next threshold crossing, see schedule_after_event.
+    next_due: int = 0
     last_learned: int = 0  # event time the model last learned from this customer
 
     @classmethod
@@ -506,6 +508,32 @@ def next_due(state: CustomerState, thresholds_days: tuple[float, ...], after_ts:
         if last + offset > after_ts:
             return last + offset
     return 0
+
+
+def schedule_after_event(state: CustomerState, offsets: tuple[int, ...], watermark: int) -> bool:
+    """Update the inactivity schedule after an event; True when ``state.next_due`` changed (and
+    the schedule in the store must be written).
+
+    The schedule is lazy: it may hold a time before the next threshold crossing, never after.
+    An active customer's every event pushes the crossing later; rewriting the schedule each time
+    was three sorted-set writes per event in Redis. Instead the old entry stays, and when it comes
+    due, :func:`is_crossing` tells a real crossing (re-score) from an early look (reschedule), at
+    most once per shortest threshold. ``offsets``: the thresholds in seconds, ascending.
+    """
+    last = state.last_ts
+    for off in offsets:
+        due = last + off
+        if due > watermark:
+            if state.next_due == 0 or due < state.next_due:
+                state.next_due = due
+                return True
+            return False
+    return False
+
+
+def is_crossing(state: CustomerState, offsets: tuple[int, ...], at_ts: int) -> bool:
+    """Whether ``at_ts`` is one of the customer's inactivity threshold crossings."""
+    return (at_ts - state.last_ts) in offsets
 
 
 @lru_cache(maxsize=32)

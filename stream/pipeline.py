@@ -42,7 +42,9 @@ from models.features import (
     _threshold_offsets,
     apply_values,
     evaluate_many,
+    is_crossing,
     next_due,
+    schedule_after_event,
     snapshot,
 )
 from models.segments.engine import Assignment, ModelEvent, SegmentEngine
@@ -310,27 +312,20 @@ class BatchProcessor:
             add_row(_Row(cid, snapshot(state), float(ts), "event", rec.offset))
             if ts > wm:  # noqa: PLR1730 - cheaper than max() per event
                 wm = ts
-            # next_due(state, thresholds, after_ts=wm), inlined
-            last = state.last_ts
-            due = 0
-            for off in offsets:
-                if last + off > wm:
-                    due = last + off
-                    break
-            if due != state.next_due:
-                state.next_due = due
-                due_updates[cid] = due
-                if due:
-                    heappush(due_heap, (due, cid))
+            if schedule_after_event(state, offsets, wm):
+                due_updates[cid] = state.next_due
+                heappush(due_heap, (state.next_due, cid))
             # Customers whose quiet spell crossed a threshold before the watermark: re-score them at
             # the crossing time, so the result does not depend on where the batch was cut.
             while due_heap and due_heap[0][0] <= wm:
                 due_ts, qcid = heappop(due_heap)
                 qstate = states.get(qcid) or state_of(qcid)
                 if qstate.next_due != due_ts:
-                    continue  # stale: the customer was active since
-                add_row(_Row(qcid, snapshot(qstate), float(due_ts), "inactivity", rec.offset))
-                self.metrics.reevaluations.inc()
+                    continue  # stale heap entry: rescheduled since
+                if is_crossing(qstate, offsets, due_ts):
+                    add_row(_Row(qcid, snapshot(qstate), float(due_ts), "inactivity", rec.offset))
+                    self.metrics.reevaluations.inc()
+                # else an early look of the lazy schedule: the customer was active since.
                 qstate.next_due = next_due(qstate, self._thresholds, after_ts=due_ts)
                 due_updates[qcid] = qstate.next_due
                 mark(qcid)
