@@ -202,12 +202,18 @@ class PollClock:
         self.first_at: float | None = None
         self.first_n = 0
         self.busy = 0.0
+        self._waited = 0.0  # inside polls since the last one that brought records
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict:
         t = time.perf_counter()
         polled = self._poll(*args, **kwargs)
         if self.first_at is not None or polled:
-            self.busy += time.perf_counter() - t  # time inside poll once records flow
+            # Time inside poll once records flow, up to the last poll that brought records: the
+            # empty polls of the idle tail (``until_idle``) are not the pipeline's cost.
+            self._waited += time.perf_counter() - t
+            if polled:
+                self.busy += self._waited
+                self._waited = 0.0
         if polled and self.first_at is None:
             self.first_at = time.perf_counter()
             self.first_n = sum(len(v) for v in polled.values())
