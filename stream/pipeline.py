@@ -406,8 +406,9 @@ class BatchProcessor:
         topic = self.settings.topics.interactions
         vectors = raw[[lo + k for k, *_ in moves]]
         explanations = engine.explain_many(vectors, [m[2] for m in moves], [m[3] for m in moves])
-        for (k, row, current, target, reason, seq), vector, explanation in zip(
-            moves, vectors, explanations, strict=True
+        memberships = assignment.memberships([m[0] for m in moves])
+        for (k, row, current, target, reason, seq), vector, explanation, membership in zip(
+            moves, vectors, explanations, memberships, strict=True
         ):
             self.sink.change(
                 SegmentChange(
@@ -418,7 +419,7 @@ class BatchProcessor:
                     if current is not None
                     else None,
                     current=SegmentRef(id=target, name=live.get(target, f"segment {target}")),
-                    membership=assignment.membership_of(k),
+                    membership=membership,
                     confidence=round(float(assignment.confidence[k]), 4),
                     outlier=bool(assignment.outlier[k]),
                     reason=reason,

@@ -125,11 +125,18 @@ class Assignment:
     def membership_of(self, i: int, min_prob: float = 0.005) -> dict[str, float]:
         """Row ``i``'s membership as published: ``{"id": probability}`` by id, rounded to 4
         places, without the ids under ``min_prob`` or not in the row's version."""
-        probs = self.membership[i]
-        keep = np.isfinite(self.distances[i]) & (probs >= min_prob)
-        ids = self.ids[keep].tolist()
-        values = probs[keep].tolist()
-        return {str(sid): round(p, 4) for sid, p in sorted(zip(ids, values, strict=True))}
+        return self.memberships([i], min_prob)[0]
+
+    def memberships(self, rows: list[int], min_prob: float = 0.005) -> list[dict[str, float]]:
+        """:meth:`membership_of` for many rows: the numpy work is done once for all of them."""
+        order = np.argsort(self.ids, kind="stable")
+        names = [str(sid) for sid in self.ids[order].tolist()]
+        probs = self.membership[rows][:, order]
+        keep = (np.isfinite(self.distances[rows][:, order]) & (probs >= min_prob)).tolist()
+        return [
+            {name: round(p, 4) for name, p, k in zip(names, row, kept, strict=True) if k}
+            for row, kept in zip(probs.tolist(), keep, strict=True)
+        ]
 
     def row(self, i: int) -> AssignmentRow:
         ok = np.isfinite(self.distances[i])

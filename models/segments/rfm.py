@@ -3,9 +3,7 @@
 Quintile edges come from fixed, deterministic histograms over ``log1p(value)`` (512 bins up to a
 cap per feature): additive, order-independent, mergeable and cheap to update in batches.
 
->>> import math
-
-import numpy as np
+>>> import numpy as np
 >>> s = RFMScorer()
 >>> rng = np.random.default_rng(0)
 >>> s.update(rng.uniform(0, 365, 1000), rng.poisson(3, 1000), rng.gamma(2, 50, 1000))
@@ -18,6 +16,7 @@ import numpy as np
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 
 import numpy as np
 
@@ -65,16 +64,17 @@ class RFMScorer:
     def update(self, R: np.ndarray | float, F: np.ndarray | float, M: np.ndarray | float) -> None:
         for f, vals in enumerate((R, F, M)):
             self.counts[f] += np.bincount(self._bin(np.atleast_1d(vals), f), minlength=_BINS)
-        self._edge_bins: np.ndarray | None = None  # recomputed on the next score
+        self._edge_bins: list[list[int]] | None = None  # recomputed on the next score
 
-    def _cached_edge_bins(self) -> np.ndarray | None:
-        """Quintile edges as bin indices, computed once per update (scoring is per change)."""
+    def _cached_edge_bins(self) -> list[list[int]] | None:
+        """Quintile edges as bin indices (ascending), computed once per update: scoring is per
+        change, and ``bisect`` on four ints is far cheaper than numpy on them."""
         cached = getattr(self, "_edge_bins", None)
         if cached is None:
             e = self.edges()
             if np.isnan(e).any():
                 return None
-            cached = np.stack([self._bin(e[f] * (1 - 1e-12), f) for f in range(3)])
+            cached = [self._bin(e[f] * (1 - 1e-12), f).tolist() for f in range(3)]
             self._edge_bins = cached
         return cached
 
@@ -95,10 +95,11 @@ class RFMScorer:
         if edge_bins is None:
             return RFMScore(r=3, f=3, m=3, group=rfm_group(3, 3, 3))
         bins = [self._bin_one(v, f) for f, v in enumerate((R, F, M))]
-        # Compare on bin indices, so a value scores by the quintile its histogram bin falls in.
-        r = 5 - int((bins[0] > edge_bins[0]).sum())
-        f = 1 + int((bins[1] > edge_bins[1]).sum())
-        m = 1 + int((bins[2] > edge_bins[2]).sum())
+        # Compare on bin indices, so a value scores by the quintile its histogram bin falls in:
+        # bisect_left counts the edges strictly below the bin.
+        r = 5 - bisect_left(edge_bins[0], bins[0])
+        f = 1 + bisect_left(edge_bins[1], bins[1])
+        m = 1 + bisect_left(edge_bins[2], bins[2])
         return RFMScore(r=r, f=f, m=m, group=rfm_group(r, f, m))
 
     def _bin_one(self, value: float, f: int) -> int:

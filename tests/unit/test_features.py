@@ -18,7 +18,9 @@ from models.features import (
     apply_event,
     evaluate,
     feature_differences,
+    is_crossing,
     next_due,
+    schedule_after_event,
 )
 
 P = FeatureParams()
@@ -155,6 +157,53 @@ def test_next_due_walks_the_thresholds() -> None:
     assert next_due(s, th, after_ts=T0) == T0 + 14 * DAY
     assert next_due(s, th, after_ts=T0 + 14 * DAY) == T0 + 30 * DAY
     assert next_due(s, th, after_ts=T0 + 90 * DAY) == 0
+
+
+def _rescores(steps: list[tuple[bool, int]], th: tuple[float, ...], lazy: bool) -> list[int]:
+    """Re-scoring times of one customer in a partition whose watermark moves by ``steps``
+    ((own event?, seconds forward)), with the eager schedule (rewritten after every event) or the
+    lazy one (the pipeline's)."""
+    offsets = tuple(int(d * DAY) for d in sorted(th))
+    s = CustomerState.new()
+    wm = T0
+    out: list[int] = []
+    for k, (own, forward) in enumerate(steps):
+        wm += forward
+        if own:
+            apply_event(s, P, Fact(wm, "browse", "web", 0.0, False, k))
+            if lazy:
+                schedule_after_event(s, offsets, wm)
+            else:
+                s.next_due = next_due(s, th, after_ts=wm)
+        while s.next_due and s.next_due <= wm:
+            due = s.next_due
+            if not lazy or is_crossing(s, offsets, due):
+                out.append(due)
+            s.next_due = next_due(s, th, after_ts=due)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 40 * 86400)), min_size=1, max_size=60),
+    st.sampled_from([(3.0, 7.0, 14.0, 30.0), (14.0, 30.0, 60.0, 90.0), (1.0,), (2.0, 45.0, 365.0)]),
+)
+def test_lazy_schedule_rescores_at_exactly_the_eager_crossings(
+    steps: list[tuple[bool, int]], th: tuple[float, ...]
+) -> None:
+    assert _rescores(steps, th, lazy=True) == _rescores(steps, th, lazy=False)
+
+
+def test_lazy_schedule_writes_only_when_the_crossing_comes_sooner() -> None:
+    offsets = (3 * int(DAY), 30 * int(DAY))
+    s = CustomerState.new()
+    apply_event(s, P, Fact(T0, "browse", "web", 0.0, False, 1))
+    assert schedule_after_event(s, offsets, T0) and s.next_due == T0 + 3 * DAY
+    # An active customer: each event moves the crossing later; the stored time stays.
+    apply_event(s, P, Fact(T0 + int(DAY), "browse", "web", 0.0, False, 2))
+    assert not schedule_after_event(s, offsets, T0 + int(DAY)) and s.next_due == T0 + 3 * DAY
+    assert not is_crossing(s, offsets, s.next_due)  # an early look when it comes due
+    assert is_crossing(s, offsets, T0 + int(DAY) + 3 * int(DAY))
 
 
 def test_pack_is_compact_and_versioned() -> None:
