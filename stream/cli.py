@@ -394,9 +394,17 @@ def customer(obj: Ctx, customer_id: str, as_json: bool) -> None:
         f"[bold]{customer_id}[/bold]  segment: {seg['name'] + ' (' + str(seg['id']) + ')' if seg else '-'}"
         f"  as of {view['as_of']}  events: {view['events']}"
     )
-    if view.get("rfm"):
-        r = view["rfm"]
-        console.print(f"RFM {r['r']}{r['f']}{r['m']} ({r['group']})  membership: {view.get('membership')}")
+    if seg:
+        console.print(f"in it since {seg['since']}")
+    near = view.get("nearest")
+    if near and (seg is None or near["id"] != seg["id"]):
+        console.print(
+            f"nearest now: {near['name']} ({near['id']}); the customer moves at its next event or "
+            "inactivity re-scoring if that segment still wins by the hysteresis margin"
+        )
+    r = view.get("rfm")
+    rfm_text = f"RFM {r['r']}{r['f']}{r['m']} ({r['group']})" if r else "RFM - (never purchased)"
+    console.print(f"{rfm_text}  membership now: {view.get('membership')}")
     table = Table()
     table.add_column("feature")
     table.add_column("value", justify="right")

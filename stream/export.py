@@ -58,7 +58,7 @@ def customer_views(
             view["segment"] = (
                 {
                     "id": state.segment,
-                    "name": names.get(state.segment, f"segment {state.segment}"),
+                    "name": engine.name_of(state.segment),
                     "since": _iso(state.segment_since),
                 }
                 if state.segment >= 0
@@ -69,6 +69,13 @@ def customer_views(
                 for sid, m in zip(assignment.ids, assignment.membership[i], strict=True)
                 if m >= MIN_MEMBERSHIP
             }
+            # What the model would choose now. It can differ from ``segment``: a customer moves
+            # only at an event or a re-scoring, and only past the hysteresis margin and dwell.
+            view["nearest"] = (
+                {"id": row.segment_id, "name": names.get(row.segment_id, f"segment {row.segment_id}")}
+                if row.segment_id >= 0
+                else None
+            )
             view["outlier"] = bool(row.outlier)
             rfm = engine.rfm(vecs[i])
             view["rfm"] = rfm.model_dump() if rfm is not None else None
@@ -122,6 +129,7 @@ CSV_FIELDS = (
     "segment_id",
     "segment_name",
     "segment_since",
+    "nearest_id",
     "outlier",
     "rfm_r",
     "rfm_f",
@@ -145,6 +153,7 @@ def flatten(v: dict[str, Any]) -> dict[str, Any]:
         "segment_id": seg.get("id", ""),
         "segment_name": seg.get("name", ""),
         "segment_since": seg.get("since", ""),
+        "nearest_id": (v.get("nearest") or {}).get("id", ""),
         "outlier": "" if "outlier" not in v else str(v["outlier"]).lower(),
         "rfm_r": rfm.get("r", ""),
         "rfm_f": rfm.get("f", ""),

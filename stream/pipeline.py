@@ -415,7 +415,7 @@ class BatchProcessor:
                     change_id=_change_id(topic, p, row.offset, row.customer_id, seq),
                     customer_id=row.customer_id,
                     seq=seq,
-                    previous=SegmentRef(id=current, name=self._names.get(current, f"segment {current}"))
+                    previous=SegmentRef(id=current, name=self._names.get(current) or engine.name_of(current))
                     if current is not None
                     else None,
                     current=SegmentRef(id=target, name=live.get(target, f"segment {target}")),

@@ -281,6 +281,7 @@ class SegmentEngine:
         self._t_hi = -np.inf
         self.trailing_events: list[ModelEvent] = []
         self._current: _Version | None = None
+        self.retired_names: dict[int, str] = {}  # last name of each id a model update retired
         idx = {f: i for i, f in enumerate(self.feature_names)}
         self._rfm_cols = [idx.get(f) for f in ("recency_purchase_days", "purchases", "spend")]
         self._recency_col = idx.get("recency_days")
@@ -482,6 +483,17 @@ class SegmentEngine:
             out.append(lead + ("; ".join(parts) if parts else "small changes across many features"))
         return out
 
+    def name_of(self, segment_id: int) -> str:
+        """A segment's name: the live one, else the last it had before a model update retired it
+        (customers keep a retired segment until their next event or re-scoring)."""
+        v = self._current
+        if v is not None and segment_id in v.names:
+            return v.names[segment_id]
+        retired = getattr(self, "retired_names", {})  # absent in snapshots of older versions
+        if segment_id in retired:
+            return f"{retired[segment_id]} (retired)"
+        return f"segment {segment_id}"
+
     def segments(self) -> list[SegmentProfile]:
         v = self._current
         if v is None:
@@ -565,6 +577,10 @@ class SegmentEngine:
         version = self._make_version(s, ids, Z)
         names, name_events = self.namer.update(self._suggest_names(version), self.version, self.t_max)
         version.names = names
+        if self._current is not None:  # remember the last name of every id this version retires
+            retired = getattr(self, "retired_names", {})  # absent in older snapshots
+            retired.update({sid: n for sid, n in self._current.names.items() if sid not in names})
+            self.retired_names = retired
         events.extend(name_events)
         if len(ids) > 1:
             h = Hierarchy.build(

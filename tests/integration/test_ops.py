@@ -89,6 +89,9 @@ def test_export_jsonl_and_csv(run_cli: Run, replayed: tuple[Path, dict], tmp_pat
     assert segmented, "nobody has a segment"
     assert all(v["segment"]["name"] for v in segmented)
     assert all(abs(sum(v["membership"].values()) - 1) < 0.05 for v in segmented)
+    # "nearest" is the model's choice now (closest centroid): a live segment, named.
+    live = {int(k) for v in segmented for k in v["membership"]}
+    assert all(v["nearest"]["id"] in live and v["nearest"]["name"] for v in segmented)
     assert f"exported {CUSTOMERS} customers" in err
 
     # The same through `segstream customer --json`.
@@ -112,6 +115,7 @@ def test_export_jsonl_and_csv(run_cli: Run, replayed: tuple[Path, dict], tmp_pat
         assert float(r["spend"]) == v["features"]["spend"]
         assert r["segment_id"] == ("" if v["segment"] is None else str(v["segment"]["id"]))
         assert json.loads(r["membership"]) == v["membership"]
+        assert r["nearest_id"] == ("" if v["nearest"] is None else str(v["nearest"]["id"]))
         assert r["rfm_group"] == ("" if v["rfm"] is None else v["rfm"]["group"])
 
 

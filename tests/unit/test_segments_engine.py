@@ -247,3 +247,22 @@ def test_quiet_rows_weigh_the_days_they_stand_for() -> None:
     assert weights is not None
     assert weights.tolist() == [1.0, 1.0, 7.0, 15.0]
     assert SegmentEngine(EngineParams(n_segments=2, quiet_weight=0.0), feats)._row_weights(raw) is None
+
+
+def test_a_retired_segment_keeps_its_last_name() -> None:
+    e = engine(n_segments=3, half_life_days=2.0)
+    for b in range(4):
+        e.process(stream(400, [0, 1, 2], seed=b), np.full(400, b * DAY))
+    before = {p.id: p.name for p in e.segments()}
+    # The population moves to other places for weeks: the old segments decay away and retire.
+    for b in range(4, 30):
+        e.process(stream(400, [3, 4], seed=b), np.full(400, b * DAY))
+    live = {p.id for p in e.segments()}
+    gone = sorted(set(before) - live)
+    assert gone, "no segment was retired"
+    for sid in gone:
+        assert e.name_of(sid) == f"{before[sid]} (retired)"
+    for sid in live:
+        assert e.name_of(sid) == {p.id: p.name for p in e.segments()}[sid]
+    assert e.name_of(10_000) == "segment 10000"
+    assert SegmentEngine.restore(e.snapshot()).name_of(gone[0]) == e.name_of(gone[0])
