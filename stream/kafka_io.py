@@ -189,8 +189,17 @@ class KafkaSink:
         self._futures: list[Any] = []
         self._partitions: dict[str, int] = {}  # topic -> partition count, read once
 
-    def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: list | None = None) -> None:
-        self._futures.append(self._producer.send(topic, key=key, value=value, headers=headers))
+    def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list | None = None,
+        partition: int | None = None,
+    ) -> None:
+        self._futures.append(
+            self._producer.send(topic, key=key, value=value, headers=headers, partition=partition)
+        )
 
     def _partition_count(self, topic: str) -> int:
         n = self._partitions.get(topic)
@@ -205,23 +214,12 @@ class KafkaSink:
         # The Java client's default partitioning (murmur2 of the key), hashed once for both
         # topics: kafka-python's partitioner is pure Python and cost a third of every send.
         h = key_hash(key)
-        topic = self.changes_topic
-        self._futures.append(
-            self._producer.send(
-                topic, key=key, value=payload, headers=headers, partition=h % self._partition_count(topic)
-            )
-        )
-        # The compacted topic holds the latest segment per customer; erase leaves a tombstone.
-        topic = self.current_topic
-        self._futures.append(
-            self._producer.send(
-                topic,
-                key=key,
-                value=None if change.current is None else payload,
-                headers=headers,
-                partition=h % self._partition_count(topic),
-            )
-        )
+        for topic, value in (
+            (self.changes_topic, payload),
+            # The compacted topic holds the latest segment per customer; erase leaves a tombstone.
+            (self.current_topic, None if change.current is None else payload),
+        ):
+            self._send(topic, key, value, headers, h % self._partition_count(topic))
 
     def dead_letter(self, dl: DeadLetter) -> None:
         # Keyless records (unreadable ones) are keyed by their source partition, so that the

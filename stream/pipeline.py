@@ -112,7 +112,6 @@ class BatchProcessor:
         self._thresholds = f.inactivity_thresholds_days
         self._max_bytes = settings.kafka.max_record_bytes
         self._learn_interval = settings.model.learn_interval_hours * 3600
-        self._names: dict[int, str] = {}
 
     # ---- decode ----
     def _dead(self, rec: SourceRecord, error_class: str, reason: str) -> None:
@@ -353,7 +352,6 @@ class BatchProcessor:
             self._publish_model_events(chunk.events_before)
             assignment = chunk.assignment
             live = {s.id: s.name for s in engine.segments()}
-            self._names.update(live)
             column = {int(sid): j for j, sid in enumerate(assignment.ids.tolist())}
             best_ids = assignment.segment_ids.tolist()
             distances = assignment.distances
@@ -415,7 +413,7 @@ class BatchProcessor:
                     change_id=_change_id(topic, p, row.offset, row.customer_id, seq),
                     customer_id=row.customer_id,
                     seq=seq,
-                    previous=SegmentRef(id=current, name=self._names.get(current) or engine.name_of(current))
+                    previous=SegmentRef(id=current, name=engine.name_of(current))
                     if current is not None
                     else None,
                     current=SegmentRef(id=target, name=live.get(target, f"segment {target}")),
