@@ -43,6 +43,7 @@ def customer_views(
     if engine is not None:
         names = {s.id: s.name for s in engine.segments()}
         assignment = engine.assign(vecs)
+        memberships = assignment.memberships(list(range(len(rows))), MIN_MEMBERSHIP)
     out: list[dict[str, Any]] = []
     for i, ((p, cid, _), state, at) in enumerate(zip(rows, states, ats, strict=True)):
         view: dict[str, Any] = {
@@ -64,11 +65,7 @@ def customer_views(
                 if state.segment >= 0
                 else None
             )
-            view["membership"] = {
-                str(int(sid)): round(float(m), 4)
-                for sid, m in zip(assignment.ids, assignment.membership[i], strict=True)
-                if m >= MIN_MEMBERSHIP
-            }
+            view["membership"] = memberships[i]
             # What the model would choose now. It can differ from ``segment``: a customer moves
             # only at an event or a re-scoring, and only past the hysteresis margin and dwell.
             view["nearest"] = (

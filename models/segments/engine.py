@@ -122,13 +122,10 @@ class Assignment:
     def __len__(self) -> int:
         return len(self.segment_ids)
 
-    def membership_of(self, i: int, min_prob: float = 0.005) -> dict[str, float]:
-        """Row ``i``'s membership as published: ``{"id": probability}`` by id, rounded to 4
-        places, without the ids under ``min_prob`` or not in the row's version."""
-        return self.memberships([i], min_prob)[0]
-
     def memberships(self, rows: list[int], min_prob: float = 0.005) -> list[dict[str, float]]:
-        """:meth:`membership_of` for many rows: the numpy work is done once for all of them."""
+        """The rows' memberships as published: ``{"id": probability}`` by id, rounded to 4
+        places, without the ids under ``min_prob`` or not in the row's version (one numpy pass
+        for all the rows)."""
         order = np.argsort(self.ids, kind="stable")
         names = [str(sid) for sid in self.ids[order].tolist()]
         probs = self.membership[rows][:, order]

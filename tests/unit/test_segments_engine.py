@@ -108,8 +108,8 @@ def test_batch_explanations_and_membership_match_the_single_row_ones() -> None:
     for i in range(len(rows)):
         row = a.row(i)
         expected = {str(k): round(v, 4) for k, v in sorted(row.membership.items()) if v >= 0.005}
-        assert a.membership_of(i) == expected
-        assert abs(sum(a.membership_of(i, min_prob=0.0).values()) - 1.0) < 1e-3
+        assert a.memberships([i])[0] == expected
+        assert abs(sum(a.memberships([i], min_prob=0.0)[0].values()) - 1.0) < 1e-3
 
 
 FULL = stream(1700, [0, 1, 2, 3], seed=5)
