@@ -2,9 +2,13 @@
 
 1. Feature-update throughput, events/s, in one run:
    - batch path: per batch of ``--batch`` events, per partition one ``FeatureStore.load`` (one
-     pipelined round trip), ``apply_event`` + ``evaluate`` + ``schedule_after_event`` in Python, one
-     ``FeatureStore.commit`` (one compare-and-set Lua call);
-   - baseline: two round trips per event (HGET the state from its bucket, apply + evaluate, HSET).
+     Lua call), the pipeline's per-event loop (dedupe, watermark, inactivity schedule), one
+     vectorised ``StateBatch.apply`` with a snapshot per event, one ``evaluate_many``, and one
+     ``FeatureStore.commit`` (one compare-and-set Lua call); loads and commits on the store's I/O
+     thread (``OrderedIO``), as in the pipeline, so Redis works while Python computes;
+   - baseline: two round trips per event (HGET the state from its bucket, ``apply_event`` +
+     ``evaluate`` + ``schedule_after_event`` on a ``CustomerState``, HSET).
+   Both with the cyclic GC paused, as the pipeline runs its batches.
    Medians over ``--repeats``, and their ratio. Optionally a cProfile of the batch path.
 2. Redis bytes per customer at ``--memory-customers`` customers: INFO used_memory before/after
    writing realistic packed states + due entries into a scratch namespace through
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import pstats
 import random
@@ -39,18 +44,16 @@ from models.features import (
     CustomerState,
     Fact,
     FeatureParams,
+    admit,
     apply_event,
+    due_after_event,
     evaluate,
+    evaluate_many,
     next_due,
     schedule_after_event,
 )
-
-try:  # the batch evaluation of the pipeline, when models.features has it
-    from models.features import evaluate_many, snapshot
-except ImportError:  # pragma: no cover - older models.features
-    evaluate_many = None  # type: ignore[assignment]
-    snapshot = None  # type: ignore[assignment]
-from stream.feature_store import FeatureStore, PartitionWrite
+from models.state_batch import BatchEvents, StateBatch
+from stream.feature_store import FeatureStore, OrderedIO, PartitionWrite
 
 PARTITIONS = 4
 THRESHOLDS = (14.0, 30.0, 60.0, 90.0)
@@ -141,58 +144,77 @@ def preload(store: FeatureStore, customers: int, params: FeatureParams, seed: in
 def run_batch_path(
     store: FeatureStore, src: EventSource, params: FeatureParams, events: int, batch: int
 ) -> float:
+    """The pipeline's feature path (stream/pipeline.py ``_process``): per batch, every partition's
+    load submitted to the store's I/O thread (OrderedIO) at once; per partition the per-event loop on
+    plain columns (dedupe, watermark, schedule), one vectorised apply with a snapshot per event, one
+    evaluation; then the batch's commits submitted; the cyclic GC paused as the pipeline does."""
     done = 0
     pending = iter([src.next() for _ in range(events)])  # drawn before the clock starts
+    gc_was = gc.isenabled()
+    gc.disable()
+    io = OrderedIO(store)
     t0 = time.perf_counter()
     while done < events:
         by_p: dict[int, list[tuple[str, Fact]]] = {}
         for _ in range(batch):
             c, p, f = next(pending)
             by_p.setdefault(p, []).append((c, f))
-        for p, evs in sorted(by_p.items()):
-            customers = sorted({c for c, _ in evs})
-            max_ts = max(f.ts for _, f in evs)
-            view = store.load(p, customers, due_until=max_ts)
-            states: dict[str, CustomerState] = {}
-            due: dict[str, int] = {}
-            snaps: list[list[float]] = []
+        parts = sorted(by_p.items())
+        loads = [io.load(p, sorted({c for c, _ in evs}), max(f.ts for _, f in evs)) for p, evs in parts]
+        writes = []
+        for (p, evs), loading in zip(parts, loads, strict=True):
+            view = io.view(loading)
+            ids = list(view.states)
+            index = {c: i for i, c in enumerate(ids)}
+            states = StateBatch([view.states[c] for c in ids])
+            applied = BatchEvents()
+            rows: list[tuple[int, int]] = []
             times: list[float] = []
+            due: dict[str, int] = {}
+            dirty: set[int] = set()
+            last_ts, next_due_of = states.last_ts, states.next_due
             wm = view.watermark
             for c, f in evs:
-                s = states.get(c)
-                if s is None:
-                    blob = view.states.get(c)
-                    s = CustomerState.unpack(blob) if blob else CustomerState.new()
-                    states[c] = s
-                if apply_event(s, params, f):
-                    if snapshot is not None:
-                        snaps.append(snapshot(s))
-                        times.append(float(f.ts))
-                    else:
-                        evaluate(s, params, f.ts)
-                    wm = max(wm, f.ts)
-                    if schedule_after_event(s, OFFSETS, wm):  # as the pipeline does
-                        due[c] = s.next_due
-            if snaps and evaluate_many is not None:
-                evaluate_many(np.array(snaps), params, np.array(times))  # as the pipeline does
-            store.commit(
+                i = index[c]
+                if not admit(states.recent(i), f.ts, f.event_hash):
+                    continue
+                applied.add(i, f.ts, f.kind, f.channel, f.amount, f.promo, f.event_hash, f.is_add_to_cart)
+                rows.append((i, applied.applied(i)))
+                times.append(float(f.ts))
+                dirty.add(i)
+                last_ts[i] = max(last_ts[i], f.ts)
+                wm = max(wm, f.ts)
+                d = due_after_event(last_ts[i], next_due_of[i], OFFSETS, wm)
+                if d != next_due_of[i]:  # as the pipeline does
+                    next_due_of[i] = due[c] = d
+            snaps = states.apply(params, applied, rows)
+            evaluate_many(snaps, params, np.array(times))  # as the pipeline does
+            order = sorted(dirty, key=ids.__getitem__)
+            writes.append(
                 PartitionWrite(
                     partition=p,
                     expected_offset=view.applied_offset,
                     new_offset=view.applied_offset + len(evs),
                     watermark=wm,
-                    states={c: s.pack() for c, s in sorted(states.items())},
+                    states=dict(zip([ids[i] for i in order], states.pack(order), strict=True)),
                     due=due,
                     segment_deltas={},
                 )
             )
+        io.commit(writes)
         done += batch
-    return done / (time.perf_counter() - t0)
+    io.close()
+    elapsed = time.perf_counter() - t0
+    if gc_was:
+        gc.enable()
+    return done / elapsed
 
 
 def run_per_event(store: FeatureStore, src: EventSource, params: FeatureParams, events: int) -> float:
     client = store.client
     drawn = [src.next() for _ in range(events)]
+    gc_was = gc.isenabled()
+    gc.disable()
     t0 = time.perf_counter()
     for c, p, f in drawn:
         key = store.customer_key(p, c)
@@ -202,7 +224,10 @@ def run_per_event(store: FeatureStore, src: EventSource, params: FeatureParams, 
             evaluate(s, params, f.ts)
             schedule_after_event(s, OFFSETS, f.ts)
         client.hset(key, c, s.pack())
-    return events / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    if gc_was:
+        gc.enable()
+    return events / elapsed
 
 
 # ---------------------------------------------------------------- memory

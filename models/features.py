@@ -277,6 +277,22 @@ def apply_event(state: CustomerState, params: FeatureParams, fact: Fact) -> bool
     )
 
 
+def admit(recent: list[tuple[int, int]], ts: int, h: int) -> bool:
+    """The dedupe window: False if event hash ``h`` is in ``recent`` (a duplicate), else remember
+    ``(ts, h)`` and return True. ``recent`` keeps the newest DEDUPE_WINDOW pairs, sorted; an event
+    older than the whole full window is treated as new (beyond the window) and not remembered."""
+    for pair in recent:
+        if pair[1] == h:
+            return False
+    key = (ts, h)
+    if len(recent) < DEDUPE_WINDOW:
+        insort(recent, key)
+    elif key > recent[0]:
+        insort(recent, key)
+        del recent[0]
+    return True
+
+
 def apply_values(
     state: CustomerState,
     params: FeatureParams,
@@ -289,19 +305,8 @@ def apply_values(
     is_add_to_cart: bool,
 ) -> bool:
     """:func:`apply_event` on the fields of a :class:`Fact`, without building one (the hot path)."""
-    recent = state.recent
-    for pair in recent:
-        if pair[1] == h:
-            return False
-    key = (ts, h)
-    # Keep the newest DEDUPE_WINDOW pairs, sorted; one older than the whole full window is
-    # treated as new (beyond the dedupe window) and not remembered.
-    if len(recent) < DEDUPE_WINDOW:
-        insort(recent, key)
-    elif key > recent[0]:
-        insort(recent, key)
-        del recent[0]
-
+    if not admit(state.recent, ts, h):
+        return False
     dec = state.decayed
     late = False
     if state.events == 0:
@@ -503,10 +508,14 @@ def _window(half_life_days: float, tenure_days: np.ndarray) -> np.ndarray:
 
 def next_due(state: CustomerState, thresholds_days: tuple[float, ...], after_ts: float) -> int:
     """Event time of the next inactivity threshold crossing strictly after ``after_ts`` (0 = none)."""
-    last = state.last_ts
-    for offset in _threshold_offsets(tuple(thresholds_days)):
-        if last + offset > after_ts:
-            return last + offset
+    return due_after(state.last_ts, threshold_offsets(tuple(thresholds_days)), after_ts)
+
+
+def due_after(last_ts: int, offsets: tuple[int, ...], after_ts: float) -> int:
+    """:func:`next_due` on plain numbers; ``offsets``: the thresholds in seconds, ascending."""
+    for offset in offsets:
+        if last_ts + offset > after_ts:
+            return last_ts + offset
     return 0
 
 
@@ -520,15 +529,20 @@ def schedule_after_event(state: CustomerState, offsets: tuple[int, ...], waterma
     due, :func:`is_crossing` tells a real crossing (re-score) from an early look (reschedule), at
     most once per shortest threshold. ``offsets``: the thresholds in seconds, ascending.
     """
-    last = state.last_ts
-    for off in offsets:
-        due = last + off
-        if due > watermark:
-            if state.next_due == 0 or due < state.next_due:
-                state.next_due = due
-                return True
-            return False
+    due = due_after_event(state.last_ts, state.next_due, offsets, watermark)
+    if due != state.next_due:
+        state.next_due = due
+        return True
     return False
+
+
+def due_after_event(last_ts: int, due: int, offsets: tuple[int, ...], watermark: int) -> int:
+    """:func:`schedule_after_event` on plain numbers: the schedule's new due time (or ``due``)."""
+    for off in offsets:
+        crossing = last_ts + off
+        if crossing > watermark:
+            return crossing if due == 0 or crossing < due else due
+    return due
 
 
 def is_crossing(state: CustomerState, offsets: tuple[int, ...], at_ts: int) -> bool:
@@ -537,5 +551,5 @@ def is_crossing(state: CustomerState, offsets: tuple[int, ...], at_ts: int) -> b
 
 
 @lru_cache(maxsize=32)
-def _threshold_offsets(thresholds_days: tuple[float, ...]) -> tuple[int, ...]:
+def threshold_offsets(thresholds_days: tuple[float, ...]) -> tuple[int, ...]:
     return tuple(int(days * DAY) for days in sorted(thresholds_days))

@@ -104,6 +104,7 @@ def _evaluate_one(
         processor.process(records[lo : lo + batch_size])
         if progress is not None:
             progress(min(lo + batch_size, len(records)))
+    processor.close()  # the last batch's state into the store
     seconds = time.perf_counter() - started
 
     # Final vectors of every customer, at its partition's final watermark.

@@ -20,6 +20,7 @@ import math
 import time
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -37,18 +38,16 @@ from models.events import (
     describe_validation_error,
 )
 from models.features import (
-    CustomerState,
     FeatureParams,
-    _threshold_offsets,
-    apply_values,
+    admit,
+    due_after,
+    due_after_event,
     evaluate_many,
-    is_crossing,
-    next_due,
-    schedule_after_event,
-    snapshot,
+    threshold_offsets,
 )
 from models.segments.engine import Assignment, ModelEvent, SegmentEngine
-from stream.feature_store import PartitionView, PartitionWrite, StateStore
+from models.state_batch import BatchEvents, StateBatch
+from stream.feature_store import OrderedIO, PartitionView, PartitionWrite, StateStore
 from stream.kafka_io import SourceRecord
 from stream.metrics import Metrics
 from stream.settings import Settings
@@ -72,7 +71,8 @@ class Sink(Protocol):
 @dataclass(slots=True)
 class _Row:
     customer_id: str
-    snap: list[float]  # the state's numbers at this row, evaluated in one go per batch
+    index: int  # the customer's position in the batch's StateBatch
+    applied: int  # the row shows the state after this many of the customer's events in the batch
     at: float
     reason: str  # "event" | "inactivity"
     offset: int
@@ -89,6 +89,8 @@ class BatchResult:
     applied: int = 0
     dead_letters: int = 0
     changes: int = 0
+    # Done when the batch's state is in the store: Kafka offsets may be committed from then on.
+    durable: Future[None] | None = None
 
 
 class BatchProcessor:
@@ -112,6 +114,14 @@ class BatchProcessor:
         self._thresholds = f.inactivity_thresholds_days
         self._max_bytes = settings.kafka.max_record_bytes
         self._learn_interval = settings.model.learn_interval_hours * 3600
+        self.io = OrderedIO(store)
+
+    def drain(self) -> None:
+        """Wait until every processed batch's state is in the store (raises a failed commit)."""
+        self.io.drain()
+
+    def close(self) -> None:
+        self.io.close()
 
     # ---- decode ----
     def _dead(self, rec: SourceRecord, error_class: str, reason: str) -> None:
@@ -171,33 +181,44 @@ class BatchProcessor:
             by_partition.setdefault(rec.partition, []).append(rec)
         self.metrics.events_consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
-        writes: list[PartitionWrite] = []
+        # Decode every partition first, so that all loads go to the store at once and Redis
+        # reads the next partition while this one computes.
+        decode = self._decode_quiet
+        work = []
         for p in sorted(by_partition):
             recs = sorted(by_partition[p], key=lambda r: r.offset)
-            write = self._process_partition(p, recs, result)
-            if write is not None:
-                writes.append(write)
+            # Event time in whole seconds (int(ts_seconds), the same value), computed once per event.
+            events = [
+                (r, e, int(e.ts.timestamp()) if e is not None else 0) for r in recs for e in (decode(r),)
+            ]
+            customers = sorted({e.customer_id for _, e, _ in events if e is not None})
+            max_ts = max((ts for _, e, ts in events if e is not None), default=0)
+            work.append((p, events, self.io.load(p, customers, due_until=max_ts)))
             result.offsets[p] = recs[-1].offset + 1
+        writes = [
+            w
+            for p, events, loading in work
+            if (w := self._process_partition(p, events, self.io.view(loading), result)) is not None
+        ]
         # Outputs first, state second, offsets last: a crash in between republishes (same change_id)
-        # but never loses a change, and never applies an event twice.
+        # but never loses a change, and never applies an event twice. The state writes run in the
+        # background (OrderedIO); the caller commits offsets once ``durable`` is done.
         self.sink.flush()
+        if writes:
+            result.durable = self.io.commit(writes)
         for w in writes:
-            self.store.commit(w)
             self.metrics.watermark.labels(partition=str(w.partition)).set(w.watermark)
             result.watermarks[w.partition] = w.watermark
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
 
     def _process_partition(
-        self, p: int, recs: list[SourceRecord], result: BatchResult
+        self,
+        p: int,
+        events: list[tuple[SourceRecord, InteractionEvent | None, int]],
+        view: PartitionView,
+        result: BatchResult,
     ) -> PartitionWrite | None:
-        # The applied offset is only known after the load; decode first to know which customers to load.
-        decode = self._decode_quiet
-        # Event time in whole seconds (int(ts_seconds), the same value), computed once per event.
-        events = [(r, e, int(e.ts.timestamp()) if e is not None else 0) for r in recs for e in (decode(r),)]
-        customers = sorted({e.customer_id for _, e, _ in events if e is not None})
-        max_ts = max((ts for _, e, ts in events if e is not None), default=0)
-        view = self.store.load(p, customers, due_until=max_ts)
         applied_offset = view.applied_offset
         fresh = [x for x in events if x[0].offset > applied_offset]
         skipped = len(events) - len(fresh)
@@ -205,14 +226,17 @@ class BatchProcessor:
             self.metrics.events_skipped.inc(skipped)
         if not fresh:
             return None
-        rows, states, dirty, due_updates, wm = self._apply(view, fresh, result)
-        deltas = self._assign(p, rows, states, result)
+        ids = list(view.states)
+        states = StateBatch([view.states[c] for c in ids])
+        rows, snaps, dirty, due_updates, wm = self._apply(view, ids, states, fresh, result)
+        deltas = self._assign(p, rows, snaps, states, result)
+        order = sorted(dirty, key=ids.__getitem__)
         return PartitionWrite(
             partition=p,
             expected_offset=view.applied_offset,
             new_offset=fresh[-1][0].offset,
             watermark=wm,
-            states={c: states[c].pack() for c in sorted(dirty)},
+            states=dict(zip([ids[i] for i in order], states.pack(order), strict=True)),
             due=due_updates,
             segment_deltas=deltas,
         )
@@ -233,36 +257,35 @@ class BatchProcessor:
     def _apply(
         self,
         view: PartitionView,
+        ids: list[str],
+        states: StateBatch,
         decoded: list[tuple[SourceRecord, InteractionEvent | None, int]],
         result: BatchResult,
-    ) -> tuple[list[_Row], dict[str, CustomerState], set[str], dict[str, int], int]:
-        states: dict[str, CustomerState] = {}
-
-        def state_of(cid: str) -> CustomerState:
-            s = states.get(cid)
-            if s is None:
-                blob = view.states.get(cid)
-                s = CustomerState.unpack(blob) if blob else CustomerState.new()
-                states[cid] = s
-            return s
-
+    ) -> tuple[list[_Row], np.ndarray, set[int], dict[str, int], int]:
+        """The per-event loop: dead letters, duplicates, the watermark, the inactivity schedule and
+        the rows to assign, in stream order, on the batch's plain columns; the feature arithmetic
+        itself runs vectorised in StateBatch.apply (rows' snapshots are taken there)."""
+        index = {c: i for i, c in enumerate(ids)}
         rows: list[_Row] = []
-        dirty: set[str] = set()
+        dirty: set[int] = set()
         due_updates: dict[str, int] = {}
         due_heap: list[tuple[int, str]] = list(view.due)
         heapq.heapify(due_heap)
         wm = view.watermark
-        params = self.params
         lateness = self._lateness
         future = self._future
-        offsets = _threshold_offsets(tuple(self._thresholds))
+        offsets = threshold_offsets(tuple(self._thresholds))
         type_info = _TYPE_INFO
         crc32 = zlib.crc32
         heappush = heapq.heappush
         heappop = heapq.heappop
         add_row = rows.append
         mark = dirty.add
-        applied = 0
+        recent = states.recent
+        last_ts = states.last_ts
+        next_due = states.next_due
+        events = BatchEvents()
+        add_event = events.add
         duplicates = 0
         for rec, event, ts in decoded:
             if event is None:
@@ -288,63 +311,63 @@ class BatchProcessor:
                 result.dead_letters += 1
                 continue
             cid = event.customer_id
-            state = states.get(cid)
-            if state is None:
-                state = state_of(cid)
-            etype = event.type
-            kind, is_cart = type_info[etype]
-            if not apply_values(
-                state,
-                params,
+            i = index[cid]
+            h = crc32(event.event_id.encode())
+            if not admit(recent(i), ts, h):
+                duplicates += 1
+                continue
+            kind, is_cart = type_info[event.type]
+            n = 1 + add_event(
+                i,
                 ts,
                 kind,
                 event.channel.value,
                 event.amount or 0.0,
                 event.campaign_id is not None or bool(event.discount),
-                crc32(event.event_id.encode()),
+                h,
                 is_cart,
-            ):
-                duplicates += 1
-                continue
-            applied += 1
-            mark(cid)
-            add_row(_Row(cid, snapshot(state), float(ts), "event", rec.offset))
+            )
+            mark(i)
+            add_row(_Row(cid, i, n, float(ts), "event", rec.offset))
+            last_ts[i] = max(last_ts[i], ts)
             if ts > wm:  # noqa: PLR1730 - cheaper than max() per event
                 wm = ts
-            if schedule_after_event(state, offsets, wm):
-                due_updates[cid] = state.next_due
-                heappush(due_heap, (state.next_due, cid))
+            due = due_after_event(last_ts[i], next_due[i], offsets, wm)
+            if due != next_due[i]:
+                next_due[i] = due_updates[cid] = due
+                heappush(due_heap, (due, cid))
             # Customers whose quiet spell crossed a threshold before the watermark: re-score them at
             # the crossing time, so the result does not depend on where the batch was cut.
             while due_heap and due_heap[0][0] <= wm:
                 due_ts, qcid = heappop(due_heap)
-                qstate = states.get(qcid) or state_of(qcid)
-                if qstate.next_due != due_ts:
+                qi = index[qcid]
+                if next_due[qi] != due_ts:
                     continue  # stale heap entry: rescheduled since
-                if is_crossing(qstate, offsets, due_ts):
-                    add_row(_Row(qcid, snapshot(qstate), float(due_ts), "inactivity", rec.offset))
+                if (due_ts - last_ts[qi]) in offsets:  # a crossing, not an early look (is_crossing)
+                    add_row(_Row(qcid, qi, events.applied(qi), float(due_ts), "inactivity", rec.offset))
                     self.metrics.reevaluations.inc()
                 # else an early look of the lazy schedule: the customer was active since.
-                qstate.next_due = next_due(qstate, self._thresholds, after_ts=due_ts)
-                due_updates[qcid] = qstate.next_due
-                mark(qcid)
-                if qstate.next_due:
-                    heappush(due_heap, (qstate.next_due, qcid))
+                next_due[qi] = due_updates[qcid] = due_after(last_ts[qi], offsets, due_ts)
+                mark(qi)
+                if next_due[qi]:
+                    heappush(due_heap, (next_due[qi], qcid))
         if duplicates:
             self.metrics.duplicates.inc(duplicates)
-        result.applied += applied
-        self.metrics.events_applied.inc(applied)
-        return rows, states, dirty, due_updates, wm
+        result.applied += len(events)
+        self.metrics.events_applied.inc(len(events))
+        snaps = states.apply(self.params, events, [(r.index, r.applied) for r in rows])
+        return rows, snaps, dirty, due_updates, wm
 
     def _assign(
-        self, p: int, rows: list[_Row], states: dict[str, CustomerState], result: BatchResult
+        self, p: int, rows: list[_Row], snaps: np.ndarray, states: StateBatch, result: BatchResult
     ) -> dict[int, int]:
         deltas: dict[int, int] = {}
         if not rows:
             return deltas
         engine = self.engine
         times = np.array([r.at for r in rows])
-        raw = evaluate_many(np.array([r.snap for r in rows]), self.params, times)
+        raw = evaluate_many(snaps, self.params, times)
+        segment, segment_since, seq = states.segment, states.segment_since, states.seq
         now = time.time()
         # One chunk per model version: names, explanations and RFM come from the version that
         # assigned the row, so the output does not depend on where batches were cut.
@@ -360,8 +383,8 @@ class BatchProcessor:
                 best = best_ids[k]
                 if best < 0:
                     continue  # warming up: no id is published as if it meant something
-                state = states[row.customer_id]
-                current = state.segment if state.segment >= 0 else None
+                i = row.index
+                current = segment[i] if segment[i] >= 0 else None
                 if best == current:
                     continue  # already there: nothing to decide (the common case, kept cheap)
                 reason = row.reason
@@ -370,19 +393,19 @@ class BatchProcessor:
                     reason = "model_update"
                 else:
                     d_cur = float(distances[k, column[current]]) if current in column else math.inf
-                    since = float(state.segment_since) if current is not None else None
+                    since = float(segment_since[i]) if current is not None else None
                     target = engine.decide_distances(
                         current, since, best, float(distances[k, column[best]]), d_cur, row.at
                     )
                 if target is None or target == current:
                     continue
-                state.segment = target
-                state.segment_since = int(row.at)
-                state.seq += 1
+                segment[i] = target
+                segment_since[i] = int(row.at)
+                seq[i] += 1
                 if current is not None:
                     deltas[current] = deltas.get(current, 0) - 1
                 deltas[target] = deltas.get(target, 0) + 1
-                moves.append((k, row, current, target, reason, state.seq))
+                moves.append((k, row, current, target, reason, seq[i]))
             if moves:
                 self._publish_moves(p, chunk.lo, raw, assignment, moves, live, now, result)
         self._publish_model_events(engine.trailing_events)
@@ -435,15 +458,17 @@ class BatchProcessor:
             if reason == "event":
                 self.metrics.latency.observe(max(now - row.at, 0.0))
 
-    def _learn_mask(self, rows: list[_Row], states: dict[str, CustomerState]) -> np.ndarray:
+    def _learn_mask(self, rows: list[_Row], states: StateBatch) -> np.ndarray:
         """Learn from each customer at most once per interval, so segments describe customers
         rather than events (a daily shopper would otherwise outweigh a monthly one 30 to 1)."""
         mask = np.zeros(len(rows), dtype=bool)
-        for i, row in enumerate(rows):
-            state = states[row.customer_id]
-            if row.reason == "inactivity" or row.at - state.last_learned >= self._learn_interval:
-                mask[i] = True
-                state.last_learned = int(row.at)
+        last_learned = states.last_learned
+        interval = self._learn_interval
+        for k, row in enumerate(rows):
+            i = row.index
+            if row.reason == "inactivity" or row.at - last_learned[i] >= interval:
+                mask[k] = True
+                last_learned[i] = int(row.at)
         return mask
 
     def _publish_model_events(self, events: list[ModelEvent]) -> None:

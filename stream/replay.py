@@ -360,6 +360,7 @@ def replay(
                 summary.batches += 1
                 if progress is not None:
                     progress(len(batch))
+        processor.close()  # every batch's state written (raises a failed write)
         # The model as the replay left it: diff, export and segments read it from the namespace.
         store.save_model(engine.snapshot(), engine.version)
         sink.flush()

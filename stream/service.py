@@ -7,10 +7,13 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
@@ -92,6 +95,8 @@ class Service:
         self._kafka_error: str | None = None
         self._sizes_at = 0.0
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}  # newest offsets sent
+        # Offsets of processed batches, waiting for their state to be written (BatchResult.durable).
+        self._durable: deque[tuple[Future[None] | None, dict[TopicPartition, OffsetAndMetadata]]] = deque()
 
     # ---- lifecycle ----
     def start(self, serve_http: bool = True) -> None:
@@ -157,6 +162,11 @@ class Service:
 
     def close(self) -> None:
         if self.processor is not None and self.store is not None:
+            try:
+                self.processor.close()  # every processed batch's state into Redis first
+            except (StateConflict, redis.RedisError) as e:
+                log.warning("the last batch's state was not written (%s); a restart redoes it", e)
+            self._commit_durable()
             engine = self.processor.engine
             self.store.save_model(engine.snapshot(), engine.version)
         if self.consumer is not None:
@@ -188,6 +198,7 @@ class Service:
             self._kafka_error = None
             records = list(_to_records(polled))
             if not records:
+                self._drain()  # idle: let the state and the offsets catch up
                 if until_idle is not None and self._assigned and time.monotonic() - idle_since >= until_idle:
                     break
                 continue
@@ -195,6 +206,7 @@ class Service:
             self._process(records, summary)
             if max_records is not None and summary.records >= max_records:
                 break
+        self._drain()
         summary.seconds = time.perf_counter() - started
         return summary
 
@@ -203,25 +215,61 @@ class Service:
         try:
             result = self.processor.process(records)
         except StateConflict as e:
-            # Someone else advanced a partition (rebalance race): resume from what Redis holds.
-            log.warning("%s; re-seeking to the applied offsets", e)
-            self.metrics.errors.labels(component="state_conflict").inc()
-            for p in {r.partition for r in records}:
-                tp = TopicPartition(self.settings.topics.interactions, p)
-                self.consumer.seek(tp, self.store.applied_offset(p) + 1)
+            self._resync(e)
             return
         topic = self.settings.topics.interactions
         offsets = {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in result.offsets.items()}
-        # Asynchronous: a restart resumes from Redis's applied offsets, not from these, so a lost
-        # commit costs nothing but a stale lag reading, while waiting for each one cost ~9 ms a batch.
-        self.consumer.commit_async(offsets, callback=self._committed)
-        self._uncommitted.update(offsets)
+        self._durable.append((result.durable, offsets))
+        self._commit_durable()
         self._update_lag(result.offsets, result.watermarks)
         summary.records += len(records)
         summary.applied += result.applied
         summary.dead_letters += result.dead_letters
         summary.changes += result.changes
         summary.batches += 1
+
+    def _resync(self, e: StateConflict) -> None:
+        """Someone else advanced a partition (a rebalance race), or a batch's write failed: resume
+        every assigned partition from what Redis holds; offsets not yet durable are dropped."""
+        assert self.consumer is not None and self.store is not None
+        log.warning("%s; re-seeking to the applied offsets", e)
+        self.metrics.errors.labels(component="state_conflict").inc()
+        if self.processor is not None:
+            try:
+                self.processor.drain()
+            except StateConflict as later:
+                log.warning("another pending write failed as well: %s", later)
+        self._durable.clear()
+        for p in sorted(self._assigned):
+            tp = TopicPartition(self.settings.topics.interactions, p)
+            self.consumer.seek(tp, self.store.applied_offset(p) + 1)
+
+    def _drain(self) -> None:
+        if self.processor is None:
+            return
+        try:
+            self.processor.drain()
+        except StateConflict as e:
+            self._resync(e)
+            return
+        self._commit_durable()
+
+    def _commit_durable(self) -> None:
+        """Commit the Kafka offsets of the batches whose state is in Redis, oldest first.
+
+        Asynchronous: a restart resumes from Redis's applied offsets, so a lost commit costs
+        nothing but a stale lag reading (waiting for each one cost ~9 ms a batch). Never ahead of
+        Redis: a partition with nothing applied in Redis yet resumes from these offsets."""
+        assert self.consumer is not None
+        ready: dict[TopicPartition, OffsetAndMetadata] = {}
+        while self._durable and (self._durable[0][0] is None or self._durable[0][0].done()):
+            durable, offsets = self._durable.popleft()
+            if durable is not None and durable.exception() is not None:
+                break  # raised by the processor's next load or drain, which resyncs
+            ready.update(offsets)
+        if ready:
+            self.consumer.commit_async(ready, callback=self._committed)
+            self._uncommitted.update(ready)
 
     def _committed(self, offsets: dict[Any, Any], response: Any) -> None:
         if isinstance(response, Exception):

@@ -6,25 +6,30 @@
 -- KEYS[1] applied offset   KEYS[2] watermark   KEYS[3] due index (zset: bucket -> earliest due)
 -- KEYS[4] segment counts hash   KEYS[5..] bucket keys (state hashes and due zsets)
 -- ARGV[1] expected applied offset ("" = none yet)   ARGV[2] new applied offset   ARGV[3] watermark
--- ARGV[4] n, then n triples: state bucket key index, customer id, packed state ("" = delete)
--- then m, and m quadruples: due bucket key index, bucket id, customer id, due ts ("0" = remove)
+-- ARGV[4] n   ARGV[5] n headers of three big-endian uint16: state bucket key index, customer id
+-- length, packed state length (0 = delete)   ARGV[6] the n customer ids and states, concatenated
+-- ARGV[7] m, and m quadruples: due bucket key index, bucket id, customer id, due ts ("0" = remove)
 -- then k, and k pairs: segment id, delta
 local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[1] then
   return {0, current}
 end
 local n = tonumber(ARGV[4])
-local pos = 5
-for _ = 1, n do
-  local key = KEYS[tonumber(ARGV[pos])]
-  local blob = ARGV[pos + 2]
-  if blob == '' then
-    redis.call('HDEL', key, ARGV[pos + 1])
+local head, body = ARGV[5], ARGV[6]
+local at = 1
+for j = 0, n - 1 do
+  local k1, k2, c1, c2, s1, s2 = string.byte(head, 6 * j + 1, 6 * j + 6)
+  local key = KEYS[k1 * 256 + k2]
+  local cut = at + c1 * 256 + c2
+  local cid = string.sub(body, at, cut - 1)
+  at = cut + s1 * 256 + s2
+  if at == cut then
+    redis.call('HDEL', key, cid)
   else
-    redis.call('HSET', key, ARGV[pos + 1], blob)
+    redis.call('HSET', key, cid, string.sub(body, cut, at - 1))
   end
-  pos = pos + 3
 end
+local pos = 7
 local m = tonumber(ARGV[pos])
 pos = pos + 1
 local touched = {}

@@ -5,19 +5,23 @@
 -- KEYS[1] applied offset   KEYS[2] watermark   KEYS[3] due index (zset: bucket -> earliest due)
 -- KEYS[4..] state bucket keys of the requested customers
 -- ARGV[1] due until (inclusive)   ARGV[2] state bucket key prefix   ARGV[3] due bucket key prefix
--- ARGV[4..] pairs: state bucket key index, customer id
+-- ARGV[4] per requested customer two big-endian uint16: state bucket key index, id length
+-- ARGV[5] the requested customer ids, concatenated
 -- The due buckets' keys are built here from the prefixes: they carry the same partition hash
 -- tag as KEYS[1], so they live in the same Redis Cluster slot.
 -- Returns {offset|nil, watermark|nil, {state|nil per requested customer},
 --          {due customer, due ts, ...}, {state of each due customer not requested|nil, ...}}
 local states = {}
 local wanted = {}
-local j = 1
-for i = 4, #ARGV, 2 do
-  local cid = ARGV[i + 1]
-  states[j] = redis.call('HGET', KEYS[tonumber(ARGV[i])], cid)
+local head, ids = ARGV[4], ARGV[5]
+local at = 1
+for j = 1, #head / 4 do
+  local k1, k2, c1, c2 = string.byte(head, 4 * j - 3, 4 * j)
+  local cut = at + c1 * 256 + c2
+  local cid = string.sub(ids, at, cut - 1)
+  at = cut
+  states[j] = redis.call('HGET', KEYS[k1 * 256 + k2], cid)
   wanted[cid] = true
-  j = j + 1
 end
 local due = {}
 local extra = {}
