@@ -54,6 +54,7 @@ from models.features import (
 )
 from models.state_batch import BatchEvents, StateBatch
 from stream.feature_store import FeatureStore, OrderedIO, PartitionWrite
+from stream.service import tune_runtime
 
 PARTITIONS = 4
 THRESHOLDS = (14.0, 30.0, 60.0, 90.0)
@@ -161,6 +162,7 @@ def run_batch_path(
             by_p.setdefault(p, []).append((c, f))
         parts = sorted(by_p.items())
         loads = [io.load(p, sorted({c for c, _ in evs}), max(f.ts for _, f in evs)) for p, evs in parts]
+        io.release()  # the previous batch's commit, behind these loads, as the pipeline does
         writes = []
         for (p, evs), loading in zip(parts, loads, strict=True):
             view = io.view(loading)
@@ -364,6 +366,7 @@ def main() -> None:
     args = ap.parse_args()
 
     params = FeatureParams()
+    tune_runtime()  # the service's interpreter settings (GC thresholds, GIL switch interval)
     ns = "bench" + uuid.uuid4().hex[:8]
     store = FeatureStore(args.redis_url, ns).start()
     client = store.client

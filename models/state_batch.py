@@ -47,11 +47,14 @@ from models.features import (
     _LAYOUTS,
     _OTHER_SLOT,
     _SLOT_OF_CHANNEL,
+    CHANNEL_GROUPS,
     DECAYED,
     DEDUPE_WINDOW,
     SNAPSHOT_WIDTH,
     CustomerState,
     FeatureParams,
+    apply_values,
+    snapshot,
 )
 
 RECORD: Final = _LAYOUTS[DEDUPE_WINDOW].size  # a packed state with a full dedupe window
@@ -92,14 +95,17 @@ _DTYPE: Final = np.dtype(
 )
 _EMPTY_RECORD: Final = CustomerState.new().pack().ljust(RECORD, b"\0")  # a new customer
 _NO_PAIR: Final = np.uint64(2**64 - 1)  # an empty dedupe slot: sorts after every (ts, hash) key
+_NO_PAIR_INT: Final = 2**64 - 1
 _LOW32: Final = np.uint64(0xFFFFFFFF)
+MIN_ROUND: Final = 24  # smaller rounds run through apply_values, one event at a time
 
 # Event kinds as small codes, and what each code does to the decayed sums.
 KIND_CODES: Final = {"browse": 0, "cart": 1, "engage": 2, "support": 3, "purchase": 4, "refund": 5}
 _PURCHASE, _REFUND = KIND_CODES["purchase"], KIND_CODES["refund"]
-_KIND_SLOT_OF_CODE: Final = np.array(
-    [_KIND_SLOT.get(k, -1) for k in sorted(KIND_CODES, key=KIND_CODES.__getitem__)]
-)
+_KIND_NAMES: Final = sorted(KIND_CODES, key=KIND_CODES.__getitem__)
+_KIND_SLOT_OF_CODE: Final = np.array([_KIND_SLOT.get(k, -1) for k in _KIND_NAMES])
+# A channel name for each channel slot: apply_values maps it back to the same slot.
+_CHANNEL_OF_SLOT: Final = {_SLOT_OF_CHANNEL.get(c, _OTHER_SLOT): c for c in CHANNEL_GROUPS}
 _SPEND, _PURCHASES_D = _D["spend_d"], _D["purchases_d"]
 _ACT_SHORT, _ACT_LONG = _D["act_short"], _D["act_long"]
 _CH_LO, _CH_HI = _D["ch_web"], _D["ch_other"] + 1  # the channel slots: decayed with the channel half-life
@@ -107,20 +113,14 @@ _LO = 12  # act_short; act_long is 13
 
 
 class BatchEvents:
-    """A batch's admitted events in stream order, as columns; ``add`` returns the event's round."""
+    """A batch's admitted events in stream order; ``add`` returns the event's round (how many of
+    the customer's events came before it in the batch)."""
 
-    __slots__ = ("_count", "amount", "cart", "channel", "customer", "hash", "kind", "promo", "round", "ts")
+    __slots__ = ("_count", "rows")
 
     def __init__(self) -> None:
-        self.customer: list[int] = []
-        self.ts: list[int] = []
-        self.kind: list[int] = []
-        self.channel: list[int] = []
-        self.amount: list[float] = []
-        self.promo: list[bool] = []
-        self.hash: list[int] = []
-        self.cart: list[bool] = []
-        self.round: list[int] = []
+        # Per event: customer, ts, kind code, channel slot, amount, promo, hash, add-to-cart, round.
+        self.rows: list[tuple[int, int, int, int, float, bool, int, bool, int]] = []
         self._count: dict[int, int] = {}
 
     def add(
@@ -128,15 +128,9 @@ class BatchEvents:
     ) -> int:
         r = self._count.get(i, 0)
         self._count[i] = r + 1
-        self.customer.append(i)
-        self.ts.append(ts)
-        self.kind.append(KIND_CODES[kind])
-        self.channel.append(_SLOT_OF_CHANNEL.get(channel, _OTHER_SLOT))
-        self.amount.append(amount)
-        self.promo.append(promo)
-        self.hash.append(h)
-        self.cart.append(cart)
-        self.round.append(r)
+        self.rows.append(
+            (i, ts, KIND_CODES[kind], _SLOT_OF_CHANNEL.get(channel, _OTHER_SLOT), amount, promo, h, cart, r)
+        )
         return r
 
     def applied(self, i: int) -> int:
@@ -144,23 +138,20 @@ class BatchEvents:
         return self._count.get(i, 0)
 
     def __len__(self) -> int:
-        return len(self.ts)
+        return len(self.rows)
 
 
 class StateBatch:
     """The states of ``len(blobs)`` customers (packed bytes, ``None`` or ``b""`` for new ones)."""
 
     def __init__(self, blobs: Sequence[bytes | None]) -> None:
-        parts = []
-        for blob in blobs:
-            if not blob:
-                parts.append(_EMPTY_RECORD)
-                continue
-            n = len(blob)
-            if blob[0] != _FORMAT or n < _BASE_SIZE or n > RECORD or (n - _BASE_SIZE) % 8:
-                raise ValueError("unknown customer state format")
-            parts.append(blob + bytes(RECORD - n) if n < RECORD else blob)
+        sizes = np.fromiter((len(b) if b else RECORD for b in blobs), dtype=np.intp, count=len(blobs))
+        if ((sizes < _BASE_SIZE) | (sizes > RECORD) | ((sizes - _BASE_SIZE) % 8 != 0)).any():
+            raise ValueError("unknown customer state format")
+        parts = [b.ljust(RECORD, b"\0") if b else _EMPTY_RECORD for b in blobs]
         rec = np.frombuffer(b"".join(parts), dtype=_DTYPE).copy()
+        if (rec["fmt"] != _FORMAT).any():
+            raise ValueError("unknown customer state format")
         self._rec = rec
         self.ints = rec["ints"].astype(np.int64)
         self.spend = rec["spend"].astype(np.float64)
@@ -192,10 +183,15 @@ class StateBatch:
         return window
 
     def apply(
-        self, params: FeatureParams, events: BatchEvents, rows: Sequence[tuple[int, int]]
+        self,
+        params: FeatureParams,
+        events: BatchEvents,
+        rows: Sequence[tuple[int, int]],
+        min_round: int = MIN_ROUND,
     ) -> np.ndarray:
         """Apply ``events`` and return the snapshot (:func:`models.features.snapshot` columns) of
-        each ``(customer, n)`` in ``rows``: customer's state after its first n events of the batch."""
+        each ``(customer, n)`` in ``rows``: customer's state after its first n events of the batch.
+        Rounds of fewer than ``min_round`` events run one event at a time (same result)."""
         out = np.empty((len(rows), SNAPSHOT_WIDTH))
         if not rows and not len(events):
             return out
@@ -204,23 +200,97 @@ class StateBatch:
         self._capture(out, row_cust, row_n, 0)
         if not len(events):
             return out
-        cust = np.array(events.customer, dtype=np.intp)
-        ts = np.array(events.ts, dtype=np.int64)
-        kind = np.array(events.kind, dtype=np.intp)
-        channel = np.array(events.channel, dtype=np.intp)
-        amount = np.array(events.amount, dtype=np.float64)
-        promo = np.array(events.promo, dtype=bool)
-        h = np.array(events.hash, dtype=np.uint64)
-        cart = np.array(events.cart, dtype=bool)
-        rnd = np.array(events.round, dtype=np.intp)
+        columns = list(zip(*events.rows, strict=True))
+        cust = np.array(columns[0], dtype=np.intp)
+        ts = np.array(columns[1], dtype=np.int64)
+        kind = np.array(columns[2], dtype=np.intp)
+        channel = np.array(columns[3], dtype=np.intp)
+        amount = np.array(columns[4], dtype=np.float64)
+        promo = np.array(columns[5], dtype=bool)
+        h = np.array(columns[6], dtype=np.uint64)
+        cart = np.array(columns[7], dtype=bool)
+        rnd = np.array(columns[8], dtype=np.intp)
         order = np.argsort(rnd, kind="stable")
         bounds = np.searchsorted(rnd[order], np.arange(int(rnd.max()) + 2))
         halves = params.group_half_lives
         for r in range(len(bounds) - 1):
             e = order[bounds[r] : bounds[r + 1]]
+            if len(e) < min_round:
+                # Few customers left with more events (a busy customer can have hundreds in a
+                # batch): numpy's per-call cost would dominate, so the rest go event by event.
+                tail = order[bounds[r] :]
+                arrays = (cust, ts, kind, channel, amount, promo, h, cart)
+                self._apply_tail(params, r, [a[tail].tolist() for a in arrays], out, row_cust, row_n)
+                break
             self._apply_round(halves, cust[e], ts[e], kind[e], channel[e], amount[e], promo[e], h[e], cart[e])
             self._capture(out, row_cust, row_n, r + 1)
         return out
+
+    def _apply_tail(
+        self,
+        params: FeatureParams,
+        r: int,
+        columns: list[list],
+        out: np.ndarray,
+        row_cust: np.ndarray,
+        row_n: np.ndarray,
+    ) -> None:
+        """Rounds r and later with apply_values on CustomerState objects (the reference path)."""
+        sel = np.flatnonzero(row_n > r)
+        wanted: dict[tuple[int, int], list[int]] = {}
+        for k, i, n in zip(sel.tolist(), row_cust[sel].tolist(), row_n[sel].tolist(), strict=True):
+            wanted.setdefault((i, n), []).append(k)
+        states: dict[int, CustomerState] = {}
+        applied: dict[int, int] = {}
+        for i, ts, kind, channel, amount, promo, h, cart in zip(*columns, strict=True):
+            state = states.get(i)
+            if state is None:
+                state = states[i] = self._state(i)
+            name, channel_name = _KIND_NAMES[kind], _CHANNEL_OF_SLOT[channel]
+            if not apply_values(state, params, ts, name, channel_name, amount, promo, h, cart):
+                raise AssertionError("an event admitted by the caller was a duplicate here")
+            n = applied[i] = applied.get(i, r) + 1
+            for k in wanted.get((i, n), ()):
+                out[k] = snapshot(state)
+        for i, state in states.items():
+            self._store_state(i, state)
+
+    def _state(self, i: int) -> CustomerState:
+        v = self.ints[i].tolist()
+        keys = [k for k in self.keys[i].tolist() if k != _NO_PAIR_INT]
+        return CustomerState(
+            first_ts=v[_FIRST],
+            last_ts=v[_LAST],
+            last_purchase_ts=v[_LAST_PURCHASE],
+            ref_ts=v[_REF],
+            events=v[_EVENTS],
+            purchases=v[_PURCHASES],
+            refunds=v[_REFUNDS],
+            promo_purchases=v[_PROMO],
+            carts=v[_CARTS],
+            spend=float(self.spend[i]),
+            refunded=float(self.refunded[i]),
+            decayed=self.dec[i].tolist(),
+            recent=[(k >> 32, k & 0xFFFFFFFF) for k in keys],
+        )
+
+    def _store_state(self, i: int, s: CustomerState) -> None:
+        self.ints[i] = (
+            s.first_ts,
+            s.last_ts,
+            s.last_purchase_ts,
+            s.ref_ts,
+            s.events,
+            s.purchases,
+            s.refunds,
+            s.promo_purchases,
+            s.carts,
+        )
+        self.spend[i] = s.spend
+        self.refunded[i] = s.refunded
+        self.dec[i] = s.decayed
+        keys = [(t << 32) | h for t, h in s.recent]
+        self.keys[i] = keys + [_NO_PAIR_INT] * (DEDUPE_WINDOW - len(keys))
 
     def _capture(self, out: np.ndarray, row_cust: np.ndarray, row_n: np.ndarray, n: int) -> None:
         sel = np.flatnonzero(row_n == n)

@@ -195,6 +195,7 @@ class BatchProcessor:
             max_ts = max((ts for _, e, ts in events if e is not None), default=0)
             work.append((p, events, self.io.load(p, customers, due_until=max_ts)))
             result.offsets[p] = recs[-1].offset + 1
+        self.io.release()  # the previous batch's writes, behind this batch's loads
         writes = [
             w
             for p, events, loading in work
@@ -202,7 +203,8 @@ class BatchProcessor:
         ]
         # Outputs first, state second, offsets last: a crash in between republishes (same change_id)
         # but never loses a change, and never applies an event twice. The state writes run in the
-        # background (OrderedIO); the caller commits offsets once ``durable`` is done.
+        # background, after the next batch's loads (OrderedIO); the caller commits offsets once
+        # ``durable`` is done.
         self.sink.flush()
         if writes:
             result.durable = self.io.commit(writes)

@@ -339,7 +339,7 @@ def replay(
                 )
             n = clear_namespace(store)
             log.info("deleted %d keys of namespace %s", n, ns)
-        from stream.service import load_engine  # the service's engine wiring, one definition
+        from stream.service import load_engine, tune_runtime  # the service's wiring, one definition
 
         engine = load_engine(settings, store)
         ensure_topics(settings, only=list(outputs.values()))
@@ -347,6 +347,7 @@ def replay(
         sink = KafkaSink(settings, make_producer(settings))
         metrics = Metrics(registry or CollectorRegistry())
         processor = BatchProcessor(settings, store, engine, sink, metrics)
+        tune_runtime()
         summary.partitions = source.partitions
         started = time.perf_counter()
         for p, records in source.read():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -45,6 +46,22 @@ def engine_params(settings: Settings) -> EngineParams:
         outlier_quantile=m.outlier_quantile,
         seed=m.seed,
     )
+
+
+def tune_runtime() -> None:
+    """Interpreter settings for a long-running batch loop (the service and replays).
+
+    Each batch allocates hundreds of thousands of short-lived objects; with the default
+    thresholds the collector rescans the long-lived heap (model, clients) many times per batch.
+    Freeze what start-up built and collect young objects less often (-25% per event).
+    The store's I/O thread (OrderedIO) needs the GIL for a moment after each Redis reply; with the
+    default 5 ms switch interval it waits behind the computing thread that long, and the next
+    batch's loads with it (bench_feature_store: 25.6k -> 28k events/s at 0.5 ms).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+    sys.setswitchinterval(0.0005)
 
 
 def load_engine(settings: Settings, store: FeatureStore) -> SegmentEngine:
@@ -119,12 +136,7 @@ class Service:
         self.processor = BatchProcessor(s, self.store, engine, self.sink, self.metrics)
         self.consumer = make_consumer(s)
         self.consumer.subscribe([s.topics.interactions], listener=_Rebalance(self))
-        # Each batch allocates hundreds of thousands of short-lived objects; with the default
-        # thresholds the collector rescans the long-lived heap (model, clients) many times per
-        # batch. Freeze what start-up built and collect young objects less often (-25% per event).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(100_000, 50, 100)
+        tune_runtime()
 
     def _redis_check(self) -> str | None:
         if self.store is None:

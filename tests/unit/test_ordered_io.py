@@ -1,4 +1,4 @@
-"""OrderedIO: background loads and commits keep the order of submission and surface failures."""
+"""OrderedIO: deferred writes, loads that see them, order of submission, failures surfaced."""
 
 from __future__ import annotations
 
@@ -10,11 +10,19 @@ from stream.errors import StateConflict
 from stream.feature_store import MemoryFeatureStore, OrderedIO, PartitionView, PartitionWrite
 
 
-def _write(p: int, expected: int, new: int, states: dict[str, bytes]) -> PartitionWrite:
-    return PartitionWrite(p, expected, new, watermark=new, states=states, due={}, segment_deltas={})
+def _write(
+    p: int, expected: int, new: int, states: dict[str, bytes], due: dict[str, int] | None = None
+) -> PartitionWrite:
+    return PartitionWrite(p, expected, new, new * 10, states, due or {}, segment_deltas={})
 
 
-class _SlowStore(MemoryFeatureStore):
+class _ThreadedStore(MemoryFeatureStore):
+    """The memory store run the way OrderedIO runs Redis: on its background thread."""
+
+    blocking_io = True
+
+
+class _SlowStore(_ThreadedStore):
     """Commits wait for a gate: a load submitted after a commit must still see it."""
 
     def __init__(self) -> None:
@@ -26,13 +34,47 @@ class _SlowStore(MemoryFeatureStore):
         super().commit(w)
 
 
-def test_a_load_sees_every_commit_submitted_before_it() -> None:
+STORES = [MemoryFeatureStore, _ThreadedStore]
+
+
+@pytest.mark.parametrize("store_class", STORES)
+def test_a_load_of_the_next_batch_sees_the_deferred_write_as_written(
+    store_class: type[MemoryFeatureStore],
+) -> None:
+    """Views while a write is deferred equal the views after it is written: offset, watermark,
+    changed and deleted states, schedule entries added, moved past ``due_until`` and removed."""
+    first = _write(0, -1, 4, {"a": b"A1", "b": b"B1", "c": b"C1"}, {"a": 50, "b": 60, "c": 70})
+    second = _write(0, 4, 9, {"a": b"A2", "b": b"", "d": b"D2"}, {"a": 500, "b": 0, "d": 55})
+    sequential = MemoryFeatureStore()
+    sequential.commit(first)
+    sequential.commit(second)
+    want = sequential.load(0, ["a", "b", "x"], due_until=100)
+
+    io = OrderedIO(store_class())
+    try:
+        io.commit([first])
+        io.view(io.load(0, ["a"], due_until=0))  # batch 2's load; releases nothing yet
+        io.release()
+        io.commit([second])  # deferred: the store has not seen it
+        got = io.view(io.load(0, ["a", "b", "x"], due_until=100))
+        assert io.store.load(0, [], 0).applied_offset == 4
+        assert (got.applied_offset, got.watermark, got.due) == (want.applied_offset, want.watermark, want.due)
+        assert got.due == [(55, "d"), (70, "c")]
+        assert {c: got.states[c] for c in want.states} == want.states
+        io.drain()
+        assert io.store.load(0, ["a", "b", "x"], due_until=100) == want
+    finally:
+        io.close()
+
+
+def test_a_load_submitted_after_a_released_write_waits_for_it() -> None:
     store = _SlowStore()
     io = OrderedIO(store)
     try:
         done = io.commit([_write(0, -1, 4, {"a": b"x"}), _write(1, -1, 9, {"b": b"y"})])
+        io.release()
         loading = io.load(0, ["a"], due_until=0)
-        assert not done.done()
+        assert loading.pending is None and not done.done()
         store.gate.set()
         view: PartitionView = io.view(loading)
         assert (view.applied_offset, view.states) == (4, {"a": b"x"})
@@ -41,13 +83,17 @@ def test_a_load_sees_every_commit_submitted_before_it() -> None:
         io.close()
 
 
-def test_a_failed_commit_is_raised_before_the_next_view_and_stops_its_batch() -> None:
-    store = MemoryFeatureStore()
+@pytest.mark.parametrize("store_class", STORES)
+def test_a_failed_write_is_raised_and_stops_its_batch(store_class: type[MemoryFeatureStore]) -> None:
+    store = store_class()
     io = OrderedIO(store)
     try:
         failed = io.commit([_write(0, 7, 8, {"a": b"x"}), _write(1, -1, 3, {"b": b"y"})])  # 0 expects 7
+        with pytest.raises(StateConflict, match="offset is -1, the pending write expects 7"):
+            io.view(io.load(0, ["a"], due_until=0))  # known before the write even runs
+        io.release()
         with pytest.raises(StateConflict, match="partition 0"):
-            io.view(io.load(1, ["b"], due_until=0))
+            io.view(io.load(1, ["b"], due_until=0))  # raised once it ran
         assert isinstance(failed.exception(), StateConflict)
         assert store.load(1, ["b"], 0).applied_offset == -1  # the rest of that batch was not written
         io.drain()  # nothing left pending
@@ -55,8 +101,15 @@ def test_a_failed_commit_is_raised_before_the_next_view_and_stops_its_batch() ->
         io.close()
 
 
-def test_drain_raises_a_pending_failure_once() -> None:
-    io = OrderedIO(MemoryFeatureStore())
+@pytest.mark.parametrize("store_class", STORES)
+def test_drain_writes_what_is_deferred_and_raises_a_failure_once(
+    store_class: type[MemoryFeatureStore],
+) -> None:
+    store = store_class()
+    io = OrderedIO(store)
+    ok = io.commit([_write(1, -1, 2, {"a": b"x"})])
+    io.drain()
+    assert ok.done() and store.load(1, [], 0).applied_offset == 2
     io.commit([_write(2, 5, 6, {})])
     with pytest.raises(StateConflict):
         io.drain()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.features import CustomerState, Fact, FeatureParams, admit, apply_event, snapshot
-from models.state_batch import BatchEvents, StateBatch
+from models.state_batch import MIN_ROUND, BatchEvents, StateBatch
 
 P = FeatureParams(monetary_half_life_days=45.0, channel_half_life_days=11.0)
 T0 = 1_767_225_600  # 2026-01-01
@@ -32,12 +32,17 @@ def _pack_or_none(s: CustomerState) -> bytes | None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(fact_st, max_size=12), min_size=5, max_size=5), stream_st)
+@given(
+    st.lists(st.lists(fact_st, max_size=12), min_size=5, max_size=5),
+    stream_st,
+    st.sampled_from([0, 3, MIN_ROUND]),
+)
 def test_batch_path_is_byte_identical_to_the_scalar_path(
-    history: list[list[Fact]], stream: list[tuple[int, Fact, int]]
+    history: list[list[Fact]], stream: list[tuple[int, Fact, int]], min_round: int
 ) -> None:
     """Same duplicates, same snapshots at every row, same packed bytes: late, early and equal
-    timestamps, new and existing customers, several events per customer in one batch."""
+    timestamps, new and existing customers, several events per customer in one batch; vectorised
+    rounds (min_round 0), the event-by-event tail (MIN_ROUND here) and a mix of both."""
     scalar = [CustomerState.new() for _ in history]
     for s, facts in zip(scalar, history, strict=True):
         for f in facts:
@@ -57,7 +62,7 @@ def test_batch_path_is_byte_identical_to_the_scalar_path(
         if other >= 0:  # a row of a customer as it stands now (an inactivity re-score)
             rows.append((other, events.applied(other)))
             expected.append(snapshot(scalar[other]))
-    got = batch.apply(P, events, rows)
+    got = batch.apply(P, events, rows, min_round=min_round)
     assert got.shape == (len(rows), len(snapshot(CustomerState.new())))
     assert np.array_equal(got, np.array(expected).reshape(got.shape))
     packed = batch.pack(range(len(scalar)))
