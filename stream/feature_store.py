@@ -117,8 +117,11 @@ class OrderedIO:
     whose store offset is not what the deferred write expects raises at once (the write will fail).
     """
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, before_write: Callable[[], None] | None = None) -> None:
         self.store = store
+        # Called before deferred writes are submitted: the pipeline flushes the batch's outputs
+        # there, so they are acknowledged before its state is written (and mostly already are).
+        self._before_write = before_write
         # A store without network waits (the in-memory one) runs inline: a thread would only
         # contend for the GIL with the computation it is meant to overlap.
         self._pool = (
@@ -167,6 +170,8 @@ class OrderedIO:
         """Submit the deferred writes (after the next batch's loads, or before waiting)."""
         if self._deferred is None:
             return
+        if self._before_write is not None:
+            self._before_write()
         writes, done = self._deferred
         self._deferred = None
         self._submit(self._commit_all, writes, done)

@@ -114,7 +114,10 @@ class BatchProcessor:
         self._thresholds = f.inactivity_thresholds_days
         self._max_bytes = settings.kafka.max_record_bytes
         self._learn_interval = settings.model.learn_interval_hours * 3600
-        self.io = OrderedIO(store)
+        # Outputs first, state second, offsets last: a batch's changes are flushed right before
+        # its state is written, which happens once the next batch's loads are queued; by then the
+        # broker has usually acknowledged them and the flush returns at once.
+        self.io = OrderedIO(store, before_write=sink.flush)
 
     def drain(self) -> None:
         """Wait until every processed batch's state is in the store (raises a failed commit)."""
@@ -203,9 +206,8 @@ class BatchProcessor:
         ]
         # Outputs first, state second, offsets last: a crash in between republishes (same change_id)
         # but never loses a change, and never applies an event twice. The state writes run in the
-        # background, after the next batch's loads (OrderedIO); the caller commits offsets once
-        # ``durable`` is done.
-        self.sink.flush()
+        # background, after the next batch's loads and a flush of this batch's outputs (OrderedIO);
+        # the caller commits offsets once ``durable`` is done.
         if writes:
             result.durable = self.io.commit(writes)
         for w in writes:

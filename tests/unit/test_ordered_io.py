@@ -101,6 +101,19 @@ def test_a_failed_write_is_raised_and_stops_its_batch(store_class: type[MemoryFe
         io.close()
 
 
+def test_outputs_are_flushed_before_a_deferred_write_is_submitted() -> None:
+    store = MemoryFeatureStore()
+    seen: list[int] = []
+    io = OrderedIO(store, before_write=lambda: seen.append(store.load(0, [], 0).applied_offset))
+    io.commit([_write(0, -1, 4, {"a": b"x"})])
+    assert seen == []  # deferred: nothing to flush for yet
+    io.release()
+    assert seen == [-1] and store.load(0, [], 0).applied_offset == 4  # flushed, then written
+    io.release()  # nothing deferred: no flush
+    assert seen == [-1]
+    io.close()
+
+
 @pytest.mark.parametrize("store_class", STORES)
 def test_drain_writes_what_is_deferred_and_raises_a_failure_once(
     store_class: type[MemoryFeatureStore],
