@@ -166,8 +166,13 @@ format_kafka_storage() {
     [[ -f "$KDATA/meta.properties" ]] && return 0
     local cluster_id
     # A Kafka Uuid is 16 random bytes in unpadded url-safe base64 (what StorageTool
-    # random-uuid prints), made here without paying for a second JVM start.
-    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    # random-uuid prints), made here without paying for a second JVM start. Like Kafka's own
+    # Uuid.randomUuid, redraw one that starts with '-': StorageTool would read it as an option
+    # (1 start in 64 failed this way).
+    cluster_id="-"
+    while [[ "$cluster_id" == -* ]]; do
+        cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    done
     echo "$cluster_id" >"$KDIR/cluster-id"
     if ! java "${JAVA_OPTS[@]}" -cp "$KLIBS/*" kafka.tools.StorageTool format \
         --cluster-id "$cluster_id" --config "$KDIR/server.properties" --ignore-formatted \
