@@ -547,7 +547,12 @@ def due_after_event(last_ts: int, due: int, offsets: tuple[int, ...], watermark:
 
 def is_crossing(state: CustomerState, offsets: tuple[int, ...], at_ts: int) -> bool:
     """Whether ``at_ts`` is one of the customer's inactivity threshold crossings."""
-    return (at_ts - state.last_ts) in offsets
+    return crosses(state.last_ts, offsets, at_ts)
+
+
+def crosses(last_ts: int, offsets: tuple[int, ...], at_ts: int) -> bool:
+    """:func:`is_crossing` on plain numbers."""
+    return (at_ts - last_ts) in offsets
 
 
 @lru_cache(maxsize=32)

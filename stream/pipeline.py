@@ -40,6 +40,7 @@ from models.events import (
 from models.features import (
     FeatureParams,
     admit,
+    crosses,
     due_after,
     due_after_event,
     evaluate_many,
@@ -347,7 +348,7 @@ class BatchProcessor:
                 qi = index[qcid]
                 if next_due[qi] != due_ts:
                     continue  # stale heap entry: rescheduled since
-                if (due_ts - last_ts[qi]) in offsets:  # a crossing, not an early look (is_crossing)
+                if crosses(last_ts[qi], offsets, due_ts):  # a crossing, not an early look
                     add_row(_Row(qcid, qi, events.applied(qi), float(due_ts), "inactivity", rec.offset))
                     self.metrics.reevaluations.inc()
                 # else an early look of the lazy schedule: the customer was active since.
