@@ -539,6 +539,9 @@ class LatencyRun:
     drain_s: float
     service_rate: float  # records/s the service got through: sent / (send time + drain time)
     dead_letters: int
+    batches: int  # from the service's own metrics, scraped before it stops
+    batch_records: float  # mean records per batch
+    busy: float  # segstream_batch_seconds summed over the send + drain time: how loaded it ran
 
 
 def run_latency(
@@ -566,6 +569,7 @@ def run_latency(
     )
     prod: Producer | None = None
     sub: Subscriber | None = None
+    batch_stats: dict[str, float] = {}
     try:
         deadline = time.monotonic() + 60
         while True:  # /readyz: partitions assigned and model loaded
@@ -602,6 +606,7 @@ def run_latency(
                 break
             time.sleep(0.05)
         time.sleep(1.0)  # the subscriber reads the last changes
+        batch_stats = scrape_batch_stats(port)
         sub.stop.set()
         sub.join(timeout=10)
         admin.close()
@@ -653,7 +658,32 @@ def run_latency(
         if not math.isnan(drained)
         else float("nan"),
         dead_letters=len(dlq),
+        batches=int(batch_stats.get("segstream_batch_seconds_count", 0)),
+        batch_records=batch_stats.get("segstream_batch_size_sum", 0.0)
+        / max(batch_stats.get("segstream_batch_size_count", 0.0), 1.0),
+        busy=batch_stats.get("segstream_batch_seconds_sum", float("nan"))
+        / (prod.ended - prod.started + (drained if not math.isnan(drained) else 0.0)),
     )
+
+
+def scrape_batch_stats(port: int) -> dict[str, float]:
+    """The service's batch histograms' sums and counts (its /metrics), for how busy it ran."""
+    wanted = (
+        "segstream_batch_seconds_sum",
+        "segstream_batch_seconds_count",
+        "segstream_batch_size_sum",
+        "segstream_batch_size_count",
+    )
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in text.splitlines())
+        if name in wanted
+    }
 
 
 # ----------------------------------------------------------------------------- profile
@@ -821,7 +851,8 @@ def main() -> int:
                 f"event->emitted p50 {lat.emit_p50:.0f} ms p99 {lat.emit_p99:.0f} ms "
                 f"max {lat.emit_max:.0f} ms; event->visible p50 {lat.visible_p50:.0f} ms "
                 f"p99 {lat.visible_p99:.0f} ms; lag max {lat.lag_max:,}, at last send {lat.lag_at_end:,}, "
-                f"drained in {lat.drain_s:.2f}s; service {lat.service_rate:,.0f} records/s"
+                f"drained in {lat.drain_s:.2f}s; service {lat.service_rate:,.0f} records/s; "
+                f"{lat.batches} batches of {lat.batch_records:,.0f} records, busy {lat.busy:.0%}"
             )
 
         raw_m = med(raws)
