@@ -43,6 +43,7 @@ from models.features import (
     _BASE_SIZE,
     _D,
     _FORMAT,
+    _GROUP,
     _KIND_SLOT,
     _LAYOUTS,
     _OTHER_SLOT,
@@ -60,42 +61,27 @@ from models.features import (
 RECORD: Final = _LAYOUTS[DEDUPE_WINDOW].size  # a packed state with a full dedupe window
 _N_INTS: Final = 9  # first_ts last_ts last_purchase_ts ref_ts events purchases refunds promo carts
 _FIRST, _LAST, _LAST_PURCHASE, _REF, _EVENTS, _PURCHASES, _REFUNDS, _PROMO, _CARTS = range(_N_INTS)
-# The packed layout of models.features (format byte 1) as a numpy record, window padded to full.
+# The packed layout of models.features (format byte 1) as a numpy record, window padded to full
+# (fields in storage order, no padding: the offsets follow the struct format).
 _DTYPE: Final = np.dtype(
-    {
-        "names": [
-            "fmt",
-            "ints",
-            "segment",
-            "segment_since",
-            "seq",
-            "spend",
-            "refunded",
-            "next_due",
-            "last_learned",
-            "dec",
-            "pairs",
-        ],
-        "formats": [
-            "u1",
-            ("<u4", _N_INTS),
-            "<i2",
-            "<u4",
-            "<u4",
-            "<f8",
-            "<f8",
-            "<u4",
-            "<u4",
-            ("<f8", len(DECAYED)),
-            ("<u4", 2 * DEDUPE_WINDOW),
-        ],
-        "offsets": [0, 1, 37, 39, 43, 47, 55, 63, 67, 71, _BASE_SIZE],
-        "itemsize": RECORD,
-    }
+    [
+        ("fmt", "u1"),
+        ("ints", "<u4", (_N_INTS,)),
+        ("segment", "<i2"),
+        ("segment_since", "<u4"),
+        ("seq", "<u4"),
+        ("spend", "<f8"),
+        ("refunded", "<f8"),
+        ("next_due", "<u4"),
+        ("last_learned", "<u4"),
+        ("dec", "<f8", (len(DECAYED),)),
+        ("pairs", "<u4", (2 * DEDUPE_WINDOW,)),
+    ]
 )
+assert _DTYPE.itemsize == RECORD and RECORD - _DTYPE["pairs"].itemsize == _BASE_SIZE
 _EMPTY_RECORD: Final = CustomerState.new().pack().ljust(RECORD, b"\0")  # a new customer
-_NO_PAIR: Final = np.uint64(2**64 - 1)  # an empty dedupe slot: sorts after every (ts, hash) key
-_NO_PAIR_INT: Final = 2**64 - 1
+_NO_PAIR_INT: Final = 2**64 - 1  # an empty dedupe slot: sorts after every (ts, hash) key
+_NO_PAIR: Final = np.uint64(_NO_PAIR_INT)
 _LOW32: Final = np.uint64(0xFFFFFFFF)
 MIN_ROUND: Final = 24  # smaller rounds run through apply_values, one event at a time
 
@@ -108,8 +94,7 @@ _KIND_SLOT_OF_CODE: Final = np.array([_KIND_SLOT.get(k, -1) for k in _KIND_NAMES
 _CHANNEL_OF_SLOT: Final = {_SLOT_OF_CHANNEL.get(c, _OTHER_SLOT): c for c in CHANNEL_GROUPS}
 _SPEND, _PURCHASES_D = _D["spend_d"], _D["purchases_d"]
 _ACT_SHORT, _ACT_LONG = _D["act_short"], _D["act_long"]
-_CH_LO, _CH_HI = _D["ch_web"], _D["ch_other"] + 1  # the channel slots: decayed with the channel half-life
-_LO = 12  # act_short; act_long is 13
+_GROUP_OF_SUM: Final = np.array(_GROUP)  # decay group (column of _factors) of each decayed sum
 
 
 class BatchEvents:
@@ -160,7 +145,6 @@ class StateBatch:
         pairs = rec["pairs"].astype(np.uint64)
         ts, h = pairs[:, 0::2], pairs[:, 1::2]
         self.keys = np.where(ts == 0, _NO_PAIR, (ts << np.uint64(32)) | h)  # sorted, empties last
-        self._pairs = rec["pairs"].tolist()
         # Plain-Python columns for the caller's per-event loop, written back by pack().
         self.last_ts: list[int] = rec["ints"][:, _LAST].tolist()
         self.next_due: list[int] = rec["next_due"].tolist()
@@ -170,17 +154,17 @@ class StateBatch:
         self.last_learned: list[int] = rec["last_learned"].tolist()
         self._recent: dict[int, list[tuple[int, int]]] = {}
 
-    def __len__(self) -> int:
-        return len(self._rec)
-
     def recent(self, i: int) -> list[tuple[int, int]]:
         """Customer ``i``'s dedupe window as :func:`models.features.admit` keeps it (a live copy
         for the caller's duplicate checks; the packed window comes from :meth:`apply`)."""
         window = self._recent.get(i)
         if window is None:
-            flat = self._pairs[i]
-            window = self._recent[i] = [(flat[j], flat[j + 1]) for j in range(0, len(flat), 2) if flat[j]]
+            window = self._recent[i] = self._window(i)
         return window
+
+    def _window(self, i: int) -> list[tuple[int, int]]:
+        """Customer ``i``'s (ts, hash) pairs as the columns hold them now, in admit()'s form."""
+        return [(k >> 32, k & 0xFFFFFFFF) for k in self.keys[i].tolist() if k != _NO_PAIR_INT]
 
     def apply(
         self,
@@ -257,7 +241,6 @@ class StateBatch:
 
     def _state(self, i: int) -> CustomerState:
         v = self.ints[i].tolist()
-        keys = [k for k in self.keys[i].tolist() if k != _NO_PAIR_INT]
         return CustomerState(
             first_ts=v[_FIRST],
             last_ts=v[_LAST],
@@ -271,7 +254,7 @@ class StateBatch:
             spend=float(self.spend[i]),
             refunded=float(self.refunded[i]),
             decayed=self.dec[i].tolist(),
-            recent=[(k >> 32, k & 0xFFFFFFFF) for k in keys],
+            recent=self._window(i),
         )
 
     def _store_state(self, i: int, s: CustomerState) -> None:
@@ -329,12 +312,7 @@ class StateBatch:
         if newer.any():
             wi, wt = i[newer], t[newer]
             g = _factors(-(wt - ref[newer]), halves)
-            d = dec[wi]
-            d[:, :2] *= g[:, 0:1]
-            d[:, 2:_LO] *= g[:, 1:2]
-            d[:, _LO] *= g[:, 2]
-            d[:, _LO + 1] *= g[:, 3]
-            dec[wi] = d
+            dec[wi] = dec[wi] * g[:, _GROUP_OF_SUM]  # each sum times its decay group's factor
             ints[wi, _REF] = wt
             ints[wi, _LAST] = wt
         # The event's weight per decay group: 1 in order, already decayed to ref_ts when late.

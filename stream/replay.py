@@ -151,11 +151,6 @@ def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
 # ---------------------------------------------------------------- sources
 
 
-def partition_of(key: bytes | None, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2 of the key), so a file replay can mimic the topic."""
-    return partition_for_key(key, partitions)
-
-
 @dataclass
 class Source:
     """Records grouped by partition, each in offset order, partitions in ascending order."""
@@ -179,7 +174,7 @@ def file_source(paths: Sequence[Path], partitions: int = 1) -> Source:
         next_offset = [0] * partitions
         for path in paths:
             for key, value in read_lines(path):
-                p = partition_of(key, partitions)
+                p = partition_for_key(key, partitions)  # as the topic would have them
                 yield SourceRecord(path.name, p, next_offset[p], key, value)
                 next_offset[p] += 1
 

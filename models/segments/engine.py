@@ -486,9 +486,8 @@ class SegmentEngine:
         v = self._current
         if v is not None and segment_id in v.names:
             return v.names[segment_id]
-        retired = getattr(self, "retired_names", {})  # absent in snapshots of older versions
-        if segment_id in retired:
-            return f"{retired[segment_id]} (retired)"
+        if segment_id in self.retired_names:
+            return f"{self.retired_names[segment_id]} (retired)"
         return f"segment {segment_id}"
 
     def segments(self) -> list[SegmentProfile]:
@@ -540,6 +539,7 @@ class SegmentEngine:
             raise ValueError("not a segstream engine snapshot")
         state: dict[str, Any] = pickle.loads(data[len(_SNAPSHOT_MAGIC) :])
         engine = cls.__new__(cls)
+        engine.retired_names = {}  # snapshots from before retired names were kept lack it
         engine.__dict__.update(state)
         return engine
 
@@ -575,9 +575,7 @@ class SegmentEngine:
         names, name_events = self.namer.update(self._suggest_names(version), self.version, self.t_max)
         version.names = names
         if self._current is not None:  # remember the last name of every id this version retires
-            retired = getattr(self, "retired_names", {})  # absent in older snapshots
-            retired.update({sid: n for sid, n in self._current.names.items() if sid not in names})
-            self.retired_names = retired
+            self.retired_names.update({sid: n for sid, n in self._current.names.items() if sid not in names})
         events.extend(name_events)
         if len(ids) > 1:
             h = Hierarchy.build(
