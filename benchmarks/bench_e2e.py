@@ -448,30 +448,67 @@ def parse_ts_ms(value: bytes) -> int:
 
 
 class Producer(threading.Thread):
-    """Sends ``records`` at ``rate``/s (in 5 ms ticks), each stamped with the wall clock at send."""
+    """Sends ``records`` at ``rate``/s (in 5 ms ticks), each stamped with the wall clock when it is
+    handed to the load generator (``LineProducer.java``: the Java client in its own process,
+    started and connected before the first record, so that the generator takes a few percent of
+    a core rather than the ~0.4 of one that kafka-python's send path took at 5k events/s)."""
 
     def __init__(self, s: Settings, records: list[tuple[bytes, bytes]], rate: float, seconds: float) -> None:
         super().__init__(daemon=True)
-        self.s, self.records, self.rate, self.seconds = s, records, rate, seconds
+        self.records, self.rate, self.seconds = records, rate, seconds
         self.sent = 0
         self.started = self.ended = 0.0
         self.stop = threading.Event()
+        self.error: str | None = None
+        self.proc = subprocess.Popen(
+            [
+                "java",
+                # C1 only and a small serial heap: C2's compiler threads took most of a core for
+                # the first seconds of a run, competing with the service under test.
+                "-XX:TieredStopAtLevel=1",
+                "-XX:+UseSerialGC",
+                "-Xmx256m",
+                "-cp",
+                str(ROOT / ".cache" / "kafka" / "libs" / "*"),
+                str(ROOT / "benchmarks" / "LineProducer.java"),
+                s.kafka.bootstrap_servers,
+                s.topics.interactions,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        ready = self.proc.stdout.readline()
+        if ready.strip() != b"ready":
+            self.proc.kill()
+            raise RuntimeError(f"LineProducer.java did not start (it needs a JDK): {ready!r}")
 
     def run(self) -> None:
-        producer = make_producer(self.s)
-        topic = self.s.topics.interactions
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         total = min(len(self.records), int(self.rate * self.seconds))
         self.started = time.perf_counter()
         while self.sent < total and not self.stop.is_set():
             due = min(total, int((time.perf_counter() - self.started) * self.rate) + 1)
-            while self.sent < due:
-                key, value = self.records[self.sent]
-                producer.send(topic, key=key, value=with_now(value, time.time()))
-                self.sent += 1
+            now = time.time()
+            lines = [
+                key + b"\t" + with_now(value, now) + b"\n" for key, value in self.records[self.sent : due]
+            ]
+            self.proc.stdin.write(b"".join(lines))
+            self.proc.stdin.flush()
+            self.sent = due
             time.sleep(0.005)
         self.ended = time.perf_counter()
-        producer.flush(timeout=60)
-        producer.close(timeout=10)
+        self.proc.stdin.close()
+        done = self.proc.stdout.readline()  # "sent N": every record acknowledged
+        self.proc.wait(timeout=60)
+        if done.strip() != f"sent {self.sent}".encode():
+            self.error = f"LineProducer.java printed {done!r}, expected sent {self.sent}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class Subscriber(threading.Thread):
@@ -597,6 +634,8 @@ def run_latency(
             time.sleep(0.5)
             lag_max = max(lag_max, group_lag(admin, probe, s))
         prod.join()
+        if prod.error:
+            raise RuntimeError(prod.error)
         lag_end = group_lag(admin, probe, s)  # right after the last send was acknowledged
         t_end = time.perf_counter()
         drained = float("nan")
@@ -614,6 +653,9 @@ def run_latency(
     finally:
         if prod is not None:
             prod.stop.set()
+            if prod.is_alive():
+                prod.join(timeout=60)
+            prod.close()
         if sub is not None:
             sub.stop.set()
         proc.send_signal(signal.SIGTERM)

@@ -39,7 +39,8 @@ command -v redis-server >/dev/null || pkgs+=(redis-server)
 command -v redis-cli >/dev/null || pkgs+=(redis-tools)
 # promtool (shipped in Debian's prometheus package) validates config/prometheus.yml.
 command -v promtool >/dev/null || pkgs+=(prometheus)
-command -v java >/dev/null || pkgs+=(openjdk-17-jre-headless)
+# A JDK, not only a JRE: benchmarks/bench_e2e.py runs its load generator from Java source.
+command -v javac >/dev/null || pkgs+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || pkgs+=(maven)
 command -v python3 >/dev/null && python_ok python3 || pkgs+=(python3 python3-venv)
 
