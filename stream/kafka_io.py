@@ -8,9 +8,8 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -24,9 +23,9 @@ from stream.settings import Settings
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """One consumed record, decoupled from the client library (also built from replay files)."""
+class SourceRecord(NamedTuple):
+    """One consumed record, decoupled from the client library (also built from replay files).
+    A named tuple: built for every record, and a frozen dataclass's ``__init__`` cost ~1 us more."""
 
     topic: str
     partition: int
@@ -175,8 +174,42 @@ def partition_for_key(key: bytes | None, partitions: int) -> int:
     return key_hash(key) % partitions
 
 
-class KafkaSink:
-    """Publishes outputs; ``flush()`` returns once the broker acknowledged all of them."""
+class OutputSink:
+    """The pipeline's outputs as bytes: each method serializes, then hands over with :meth:`_emit`
+    (published here by :class:`KafkaSink`, or by a child process: ``stream.publisher``)."""
+
+    def change(self, change: SegmentChange) -> None:
+        # The wall-clock emit time travels as a header (the payload is deterministic).
+        emitted_ms = int(time.time() * 1000)
+        payload = change.model_dump_json().encode()
+        self._emit("change", change.customer_id.encode(), payload, change.current is None, emitted_ms)
+
+    def dead_letter(self, dl: DeadLetter) -> None:
+        # Keyless records (unreadable ones) are keyed by their source partition, so that the
+        # dead-letter topic's partitioning, and order within it, is the same on every replay.
+        key = dl.key or f"{dl.source_topic}/{dl.source_partition}"
+        self._emit("dead_letter", key.encode(), dl.model_dump_json().encode())
+
+    def model_event(self, payload: dict[str, Any]) -> None:
+        self._emit("model_event", json.dumps(payload, sort_keys=True).encode())
+
+    def model_snapshot(self, version: int, snapshot: bytes) -> None:
+        body = json.dumps({"version": version, "snapshot_b64": base64.b64encode(snapshot).decode()})
+        self._emit("model_snapshot", body.encode())
+
+    def _emit(self, kind: str, *args: Any) -> None:
+        raise NotImplementedError
+
+    def flush(self, timeout: float = 60.0) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class KafkaSink(OutputSink):
+    """Publishes outputs with a producer of this process; ``flush()`` returns once the broker
+    acknowledged all of them."""
 
     def __init__(self, settings: Settings, producer: KafkaProducer) -> None:
         t = settings.topics
@@ -188,6 +221,15 @@ class KafkaSink:
         self.model_events_topic = t.out("model_events")
         self._futures: list[Any] = []
         self._partitions: dict[str, int] = {}  # topic -> partition count, read once
+        self._publish: dict[str, Callable[..., None]] = {
+            "change": self._change,
+            "dead_letter": self._dead_letter,
+            "model_event": self._model_event,
+            "model_snapshot": self._model_snapshot,
+        }
+
+    def _emit(self, kind: str, *args: Any) -> None:
+        self._publish[kind](*args)
 
     def _send(
         self,
@@ -207,32 +249,31 @@ class KafkaSink:
             n = self._partitions[topic] = len(self._producer.partitions_for(topic))
         return n
 
-    def change(self, change: SegmentChange) -> None:
-        payload = change.model_dump_json().encode()
-        key = change.customer_id.encode()
-        headers = [("emitted_at", str(int(time.time() * 1000)).encode())]
+    def warm_up(self) -> None:
+        """Fetch the output topics' metadata now rather than inside the first batch that publishes."""
+        for topic in (self.changes_topic, self.current_topic, self.dlq_topic):
+            self._partition_count(topic)
+
+    def _change(self, key: bytes, payload: bytes, erased: bool, emitted_ms: int) -> None:
+        headers = [("emitted_at", str(emitted_ms).encode())]
         # The Java client's default partitioning (murmur2 of the key), hashed once for both
         # topics: kafka-python's partitioner is pure Python and cost a third of every send.
         h = key_hash(key)
         for topic, value in (
             (self.changes_topic, payload),
             # The compacted topic holds the latest segment per customer; erase leaves a tombstone.
-            (self.current_topic, None if change.current is None else payload),
+            (self.current_topic, None if erased else payload),
         ):
             self._send(topic, key, value, headers, h % self._partition_count(topic))
 
-    def dead_letter(self, dl: DeadLetter) -> None:
-        # Keyless records (unreadable ones) are keyed by their source partition, so that the
-        # dead-letter topic's partitioning, and order within it, is the same on every replay.
-        key = dl.key or f"{dl.source_topic}/{dl.source_partition}"
-        self._send(self.dlq_topic, key.encode(), dl.model_dump_json().encode())
+    def _dead_letter(self, key: bytes, value: bytes) -> None:
+        self._send(self.dlq_topic, key, value)
 
-    def model_event(self, payload: dict[str, Any]) -> None:
-        self._send(self.model_events_topic, b"model", json.dumps(payload, sort_keys=True).encode())
+    def _model_event(self, value: bytes) -> None:
+        self._send(self.model_events_topic, b"model", value)
 
-    def model_snapshot(self, version: int, snapshot: bytes) -> None:
-        body = json.dumps({"version": version, "snapshot_b64": base64.b64encode(snapshot).decode()})
-        self._send(self.model_topic, b"model", body.encode())
+    def _model_snapshot(self, value: bytes) -> None:
+        self._send(self.model_topic, b"model", value)
 
     def flush(self, timeout: float = 60.0) -> None:
         self._producer.flush(timeout=timeout)

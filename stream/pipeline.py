@@ -19,7 +19,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,6 +119,9 @@ class BatchProcessor:
         # its state is written, which happens once the next batch's loads are queued; by then the
         # broker has usually acknowledged them and the flush returns at once.
         self.io = OrderedIO(store, before_write=sink.flush)
+        # A sink that publishes from another process takes each partition's outputs as they are
+        # made (stream.publisher); the others send on each call.
+        self._ship: Callable[[], None] = getattr(sink, "ship", lambda: None)
 
     def drain(self) -> None:
         """Wait until every processed batch's state is in the store (raises a failed commit)."""
@@ -235,6 +238,7 @@ class BatchProcessor:
         states = StateBatch([view.states[c] for c in ids])
         rows, snaps, dirty, due_updates, wm = self._apply(view, ids, states, fresh, result)
         deltas = self._assign(p, rows, snaps, states, result)
+        self._ship()
         order = sorted(dirty, key=ids.__getitem__)
         return PartitionWrite(
             partition=p,

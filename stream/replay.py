@@ -29,16 +29,16 @@ from pydantic import ValidationError
 from stream.errors import ConfigError, SegstreamError
 from stream.feature_store import FeatureStore
 from stream.kafka_io import (
-    KafkaSink,
+    OutputSink,
     SourceRecord,
     ensure_topics,
     make_consumer,
-    make_producer,
     partition_for_key,
 )
 from stream.logfiles import read_lines
 from stream.metrics import Metrics
 from stream.pipeline import BatchProcessor
+from stream.publisher import open_sink
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -325,7 +325,7 @@ def replay(
         raise SegstreamError(f"the replay would write into its own source topic {source.topic!r}")
     summary = ReplaySummary(namespace=ns, source=source.description, output_topics=outputs)
     store = FeatureStore(settings.redis.url.get_secret_value(), ns).start()
-    sink: KafkaSink | None = None
+    sink: OutputSink | None = None
     try:
         if namespace_key_count(store):
             if not fresh:
@@ -339,7 +339,7 @@ def replay(
         engine = load_engine(settings, store)
         ensure_topics(settings, only=list(outputs.values()))
         store.save_meta(source.topic, source.partitions)
-        sink = KafkaSink(settings, make_producer(settings))
+        sink = open_sink(settings)
         metrics = Metrics(registry or CollectorRegistry())
         processor = BatchProcessor(settings, store, engine, sink, metrics)
         tune_runtime()

@@ -23,9 +23,10 @@ from models.segments.engine import EngineParams, SegmentEngine
 from stream.errors import StateConflict
 from stream.feature_store import FeatureStore
 from stream.http import Health, serve
-from stream.kafka_io import KafkaSink, SourceRecord, ensure_topics, make_consumer, make_producer
+from stream.kafka_io import OutputSink, SourceRecord, ensure_topics, make_consumer
 from stream.metrics import Metrics
 from stream.pipeline import BatchProcessor
+from stream.publisher import PublisherError, open_sink
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class Service:
         self._stop = threading.Event()
         self.consumer: KafkaConsumer | None = None
         self.store: FeatureStore | None = None
-        self.sink: KafkaSink | None = None
+        self.sink: OutputSink | None = None
         self.processor: BatchProcessor | None = None
         self.http_port: int | None = None
         self._assigned: set[int] = set()
@@ -132,7 +133,7 @@ class Service:
         self.metrics.model_version.set(engine.version)
         ensure_topics(s)
         self.store.save_meta(s.topics.interactions, s.topics.partitions)
-        self.sink = KafkaSink(s, make_producer(s))
+        self.sink = open_sink(s)
         self.processor = BatchProcessor(s, self.store, engine, self.sink, self.metrics)
         self.consumer = make_consumer(s)
         self.consumer.subscribe([s.topics.interactions], listener=_Rebalance(self))
@@ -176,7 +177,7 @@ class Service:
         if self.processor is not None and self.store is not None:
             try:
                 self.processor.close()  # every processed batch's state into Redis first
-            except (StateConflict, redis.RedisError) as e:
+            except (StateConflict, PublisherError, redis.RedisError) as e:
                 log.warning("the last batch's state was not written (%s); a restart redoes it", e)
             self._commit_durable()
             engine = self.processor.engine

@@ -44,6 +44,9 @@ class KafkaSettings(_Frozen):
     # keep it short (kafka-python's 45 s default made every crash cost ~40 s of stall).
     session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=100_000)
+    # "process": outputs are published by a child process (stream.publisher), off the service's
+    # GIL; "inline": by a producer in the service's own process (one process, slower changes).
+    publisher: Literal["process", "inline"] = "process"
 
 
 class RedisSettings(_Frozen):

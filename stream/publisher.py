@@ -1,0 +1,186 @@
+"""Kafka outputs sent by a child process, so that kafka-python's send path runs on another core.
+
+Why: a segment change is two records (``segments.changes`` and ``segments.current``), and
+kafka-python spends ~100 us of Python per record between ``send``, its accumulator and its
+sender thread, all under the service's GIL. At 5k events/s with 15% of them changing segment
+that was a third of the service's time, and it decided the event-to-change latency.
+
+:class:`ProcessSink` has the sink interface of :class:`~stream.kafka_io.KafkaSink`. It serializes
+every output in the service (the same bytes, the ``emitted_at`` header taken when the change is
+made), queues them, and ships the queue to the child at the end of each partition's work
+(:meth:`ProcessSink.ship`), in one message over a socket pair. The child, a fresh interpreter
+(``python -m stream.publisher``; not a fork: the service has threads, a fork could copy a held
+lock), publishes them in order with its own ``KafkaSink``. :meth:`ProcessSink.flush` returns
+once the child has flushed its producer: every output shipped before the call is acknowledged by
+the broker, or the call raises. The pipeline's order "outputs, then state, then offsets" holds.
+
+The child ignores SIGINT and SIGTERM (the service stops it after a last flush) and exits when
+the socket closes, so a killed service leaves no publisher behind. Outputs shipped but not yet
+flushed when the service dies may or may not be published; the batch that made them is not in
+Redis, so a restart publishes them again with the same ``change_id`` (as before).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from stream.errors import ServiceUnavailable
+from stream.kafka_io import KafkaSink, OutputSink, make_producer
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 60.0
+
+
+class PublisherError(ServiceUnavailable):
+    """The publisher process failed to publish (the broker's error, as text) or is gone: the
+    batch's state is not written, and the service stops with this one-line reason."""
+
+
+class ProcessSink(OutputSink):
+    def __init__(self, settings: Settings) -> None:
+        ours, theirs = socket.socketpair()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "stream.publisher", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._queue: list[tuple[str, tuple[Any, ...]]] = []
+        self._lock = threading.Lock()  # one socket, one message (or request and reply) at a time
+        self._closed = False
+        self._send(("start", settings))
+        self._reply(START_TIMEOUT, "start")
+
+    def _emit(self, kind: str, *args: Any) -> None:
+        self._queue.append((kind, args))
+
+    def ship(self) -> None:
+        """Hand the queued outputs to the publisher now (it sends them while the service goes on)."""
+        if not self._queue:
+            return
+        queue, self._queue = self._queue, []
+        with self._lock:
+            self._send(("publish", queue))
+
+    def flush(self, timeout: float = 60.0) -> None:
+        self.ship()
+        with self._lock:
+            self._send(("flush", timeout))
+            self._reply(timeout + 5.0, "flush")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with self._lock:
+                if self._proc.poll() is None:
+                    self._send(("close", None))
+                    self._reply(30.0, "close")
+        except PublisherError as e:
+            log.warning("publisher did not close cleanly: %s", e)
+        finally:
+            self._conn.close()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+    def _send(self, message: tuple[str, Any]) -> None:
+        try:
+            self._conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except (OSError, EOFError) as e:
+            raise PublisherError(f"publisher process is gone (exit code {self._proc.poll()}): {e}") from e
+
+    def _reply(self, timeout: float, what: str) -> None:
+        try:
+            if not self._conn.poll(timeout):
+                raise PublisherError(f"publisher process did not answer {what} within {timeout:.0f} s")
+            status, detail = self._conn.recv()
+        except (OSError, EOFError) as e:
+            raise PublisherError(f"publisher process is gone (exit code {self._proc.poll()}): {e}") from e
+        if status == "unavailable":
+            raise ServiceUnavailable(detail)
+        if status != "ok":
+            raise PublisherError(detail)
+
+
+def open_sink(settings: Settings) -> OutputSink:
+    """The sink the settings ask for (``kafka.publisher``)."""
+    if settings.kafka.publisher == "process":
+        return ProcessSink(settings)
+    sink = KafkaSink(settings, make_producer(settings))
+    sink.warm_up()
+    return sink
+
+
+def _serve(conn: Connection) -> None:
+    """The publisher process: publish what arrives, in order; answer flush and close."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service stops it, after a last flush
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        kind, settings = pickle.loads(conn.recv_bytes())
+        assert kind == "start"
+    except (EOFError, OSError):
+        return
+    try:
+        sink = KafkaSink(settings, make_producer(settings))
+        sink.warm_up()
+    except ServiceUnavailable as e:
+        conn.send(("unavailable", str(e)))
+        return
+    except Exception as e:
+        conn.send(("error", f"publisher could not start: {e!r}"))
+        return
+    conn.send(("ok", None))
+    failed: str | None = None  # the first failed send, reported by the next flush
+    while True:
+        try:
+            kind, body = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            break  # the service is gone: nothing will ask for a flush
+        if kind == "publish":
+            for what, args in body:
+                try:
+                    sink._emit(what, *args)
+                except Exception as e:
+                    failed = failed or f"publishing a {what} failed: {e!r}"
+        elif kind == "flush":
+            try:
+                sink.flush(timeout=body)
+            except Exception as e:
+                failed = failed or f"the broker did not acknowledge every output: {e!r}"
+            conn.send(("ok", None) if failed is None else ("error", failed))
+            failed = None
+        elif kind == "close":
+            try:
+                sink.flush()
+                sink.close()
+            except Exception as e:
+                conn.send(("error", f"last flush failed: {e!r}"))
+            else:
+                conn.send(("ok", None))
+            return
+    try:
+        sink.close()
+    except Exception as e:  # best effort: the service is already gone
+        log.warning("publisher close after the service went away: %s", e)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s publisher: %(message)s")
+    _serve(Connection(int(sys.argv[1])))
+    os._exit(0)  # kafka-python's threads are done or irrelevant: the service asked, or is gone

@@ -1,0 +1,178 @@
+"""The publisher process (stream.publisher.ProcessSink) against the real broker.
+
+It must publish exactly what the in-process KafkaSink publishes (topics, partitions, keys,
+values, headers, order within a partition), make ``flush`` mean "acknowledged", fail loudly
+when its process is gone, and never outlive a killed service.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient
+
+from models.events import DeadLetter, RFMScore, SegmentChange, SegmentRef
+from stream.kafka_io import KafkaSink, OutputSink, ensure_topics, make_producer
+from stream.publisher import ProcessSink, PublisherError
+from stream.settings import KafkaSettings, Settings, TopicSettings
+
+from .conftest import Stack, delete_topics, unique
+from .test_e2e_sigterm import start_service, tail, wait_until
+from .util import produce, read_topic
+
+OUTPUTS = ("dlq", "changes", "current", "model", "model_events")
+
+
+def settings_for(stack: Stack, suffix: str) -> Settings:
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=stack.bootstrap),
+        topics=TopicSettings(interactions=f"{suffix}.in", suffix=f".{suffix}"),
+    )
+
+
+def change(i: int, erased: bool = False) -> SegmentChange:
+    return SegmentChange(
+        change_id=f"id{i:04d}",
+        customer_id=f"c{i % 37:05d}",
+        seq=1 + i // 37,
+        previous=SegmentRef(id=i % 3, name="Dormant") if i % 5 else None,
+        current=None if erased else SegmentRef(id=3 + i % 2, name="High-value loyal"),
+        membership={"3": 0.75, "4": 0.25},
+        confidence=0.5,
+        reason="erase" if erased else "event",
+        explanation="spend rose",
+        rfm=RFMScore(r=5, f=4, m=3, group="Loyal"),
+        model_version=2,
+        event_time=datetime(2026, 1, 2, tzinfo=UTC),
+        source_topic="in",
+        source_partition=i % 4,
+        source_offset=i,
+    )
+
+
+def publish_sample(sink: OutputSink) -> None:
+    for i in range(300):
+        sink.change(change(i, erased=i % 97 == 0))
+        if i % 50 == 0:
+            dl = DeadLetter(
+                source_topic="in",
+                source_partition=i % 4,
+                source_offset=i,
+                key=None if i % 100 == 0 else f"c{i:05d}",
+                original="e30=",
+                error_class="ValidationError",
+                reason="ts: missing",
+            )
+            sink.dead_letter(dl)
+        if i % 120 == 0:
+            sink.model_event({"kind": "birth", "version": i, "segment_id": 3})
+            sink.model_snapshot(i, b"\x00snapshot" * 50)
+        if i % 64 == 0 and isinstance(sink, ProcessSink):
+            sink.ship()
+    sink.flush()
+
+
+def read_outputs(stack: Stack, s: Settings) -> dict[str, list[tuple]]:
+    out = {}
+    for name in OUTPUTS:
+        out[name] = [
+            (m.partition, m.key, m.value, [k for k, _ in m.headers or []])
+            for m in read_topic(stack.bootstrap, s.topics.out(name))
+        ]
+    return out
+
+
+@pytest.fixture
+def two_topic_sets(stack: Stack, kafka_admin: KafkaAdminClient):
+    base = unique("p")
+    sets = [settings_for(stack, f"{base}a"), settings_for(stack, f"{base}b")]
+    for s in sets:
+        ensure_topics(s, only=[s.topics.out(n) for n in OUTPUTS])
+    yield sets
+    delete_topics(kafka_admin, [s.topics.out(n) for s in sets for n in OUTPUTS])
+
+
+def test_process_sink_publishes_what_the_inline_sink_publishes(stack: Stack, two_topic_sets) -> None:
+    inline_settings, process_settings = two_topic_sets
+    inline = KafkaSink(inline_settings, make_producer(inline_settings))
+    try:
+        publish_sample(inline)
+    finally:
+        inline.close()
+    child = ProcessSink(process_settings)
+    try:
+        publish_sample(child)
+    finally:
+        child.close()
+    want = read_outputs(stack, inline_settings)
+    got = read_outputs(stack, process_settings)
+    assert len(want["changes"]) == 300 and len(want["dlq"]) == 6 and len(want["model"]) == 3
+    assert sum(v is None for _, _, v, _ in want["current"]) == 4  # the erases' tombstones
+    assert all(h == ["emitted_at"] for *_, h in want["changes"])
+    assert got == want
+
+
+def test_flush_raises_when_the_publisher_process_is_gone(stack: Stack, two_topic_sets) -> None:
+    s = two_topic_sets[0]
+    sink = ProcessSink(s)
+    try:
+        sink.change(change(1))
+        sink.flush()
+        os.kill(sink._proc.pid, signal.SIGKILL)
+        sink._proc.wait(timeout=10)
+        sink.change(change(2))
+        with pytest.raises(PublisherError, match="publisher process is gone"):
+            sink.flush()
+    finally:
+        sink.close()  # no hang and no error on an already dead child
+
+
+def children_of(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_killed_service_leaves_no_publisher_behind(
+    stack: Stack, settings_env: dict[str, str], topic_names: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**os.environ, **settings_env, "SEGSTREAM_KAFKA__PUBLISHER": "process"}
+    produce(stack.bootstrap, topic_names["interactions"], [(b"c1", b"not json")])
+    log = tmp_path / "service.log"
+    proc: subprocess.Popen[bytes] = start_service(env, log, until_idle=60)
+    try:
+        kids: list[int] = []
+
+        def publisher_started() -> bool:
+            kids[:] = children_of(proc.pid)
+            return bool(kids) or proc.poll() is not None
+
+        wait_until(publisher_started, timeout=60, what="the publisher process to start")
+        assert proc.poll() is None, tail(log)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        wait_until(lambda: not any(alive(k) for k in kids), timeout=15, what="the publisher to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
