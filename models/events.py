@@ -12,24 +12,26 @@ problem (it then goes to the dead-letter topic) and never reaches the feature st
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 MAX_EVENT_BYTES = 16 * 1024
 MAX_PROPERTIES = 32
 _ID_PATTERN = r"^[A-Za-z0-9_.:@\-]{1,64}$"
+_TS_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+_TS_MAX = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class Channel(StrEnum):
@@ -95,7 +97,11 @@ class InteractionEvent(BaseModel):
 
     event_id: Identifier
     customer_id: Identifier
-    ts: datetime = Field(description="Event time, RFC 3339 with a timezone offset.")
+    # Checked in pydantic-core (a Python validator here cost ~3 us per event): a timezone is
+    # required, and the time must lie in 2000-01-01 .. 2100-01-01.
+    ts: AwareDatetime = Field(
+        ge=_TS_MIN, le=_TS_MAX, description="Event time, RFC 3339 with a timezone offset."
+    )
     channel: Channel
     type: EventType
     amount: float | None = Field(default=None, ge=0, le=1_000_000, allow_inf_nan=False)
@@ -106,15 +112,6 @@ class InteractionEvent(BaseModel):
     properties: dict[str, str | int | float | bool | None] | None = Field(
         default=None, max_length=MAX_PROPERTIES
     )
-
-    @field_validator("ts")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None or v.utcoffset() is None:
-            raise ValueError("timestamp must carry a timezone (RFC 3339), e.g. 2026-01-02T10:00:00Z")
-        if not 946684800 <= v.timestamp() <= 4102444800:  # 2000-01-01 .. 2100-01-01
-            raise ValueError("timestamp outside 2000-01-01 .. 2100-01-01")
-        return v
 
     @model_validator(mode="after")
     def _money(self) -> InteractionEvent:
@@ -201,12 +198,17 @@ class DeadLetter(BaseModel):
 SegmentChange.model_rebuild()
 
 
+# pydantic-core's own wording, with what to send instead where it does not say.
+_HINTS = {"timezone_aware": " (RFC 3339 with an offset, e.g. 2026-01-02T10:00:00Z)"}
+
+
 def describe_validation_error(err: ValidationError) -> str:
     """A readable one-line reason: ``field: message; field: message``."""
     parts = []
     for e in err.errors(include_url=False):
         loc = ".".join(str(p) for p in e["loc"]) or "record"
-        parts.append(f"{loc}: {e['msg']}")
+        hint = _HINTS.get(e["type"], "")
+        parts.append(f"{loc}: {e['msg']}{hint}")
     return "; ".join(parts)[:500]
 
 

@@ -62,7 +62,7 @@ def _segment_names(store: Any) -> tuple[int, dict[int, str]]:
         return 0, {}
     version, blob = saved
     engine = SegmentEngine.restore(blob)
-    return version, {s.id: s.name for s in engine.segments()}
+    return version, engine.live_names()
 
 
 def build_erase_change(

@@ -41,7 +41,7 @@ def customer_views(
     names: dict[int, str] = {}
     assignment = None
     if engine is not None:
-        names = {s.id: s.name for s in engine.segments()}
+        names = engine.live_names()
         assignment = engine.assign(vecs)
         memberships = assignment.memberships(list(range(len(rows))), MIN_MEMBERSHIP)
     out: list[dict[str, Any]] = []

@@ -383,7 +383,7 @@ class BatchProcessor:
         for chunk in engine.process_chunks(raw, times, self._learn_mask(rows, states)):
             self._publish_model_events(chunk.events_before)
             assignment = chunk.assignment
-            live = {s.id: s.name for s in engine.segments()}
+            live = engine.live_names()
             column = {int(sid): j for j, sid in enumerate(assignment.ids.tolist())}
             best_ids = assignment.segment_ids.tolist()
             distances = assignment.distances

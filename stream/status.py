@@ -143,7 +143,7 @@ def _redis_part(settings: Settings, report: StatusReport) -> int:
             report.model_version = engine.version
             t_max = float(engine.t_max)
             report.model_event_time = t_max if t_max > 0 and t_max != float("inf") else None
-            names = {s.id: s.name for s in engine.segments() if s.id >= 0}
+            names = {i: n for i, n in engine.live_names().items() if i >= 0}
         else:
             report.notes.append(f"no model in namespace {settings.redis.namespace!r} yet")
         for sid in sorted(set(counts) | set(names), key=lambda s: (-counts.get(s, 0), s)):

@@ -490,6 +490,14 @@ class SegmentEngine:
             return f"{self.retired_names[segment_id]} (retired)"
         return f"segment {segment_id}"
 
+    def live_names(self) -> dict[int, str]:
+        """Id -> name of the current version's segments (what :meth:`segments` lists, without
+        computing profiles: the pipeline asks once per chunk)."""
+        v = self._current
+        if v is None:
+            return {-1: WARMING_UP}
+        return {int(sid): v.names.get(int(sid), str(int(sid))) for sid in v.ids.tolist()}
+
     def segments(self) -> list[SegmentProfile]:
         v = self._current
         if v is None:

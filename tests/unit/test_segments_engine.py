@@ -146,6 +146,7 @@ def test_warming_up() -> None:
     r, events = e.process(stream(100, [0], seed=0), np.zeros(100))
     assert (r.segment_ids == -1).all() and events == [] and not e.warmed_up and e.version == 0
     assert e.segments()[0].name == "warming up"
+    assert e.live_names() == {s.id: s.name for s in e.segments()}
 
 
 def test_profiles_hierarchy_and_outliers() -> None:
@@ -153,6 +154,7 @@ def test_profiles_hierarchy_and_outliers() -> None:
     e.process(stream(800, [0, 1, 2], seed=4), np.zeros(800))
     segs = e.segments()
     assert len(segs) == 3 and abs(sum(s.share for s in segs) - 1) < 1e-9
+    assert e.live_names() == {s.id: s.name for s in segs}
     assert all(s.parent is not None for s in segs)
     text = e.hierarchy().render()
     assert text.count("- [") == 3
