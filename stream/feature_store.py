@@ -119,8 +119,9 @@ class OrderedIO:
 
     def __init__(self, store: StateStore, before_write: Callable[[], None] | None = None) -> None:
         self.store = store
-        # Called before deferred writes are submitted: the pipeline flushes the batch's outputs
-        # there, so they are acknowledged before its state is written (and mostly already are).
+        # Called right before deferred writes run, on the I/O thread: the pipeline flushes the
+        # batch's outputs there, so they are acknowledged before its state is written, and the
+        # computing thread does not wait for the broker (or the publisher process) to catch up.
         self._before_write = before_write
         # A store without network waits (the in-memory one) runs inline: a thread would only
         # contend for the GIL with the computation it is meant to overlap.
@@ -170,14 +171,14 @@ class OrderedIO:
         """Submit the deferred writes (after the next batch's loads, or before waiting)."""
         if self._deferred is None:
             return
-        if self._before_write is not None:
-            self._before_write()
         writes, done = self._deferred
         self._deferred = None
         self._submit(self._commit_all, writes, done)
 
     def _commit_all(self, writes: list[PartitionWrite], done: Future[None]) -> None:
         try:
+            if self._before_write is not None:
+                self._before_write()  # a failed flush fails the write: the state is not written
             for w in writes:
                 self.store.commit(w)
         except Exception as e:

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -220,6 +221,7 @@ class KafkaSink(OutputSink):
         self.model_topic = t.out("model")
         self.model_events_topic = t.out("model_events")
         self._futures: list[Any] = []
+        self._futures_lock = threading.Lock()
         self._partitions: dict[str, int] = {}  # topic -> partition count, read once
         self._publish: dict[str, Callable[..., None]] = {
             "change": self._change,
@@ -239,9 +241,9 @@ class KafkaSink(OutputSink):
         headers: list | None = None,
         partition: int | None = None,
     ) -> None:
-        self._futures.append(
-            self._producer.send(topic, key=key, value=value, headers=headers, partition=partition)
-        )
+        future = self._producer.send(topic, key=key, value=value, headers=headers, partition=partition)
+        with self._futures_lock:  # flush() may run on the store's I/O thread
+            self._futures.append(future)
 
     def _partition_count(self, topic: str) -> int:
         n = self._partitions.get(topic)
@@ -276,8 +278,9 @@ class KafkaSink(OutputSink):
         self._send(self.model_topic, b"model", value)
 
     def flush(self, timeout: float = 60.0) -> None:
+        with self._futures_lock:
+            futures, self._futures = self._futures, []
         self._producer.flush(timeout=timeout)
-        futures, self._futures = self._futures, []
         for f in futures:
             f.get(timeout=timeout)  # raises if the broker refused a record
 

@@ -58,26 +58,32 @@ class ProcessSink(OutputSink):
         theirs.close()
         self._conn = Connection(ours.detach())
         self._queue: list[tuple[str, tuple[Any, ...]]] = []
-        self._lock = threading.Lock()  # one socket, one message (or request and reply) at a time
+        # The pipeline emits and ships on its thread and flushes on the store's I/O thread.
+        self._queue_lock = threading.Lock()  # the queue
+        self._write_lock = threading.Lock()  # the socket, and queue order into it
+        self._flush_lock = threading.Lock()  # one request-and-reply at a time
         self._closed = False
         self._send(("start", settings))
         self._reply(START_TIMEOUT, "start")
 
     def _emit(self, kind: str, *args: Any) -> None:
-        self._queue.append((kind, args))
+        with self._queue_lock:
+            self._queue.append((kind, args))
 
     def ship(self) -> None:
         """Hand the queued outputs to the publisher now (it sends them while the service goes on)."""
-        if not self._queue:
-            return
-        queue, self._queue = self._queue, []
-        with self._lock:
-            self._send(("publish", queue))
+        with self._write_lock:  # taken first: two shippers cannot swap their queues' order
+            with self._queue_lock:
+                queue, self._queue = self._queue, []
+            if queue:
+                self._send(("publish", queue))
 
     def flush(self, timeout: float = 60.0) -> None:
-        self.ship()
-        with self._lock:
-            self._send(("flush", timeout))
+        """Return once every output emitted before the call is acknowledged by the broker."""
+        with self._flush_lock:
+            self.ship()
+            with self._write_lock:
+                self._send(("flush", timeout))
             self._reply(timeout + 5.0, "flush")
 
     def close(self) -> None:
@@ -85,9 +91,11 @@ class ProcessSink(OutputSink):
             return
         self._closed = True
         try:
-            with self._lock:
+            with self._flush_lock:
                 if self._proc.poll() is None:
-                    self._send(("close", None))
+                    self.ship()
+                    with self._write_lock:
+                        self._send(("close", None))
                     self._reply(30.0, "close")
         except PublisherError as e:
             log.warning("publisher did not close cleanly: %s", e)

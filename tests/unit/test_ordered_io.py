@@ -101,16 +101,41 @@ def test_a_failed_write_is_raised_and_stops_its_batch(store_class: type[MemoryFe
         io.close()
 
 
-def test_outputs_are_flushed_before_a_deferred_write_is_submitted() -> None:
-    store = MemoryFeatureStore()
-    seen: list[int] = []
-    io = OrderedIO(store, before_write=lambda: seen.append(store.load(0, [], 0).applied_offset))
-    io.commit([_write(0, -1, 4, {"a": b"x"})])
+@pytest.mark.parametrize("store_class", STORES)
+def test_outputs_are_flushed_right_before_a_deferred_write(store_class: type[MemoryFeatureStore]) -> None:
+    store = store_class()
+    seen: list[tuple[int, bool]] = []
+
+    def flush() -> None:
+        seen.append((store.load(0, [], 0).applied_offset, threading.current_thread() is main))
+
+    main = threading.current_thread()
+    io = OrderedIO(store, before_write=flush)
+    done = io.commit([_write(0, -1, 4, {"a": b"x"})])
     assert seen == []  # deferred: nothing to flush for yet
     io.release()
-    assert seen == [-1] and store.load(0, [], 0).applied_offset == 4  # flushed, then written
+    done.result(timeout=5)
+    # Flushed, then written; on the I/O thread when there is one (the computation goes on).
+    assert seen == [(-1, not store.blocking_io)] and store.load(0, [], 0).applied_offset == 4
     io.release()  # nothing deferred: no flush
-    assert seen == [-1]
+    assert len(seen) == 1
+    io.close()
+
+
+def test_a_failed_flush_fails_the_write_and_the_state_stays_unwritten() -> None:
+    store = _ThreadedStore()
+
+    def flush() -> None:
+        raise OSError("broker gone")
+
+    io = OrderedIO(store, before_write=flush)
+    done = io.commit([_write(0, -1, 4, {"a": b"x"})])
+    io.release()
+    with pytest.raises(OSError, match="broker gone"):
+        done.result(timeout=5)
+    assert store.load(0, [], 0).applied_offset == -1
+    with pytest.raises(OSError, match="broker gone"):
+        io.drain()
     io.close()
 
 
