@@ -1,7 +1,7 @@
 // The latency run's load generator (bench_e2e.py): produces "key<TAB>value" lines read from
 // stdin, each as it arrives, with the Java client. Run from source (JEP 330), no build step:
 //
-//     java -cp '.cache/kafka/libs/*' benchmarks/LineProducer.java BOOTSTRAP TOPIC
+//     java -cp '.cache/kafka/libs/*' benchmarks/LineProducer.java BOOTSTRAP TOPIC [WARMUP_TOPIC N]
 //
 // Why not kafka-python in the benchmark process: at 5k events/s its send path took ~0.4 of one
 // of this machine's two cores, which the service under test then lacked. The Java client sends
@@ -33,6 +33,15 @@ public class LineProducer {
              BufferedReader in = new BufferedReader(
                      new InputStreamReader(System.in, StandardCharsets.UTF_8), 1 << 16)) {
             producer.partitionsFor(topic); // metadata and connection before the first timed record
+            if (args.length >= 4) {
+                // Warm the send path up on a scratch topic: the JIT compiling it during the first
+                // timed seconds took most of a core from the service under test.
+                byte[] filler = new byte[300];
+                for (int i = 0; i < Integer.parseInt(args[3]); i++) {
+                    producer.send(new ProducerRecord<>(args[2], ("w" + i).getBytes(StandardCharsets.UTF_8), filler));
+                }
+                producer.flush();
+            }
             System.out.println("ready");
             System.out.flush();
             String line;
