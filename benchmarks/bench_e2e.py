@@ -17,8 +17,10 @@
 2. Latency at a fixed input rate: ``segstream run`` in a subprocess (its own interpreter, as in
    production) with a fresh namespace pre-warmed with the model snapshot of the full run (fresh
    customer states, so each customer's first event after the start is a change: previous = none).
-   A producer thread sends generated events at ``--rate`` events/s for ``--seconds`` s, the
-   ``ts`` of each event rewritten to the wall clock at send time (everything else kept). A
+   A thread hands generated events at ``--rate`` events/s for ``--seconds`` s to a load generator
+   in its own process (``LineProducer.java``, the Java client: kafka-python in this process took
+   most of a core the service needed), the ``ts`` of each event rewritten to the wall clock when
+   handed over (everything else kept). A
    subscriber thread tails the changes topic. Per change: event-to-change latency =
    ``emitted_at`` header (ms) - the source event's ts, and event-to-visible = the time the
    subscriber received it - the event's ts. p50/p99 (goal p99 < 250 ms at 5k events/s), the
