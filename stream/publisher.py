@@ -66,6 +66,11 @@ class ProcessSink(OutputSink):
         self._send(("start", settings))
         self._reply(START_TIMEOUT, "start")
 
+    def problem(self) -> str | None:
+        """Why the publisher cannot publish (for /readyz), or None while its process runs."""
+        code = self._proc.poll()
+        return None if code is None else f"publisher process exited (code {code})"
+
     def _emit(self, kind: str, *args: Any) -> None:
         with self._queue_lock:
             self._queue.append((kind, args))

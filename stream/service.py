@@ -126,6 +126,7 @@ class Service:
         self.health.checks["model"] = lambda: None if self.processor is not None else "model not loaded"
         self.health.checks["redis"] = self._redis_check
         self.health.checks["kafka"] = self._kafka_check
+        self.health.checks["publisher"] = self._publisher_check
         started = time.perf_counter()
         self.store = FeatureStore(s.redis.url.get_secret_value(), s.redis.namespace).start()
         engine = load_engine(s, self.store)
@@ -144,6 +145,12 @@ class Service:
             return "not connected"
         self.store.client.ping()
         return None
+
+    def _publisher_check(self) -> str | None:
+        if self.sink is None:
+            return "not started"
+        problem = getattr(self.sink, "problem", None)  # a publisher process can die on its own
+        return problem() if problem is not None else None
 
     def _kafka_check(self) -> str | None:
         if self.consumer is None:

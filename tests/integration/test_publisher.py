@@ -7,9 +7,13 @@ when its process is gone, and never outlive a killed service.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,8 +25,8 @@ from stream.kafka_io import KafkaSink, OutputSink, ensure_topics, make_producer
 from stream.publisher import ProcessSink, PublisherError
 from stream.settings import KafkaSettings, Settings, TopicSettings
 
-from .conftest import Stack, delete_topics, unique
-from .test_e2e_sigterm import start_service, tail, wait_until
+from .conftest import ROOT, Stack, delete_topics, unique
+from .test_e2e_sigterm import SEGSTREAM, start_service, tail, wait_until
 from .util import produce, read_topic
 
 OUTPUTS = ("dlq", "changes", "current", "model", "model_events")
@@ -176,3 +180,40 @@ def test_a_killed_service_leaves_no_publisher_behind(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_readyz_reports_a_dead_publisher(stack: Stack, settings_env: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, **settings_env}
+    log = tmp_path / "service.log"
+    proc = subprocess.Popen(
+        [*SEGSTREAM, "run", "--until-idle", "120", "--metrics-port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def readyz() -> tuple[int, dict]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+            except OSError:
+                return 0, {}
+
+        wait_until(lambda: readyz()[0] == 200 or proc.poll() is not None, timeout=60, what="ready")
+        assert proc.poll() is None, tail(log)
+        kids = children_of(proc.pid)
+        assert len(kids) == 1, kids
+        os.kill(kids[0], signal.SIGKILL)
+        wait_until(lambda: readyz()[0] == 503, timeout=10, what="/readyz to notice")
+        code, doc = readyz()
+        assert code == 503 and doc["reasons"]["publisher"] == "publisher process exited (code -9)", doc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
