@@ -201,6 +201,13 @@ class OutputSink:
     def _emit(self, kind: str, *args: Any) -> None:
         raise NotImplementedError
 
+    def ship(self) -> None:
+        """Hand what was emitted to whoever sends it (a no-op where each call sends)."""
+
+    def problem(self) -> str | None:
+        """Why the sink cannot publish now (for /readyz), or None."""
+        return None
+
     def flush(self, timeout: float = 60.0) -> None:
         raise NotImplementedError
 

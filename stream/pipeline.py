@@ -120,7 +120,8 @@ class BatchProcessor:
         # broker has usually acknowledged them and the flush returns at once.
         self.io = OrderedIO(store, before_write=sink.flush)
         # A sink that publishes from another process takes each partition's outputs as they are
-        # made (stream.publisher); the others send on each call.
+        # made (OutputSink.ship; stream.publisher); minimal sinks (tests, evaluation) send on
+        # each call and need not have it.
         self._ship: Callable[[], None] = getattr(sink, "ship", lambda: None)
 
     def drain(self) -> None:

@@ -149,8 +149,7 @@ class Service:
     def _publisher_check(self) -> str | None:
         if self.sink is None:
             return "not started"
-        problem = getattr(self.sink, "problem", None)  # a publisher process can die on its own
-        return problem() if problem is not None else None
+        return self.sink.problem()  # a publisher process can die on its own
 
     def _kafka_check(self) -> str | None:
         if self.consumer is None:
