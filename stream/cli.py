@@ -234,13 +234,26 @@ def _produce(settings: Settings, records: Any) -> int:
 @click.option("--until-idle", type=click.FloatRange(0.1), help="Stop after this many idle seconds.")
 @click.option("--max-records", type=click.IntRange(1), help="Stop after about this many records.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Port of /metrics, /healthz, /readyz.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Processes to run (service.workers): each takes a share of the partitions and serves its "
+    "metrics on metrics-port + its index; worker 0 learns the model, the others use its versions.",
+)
 @click.pass_obj
-def run(obj: Ctx, until_idle: float | None, max_records: int | None, metrics_port: int | None) -> None:
+def run(
+    obj: Ctx, until_idle: float | None, max_records: int | None, metrics_port: int | None, workers: int | None
+) -> None:
     """Consume interactions, update features, assign segments, publish changes."""
     from stream.service import Service
 
     if metrics_port is not None:
         obj.overrides.setdefault("service", {})["metrics_port"] = metrics_port
+    if workers is not None:
+        obj.overrides.setdefault("service", {})["workers"] = workers
+    if obj.settings.service.workers > 1:
+        _run_workers(obj.settings, until_idle, max_records)
+        return
     service = Service(obj.settings)
     service.install_signal_handlers()
     service.start()
@@ -258,6 +271,29 @@ def run(obj: Ctx, until_idle: float | None, max_records: int | None, metrics_por
     console.print(
         f"processed {summary.records} records in {summary.batches} batches ({rate:,.0f}/s): "
         f"{summary.applied} applied, {summary.dead_letters} dead-lettered, {summary.changes} segment changes"
+    )
+
+
+def _run_workers(settings: Settings, until_idle: float | None, max_records: int | None) -> None:
+    from stream.workers import run_workers
+
+    n = settings.service.workers
+    port = settings.service.metrics_port
+    log.info(
+        "consuming %s (group %s) with %d workers, metrics on ports %s",
+        settings.topics.interactions,
+        settings.kafka.group_id,
+        n,
+        f"{port}-{port + n - 1}" if port else "chosen by the system",
+    )
+    summaries = run_workers(settings, until_idle, max_records)
+    keys = ("records", "applied", "dead_letters", "changes")
+    totals = {k: sum(s.get(k, 0) for s in summaries) for k in keys}
+    seconds = max((s.get("seconds", 0.0) for s in summaries), default=0.0)
+    rate = totals["records"] / seconds if seconds else 0.0
+    console.print(
+        f"processed {totals['records']} records with {n} workers ({rate:,.0f}/s): {totals['applied']} "
+        f"applied, {totals['dead_letters']} dead-lettered, {totals['changes']} segment changes"
     )
 
 

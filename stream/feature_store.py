@@ -461,6 +461,11 @@ class FeatureStore:
     def save_model(self, snapshot: bytes, version: int) -> None:
         self.client.hset(self.model_key, mapping={"version": version, "snapshot": snapshot})
 
+    def model_version(self) -> int:
+        """The checkpointed model's version (0: none yet): one small read, for followers."""
+        v = self.client.hget(self.model_key, "version")
+        return int(v) if v is not None else 0
+
     def load_model(self) -> tuple[int, bytes] | None:
         h = self.client.hgetall(self.model_key)
         if not h:

@@ -115,6 +115,7 @@ class BatchProcessor:
         self._thresholds = f.inactivity_thresholds_days
         self._max_bytes = settings.kafka.max_record_bytes
         self._learn_interval = settings.model.learn_interval_hours * 3600
+        self.learns = settings.model.role == "learner"
         # Outputs first, state second, offsets last: a batch's changes are flushed right before
         # its state is written, which happens once the next batch's loads are queued; by then the
         # broker has usually acknowledged them and the flush returns at once.
@@ -472,6 +473,8 @@ class BatchProcessor:
         """Learn from each customer at most once per interval, so segments describe customers
         rather than events (a daily shopper would otherwise outweigh a monthly one 30 to 1)."""
         mask = np.zeros(len(rows), dtype=bool)
+        if not self.learns:
+            return mask  # a follower: the learner's versions come from the store (Service)
         last_learned = states.last_learned
         interval = self._learn_interval
         for k, row in enumerate(rows):

@@ -98,8 +98,18 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class Service:
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    """One consumer process. ``partitions`` None: it joins the consumer group (subscribe), and
+    the group spreads partitions over instances; a list: it reads exactly those (a worker of
+    ``segstream run --workers N``, see :mod:`stream.workers`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        partitions: list[int] | None = None,
+    ) -> None:
         self.settings = settings
+        self._partitions = partitions
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.health = Health(settings.service.stall_seconds)
@@ -137,7 +147,12 @@ class Service:
         self.sink = open_sink(s)
         self.processor = BatchProcessor(s, self.store, engine, self.sink, self.metrics)
         self.consumer = make_consumer(s)
-        self.consumer.subscribe([s.topics.interactions], listener=_Rebalance(self))
+        if self._partitions is None:
+            self.consumer.subscribe([s.topics.interactions], listener=_Rebalance(self))
+        else:
+            tps = [TopicPartition(s.topics.interactions, p) for p in self._partitions]
+            self.consumer.assign(tps)
+            self.on_assigned(tps)
         tune_runtime()
 
     def _redis_check(self) -> str | None:
@@ -187,7 +202,8 @@ class Service:
                 log.warning("the last batch's state was not written (%s); a restart redoes it", e)
             self._commit_durable()
             engine = self.processor.engine
-            self.store.save_model(engine.snapshot(), engine.version)
+            if self.processor.learns:  # a follower's copy is the learner's, maybe older
+                self.store.save_model(engine.snapshot(), engine.version)
         if self.consumer is not None:
             self._commit_last()
             self.consumer.close(autocommit=False)
@@ -229,8 +245,23 @@ class Service:
         summary.seconds = time.perf_counter() - started
         return summary
 
+    def _follow_model(self) -> None:
+        """A follower swaps to the learner's newest checkpointed version between two batches."""
+        assert self.processor is not None and self.store is not None
+        if self.processor.learns or self.store.model_version() <= self.processor.engine.version:
+            return
+        saved = self.store.load_model()
+        if saved is None:
+            return
+        version, blob = saved
+        self.processor.engine = SegmentEngine.restore(blob)
+        self.metrics.model_version.set(version)
+        self.metrics.model_updated.set(time.time())
+        log.debug("following model version %d", version)
+
     def _process(self, records: list[SourceRecord], summary: RunSummary) -> None:
         assert self.consumer is not None and self.processor is not None and self.store is not None
+        self._follow_model()
         try:
             result = self.processor.process(records)
         except StateConflict as e:

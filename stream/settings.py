@@ -121,10 +121,17 @@ class ModelSettings(_Frozen):
     min_dwell_days: float = Field(default=21.0, ge=0)
     outlier_quantile: float = Field(default=0.99, gt=0.5, lt=1)
     seed: int = 42
+    # One instance learns the model (from its partitions' customers: a hash sample of all of
+    # them) and checkpoints every version to Redis; followers assign with the newest version
+    # there and never learn, so every instance segments with the same model.
+    role: Literal["learner", "follower"] = "learner"
 
 
 class ServiceSettings(_Frozen):
     metrics_port: int = Field(default=9108, ge=0, le=65535)
+    # Processes `segstream run` starts: worker i owns the partitions p with p % workers == i and
+    # serves its metrics on metrics_port + i; worker 0 learns the model, the others follow it.
+    workers: int = Field(default=1, ge=1, le=64)
     metrics_host: str = "127.0.0.1"
     stall_seconds: float = Field(default=60.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

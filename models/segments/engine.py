@@ -347,9 +347,10 @@ class SegmentEngine:
             j = i + int(hits[0]) + 1 if len(hits) else n
             yield Chunk(i, j, self.assign(raw[i:j]), pending_events)
             keep = mask[i:j]
-            self._pending_raw.append(raw[i:j][keep])
-            self._pending_t.append(times[i:j][keep])
-            self._pending_n += int(keep.sum())
+            if keep.any():  # an assign-only caller (a follower) must not pile up empty arrays
+                self._pending_raw.append(raw[i:j][keep])
+                self._pending_t.append(times[i:j][keep])
+                self._pending_n += int(keep.sum())
             self._t_lo = min(self._t_lo, float(times[i:j].min()))
             self._t_hi = max(self._t_hi, float(times[i:j].max()))
             i = j

@@ -1,0 +1,97 @@
+"""A follower (``model.role: follower``) assigns with the learner's version and never learns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from models.events import DeadLetter, SegmentChange
+from models.features import CustomerState
+from models.generator import generate
+from models.segments.engine import SegmentEngine
+from stream.feature_store import MemoryFeatureStore
+from stream.kafka_io import SourceRecord, partition_for_key
+from stream.metrics import Metrics
+from stream.pipeline import BatchProcessor
+from stream.service import engine_params
+from stream.settings import Settings, load
+from stream.workers import worker_partitions, worker_settings
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.changes: list[SegmentChange] = []
+        self.model_events: list[dict[str, Any]] = []
+
+    def change(self, change: SegmentChange) -> None:
+        self.changes.append(change)
+
+    def dead_letter(self, dl: DeadLetter) -> None:
+        pass
+
+    def model_event(self, payload: dict[str, Any]) -> None:
+        self.model_events.append(payload)
+
+    def model_snapshot(self, version: int, snapshot: bytes) -> None:
+        pass
+
+    def flush(self, timeout: float = 60.0) -> None:
+        pass
+
+
+def settings(role: str) -> Settings:
+    return load(overrides={"model": {"warmup_vectors": 300, "update_every": 300, "role": role}})
+
+
+def records(customers: int, seed: int) -> list[SourceRecord]:
+    offsets = [0] * 4
+    out = []
+    for r in generate(customers=customers, days=45, seed=seed).records:
+        p = partition_for_key(r.key, 4)
+        out.append(SourceRecord("in", p, offsets[p], r.key, r.value))
+        offsets[p] += 1
+    return out
+
+
+def run(processor: BatchProcessor, recs: list[SourceRecord]) -> None:
+    for lo in range(0, len(recs), 500):
+        processor.process(recs[lo : lo + 500])
+    processor.close()
+
+
+def test_a_follower_uses_the_learners_version_and_never_learns() -> None:
+    learner = BatchProcessor(
+        settings("learner"),
+        MemoryFeatureStore(),
+        SegmentEngine(engine_params(settings("learner"))),
+        Collect(),
+        Metrics(CollectorRegistry()),
+    )
+    run(learner, records(150, seed=3))
+    assert learner.learns and learner.engine.version >= 2
+
+    store = MemoryFeatureStore()
+    sink = Collect()
+    engine = SegmentEngine.restore(learner.engine.snapshot())
+    before = (engine.version, engine.learned, engine._pending_n, len(engine._pending_raw))
+    follower = BatchProcessor(settings("follower"), store, engine, sink, Metrics(CollectorRegistry()))
+    run(follower, records(150, seed=4))
+
+    assert not follower.learns
+    assert (engine.version, engine.learned, engine._pending_n, len(engine._pending_raw)) == before
+    assert sink.model_events == []  # no version built, so no model events and no snapshot
+    assert sink.changes and {c.model_version for c in sink.changes} == {before[0]}
+    # The customers' "last learned" stamps stay unset: the learner would learn from them at once.
+    states = [CustomerState.unpack(b) for _, _, b in store.scan_customers(4)]
+    assert states and all(s.last_learned == 0 for s in states)
+
+
+def test_worker_partitions_and_settings() -> None:
+    assert [worker_partitions(i, 3, 8) for i in range(3)] == [[0, 3, 6], [1, 4, 7], [2, 5]]
+    base = load(overrides={"service": {"metrics_port": 9200, "workers": 3}})
+    w0, w2 = worker_settings(base, 0), worker_settings(base, 2)
+    assert (w0.model.role, w0.service.metrics_port, w0.service.workers) == ("learner", 9200, 1)
+    assert (w2.model.role, w2.service.metrics_port) == ("follower", 9202)
+    assert w2.model.n_segments == base.model.n_segments and w2.redis == base.redis
+    assert worker_settings(load(overrides={"service": {"metrics_port": 0}}), 1).service.metrics_port == 0
