@@ -28,7 +28,7 @@ import logging
 import struct
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -448,9 +448,10 @@ class FeatureStore:
         seg = str(segment) if segment >= 0 else ""
         return int(self._erase(keys=keys, args=[expected, customer_id, seg, b]))
 
-    def segment_counts(self, partitions: int) -> dict[int, int]:
+    def segment_counts(self, partitions: int | Iterable[int]) -> dict[int, int]:
+        """Customers per segment over the partitions (a count: all of 0..n-1)."""
         pipe = self.client.pipeline(transaction=False)
-        for p in range(partitions):
+        for p in range(partitions) if isinstance(partitions, int) else partitions:
             pipe.hgetall(self.segcount_key(p))
         counts: dict[int, int] = {}
         for h in pipe.execute():
@@ -611,9 +612,9 @@ class MemoryFeatureStore:
     def customer_ids(self, p: int) -> list[str]:
         return sorted(self._states.get(p, {}))
 
-    def segment_counts(self, partitions: int) -> dict[int, int]:
+    def segment_counts(self, partitions: int | Iterable[int]) -> dict[int, int]:
         out: dict[int, int] = {}
-        for p in range(partitions):
+        for p in range(partitions) if isinstance(partitions, int) else partitions:
             for seg, n in self._segcounts.get(p, {}).items():
                 out[seg] = out.get(seg, 0) + n
         return out

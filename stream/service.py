@@ -122,6 +122,7 @@ class Service:
         self._assigned: set[int] = set()
         self._kafka_error: str | None = None
         self._sizes_at = 0.0
+        self._sized: set[int] = set()  # segments whose size gauge is set
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}  # newest offsets sent
         # Offsets of processed batches, waiting for their state to be written (BatchResult.durable).
         self._durable: deque[tuple[Future[None] | None, dict[TopicPartition, OffsetAndMetadata]]] = deque()
@@ -353,8 +354,13 @@ class Service:
                 self.metrics.lag_seconds.labels(partition=str(p)).set(max(now - wm, 0.0))
         if now - self._sizes_at >= 5.0:  # segment sizes: one small Redis read every few seconds
             self._sizes_at = now
-            for seg, n in self.store.segment_counts(self.settings.topics.partitions).items():
+            # This instance's partitions only: the dashboard sums the gauge over instances.
+            counts = self.store.segment_counts(sorted(self._assigned))
+            for seg in self._sized - counts.keys():  # emptied (or retired) since: 0, not stale
+                self.metrics.segment_size.labels(segment=str(seg)).set(0)
+            for seg, n in counts.items():
                 self.metrics.segment_size.labels(segment=str(seg)).set(n)
+            self._sized = set(counts)
 
 
 def _to_records(polled: dict[Any, Iterable[Any]]) -> Iterable[SourceRecord]:

@@ -69,6 +69,9 @@ def test_segment_counts_add_up_across_partitions(store: FeatureStore | MemoryFea
     store.commit(write(1, -1, 1, deltas={3: 1}))
     store.commit(write(0, 1, 2, deltas={4: -1, 5: 1}))
     assert store.segment_counts(2) == {3: 3, 5: 1}
+    # One instance's partitions (a worker reports only its own; the dashboard sums instances).
+    assert store.segment_counts([1]) == {3: 1}
+    assert store.segment_counts([0]) == {3: 2, 5: 1}
 
 
 def test_model_and_meta(store: FeatureStore | MemoryFeatureStore) -> None:
