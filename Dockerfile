@@ -20,6 +20,6 @@ COPY config ./config
 RUN useradd --system --uid 10001 --no-create-home segstream
 USER segstream
 
-EXPOSE 9108
+EXPOSE 9108 9109
 ENTRYPOINT ["segstream"]
-CMD ["run", "--config", "config/docker.yaml"]
+CMD ["--config", "config/docker.yaml", "run"]

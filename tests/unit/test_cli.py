@@ -106,3 +106,42 @@ def test_unreachable_redis_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     code, _, err = run(capsys, "--redis-url", "redis://127.0.0.1:1/0", "segments")
     assert code == 1
     assert "Redis at 127.0.0.1:1/0 did not answer" in one_line_error(err)
+
+
+def _deploy_commands() -> list[list[str]]:
+    """Every segstream command line of docker-compose.yml and the Dockerfile's default one."""
+    import json
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    out = [
+        list(svc["command"])
+        for svc in compose["services"].values()
+        if svc.get("image") == "segstream:local" and "command" in svc
+    ]
+    cmd = next(line for line in (root / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
+    out.append(json.loads(cmd[4:]))
+    return out
+
+
+def test_deploy_files_run_commands_that_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing runs Docker here: parse their command lines (group options before the command)."""
+    commands = _deploy_commands()
+    assert any("run" in c for c in commands)
+    for command in commands:
+        assert main([*command, "--help"]) == 0, (command, capsys.readouterr().err)
+    assert main(["run", "--config", "config/docker.yaml", "--help"]) == 2  # the mistake this catches
+
+
+def test_prometheus_scrapes_every_compose_worker() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    (run,) = [c for c in _deploy_commands()[:-1] if "run" in c]
+    workers = int(run[run.index("--workers") + 1]) if "--workers" in run else 1
+    prom = yaml.safe_load((root / "config" / "prometheus.yml").read_text())
+    (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "segstream"]
+    targets = job["static_configs"][0]["targets"]
+    assert targets == [f"segstream:{9108 + i}" for i in range(workers)]
