@@ -20,7 +20,10 @@ import redis
 
 from models.features import CustomerState
 from models.generator import generate
+from models.segments.engine import SegmentEngine
 from stream.feature_store import FeatureStore
+from stream.service import Service, engine_params
+from stream.settings import load
 
 from .conftest import ROOT, Stack
 from .test_e2e_sigterm import SEGSTREAM, applied_offsets, end_offsets, tail, wait_until
@@ -82,27 +85,34 @@ def test_two_workers_one_model(  # type: ignore[no-untyped-def]
     log, stack: Stack, settings_env, topic_names, redis_client: redis.Redis
 ) -> None:
     env = {**settings_env, **FAST_MODEL}
-    produced = produce(stack.bootstrap, topic_names["interactions"], ((r.key, r.value) for r in log.records))
-    res = run_cli(env, "run", "--workers", "2", "--until-idle", "4", "--metrics-port", "0")
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert f"processed {produced} records with 2 workers" in res.stdout
-    assert "learner of" in res.stderr and "follower of" in res.stderr
+    topic = topic_names["interactions"]
+    pairs = [(r.key, r.value) for r in log.records]
+    cut = len(pairs) * 3 // 5
+    # Two runs, as a restart would: a follower can finish its share of the first run while the
+    # learner is still warming up (no ids are published then); in the second, it has the model.
+    ends_before = None
+    for part in (pairs[:cut], pairs[cut:]):
+        produce(stack.bootstrap, topic, part)
+        res = run_cli(env, "run", "--workers", "2", "--until-idle", "4", "--metrics-port", "0")
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert f"processed {len(part)} records with 2 workers" in res.stdout
+        assert "learner of" in res.stderr and "follower of" in res.stderr
+        ends = end_offsets(stack, topic)
+        # Every record applied once: each partition's applied offset is its last offset.
+        assert applied_offsets(redis_client, env["SEGSTREAM_REDIS__NAMESPACE"]) == [e - 1 for e in ends]
+        ends_before = ends_before or ends
 
-    # Every record applied once: each partition's applied offset is its last offset, and the
-    # states' event counts plus the dead letters add up to what was produced.
-    ns = env["SEGSTREAM_REDIS__NAMESPACE"]
-    ends = end_offsets(stack, topic_names["interactions"])
-    assert applied_offsets(redis_client, ns) == [e - 1 for e in ends]
+    # The states' event counts plus the dead letters add up to what was produced.
     dlq = read_topic(stack.bootstrap, topic_names["dlq"])
-    store = FeatureStore(stack.redis_url, ns).start()
+    store = FeatureStore(stack.redis_url, env["SEGSTREAM_REDIS__NAMESPACE"]).start()
     try:
         events = sum(CustomerState.unpack(b).events for _, _, b in store.scan_customers(4))
         saved = store.load_model()
     finally:
         store.close()
-    assert events + len(dlq) == produced
+    assert events + len(dlq) == len(pairs)
 
-    # One learner: versions 1..V, each built once; the checkpoint is the last of them.
+    # One learner: versions 1..V over both runs, each built once; the checkpoint is the last.
     model_events = [json.loads(m.value) for m in read_topic(stack.bootstrap, topic_names["model_events"])]
     versions = [e for e in model_events if e["kind"] == "version"]
     numbers = [e["version"] for e in versions]
@@ -110,16 +120,49 @@ def test_two_workers_one_model(  # type: ignore[no-untyped-def]
     assert saved is not None and saved[0] == numbers[-1]
     ids_of = {e["version"]: set(e["related_ids"]) for e in versions}
 
-    # Both workers' partitions made changes, each with a version the learner built and one of
-    # that version's segment ids.
+    # Every change, whichever worker made it, has a version the learner built and one of that
+    # version's segment ids; in the second run both workers' partitions made changes.
     changes = [json.loads(m.value) for m in read_topic(stack.bootstrap, topic_names["changes"])]
-    assert {c["source_partition"] for c in changes} == {0, 1, 2, 3}
     for c in changes:
         assert c["model_version"] in ids_of, c
         assert c["current"]["id"] in ids_of[c["model_version"]], c
-    # The followers (partitions 1 and 3) moved to newer versions as the learner built them.
-    follower_versions = {c["model_version"] for c in changes if c["source_partition"] % 2}
-    assert len(follower_versions) >= 2, follower_versions
+    assert ends_before is not None
+    second = {p for c in changes if c["source_offset"] >= ends_before[p := c["source_partition"]]}
+    assert second == {0, 1, 2, 3}
+
+
+def test_a_follower_swaps_to_the_newest_checkpoint(  # type: ignore[no-untyped-def]
+    stack: Stack, settings_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between batches a follower loads the learner's newest version from Redis; never an older one."""
+    env = {**settings_env, "SEGSTREAM_MODEL__ROLE": "follower"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    settings = load()
+    service = Service(settings, partitions=[1])
+    service.start(serve_http=False)
+    try:
+        assert service.processor is not None and service.store is not None
+        assert not service.processor.learns and service.processor.engine.version == 0
+        learner = SegmentEngine(engine_params(settings))
+        learner.version = 3  # any snapshot the learner checkpointed
+        service.store.save_model(learner.snapshot(), 3)
+        service._follow_model()
+        assert service.processor.engine.version == 3
+        assert service.processor.engine is not learner
+        learner.version = 2  # an older checkpoint (never written by one learner) is not taken
+        service.store.save_model(learner.snapshot(), 2)
+        service._follow_model()
+        assert service.processor.engine.version == 3
+    finally:
+        service.close()
+    # A follower never checkpoints its copy: the store still holds what the learner wrote.
+    store = FeatureStore(stack.redis_url, env["SEGSTREAM_REDIS__NAMESPACE"]).start()
+    try:
+        saved = store.load_model()
+    finally:
+        store.close()
+    assert saved is not None and saved[0] == 2
 
 
 def _start(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
