@@ -15,3 +15,7 @@ class ServiceUnavailable(SegstreamError):
 
 class StateConflict(SegstreamError):
     """Another writer advanced a partition's applied offset (rebalance or a second instance)."""
+
+
+class ModelConflict(SegstreamError):
+    """Another learner checkpointed a model version in this namespace: only one instance may learn."""

@@ -36,7 +36,7 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 
-from stream.errors import ServiceUnavailable, StateConflict
+from stream.errors import ModelConflict, ServiceUnavailable, StateConflict
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,7 +88,8 @@ class StateStore(Protocol):
 
     def load(self, p: int, customer_ids: list[str], due_until: int) -> PartitionView: ...
     def commit(self, w: PartitionWrite) -> None: ...
-    def save_model(self, snapshot: bytes, version: int) -> None: ...
+    def save_model(self, snapshot: bytes, version: int, after: int | None = None) -> None: ...
+    def model_version(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ class FeatureStore:
         self._commit: Any = None
         self._load: Any = None
         self._erase: Any = None
+        self._save_model: Any = None
 
     # ---- lifecycle ----
     def start(self) -> FeatureStore:
@@ -247,6 +249,7 @@ class FeatureStore:
         self._commit = self._client.register_script(lua.joinpath("commit_partition.lua").read_text())
         self._load = self._client.register_script(lua.joinpath("load_partition.lua").read_text())
         self._erase = self._client.register_script(lua.joinpath("erase_customer.lua").read_text())
+        self._save_model = self._client.register_script(lua.joinpath("save_model.lua").read_text())
         return self
 
     @classmethod
@@ -459,8 +462,14 @@ class FeatureStore:
                 counts[int(k)] = counts.get(int(k), 0) + int(v)
         return counts
 
-    def save_model(self, snapshot: bytes, version: int) -> None:
-        self.client.hset(self.model_key, mapping={"version": version, "snapshot": snapshot})
+    def save_model(self, snapshot: bytes, version: int, after: int | None = None) -> None:
+        """Checkpoint ``version``. With ``after`` (the version this learner wrote or loaded last),
+        only if the store still holds that one: a second learner fails instead of overwriting."""
+        stored = self._save_model(
+            keys=[self.model_key], args=[version, snapshot, "" if after is None else after]
+        )
+        if stored is not None:
+            raise model_conflict(version, after, int(stored))
 
     def model_version(self) -> int:
         """The checkpointed model's version (0: none yet): one small read, for followers."""
@@ -619,8 +628,14 @@ class MemoryFeatureStore:
                 out[seg] = out.get(seg, 0) + n
         return out
 
-    def save_model(self, snapshot: bytes, version: int) -> None:
+    def save_model(self, snapshot: bytes, version: int, after: int | None = None) -> None:
+        stored = self.model_version()
+        if after is not None and stored != after:
+            raise model_conflict(version, after, stored)
         self._model = (version, snapshot)
+
+    def model_version(self) -> int:
+        return self._model[0] if self._model is not None else 0
 
     def load_model(self) -> tuple[int, bytes] | None:
         return self._model
@@ -635,3 +650,12 @@ class MemoryFeatureStore:
         for p in range(partitions):
             for c, blob in sorted(self._states.get(p, {}).items()):
                 yield p, c, blob
+
+
+def model_conflict(version: int, after: int | None, stored: int) -> ModelConflict:
+    """The error of a learner whose next version does not follow the namespace's checkpoint."""
+    return ModelConflict(
+        f"model version {version} was not published: the namespace holds version {stored}, "
+        f"not {after}, so another learner writes it; run exactly one instance with model.role "
+        "learner (the others: follower)"
+    )

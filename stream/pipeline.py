@@ -48,7 +48,7 @@ from models.features import (
 )
 from models.segments.engine import Assignment, ModelEvent, SegmentEngine
 from models.state_batch import BatchEvents, StateBatch
-from stream.feature_store import OrderedIO, PartitionView, PartitionWrite, StateStore
+from stream.feature_store import OrderedIO, PartitionView, PartitionWrite, StateStore, model_conflict
 from stream.kafka_io import SourceRecord
 from stream.metrics import Metrics
 from stream.settings import Settings
@@ -485,6 +485,11 @@ class BatchProcessor:
         return mask
 
     def _publish_model_events(self, events: list[ModelEvent]) -> None:
+        version = self.engine.version
+        if events and (stored := self.store.model_version()) != version - 1:
+            # One learner per namespace: a second one stops before publishing anything of its own
+            # (the checkpoint below checks again, atomically, for a race between the two).
+            raise model_conflict(version, version - 1, stored)
         for ev in events:
             self.sink.model_event(
                 {
@@ -500,7 +505,8 @@ class BatchProcessor:
         if events:
             snapshot = self.engine.snapshot()
             self.sink.model_snapshot(self.engine.version, snapshot)
-            self.store.save_model(snapshot, self.engine.version)
+            # Each build is one version: the store must still hold the previous one (one learner).
+            self.store.save_model(snapshot, version, after=version - 1)
             self.metrics.model_version.set(self.engine.version)
             self.metrics.model_updated.set(time.time())
 

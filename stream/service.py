@@ -20,7 +20,7 @@ from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from models.segments.engine import EngineParams, SegmentEngine
-from stream.errors import StateConflict
+from stream.errors import ModelConflict, StateConflict
 from stream.feature_store import FeatureStore
 from stream.http import Health, serve
 from stream.kafka_io import OutputSink, SourceRecord, ensure_topics, make_consumer
@@ -204,7 +204,10 @@ class Service:
             self._commit_durable()
             engine = self.processor.engine
             if self.processor.learns:  # a follower's copy is the learner's, maybe older
-                self.store.save_model(engine.snapshot(), engine.version)
+                try:
+                    self.store.save_model(engine.snapshot(), engine.version, after=engine.version)
+                except ModelConflict as e:
+                    log.warning("%s", e)
         if self.consumer is not None:
             self._commit_last()
             self.consumer.close(autocommit=False)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream.errors import StateConflict
+from stream.errors import ModelConflict, StateConflict
 from stream.feature_store import DEFAULT_BUCKETS, FeatureStore, MemoryFeatureStore, PartitionWrite
 
 
@@ -80,6 +80,19 @@ def test_model_and_meta(store: FeatureStore | MemoryFeatureStore) -> None:
     assert store.load_model() == (7, b"snap")
     store.save_meta("interactions", 4)
     assert store.meta() == {"topic": "interactions", "partitions": "4"}
+
+
+def test_a_second_learner_cannot_overwrite_the_model(store: FeatureStore | MemoryFeatureStore) -> None:
+    store.save_model(b"v1", 1, after=0)  # nothing stored counts as version 0
+    store.save_model(b"v2", 2, after=1)
+    store.save_model(b"v2 again", 2, after=2)  # a graceful stop re-saves its own version
+    # A second learner that loaded version 1 (or started fresh) builds "its" next version.
+    for after in (1, 0):
+        with pytest.raises(ModelConflict, match=f"holds version 2, not {after}"):
+            store.save_model(b"theirs", after + 1, after=after)
+    assert store.load_model() == (2, b"v2 again")
+    store.save_model(b"replayed", 9)  # unconditional: a replay into its own fresh namespace
+    assert store.load_model() == (9, b"replayed")
 
 
 def test_scan_customers(store: FeatureStore | MemoryFeatureStore) -> None:

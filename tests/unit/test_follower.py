@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from models.events import DeadLetter, SegmentChange
 from models.features import CustomerState
-from models.generator import generate
+from models.generator import DEFAULT_START, generate
 from models.segments.engine import SegmentEngine
+from stream.errors import ModelConflict
 from stream.feature_store import MemoryFeatureStore
 from stream.kafka_io import SourceRecord, partition_for_key
 from stream.metrics import Metrics
@@ -44,14 +47,21 @@ def settings(role: str) -> Settings:
     return load(overrides={"model": {"warmup_vectors": 300, "update_every": 300, "role": role}})
 
 
-def records(customers: int, seed: int) -> list[SourceRecord]:
-    offsets = [0] * 4
+def records(customers: int, seed: int, later: bool = False) -> list[SourceRecord]:
+    """A generated log by partition; ``later``: the 45 days after the default log, at offsets past it."""
+    offsets = [10**6 if later else 0] * 4
+    start = DEFAULT_START + timedelta(days=45 if later else 0)
     out = []
-    for r in generate(customers=customers, days=45, seed=seed).records:
+    for r in generate(customers=customers, days=45, seed=seed, start=start).records:
         p = partition_for_key(r.key, 4)
         out.append(SourceRecord("in", p, offsets[p], r.key, r.value))
         offsets[p] += 1
     return out
+
+
+def learner(store: MemoryFeatureStore) -> BatchProcessor:
+    s = settings("learner")
+    return BatchProcessor(s, store, SegmentEngine(engine_params(s)), Collect(), Metrics(CollectorRegistry()))
 
 
 def run(processor: BatchProcessor, recs: list[SourceRecord]) -> None:
@@ -61,19 +71,13 @@ def run(processor: BatchProcessor, recs: list[SourceRecord]) -> None:
 
 
 def test_a_follower_uses_the_learners_version_and_never_learns() -> None:
-    learner = BatchProcessor(
-        settings("learner"),
-        MemoryFeatureStore(),
-        SegmentEngine(engine_params(settings("learner"))),
-        Collect(),
-        Metrics(CollectorRegistry()),
-    )
-    run(learner, records(150, seed=3))
-    assert learner.learns and learner.engine.version >= 2
+    taught = learner(MemoryFeatureStore())
+    run(taught, records(150, seed=3))
+    assert taught.learns and taught.engine.version >= 2
 
     store = MemoryFeatureStore()
     sink = Collect()
-    engine = SegmentEngine.restore(learner.engine.snapshot())
+    engine = SegmentEngine.restore(taught.engine.snapshot())
     before = (engine.version, engine.learned, engine._pending_n, len(engine._pending_raw))
     follower = BatchProcessor(settings("follower"), store, engine, sink, Metrics(CollectorRegistry()))
     run(follower, records(150, seed=4))
@@ -95,3 +99,19 @@ def test_worker_partitions_and_settings() -> None:
     assert (w2.model.role, w2.service.metrics_port) == ("follower", 9202)
     assert w2.model.n_segments == base.model.n_segments and w2.redis == base.redis
     assert worker_settings(load(overrides={"service": {"metrics_port": 0}}), 1).service.metrics_port == 0
+
+
+def test_a_second_learner_fails_at_its_first_checkpoint() -> None:
+    """Two instances with model.role learner on one namespace: the second one's first version
+    finds the first one's checkpoint and stops with a clear error instead of overwriting it."""
+    store = MemoryFeatureStore()
+    first = learner(store)
+    run(first, records(150, seed=3))
+    built = first.engine.version
+    assert built >= 2 and store.load_model() is not None
+    second = learner(store)
+    with pytest.raises(ModelConflict, match=f"holds version {built}, not 0.*exactly one instance"):
+        run(second, records(150, seed=4, later=True))
+    saved = store.load_model()
+    assert saved is not None and saved[0] == built
+    assert isinstance(second.sink, Collect) and second.sink.model_events == []  # nothing of its own went out
