@@ -242,21 +242,27 @@ def export(obj: Ctx, fmt: str, out: Path | None) -> None:
 @cli.command()
 @click.option(
     "--metrics-url",
-    help="The service's /metrics (default http://127.0.0.1:<service.metrics_port>/metrics); '' to skip.",
+    multiple=True,
+    help="A /metrics to read (repeatable; default http://127.0.0.1:<service.metrics_port + i>/metrics "
+    "for each of service.workers); '' to skip.",
 )
 @click.option(
     "--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True, help="Rate window."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def status(obj: Ctx, metrics_url: str | None, interval: float, as_json: bool) -> None:
+def status(obj: Ctx, metrics_url: tuple[str, ...], interval: float, as_json: bool) -> None:
     """One screen: lag per partition, watermarks, model, segment sizes, rates."""
     from stream import status as st
 
     settings = obj.settings
-    if metrics_url is None:
-        metrics_url = f"http://127.0.0.1:{settings.service.metrics_port}/metrics"
-    report = st.gather(settings, metrics_url or None, interval)
+    svc = settings.service
+    urls = (
+        [u for u in metrics_url if u]
+        if metrics_url
+        else [f"http://127.0.0.1:{svc.metrics_port + i}/metrics" for i in range(svc.workers)]
+    )
+    report = st.gather(settings, urls, interval)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return

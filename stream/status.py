@@ -10,6 +10,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,33 +201,54 @@ def rates(before: dict[str, float], after: dict[str, float], seconds: float) -> 
     return out
 
 
-def _metrics_part(report: StatusReport, url: str, interval: float) -> None:
-    report.metrics_url = url
-    try:
-        first = scrape(url)
-        t0 = time.monotonic()
-        time.sleep(interval)
-        second = scrape(url)
-        elapsed = time.monotonic() - t0
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        report.notes.append(f"metrics at {url} did not answer ({reason}): is `segstream run` running?")
+# How the processes' gauges combine (the workers of `segstream run --workers`): partitions add
+# up, the loop is as alive as its slowest worker, the model is the learner's newest version.
+_GAUGES: dict[str, Callable[[list[float]], float]] = {
+    "segstream_assigned_partitions": sum,
+    "segstream_last_loop_timestamp_seconds": min,
+    "segstream_model_version": max,
+    "segstream_model_updated_timestamp_seconds": max,
+}
+
+
+def _metrics_part(report: StatusReport, urls: list[str], interval: float) -> None:
+    """Rates summed over the endpoints that answered; one note per endpoint that did not."""
+    report.metrics_url = ", ".join(urls)
+    first: dict[str, dict[str, float]] = {}
+    for url in urls:
+        try:
+            first[url] = scrape(url)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            report.notes.append(f"metrics at {url} did not answer ({reason}): is `segstream run` running?")
+    if not first:
         return
-    report.rates = rates(first, second, elapsed)
-    for key in (
-        "segstream_assigned_partitions",
-        "segstream_last_loop_timestamp_seconds",
-        "segstream_model_version",
-        "segstream_model_updated_timestamp_seconds",
-    ):
-        if key in second:
-            report.gauges[key] = second[key]
-    updated = second.get("segstream_model_updated_timestamp_seconds")
+    t0 = time.monotonic()
+    time.sleep(interval)
+    before: dict[str, float] = {}
+    after: dict[str, float] = {}
+    gauges: dict[str, list[float]] = {}
+    for url, one in first.items():
+        try:
+            two = scrape(url)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            report.notes.append(f"metrics at {url} stopped answering ({getattr(e, 'reason', e)})")
+            continue
+        for name in RATE_SERIES.values():
+            if name in two:
+                before[name] = before.get(name, 0.0) + one.get(name, 0.0)
+                after[name] = after.get(name, 0.0) + two[name]
+        for key in _GAUGES:
+            if key in two:
+                gauges.setdefault(key, []).append(two[key])
+    report.rates = rates(before, after, time.monotonic() - t0)
+    report.gauges = {key: _GAUGES[key](values) for key, values in gauges.items()}
+    updated = report.gauges.get("segstream_model_updated_timestamp_seconds")
     if updated:
         report.model_updated = updated
 
 
-def gather(settings: Settings, metrics_url: str | None, interval: float = 1.0) -> StatusReport:
+def gather(settings: Settings, metrics_urls: list[str], interval: float = 1.0) -> StatusReport:
     report = StatusReport(
         namespace=settings.redis.namespace,
         topic=settings.topics.interactions,
@@ -242,8 +264,8 @@ def gather(settings: Settings, metrics_url: str | None, interval: float = 1.0) -
         _kafka_part(settings, report, partitions)
     except Exception as e:
         report.notes.append(f"kafka: {e}")
-    if metrics_url:
-        _metrics_part(report, metrics_url, interval)
+    if metrics_urls:
+        _metrics_part(report, metrics_urls, interval)
     if not report.partitions:
         report.partitions = [PartitionStatus(p) for p in range(partitions)]
     report.now = time.time()
