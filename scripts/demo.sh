@@ -33,8 +33,8 @@ echo "== 2/4 generating $customers customers x $days days (seed $seed, 1% malfor
 mkdir -p out
 "${seg[@]}" generate --customers "$customers" --days "$days" --seed "$seed" --malformed 0.01 \
     --truth "out/$run.truth.csv" --to-kafka
-echo "== 3/4 running the service until the log is consumed"
-"${seg[@]}" run --until-idle 5 --metrics-port 0
+echo "== 3/4 running the service (two workers: one learns the model, one follows it) until the log is consumed"
+"${seg[@]}" run --workers 2 --until-idle 5 --metrics-port 0
 echo "== 4/4 results"
 "${seg[@]}" segments
 "${seg[@]}" changes --limit 8
