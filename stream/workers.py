@@ -51,12 +51,19 @@ def worker_partitions(index: int, workers: int, partitions: int) -> list[int]:
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:
-    """Worker ``index``'s settings: its metrics port, and the follower role for all but worker 0."""
+    """Worker ``index``'s settings: its metrics port, and the follower role for all but worker 0.
+
+    The learner sees 1/N of the rows, so it builds a version every ``update_every / N`` of its
+    own: versions come as often in event time as with one process (warm-up keeps its count)."""
     svc = settings.service
+    n = svc.workers
     port = svc.metrics_port + index if svc.metrics_port else 0
     update: dict[str, Any] = {"service": svc.model_copy(update={"metrics_port": port, "workers": 1})}
+    m = settings.model
     if index:
-        update["model"] = settings.model.model_copy(update={"role": "follower"})
+        update["model"] = m.model_copy(update={"role": "follower"})
+    else:
+        update["model"] = m.model_copy(update={"update_every": max(10, -(-m.update_every // n))})
     return settings.model_copy(update=update)
 
 

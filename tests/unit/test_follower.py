@@ -97,6 +97,8 @@ def test_worker_partitions_and_settings() -> None:
     w0, w2 = worker_settings(base, 0), worker_settings(base, 2)
     assert (w0.model.role, w0.service.metrics_port, w0.service.workers) == ("learner", 9200, 1)
     assert (w2.model.role, w2.service.metrics_port) == ("follower", 9202)
+    # The learner sees a third of the rows: a version every 667 of its own, as often as before.
+    assert (w0.model.update_every, w0.model.warmup_vectors) == (667, base.model.warmup_vectors)
     assert w2.model.n_segments == base.model.n_segments and w2.redis == base.redis
     assert worker_settings(load(overrides={"service": {"metrics_port": 0}}), 1).service.metrics_port == 0
 
