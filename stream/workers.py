@@ -92,10 +92,17 @@ def run_workers(
         proc.stdin.write(pickle.dumps((worker_settings(settings, i), until_idle, per_worker)))
         proc.stdin.flush()  # stays open: the worker stops when it closes
 
+    stopping = threading.Event()
+
     def stop_all(*_: Any) -> None:
+        stopping.set()
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+
+    def failure(code: int | None) -> bool:
+        # A worker still starting up when asked to stop dies of the signal: not a failure.
+        return bool(code) and not (stopping.is_set() and code == -signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, stop_all) for sig in (signal.SIGTERM, signal.SIGINT)}
     failed: tuple[int, int] | None = None
@@ -103,13 +110,14 @@ def run_workers(
         while any(p.poll() is None for p in procs):
             for i, p in enumerate(procs):
                 code = p.poll()
-                if code and failed is None:
+                if failure(code) and failed is None:
+                    assert code is not None
                     failed = (i, code)
                     log.error("worker %d exited with code %d: stopping the others", i, code)
                     stop_all()
             time.sleep(0.1)
         for i, p in enumerate(procs):  # one that failed last is seen here
-            if p.returncode and failed is None:
+            if failure(p.returncode) and failed is None:
                 failed = (i, p.returncode)
     finally:
         for sig, handler in previous.items():

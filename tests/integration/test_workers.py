@@ -227,3 +227,20 @@ def test_more_workers_than_partitions_is_refused(stack: Stack, settings_env) -> 
     res = run_cli(settings_env, "run", "--workers", "5", "--until-idle", "1", "--metrics-port", "0")
     assert res.returncode == 1
     assert "service.workers is 5 but topics.partitions is 4" in res.stderr
+
+
+def test_a_stop_during_start_up_is_not_a_failure(stack: Stack, settings_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while the workers still import: they die of it or stop gracefully; either way exit 0."""
+    log_path = tmp_path / "run.log"
+    sup = _start(settings_env, free_port_pair(), log_path)
+    try:
+        wait_until(lambda: len(children(sup.pid)) == 2, 30, "two workers started")
+        workers = children(sup.pid)
+        sup.send_signal(signal.SIGTERM)
+        rc = sup.wait(timeout=90)
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait()
+    assert rc == 0, tail(log_path)
+    wait_until(lambda: not any(alive(p) for p in workers), 30, "no worker left")
