@@ -309,6 +309,16 @@ def run_full(s: Settings, total: int, profile: cProfile.Profile | None = None) -
     )
 
 
+def stop_service(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM (finish the batch, commit), then kill after a minute."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @dataclass
 class WorkersRun:
     rate: float
@@ -356,12 +366,7 @@ def run_full_workers(s: Settings, total: int, workers: int) -> WorkersRun:
             time.sleep(0.02)
     finally:
         store.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_service(proc)
     assert first_at is not None
     return WorkersRun(rate=rate(total - first_n, first_at, now), seconds=now - first_at, workers=workers)
 
@@ -755,12 +760,7 @@ def run_latency(
             prod.close()
         if sub is not None:
             sub.stop.set()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_service(proc)
     # Event times of the sent events, by source position.
     ts_of = {(m.partition, m.offset): parse_ts_ms(m.value) for m in read_all(s, s.topics.interactions)}
     emit: list[float] = []
@@ -939,6 +939,11 @@ def main() -> int:
     if len(live_records) < args.rate * seconds:
         live_records = live_records * math.ceil(args.rate * seconds / len(live_records))
 
+    def run_settings(prefix: str, group: str, namespace: str, topic: str = interactions) -> Settings:
+        """Settings of one measured run: its own output topics, consumer group and namespace."""
+        out, grp, ns = f"{res.run_id}.{prefix}", res.group(group), res.namespace(namespace)
+        return settings_for(args.bootstrap, args.redis_url, topic, out, grp, ns)
+
     raws: list[float] = []
     fulls: list[FullRun] = []
     fulls_w: list[float] = []
@@ -949,25 +954,11 @@ def main() -> int:
     try:
         for i in range(1, repeats + 1):
             tag = f"r{i}"
-            s_raw = settings_for(
-                args.bootstrap,
-                args.redis_url,
-                interactions,
-                f"{res.run_id}.{tag}",
-                res.group(f"{tag}-raw"),
-                res.namespace(f"{tag}raw"),
-            )
+            s_raw = run_settings(tag, f"{tag}-raw", f"{tag}raw")
             raws.append(run_raw(s_raw, total))
             print(f"[{i}] raw consume: {raws[-1]:,.0f} records/s")
 
-            s_full = settings_for(
-                args.bootstrap,
-                args.redis_url,
-                interactions,
-                f"{res.run_id}.{tag}",
-                res.group(f"{tag}-full"),
-                res.namespace(f"{tag}full"),
-            )
+            s_full = run_settings(tag, f"{tag}-full", f"{tag}full")
             f = run_full(s_full, total)
             fulls.append(f)
             print(
@@ -975,14 +966,7 @@ def main() -> int:
                 f"{f.changes:,} changes, model v{f.model_version}, {f.seconds:.1f}s; per record "
                 f"{1e6 / f.rate:.0f} us, of which {f.poll_us:.0f} us in consumer.poll)"
             )
-            s_work = settings_for(
-                args.bootstrap,
-                args.redis_url,
-                interactions,
-                f"{res.run_id}.{tag}w",
-                res.group(f"{tag}-workers"),
-                res.namespace(f"{tag}workers"),
-            )
+            s_work = run_settings(f"{tag}w", f"{tag}-workers", f"{tag}workers")
             w = run_full_workers(s_work, total, args.workers)
             fulls_w.append(w.rate)
             print(
@@ -995,14 +979,7 @@ def main() -> int:
             assert model is not None, "the full run saved no model"
             engine = SegmentEngine.restore(model[1])
 
-            s_naive = settings_for(
-                args.bootstrap,
-                args.redis_url,
-                interactions,
-                f"{res.run_id}.{tag}n",
-                res.group(f"{tag}-naive"),
-                res.namespace(f"{tag}naive"),
-            )
+            s_naive = run_settings(f"{tag}n", f"{tag}-naive", f"{tag}naive")
             ensure_topics(s_naive, only=[s_naive.topics.out("changes")])
             r, c, per = run_naive(s_naive, engine, naive_n)
             naives.append(r)
@@ -1013,14 +990,7 @@ def main() -> int:
                 f"ms/record: {steps})"
             )
 
-            s_lat = settings_for(
-                args.bootstrap,
-                args.redis_url,
-                f"{res.run_id}.{tag}l.interactions",
-                f"{res.run_id}.{tag}l",
-                res.group(f"{tag}-lat"),
-                res.namespace(f"{tag}lat"),
-            )
+            s_lat = run_settings(f"{tag}l", f"{tag}-lat", f"{tag}lat", f"{res.run_id}.{tag}l.interactions")
             res.topics.update({s_lat.topics.interactions, warmup_topic(s_lat)})
             lat = run_latency(s_lat, base, model, live_records, args.rate, seconds, args.latency_workers)
             lats.append(lat)
@@ -1113,14 +1083,7 @@ def main() -> int:
         )
 
         if args.profile or (not args.no_profile and not (ok_raw and ok_naive and ok_p99 and kept_up)):
-            s_prof = settings_for(
-                args.bootstrap,
-                args.redis_url,
-                interactions,
-                f"{res.run_id}.prof",
-                res.group("prof"),
-                res.namespace("prof"),
-            )
+            s_prof = run_settings("prof", "prof", "prof")
             prof = cProfile.Profile()
             f = run_full(s_prof, total, profile=prof)
             print(f"\nprofiled full run: {f.rate:,.0f} records/s under cProfile")

@@ -30,7 +30,7 @@ FLAP_WINDOW = 30 * DAY
 
 
 @dataclass
-class _CollectSink:
+class CollectSink:
     engine: SegmentEngine
     changes: list[SegmentChange] = field(default_factory=list)
     model_events: list[dict[str, Any]] = field(default_factory=list)
@@ -97,7 +97,7 @@ def _evaluate_one(
 
     store = MemoryFeatureStore()
     engine = SegmentEngine(params)
-    sink = _CollectSink(engine)
+    sink = CollectSink(engine)
     processor = BatchProcessor(settings, store, engine, sink, Metrics(CollectorRegistry()))
     started = time.perf_counter()
     for lo in range(0, len(records), batch_size):

@@ -27,7 +27,7 @@ from stream.settings import KafkaSettings, Settings, TopicSettings
 
 from .conftest import ROOT, Stack, delete_topics, unique
 from .test_e2e_sigterm import SEGSTREAM, start_service, tail, wait_until
-from .util import produce, read_topic
+from .util import alive, children_of, produce, read_topic
 
 OUTPUTS = ("dlq", "changes", "current", "model", "model_events")
 
@@ -134,27 +134,6 @@ def test_flush_raises_when_the_publisher_process_is_gone(stack: Stack, two_topic
             sink.flush()
     finally:
         sink.close()  # no hang and no error on an already dead child
-
-
-def children_of(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry))
-    return kids
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_a_killed_service_leaves_no_publisher_behind(

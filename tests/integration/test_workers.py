@@ -7,12 +7,14 @@ down with it instead of leaving a half-running set or orphans.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from stream.settings import load
 
 from .conftest import ROOT, Stack
 from .test_e2e_sigterm import SEGSTREAM, applied_offsets, end_offsets, tail, wait_until
-from .util import cli_env, produce, read_topic, run_cli
+from .util import alive, children_of, cli_env, produce, read_topic, run_cli
 
 FAST_MODEL = {"SEGSTREAM_MODEL__WARMUP_VECTORS": "300", "SEGSTREAM_MODEL__UPDATE_EVERY": "400"}
 
@@ -35,27 +37,6 @@ FAST_MODEL = {"SEGSTREAM_MODEL__WARMUP_VECTORS": "300", "SEGSTREAM_MODEL__UPDATE
 @pytest.fixture(scope="module")
 def log():  # type: ignore[no-untyped-def]
     return generate(customers=300, days=60, seed=17, malformed_fraction=0.02)
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def free_port_pair() -> int:
@@ -165,23 +146,28 @@ def test_a_follower_swaps_to_the_newest_checkpoint(  # type: ignore[no-untyped-d
     assert saved is not None and saved[0] == 2
 
 
-def _start(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    out = log_path.open("ab")
-    try:
-        return subprocess.Popen(
+@contextlib.contextmanager
+def supervisor(env: dict[str, str], port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``segstream run --workers 2`` (output appended to ``log_path``), killed if a test leaves it."""
+    with log_path.open("ab") as out:
+        sup = subprocess.Popen(
             [*SEGSTREAM, "run", "--workers", "2", "--metrics-port", str(port)],
             cwd=ROOT,
             env=cli_env(env),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    try:
+        yield sup
     finally:
-        out.close()
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait()
 
 
 def _workers_of(sup: subprocess.Popen[bytes], port: int, log_path: Path) -> list[int]:
     wait_until(lambda: ready(port) and ready(port + 1), 90, f"both workers ready\n{tail(log_path)}", step=0.2)
-    workers = [p for p in children(sup.pid) if "stream.workers" in Path(f"/proc/{p}/cmdline").read_text()]
+    workers = [p for p in children_of(sup.pid) if "stream.workers" in Path(f"/proc/{p}/cmdline").read_text()]
     assert len(workers) == 2, workers
     return sorted(workers, key=lambda p: Path(f"/proc/{p}/cmdline").read_text())
 
@@ -189,16 +175,11 @@ def _workers_of(sup: subprocess.Popen[bytes], port: int, log_path: Path) -> list
 def test_a_dead_worker_stops_the_set(stack: Stack, settings_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     port = free_port_pair()
     log_path = tmp_path / "run.log"
-    sup = _start(settings_env, port, log_path)
-    try:
+    with supervisor(settings_env, port, log_path) as sup:
         w0, w1 = _workers_of(sup, port, log_path)
-        publishers = children(w0) + children(w1)
+        publishers = children_of(w0) + children_of(w1)
         os.kill(w1, signal.SIGKILL)
         rc = sup.wait(timeout=90)
-    finally:
-        if sup.poll() is None:
-            sup.kill()
-            sup.wait()
     assert rc == 1, tail(log_path)
     assert "worker 1 exited with code -9" in log_path.read_text(), tail(log_path)
     wait_until(lambda: not any(alive(p) for p in [w0, *publishers]), 30, "no process left")
@@ -207,13 +188,13 @@ def test_a_dead_worker_stops_the_set(stack: Stack, settings_env, tmp_path: Path)
 def test_a_killed_supervisor_leaves_no_workers(stack: Stack, settings_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     port = free_port_pair()
     log_path = tmp_path / "run.log"
-    sup = _start(settings_env, port, log_path)
     workers: list[int] = []
     try:
-        workers = _workers_of(sup, port, log_path)
-        publishers = [c for w in workers for c in children(w)]
-        sup.kill()
-        sup.wait()
+        with supervisor(settings_env, port, log_path) as sup:
+            workers = _workers_of(sup, port, log_path)
+            publishers = [c for w in workers for c in children_of(w)]
+            sup.kill()
+            sup.wait()
         # Their stdin closes with the supervisor: each stops gracefully (and stops its publisher).
         gone = lambda: not any(alive(p) for p in workers + publishers)  # noqa: E731
         wait_until(gone, 60, f"workers gone\n{tail(log_path)}")
@@ -232,15 +213,10 @@ def test_more_workers_than_partitions_is_refused(stack: Stack, settings_env) -> 
 def test_a_stop_during_start_up_is_not_a_failure(stack: Stack, settings_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """SIGTERM while the workers still import: they die of it or stop gracefully; either way exit 0."""
     log_path = tmp_path / "run.log"
-    sup = _start(settings_env, free_port_pair(), log_path)
-    try:
-        wait_until(lambda: len(children(sup.pid)) == 2, 30, "two workers started")
-        workers = children(sup.pid)
+    with supervisor(settings_env, free_port_pair(), log_path) as sup:
+        wait_until(lambda: len(children_of(sup.pid)) == 2, 30, "two workers started")
+        workers = children_of(sup.pid)
         sup.send_signal(signal.SIGTERM)
         rc = sup.wait(timeout=90)
-    finally:
-        if sup.poll() is None:
-            sup.kill()
-            sup.wait()
     assert rc == 0, tail(log_path)
     wait_until(lambda: not any(alive(p) for p in workers), 30, "no worker left")

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from models.events import DeadLetter, SegmentChange
 from models.features import CustomerState
 from models.generator import DEFAULT_START, generate
 from models.segments.engine import SegmentEngine
 from stream.errors import ModelConflict
+from stream.evaluation import CollectSink
 from stream.feature_store import MemoryFeatureStore
 from stream.kafka_io import SourceRecord, partition_for_key
 from stream.metrics import Metrics
@@ -20,27 +19,6 @@ from stream.pipeline import BatchProcessor
 from stream.service import engine_params
 from stream.settings import Settings, load
 from stream.workers import worker_partitions, worker_settings
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.changes: list[SegmentChange] = []
-        self.model_events: list[dict[str, Any]] = []
-
-    def change(self, change: SegmentChange) -> None:
-        self.changes.append(change)
-
-    def dead_letter(self, dl: DeadLetter) -> None:
-        pass
-
-    def model_event(self, payload: dict[str, Any]) -> None:
-        self.model_events.append(payload)
-
-    def model_snapshot(self, version: int, snapshot: bytes) -> None:
-        pass
-
-    def flush(self, timeout: float = 60.0) -> None:
-        pass
 
 
 def settings(role: str) -> Settings:
@@ -61,7 +39,8 @@ def records(customers: int, seed: int, later: bool = False) -> list[SourceRecord
 
 def learner(store: MemoryFeatureStore) -> BatchProcessor:
     s = settings("learner")
-    return BatchProcessor(s, store, SegmentEngine(engine_params(s)), Collect(), Metrics(CollectorRegistry()))
+    engine = SegmentEngine(engine_params(s))
+    return BatchProcessor(s, store, engine, CollectSink(engine), Metrics(CollectorRegistry()))
 
 
 def run(processor: BatchProcessor, recs: list[SourceRecord]) -> None:
@@ -76,8 +55,8 @@ def test_a_follower_uses_the_learners_version_and_never_learns() -> None:
     assert taught.learns and taught.engine.version >= 2
 
     store = MemoryFeatureStore()
-    sink = Collect()
     engine = SegmentEngine.restore(taught.engine.snapshot())
+    sink = CollectSink(engine)
     before = (engine.version, engine.learned, engine._pending_n, len(engine._pending_raw))
     follower = BatchProcessor(settings("follower"), store, engine, sink, Metrics(CollectorRegistry()))
     run(follower, records(150, seed=4))
@@ -116,4 +95,5 @@ def test_a_second_learner_fails_at_its_first_checkpoint() -> None:
         run(second, records(150, seed=4, later=True))
     saved = store.load_model()
     assert saved is not None and saved[0] == built
-    assert isinstance(second.sink, Collect) and second.sink.model_events == []  # nothing of its own went out
+    assert isinstance(second.sink, CollectSink)
+    assert second.sink.model_events == []  # nothing of its own went out
