@@ -504,10 +504,10 @@ class BatchProcessor:
             self.metrics.model_events.labels(kind=ev.kind).inc()
         if events:
             snapshot = self.engine.snapshot()
-            self.sink.model_snapshot(self.engine.version, snapshot)
+            self.sink.model_snapshot(version, snapshot)
             # Each build is one version: the store must still hold the previous one (one learner).
             self.store.save_model(snapshot, version, after=version - 1)
-            self.metrics.model_version.set(self.engine.version)
+            self.metrics.model_version.set(version)
             self.metrics.model_updated.set(time.time())
 
 
