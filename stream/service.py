@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -71,7 +71,10 @@ def load_engine(settings: Settings, store: FeatureStore) -> SegmentEngine:
     if saved is not None:
         version, blob = saved
         engine = SegmentEngine.restore(blob)
-        log.info("restored model version %d from %s", version, store.model_key)
+        # The checkpoint carries the parameters it was built with; the cadence of versions is
+        # safe to change at any point (with --workers it depends on the number of workers).
+        engine.params = replace(engine.params, update_every=settings.model.update_every)
+        log.info("restored model version %d of namespace %s", version, settings.redis.namespace)
         return engine
     return SegmentEngine(engine_params(settings))
 

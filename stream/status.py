@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -211,6 +210,9 @@ _GAUGES: dict[str, Callable[[list[float]], float]] = {
 }
 
 
+_SCRAPE_ERRORS = (OSError, ValueError)  # urllib's URLError is an OSError; ValueError: not metrics
+
+
 def _metrics_part(report: StatusReport, urls: list[str], interval: float) -> None:
     """Rates summed over the endpoints that answered; one note per endpoint that did not."""
     report.metrics_url = ", ".join(urls)
@@ -218,7 +220,7 @@ def _metrics_part(report: StatusReport, urls: list[str], interval: float) -> Non
     for url in urls:
         try:
             first[url] = scrape(url)
-        except (urllib.error.URLError, OSError, ValueError) as e:
+        except _SCRAPE_ERRORS as e:
             reason = getattr(e, "reason", e)
             report.notes.append(f"metrics at {url} did not answer ({reason}): is `segstream run` running?")
     if not first:
@@ -231,7 +233,7 @@ def _metrics_part(report: StatusReport, urls: list[str], interval: float) -> Non
     for url, one in first.items():
         try:
             two = scrape(url)
-        except (urllib.error.URLError, OSError, ValueError) as e:
+        except _SCRAPE_ERRORS as e:
             report.notes.append(f"metrics at {url} stopped answering ({getattr(e, 'reason', e)})")
             continue
         for name in RATE_SERIES.values():

@@ -97,3 +97,17 @@ def test_a_second_learner_fails_at_its_first_checkpoint() -> None:
     assert saved is not None and saved[0] == built
     assert isinstance(second.sink, CollectSink)
     assert second.sink.model_events == []  # nothing of its own went out
+
+
+def test_a_restored_model_takes_the_settings_version_cadence() -> None:
+    """With --workers the learner's update_every is update_every / N: a namespace checkpointed
+    by one process must take it on restart (the checkpoint carries its own parameters)."""
+    from stream.service import load_engine
+
+    store = MemoryFeatureStore()
+    engine = SegmentEngine(engine_params(settings("learner")))
+    store.save_model(engine.snapshot(), 0)
+    halved = load(overrides={"model": {"update_every": 150}})
+    restored = load_engine(halved, store)  # type: ignore[arg-type]
+    assert restored.params.update_every == 150
+    assert restored.params.n_segments == engine.params.n_segments
