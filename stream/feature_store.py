@@ -29,7 +29,7 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol, TypeVar
@@ -97,41 +97,60 @@ class Loading:
     """A load in flight (:meth:`OrderedIO.load`); :meth:`OrderedIO.view` turns it into a view."""
 
     read: Future[PartitionView]
-    pending: PartitionWrite | None  # the partition's write the read will not see (deferred)
+    # The partition's writes, oldest first, that were not yet written when the load was submitted:
+    # the read may or may not see each of them.
+    pending: tuple[PartitionWrite, ...]
     due_until: int
 
 
+# Batches whose state is not yet written (waiting for their outputs to be acknowledged, or for
+# Redis) before the computing thread waits: bounds the outputs and states held in memory, and
+# how far Redis's applied offsets trail the batches already published.
+MAX_UNWRITTEN_BATCHES = 8
+
+
 class OrderedIO:
-    """A store's loads and commits on one background thread, in an order that keeps Redis busy
-    while Python computes.
+    """A store's loads and commits on a background thread, so that Redis works while Python
+    computes, and the computation never waits for the broker.
 
     Redis runs the batch scripts for ~12 us per customer, the pipeline computes for ~20 us per
     event; on one thread they take turns and a core idles. Here calls run one at a time on a
-    thread, in submission order, with one twist: a batch's commit is deferred until the next
-    batch's loads have been submitted (:meth:`release`), so Redis writes batch N while Python
-    computes batch N+1 instead of while Python waits for N+1's first load. Those loads read the
-    store as it was before batch N's write and :meth:`view` lays that write over them (applied
-    offset, watermark, the states and inactivity schedule it changes): the views equal those of
-    sequential code. Writes submitted before a load are already in the store when it runs.
+    thread, in submission order, with two twists:
+
+    - A batch's commit is deferred until the next batch's loads have been submitted
+      (:meth:`release`), so Redis writes batch N while Python computes batch N+1 instead of while
+      Python waits for N+1's first load.
+    - Before a batch's state is written its outputs must be acknowledged (``before_write``, the
+      sink's flush). That wait runs on a second thread, which hands the write to the Redis thread
+      once the flush returns: loads do not queue behind a slow flush (a publisher catching up
+      with a burst of changes stalled the computation for 100-300 ms).
+
+    So a load may run before some earlier batches' writes: it reads the store as an atomic
+    snapshot, and :meth:`view` lays every write of that partition the snapshot does not yet show
+    over it, in order (applied offset, watermark, the states and inactivity schedule they change):
+    the views equal those of sequential code. At most ``MAX_UNWRITTEN_BATCHES`` batches wait to
+    be written; :meth:`commit` waits beyond that.
 
     A failed commit is raised by the next :meth:`view` after it ran, or by :meth:`drain`; a view
-    whose store offset is not what the deferred write expects raises at once (the write will fail).
+    whose store offset is not what the pending writes expect raises at once (they will fail).
     """
 
     def __init__(self, store: StateStore, before_write: Callable[[], None] | None = None) -> None:
         self.store = store
-        # Called right before deferred writes run, on the I/O thread: the pipeline flushes the
-        # batch's outputs there, so they are acknowledged before its state is written, and the
-        # computing thread does not wait for the broker (or the publisher process) to catch up.
+        # Called right before deferred writes run, off the computing thread: the pipeline flushes
+        # the batch's outputs there, so they are acknowledged before its state is written.
         self._before_write = before_write
         # A store without network waits (the in-memory one) runs inline: a thread would only
         # contend for the GIL with the computation it is meant to overlap.
-        self._pool = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="segstream-store")
-            if getattr(store, "blocking_io", True)
+        threaded = getattr(store, "blocking_io", True)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="segstream-store") if threaded else None
+        self._flusher = (
+            ThreadPoolExecutor(1, thread_name_prefix="segstream-flush")
+            if threaded and before_write is not None
             else None
         )
-        self._commits: deque[Future[None]] = deque()
+        self._commits: deque[Future[None]] = deque()  # not yet checked for failure
+        self._unwritten: deque[tuple[list[PartitionWrite], Future[None]]] = deque()
         self._deferred: tuple[list[PartitionWrite], Future[None]] | None = None
 
     def _submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
@@ -145,18 +164,21 @@ class OrderedIO:
         return done
 
     def load(self, p: int, customer_ids: list[str], due_until: int) -> Loading:
-        pending = None
-        if self._deferred is not None:
-            pending = next((w for w in self._deferred[0] if w.partition == p), None)
+        while self._unwritten and self._unwritten[0][1].done():
+            self._unwritten.popleft()
+        pending = tuple(w for writes, _ in self._unwritten for w in writes if w.partition == p)
         return Loading(self._submit(self.store.load, p, customer_ids, due_until), pending, due_until)
 
     def view(self, loading: Loading) -> PartitionView:
-        """The partition as the calls submitted before the load, and the deferred write, leave it."""
+        """The partition as the calls submitted before the load, and the pending writes, leave it."""
         view = loading.read.result()
         while self._commits and self._commits[0].done():
             self._commits.popleft().result()
-        w = loading.pending
-        return view if w is None else _overlay(view, w, loading.due_until)
+        for w in loading.pending:
+            if view.applied_offset >= w.new_offset:
+                continue  # written before the read ran
+            view = _overlay(view, w, loading.due_until)
+        return view
 
     def commit(self, writes: list[PartitionWrite]) -> Future[None]:
         """Defer a batch's writes until :meth:`release`; the future is done once they are written,
@@ -166,6 +188,11 @@ class OrderedIO:
         done: Future[None] = Future()
         self._deferred = (writes, done)
         self._commits.append(done)
+        self._unwritten.append((writes, done))
+        while self._unwritten and self._unwritten[0][1].done():
+            self._unwritten.popleft()
+        if len(self._unwritten) > MAX_UNWRITTEN_BATCHES:
+            wait([self._unwritten[0][1]])  # a failure is raised by the next view or drain
         return done
 
     def release(self) -> None:
@@ -174,12 +201,26 @@ class OrderedIO:
             return
         writes, done = self._deferred
         self._deferred = None
-        self._submit(self._commit_all, writes, done)
+        if self._flusher is not None:
+            self._flusher.submit(self._flush_then_write, writes, done)
+        else:
+            self._submit(self._write, writes, done, self._before_write)
 
-    def _commit_all(self, writes: list[PartitionWrite], done: Future[None]) -> None:
+    def _flush_then_write(self, writes: list[PartitionWrite], done: Future[None]) -> None:
         try:
-            if self._before_write is not None:
-                self._before_write()  # a failed flush fails the write: the state is not written
+            assert self._before_write is not None and self._pool is not None
+            self._before_write()  # a failed flush fails the write: the state is not written
+        except Exception as e:
+            done.set_exception(e)
+            return
+        self._pool.submit(self._write, writes, done, None)
+
+    def _write(
+        self, writes: list[PartitionWrite], done: Future[None], flush: Callable[[], None] | None
+    ) -> None:
+        try:
+            if flush is not None:
+                flush()
             for w in writes:
                 self.store.commit(w)
         except Exception as e:
@@ -188,17 +229,23 @@ class OrderedIO:
             done.set_result(None)
 
     def drain(self) -> None:
-        """Write everything deferred, wait for every commit; raise the first failure."""
+        """Write everything deferred, wait for every commit (a failure stops nothing queued after
+        it, whose writes then fail on their own); raise the first failure."""
         self.release()
+        failure: BaseException | None = None
         while self._commits:
-            self._commits.popleft().result()
+            failure = failure or self._commits.popleft().exception()
+        self._unwritten.clear()
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         try:
             self.drain()
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
+            for pool in (self._flusher, self._pool):  # the flusher hands writes to the pool
+                if pool is not None:
+                    pool.shutdown(wait=True)
 
 
 def _overlay(view: PartitionView, w: PartitionWrite, due_until: int) -> PartitionView:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import queue
 import signal
 import socket
 import subprocess
@@ -140,6 +141,14 @@ def open_sink(settings: Settings) -> OutputSink:
     return sink
 
 
+def _receive(conn: Connection, inbox: queue.SimpleQueue[bytes | None]) -> None:
+    try:
+        while True:
+            inbox.put(conn.recv_bytes())
+    except (EOFError, OSError):
+        inbox.put(None)
+
+
 def _serve(conn: Connection) -> None:
     """The publisher process: publish what arrives, in order; answer flush and close."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service stops it, after a last flush
@@ -159,12 +168,17 @@ def _serve(conn: Connection) -> None:
         conn.send(("error", f"publisher could not start: {e!r}"))
         return
     conn.send(("ok", None))
+    # A thread empties the socket as messages come, so that the service's ship() never blocks
+    # on a full socket buffer while this process is busy sending a burst of changes (the service
+    # bounds what it ships ahead: it waits for a flush every few batches, OrderedIO).
+    inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    threading.Thread(target=_receive, args=(conn, inbox), name="publisher-inbox", daemon=True).start()
     failed: str | None = None  # the first failed send, reported by the next flush
     while True:
-        try:
-            kind, body = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
+        message = inbox.get()
+        if message is None:
             break  # the service is gone: nothing will ask for a flush
+        kind, body = pickle.loads(message)
         if kind == "publish":
             for what, args in body:
                 try:

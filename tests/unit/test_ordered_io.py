@@ -7,7 +7,13 @@ import threading
 import pytest
 
 from stream.errors import StateConflict
-from stream.feature_store import MemoryFeatureStore, OrderedIO, PartitionView, PartitionWrite
+from stream.feature_store import (
+    MAX_UNWRITTEN_BATCHES,
+    MemoryFeatureStore,
+    OrderedIO,
+    PartitionView,
+    PartitionWrite,
+)
 
 
 def _write(
@@ -74,12 +80,90 @@ def test_a_load_submitted_after_a_released_write_waits_for_it() -> None:
         done = io.commit([_write(0, -1, 4, {"a": b"x"}), _write(1, -1, 9, {"b": b"y"})])
         io.release()
         loading = io.load(0, ["a"], due_until=0)
-        assert loading.pending is None and not done.done()
+        assert [w.new_offset for w in loading.pending] == [4] and not done.done()
         store.gate.set()
         view: PartitionView = io.view(loading)
         assert (view.applied_offset, view.states) == (4, {"a": b"x"})
         assert done.done() and done.exception() is None
     finally:
+        io.close()
+
+
+@pytest.mark.parametrize("store_class", STORES)
+class _GatedFlush:
+    """A sink flush that waits for a gate: a publisher still sending a burst of changes."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        assert self.gate.wait(5)
+
+
+def test_loads_do_not_wait_for_a_slow_flush_and_see_every_unwritten_write() -> None:
+    """Three batches wait for their outputs to be acknowledged; the fourth batch's loads run at
+    once and see all three, in order, as sequential code would (partition 0 written by all of
+    them, partition 1 by the first only)."""
+    batches = [
+        [_write(0, -1, 4, {"a": b"A1", "b": b"B1"}, {"a": 50}), _write(1, -1, 2, {"z": b"Z1"})],
+        [_write(0, 4, 9, {"a": b"A2", "c": b"C2"}, {"a": 0, "c": 60})],
+        [_write(0, 9, 12, {"b": b"", "d": b"D3"}, {"d": 40})],
+    ]
+    sequential = MemoryFeatureStore()
+    for writes in batches:
+        for w in writes:
+            sequential.commit(w)
+    flush = _GatedFlush()
+    store = _ThreadedStore()
+    io = OrderedIO(store, before_write=flush)
+    try:
+        for writes in batches:
+            io.commit(writes)
+        io.release()
+        for p, ids in ((0, ["a", "b", "c", "d", "x"]), (1, ["z"])):
+            loading = io.load(p, ids, due_until=100)
+            got = io.view(loading)  # returns while the flush still waits
+            want = sequential.load(p, ids, due_until=100)
+            assert (got.applied_offset, got.watermark, got.due) == (
+                want.applied_offset,
+                want.watermark,
+                want.due,
+            )
+            assert got.states == want.states
+        assert store.load(0, [], 0).applied_offset == -1  # nothing written yet
+        flush.gate.set()
+        io.drain()
+        assert store.load(0, ["a", "b", "c", "d"], due_until=100) == sequential.load(
+            0, ["a", "b", "c", "d"], due_until=100
+        )
+    finally:
+        flush.gate.set()
+        io.close()
+
+
+def test_commit_waits_when_too_many_batches_are_unwritten() -> None:
+    flush = _GatedFlush()
+    io = OrderedIO(_ThreadedStore(), before_write=flush)
+    finished = threading.Event()
+
+    def produce() -> None:
+        for n in range(MAX_UNWRITTEN_BATCHES + 2):
+            io.commit([_write(0, n - 1 if n else -1, n, {"a": bytes([n])})])
+        finished.set()
+
+    worker = threading.Thread(target=produce)
+    try:
+        worker.start()
+        assert not finished.wait(0.5)  # held back while no flush returns
+        flush.gate.set()
+        assert finished.wait(5)
+        io.drain()
+        assert io.store.load(0, [], 0).applied_offset == MAX_UNWRITTEN_BATCHES + 1
+    finally:
+        flush.gate.set()
+        worker.join(5)
         io.close()
 
 
