@@ -97,9 +97,9 @@ class Loading:
     """A load in flight (:meth:`OrderedIO.load`); :meth:`OrderedIO.view` turns it into a view."""
 
     read: Future[PartitionView]
-    # The partition's writes, oldest first, that were not yet written when the load was submitted:
-    # the read may or may not see each of them.
-    pending: tuple[PartitionWrite, ...]
+    # The partition's writes, oldest first, that were not yet written when the load was submitted
+    # (with their batch's future): the read may or may not see each of them.
+    pending: tuple[tuple[PartitionWrite, Future[None]], ...]
     due_until: int
 
 
@@ -133,6 +133,8 @@ class OrderedIO:
 
     A failed commit is raised by the next :meth:`view` after it ran, or by :meth:`drain`; a view
     whose store offset is not what the pending writes expect raises at once (they will fail).
+    After a failed flush or write the batches queued behind it fail at once, without flushing or
+    writing (they are redone after the caller resyncs), until :meth:`drain` has seen them all.
     """
 
     def __init__(self, store: StateStore, before_write: Callable[[], None] | None = None) -> None:
@@ -152,6 +154,7 @@ class OrderedIO:
         self._commits: deque[Future[None]] = deque()  # not yet checked for failure
         self._unwritten: deque[tuple[list[PartitionWrite], Future[None]]] = deque()
         self._deferred: tuple[list[PartitionWrite], Future[None]] | None = None
+        self._failure: BaseException | None = None  # the first since the last drain
 
     def _submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         if self._pool is not None:
@@ -166,7 +169,7 @@ class OrderedIO:
     def load(self, p: int, customer_ids: list[str], due_until: int) -> Loading:
         while self._unwritten and self._unwritten[0][1].done():
             self._unwritten.popleft()
-        pending = tuple(w for writes, _ in self._unwritten for w in writes if w.partition == p)
+        pending = tuple((w, done) for writes, done in self._unwritten for w in writes if w.partition == p)
         return Loading(self._submit(self.store.load, p, customer_ids, due_until), pending, due_until)
 
     def view(self, loading: Loading) -> PartitionView:
@@ -174,7 +177,9 @@ class OrderedIO:
         view = loading.read.result()
         while self._commits and self._commits[0].done():
             self._commits.popleft().result()
-        for w in loading.pending:
+        for w, done in loading.pending:
+            if done.done() and (failed := done.exception()) is not None:
+                raise failed  # never to be written: do not compute (and publish) on top of it
             if view.applied_offset >= w.new_offset:
                 continue  # written before the read ran
             view = _overlay(view, w, loading.due_until)
@@ -209,24 +214,31 @@ class OrderedIO:
     def _flush_then_write(self, writes: list[PartitionWrite], done: Future[None]) -> None:
         try:
             assert self._before_write is not None and self._pool is not None
-            self._before_write()  # a failed flush fails the write: the state is not written
+            if self._failure is None:
+                self._before_write()  # a failed flush fails the write: the state is not written
+            self._pool.submit(self._write, writes, done, None)
         except Exception as e:
-            done.set_exception(e)
-            return
-        self._pool.submit(self._write, writes, done, None)
+            self._fail(done, e)
 
     def _write(
         self, writes: list[PartitionWrite], done: Future[None], flush: Callable[[], None] | None
     ) -> None:
         try:
+            if self._failure is not None:
+                raise self._failure  # an earlier batch failed: this one is redone after a resync
             if flush is not None:
                 flush()
             for w in writes:
                 self.store.commit(w)
         except Exception as e:
-            done.set_exception(e)
+            self._fail(done, e)
         else:
             done.set_result(None)
+
+    def _fail(self, done: Future[None], e: BaseException) -> None:
+        if self._failure is None:
+            self._failure = e
+        done.set_exception(e)
 
     def drain(self) -> None:
         """Write everything deferred, wait for every commit (a failure stops nothing queued after
@@ -234,8 +246,10 @@ class OrderedIO:
         self.release()
         failure: BaseException | None = None
         while self._commits:
-            failure = failure or self._commits.popleft().exception()
+            failed = self._commits.popleft().exception()
+            failure = failure or failed
         self._unwritten.clear()
+        self._failure = None  # every queued batch has finished: the caller resyncs from here
         if failure is not None:
             raise failure
 

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -64,6 +65,9 @@ class ProcessSink(OutputSink):
         self._write_lock = threading.Lock()  # the socket, and queue order into it
         self._flush_lock = threading.Lock()  # one request-and-reply at a time
         self._closed = False
+        # Flush requests are numbered and the child's replies carry the number: the late reply
+        # to a flush that timed out must not pass for the next one's.
+        self._flushes = 0
         self._send(("start", settings))
         self._reply(START_TIMEOUT, "start")
 
@@ -88,9 +92,10 @@ class ProcessSink(OutputSink):
         """Return once every output emitted before the call is acknowledged by the broker."""
         with self._flush_lock:
             self.ship()
+            self._flushes += 1
             with self._write_lock:
-                self._send(("flush", timeout))
-            self._reply(timeout + 5.0, "flush")
+                self._send(("flush", (self._flushes, timeout)))
+            self._reply(timeout + 5.0, "flush", self._flushes)
 
     def close(self) -> None:
         if self._closed:
@@ -119,11 +124,15 @@ class ProcessSink(OutputSink):
         except (OSError, EOFError) as e:
             raise PublisherError(f"publisher process is gone (exit code {self._proc.poll()}): {e}") from e
 
-    def _reply(self, timeout: float, what: str) -> None:
+    def _reply(self, timeout: float, what: str, number: int = 0) -> None:
+        deadline = time.monotonic() + timeout
         try:
-            if not self._conn.poll(timeout):
-                raise PublisherError(f"publisher process did not answer {what} within {timeout:.0f} s")
-            status, detail = self._conn.recv()
+            while True:
+                if not self._conn.poll(max(deadline - time.monotonic(), 0.0)):
+                    raise PublisherError(f"publisher process did not answer {what} within {timeout:.0f} s")
+                status, detail, answered = self._conn.recv()
+                if answered == number:
+                    break  # else the late reply to an earlier flush that timed out
         except (OSError, EOFError) as e:
             raise PublisherError(f"publisher process is gone (exit code {self._proc.poll()}): {e}") from e
         if status == "unavailable":
@@ -162,12 +171,12 @@ def _serve(conn: Connection) -> None:
         sink = KafkaSink(settings, make_producer(settings))
         sink.warm_up()
     except ServiceUnavailable as e:
-        conn.send(("unavailable", str(e)))
+        conn.send(("unavailable", str(e), 0))
         return
     except Exception as e:
-        conn.send(("error", f"publisher could not start: {e!r}"))
+        conn.send(("error", f"publisher could not start: {e!r}", 0))
         return
-    conn.send(("ok", None))
+    conn.send(("ok", None, 0))
     # A thread empties the socket as messages come, so that the service's ship() never blocks
     # on a full socket buffer while this process is busy sending a burst of changes (the service
     # bounds what it ships ahead: it waits for a flush every few batches, OrderedIO).
@@ -186,20 +195,21 @@ def _serve(conn: Connection) -> None:
                 except Exception as e:
                     failed = failed or f"publishing a {what} failed: {e!r}"
         elif kind == "flush":
+            number, timeout = body
             try:
-                sink.flush(timeout=body)
+                sink.flush(timeout=timeout)
             except Exception as e:
                 failed = failed or f"the broker did not acknowledge every output: {e!r}"
-            conn.send(("ok", None) if failed is None else ("error", failed))
+            conn.send(("ok", None, number) if failed is None else ("error", failed, number))
             failed = None
         elif kind == "close":
             try:
                 sink.flush()
                 sink.close()
             except Exception as e:
-                conn.send(("error", f"last flush failed: {e!r}"))
+                conn.send(("error", f"last flush failed: {e!r}", 0))
             else:
-                conn.send(("ok", None))
+                conn.send(("ok", None, 0))
             return
     try:
         sink.close()

@@ -322,7 +322,10 @@ class Service:
         while self._durable and (self._durable[0][0] is None or self._durable[0][0].done()):
             durable, offsets = self._durable.popleft()
             if durable is not None and durable.exception() is not None:
-                break  # raised by the processor's next load or drain, which resyncs
+                # Raised by the processor's next view or drain, which resyncs (and clears this
+                # queue); until then no later batch's offsets may pass it.
+                self._durable.appendleft((durable, offsets))
+                break
             ready.update(offsets)
         if ready:
             self.consumer.commit_async(ready, callback=self._committed)

@@ -80,7 +80,7 @@ def test_a_load_submitted_after_a_released_write_waits_for_it() -> None:
         done = io.commit([_write(0, -1, 4, {"a": b"x"}), _write(1, -1, 9, {"b": b"y"})])
         io.release()
         loading = io.load(0, ["a"], due_until=0)
-        assert [w.new_offset for w in loading.pending] == [4] and not done.done()
+        assert [w.new_offset for w, _ in loading.pending] == [4] and not done.done()
         store.gate.set()
         view: PartitionView = io.view(loading)
         assert (view.applied_offset, view.states) == (4, {"a": b"x"})
@@ -89,7 +89,6 @@ def test_a_load_submitted_after_a_released_write_waits_for_it() -> None:
         io.close()
 
 
-@pytest.mark.parametrize("store_class", STORES)
 class _GatedFlush:
     """A sink flush that waits for a gate: a publisher still sending a burst of changes."""
 
@@ -237,3 +236,76 @@ def test_drain_writes_what_is_deferred_and_raises_a_failure_once(
         io.drain()
     io.drain()
     io.close()
+
+
+@pytest.mark.parametrize("store_class", STORES)
+def test_drain_returns_when_a_failed_commit_is_followed_by_another(
+    store_class: type[MemoryFeatureStore],
+) -> None:
+    """A failed commit with any commit after it (e.g. the batch deferred behind it, in the
+    service's idle drain or its resync after a StateConflict): drain() waits for the rest, which
+    fail at once without writing, raises the first failure, and the next batch writes again."""
+    store = store_class()
+    io = OrderedIO(store)
+    io.commit([_write(0, 7, 8, {"a": b"x"})])  # fails: partition 0 has nothing applied
+    io.commit([_write(1, -1, 3, {"b": b"y"})])  # a later batch, on another partition: succeeds
+    raised: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            io.drain()
+        except StateConflict as e:
+            raised.append(e)
+
+    worker = threading.Thread(target=drain, daemon=True)
+    worker.start()
+    worker.join(1.0)
+    hung = worker.is_alive()
+    if hung:
+        io._commits.clear()  # end the spinning loop, so the test does not leave a busy thread
+        worker.join(5)
+    try:
+        assert not hung, "drain() never returned after a failed commit followed by another one"
+        assert len(raised) == 1 and "partition 0" in str(raised[0])
+        assert store.load(1, [], 0).applied_offset == -1  # queued behind the failure: not written
+        io.commit([_write(1, -1, 3, {"b": b"y"})])  # redone after the resync
+        io.drain()
+        assert store.load(1, [], 0).applied_offset == 3
+    finally:
+        io.close()
+
+
+def test_after_a_failed_flush_the_queued_batches_fail_without_flushing_or_writing() -> None:
+    """A publisher that failed must not be asked again for every queued batch (each flush can
+    wait its whole timeout), and no batch behind the failure may be computed on or written."""
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def flush() -> None:
+        calls.append(len(calls))
+        assert gate.wait(5)
+        if len(calls) == 1:
+            raise OSError("broker gone")
+
+    store = _ThreadedStore()
+    io = OrderedIO(store, before_write=flush)
+    try:
+        first = io.commit([_write(0, -1, 4, {"a": b"x"})])
+        second = io.commit([_write(0, 4, 9, {"a": b"y"})])
+        io.release()
+        loading = io.load(0, ["a"], due_until=0)  # sees both pending writes
+        gate.set()
+        with pytest.raises(OSError, match="broker gone"):
+            second.result(timeout=5)
+        assert isinstance(first.exception(), OSError)
+        with pytest.raises(OSError, match="broker gone"):
+            io.view(loading)  # not computed on top of writes that will never land
+        assert calls == [0] and store.load(0, [], 0).applied_offset == -1
+        with pytest.raises(OSError, match="broker gone"):
+            io.drain()
+        io.commit([_write(0, -1, 4, {"a": b"x"})])  # after the resync: flushed and written again
+        io.drain()
+        assert calls == [0, 1] and store.load(0, [], 0).applied_offset == 4
+    finally:
+        gate.set()
+        io.close()
