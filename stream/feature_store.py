@@ -241,8 +241,8 @@ class OrderedIO:
         done.set_exception(e)
 
     def drain(self) -> None:
-        """Write everything deferred, wait for every commit (a failure stops nothing queued after
-        it, whose writes then fail on their own); raise the first failure."""
+        """Write everything deferred, wait for every commit (those queued behind a failure fail
+        at once); raise the first failure. Batches committed after this write again."""
         self.release()
         failure: BaseException | None = None
         while self._commits:
