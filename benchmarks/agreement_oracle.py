@@ -34,10 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.features import CustomerState, evaluate_many, snapshot  # noqa: E402
 from models.generator import generate  # noqa: E402
 from models.segments.engine import SegmentEngine  # noqa: E402
-from stream.evaluation import CollectSink  # noqa: E402
+from stream.evaluation import CollectSink, customer_vectors  # noqa: E402
 from stream.feature_store import MemoryFeatureStore  # noqa: E402
 from stream.kafka_io import SourceRecord  # noqa: E402
 from stream.metrics import Metrics  # noqa: E402
@@ -46,15 +45,6 @@ from stream.service import engine_params  # noqa: E402
 from stream.settings import load  # noqa: E402
 
 STEP = 250  # records between looks at the engine's version
-
-
-def population(store: MemoryFeatureStore, params: object) -> np.ndarray:
-    """Every customer's feature vector at the partition's watermark (one partition)."""
-    snaps, at = [], []
-    for p, _cid, blob in store.scan_customers(1):
-        snaps.append(snapshot(CustomerState.unpack(blob)))
-        at.append(float(store.watermark(p)))
-    return evaluate_many(np.array(snaps), params, np.array(at))  # type: ignore[arg-type]
 
 
 def matched_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
@@ -76,7 +66,6 @@ def main() -> int:
     store = MemoryFeatureStore()
     engine = SegmentEngine(engine_params(settings))
     processor = BatchProcessor(settings, store, engine, CollectSink(engine), Metrics(CollectorRegistry()))
-    feature_params = settings.features.params()
     populations = []
     version = 0
     for lo in range(0, len(records), STEP):
@@ -84,9 +73,9 @@ def main() -> int:
         if engine.version != version:
             version = engine.version
             processor.drain()
-            populations.append(population(store, feature_params))
+            populations.append(customer_vectors(store, settings)[1])
     processor.close()
-    final = population(store, feature_params)
+    final = customer_vectors(store, settings)[1]
     space = engine.vectorizer
     final_z = space.transform(final)
     k = engine.params.n_segments

@@ -107,15 +107,7 @@ def _evaluate_one(
     processor.close()  # the last batch's state into the store
     seconds = time.perf_counter() - started
 
-    # Final vectors of every customer, at its partition's final watermark.
-    ids: list[str] = []
-    snaps: list[list[float]] = []
-    at: list[float] = []
-    for p, cid, blob in store.scan_customers(settings.topics.partitions):
-        ids.append(cid)
-        snaps.append(snapshot(CustomerState.unpack(blob)))
-        at.append(float(store.watermark(p)))
-    raw = evaluate_many(np.array(snaps), settings.features.params(), np.array(at))
+    ids, raw = customer_vectors(store, settings)
     if window_days is not None:
         recent = raw[:, FEATURE_INDEX["recency_days"]] <= window_days
         raw, ids = raw[recent], [c for c, keep in zip(ids, recent, strict=True) if keep]
@@ -160,6 +152,18 @@ def _evaluate_one(
         flapping=flapping_share(sink.changes),
         events_per_s=len(records) / seconds if seconds else 0.0,
     )
+
+
+def customer_vectors(store: MemoryFeatureStore, settings: Settings) -> tuple[list[str], np.ndarray]:
+    """Every customer's id and raw feature vector, at its partition's current watermark."""
+    ids: list[str] = []
+    snaps: list[list[float]] = []
+    at: list[float] = []
+    for p, cid, blob in store.scan_customers(settings.topics.partitions):
+        ids.append(cid)
+        snaps.append(snapshot(CustomerState.unpack(blob)))
+        at.append(float(store.watermark(p)))
+    return ids, evaluate_many(np.array(snaps), settings.features.params(), np.array(at))
 
 
 def flapping_share(changes: Sequence[SegmentChange]) -> float:

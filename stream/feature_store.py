@@ -166,9 +166,12 @@ class OrderedIO:
             done.set_exception(e)
         return done
 
-    def load(self, p: int, customer_ids: list[str], due_until: int) -> Loading:
+    def _forget_written(self) -> None:
         while self._unwritten and self._unwritten[0][1].done():
             self._unwritten.popleft()
+
+    def load(self, p: int, customer_ids: list[str], due_until: int) -> Loading:
+        self._forget_written()
         pending = tuple((w, done) for writes, done in self._unwritten for w in writes if w.partition == p)
         return Loading(self._submit(self.store.load, p, customer_ids, due_until), pending, due_until)
 
@@ -194,8 +197,7 @@ class OrderedIO:
         self._deferred = (writes, done)
         self._commits.append(done)
         self._unwritten.append((writes, done))
-        while self._unwritten and self._unwritten[0][1].done():
-            self._unwritten.popleft()
+        self._forget_written()
         if len(self._unwritten) > MAX_UNWRITTEN_BATCHES:
             wait([self._unwritten[0][1]])  # a failure is raised by the next view or drain
         return done
