@@ -61,6 +61,7 @@ class ModelReport:
     ari: float | None  # against the planted personas
     ari_reference: float | None
     id_agreement: float  # min over consecutive versions of "same id for the same customer"
+    id_agreement_median: float  # the typical pair (the min is often one unlucky version)
     versions: int
     births: int  # after the first version
     deaths: int
@@ -145,6 +146,7 @@ def _evaluate_one(
         ari=ari,
         ari_reference=ari_ref,
         id_agreement=min(agreements) if agreements else float("nan"),
+        id_agreement_median=float(np.median(agreements)) if agreements else float("nan"),
         versions=len(sink.snapshots),
         births=births,
         deaths=deaths,

@@ -145,3 +145,29 @@ def test_prometheus_scrapes_every_compose_worker() -> None:
     (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "segstream"]
     targets = job["static_configs"][0]["targets"]
     assert targets == [f"segstream:{9108 + i}" for i in range(workers)]
+
+
+def test_evaluate_compares_models_on_a_generated_log(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`segstream evaluate` end to end on a small seeded log with its planted truth: one report
+    per model, with figures in their ranges and the min agreement never above the median."""
+    import json
+
+    log, truth = tmp_path / "log.jsonl", tmp_path / "truth.csv"
+    code, _, err = run(capsys, "generate", "--customers", "300", "--days", "90", "--seed", "3",
+                       "--out", str(log), "--truth", str(truth))  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(capsys, "evaluate", str(log), "--truth", str(truth),
+                         "--models", "microclusters,kmeans", "--json")  # fmt: skip
+    assert code == 0, err
+    reports = {r["model"]: r for r in json.loads(out)}
+    assert set(reports) == {"microclusters", "kmeans"}
+    for r in reports.values():
+        assert r["customers"] == 300 and r["versions"] >= 2
+        assert 0.0 <= r["id_agreement"] <= r["id_agreement_median"] <= 1.0
+        assert r["ssq_ratio"] > 0.5 and -1.0 <= r["ari"] <= 1.0 and 0.0 < r["ari_reference"] <= 1.0
+        assert 0.0 <= r["flapping"] <= 1.0 and r["changes"] >= 300  # everyone got a first segment
+    code, out, err = run(capsys, "evaluate", str(log), "--models", "microclusters")
+    assert code == 0, err
+    assert "id agreement min (median)" in out and "microclusters" in out
