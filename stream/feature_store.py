@@ -170,6 +170,11 @@ class OrderedIO:
         while self._unwritten and self._unwritten[0][1].done():
             self._unwritten.popleft()
 
+    def unwritten(self) -> int:
+        """Batches committed whose writes have not finished (at most ``MAX_UNWRITTEN_BATCHES``)."""
+        self._forget_written()
+        return len(self._unwritten)
+
     def load(self, p: int, customer_ids: list[str], due_until: int) -> Loading:
         self._forget_written()
         pending = tuple((w, done) for writes, done in self._unwritten for w in writes if w.partition == p)

@@ -119,11 +119,16 @@ class BatchProcessor:
         # Outputs first, state second, offsets last: a batch's changes are flushed right before
         # its state is written, which happens once the next batch's loads are queued; by then the
         # broker has usually acknowledged them and the flush returns at once.
-        self.io = OrderedIO(store, before_write=sink.flush)
+        self.io = OrderedIO(store, before_write=self._flush_outputs)
         # A sink that publishes from another process takes each partition's outputs as they are
         # made (OutputSink.ship; stream.publisher); minimal sinks (tests, evaluation) send on
         # each call and need not have it.
         self._ship: Callable[[], None] = getattr(sink, "ship", lambda: None)
+
+    def _flush_outputs(self) -> None:
+        started = time.perf_counter()
+        self.sink.flush()
+        self.metrics.flush_seconds.observe(time.perf_counter() - started)
 
     def drain(self) -> None:
         """Wait until every processed batch's state is in the store (raises a failed commit)."""
@@ -216,6 +221,7 @@ class BatchProcessor:
         # the caller commits offsets once ``durable`` is done.
         if writes:
             result.durable = self.io.commit(writes)
+            self.metrics.unwritten_batches.set(self.io.unwritten())
         for w in writes:
             self.metrics.watermark.labels(partition=str(w.partition)).set(w.watermark)
             result.watermarks[w.partition] = w.watermark

@@ -186,6 +186,8 @@ def test_run_exposes_health_and_metrics(
     assert s["segstream_rebalances_total"] >= 1
     assert s["segstream_assigned_partitions"] == 4
     assert s["segstream_batch_seconds_count"] >= 1
+    assert s["segstream_output_flush_seconds_count"] >= 1  # every written batch flushed first
+    assert 0 <= s["segstream_unwritten_batches"] <= 8
     assert s["segstream_event_to_change_seconds_count"] > 0
     assert set(labelled(text, "segstream_watermark_seconds", "partition")) == {"0", "1", "2", "3"}
     assert all(v >= 0 for v in labelled(text, "segstream_consumer_lag_messages", "partition").values())

@@ -132,8 +132,10 @@ def test_loads_do_not_wait_for_a_slow_flush_and_see_every_unwritten_write() -> N
             )
             assert got.states == want.states
         assert store.load(0, [], 0).applied_offset == -1  # nothing written yet
+        assert io.unwritten() == 3
         flush.gate.set()
         io.drain()
+        assert io.unwritten() == 0
         assert store.load(0, ["a", "b", "c", "d"], due_until=100) == sequential.load(
             0, ["a", "b", "c", "d"], due_until=100
         )
