@@ -952,7 +952,7 @@ def main() -> int:
 
     raws: list[float] = []
     fulls: list[FullRun] = []
-    worker_counts = [int(w) for w in str(args.workers).split(",")]
+    worker_counts = [int(w) for w in args.workers.split(",")]
     fulls_w: dict[int, list[float]] = {w: [] for w in worker_counts}
     naives: list[float] = []
     naive_changes: list[int] = []

@@ -42,6 +42,7 @@ from stream.settings import Settings
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
+_UNNUMBERED = 0  # the reply number of start and close (flushes count from 1)
 
 
 class PublisherError(ServiceUnavailable):
@@ -124,7 +125,7 @@ class ProcessSink(OutputSink):
         except (OSError, EOFError) as e:
             raise PublisherError(f"publisher process is gone (exit code {self._proc.poll()}): {e}") from e
 
-    def _reply(self, timeout: float, what: str, number: int = 0) -> None:
+    def _reply(self, timeout: float, what: str, number: int = _UNNUMBERED) -> None:
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -171,12 +172,12 @@ def _serve(conn: Connection) -> None:
         sink = KafkaSink(settings, make_producer(settings))
         sink.warm_up()
     except ServiceUnavailable as e:
-        conn.send(("unavailable", str(e), 0))
+        conn.send(("unavailable", str(e), _UNNUMBERED))
         return
     except Exception as e:
-        conn.send(("error", f"publisher could not start: {e!r}", 0))
+        conn.send(("error", f"publisher could not start: {e!r}", _UNNUMBERED))
         return
-    conn.send(("ok", None, 0))
+    conn.send(("ok", None, _UNNUMBERED))
     # A thread empties the socket as messages come, so that the service's ship() never blocks
     # on a full socket buffer while this process is busy sending a burst of changes (the service
     # bounds what it ships ahead: it waits for a flush every few batches, OrderedIO).
@@ -207,9 +208,9 @@ def _serve(conn: Connection) -> None:
                 sink.flush()
                 sink.close()
             except Exception as e:
-                conn.send(("error", f"last flush failed: {e!r}", 0))
+                conn.send(("error", f"last flush failed: {e!r}", _UNNUMBERED))
             else:
-                conn.send(("ok", None, 0))
+                conn.send(("ok", None, _UNNUMBERED))
             return
     try:
         sink.close()
