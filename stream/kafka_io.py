@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
@@ -58,6 +60,10 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         "heartbeat_interval_ms": k.heartbeat_interval_ms,
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
         "fetch_max_bytes": 16 * 1024 * 1024,
+        # Eager rebalancing (kafka-python's default, pinned): the listener is told the whole new
+        # assignment, which Service.on_assigned takes as the partitions it owns. A cooperative
+        # assignor would report only the partitions added.
+        "partition_assignment_strategy": (RangePartitionAssignor, RoundRobinPartitionAssignor),
         **_security(settings),
         **overrides,
     }

@@ -94,7 +94,8 @@ class _Rebalance(ConsumerRebalanceListener):
         self.service = service
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+        # Also called for partitions lost to a session expiry (kafka-python's on_partitions_lost).
+        self.service.on_revoked(list(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.service.on_assigned(list(assigned))
@@ -190,6 +191,14 @@ class Service:
             if applied >= 0:
                 self.consumer.seek(tp, applied + 1)
         log.info("partitions assigned: %s", sorted(self._assigned))
+
+    def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Forget revoked (or lost) partitions: the loop must not seek or commit them any more.
+        Their batches still in flight fail their compare-and-set if the new owner moved on."""
+        gone = {tp.partition for tp in revoked}
+        self._assigned = self._assigned - gone  # a new set: the loop thread reads it unlocked
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        log.info("partitions revoked: %s", sorted(gone))
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
@@ -297,9 +306,20 @@ class Service:
             except StateConflict as later:
                 log.warning("another pending write failed as well: %s", later)
         self._durable.clear()
+        # Only partitions the consumer still owns: a zombie woken after its session expired has
+        # lost them (the rebalance listener runs on kafka-python's IO thread, so the loss can
+        # also land between the check and the seek). A partition assigned again later is sought
+        # to Redis's applied offset by on_assigned.
+        topic = self.settings.topics.interactions
+        owned = self.consumer.assignment()
         for p in sorted(self._assigned):
-            tp = TopicPartition(self.settings.topics.interactions, p)
-            self.consumer.seek(tp, self.store.applied_offset(p) + 1)
+            tp = TopicPartition(topic, p)
+            if tp not in owned:
+                continue
+            try:
+                self.consumer.seek(tp, self.store.applied_offset(p) + 1)
+            except ValueError:  # kafka-python: "Unassigned partition"
+                log.info("partition %d was revoked during the re-seek", p)
 
     def _drain(self) -> None:
         if self.processor is None:
