@@ -89,6 +89,11 @@ class RunSummary:
     seconds: float = 0.0
 
 
+# Transient: the loop waits for Redis and resumes from its applied offsets (other Redis errors,
+# such as a script error, are bugs or misconfiguration and stop the service).
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -248,16 +253,25 @@ class Service:
                 continue
             self._kafka_error = None
             records = list(_to_records(polled))
-            if not records:
-                self._drain()  # idle: let the state and the offsets catch up
-                if until_idle is not None and self._assigned and time.monotonic() - idle_since >= until_idle:
-                    break
+            try:
+                if not records:
+                    self._drain()  # idle: let the state and the offsets catch up
+                    idle = time.monotonic() - idle_since
+                    if until_idle is not None and self._assigned and idle >= until_idle:
+                        break
+                    continue
+                idle_since = time.monotonic()
+                self._process(records, summary)
+            except REDIS_DOWN as e:
+                self._recover_from_redis(e)
+                idle_since = time.monotonic()
                 continue
-            idle_since = time.monotonic()
-            self._process(records, summary)
             if max_records is not None and summary.records >= max_records:
                 break
-        self._drain()
+        try:
+            self._drain()
+        except REDIS_DOWN as e:  # close() tries once more; a restart redoes what did not land
+            log.warning("Redis failed while the last batches were written: %s", e)
         summary.seconds = time.perf_counter() - started
         return summary
 
@@ -300,12 +314,62 @@ class Service:
         assert self.consumer is not None and self.store is not None
         log.warning("%s; re-seeking to the applied offsets", e)
         self.metrics.errors.labels(component="state_conflict").inc()
+        self._forget_unwritten()
+        self._realign_model()
+        self._reseek()
+
+    def _recover_from_redis(self, e: redis.RedisError) -> None:
+        """Redis dropped a connection or went away mid-batch (a restart, a failover). Nothing is
+        lost: a batch whose step did not land is redone from Redis's applied offsets, and one
+        whose reply alone was lost is found applied there. Wait until Redis answers (the loop
+        stays alive for /healthz; /readyz reports Redis), then resume from what it holds."""
+        assert self.store is not None
+        self.metrics.errors.labels(component="redis").inc()
+        log.warning("Redis failed mid-batch (%s); resuming from its applied offsets once it answers", e)
+        delay = 0.05
+        while not self._stop.is_set():
+            self.health.beat()
+            try:
+                self.store.client.ping()
+                self._forget_unwritten()
+                self._realign_model()
+                self._reseek()
+                return
+            except REDIS_DOWN as again:
+                log.debug("Redis still unavailable: %s", again)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _realign_model(self) -> None:
+        """Before batches are redone: a learner whose newest version is not the stored one (its
+        checkpoint did not land, or a failed batch built it and the save was still to come) goes
+        back to the stored one, as a restart would. Its next version must follow the stored one
+        (one learner per namespace, checked before publishing); the redone batches rebuild it."""
+        assert self.processor is not None and self.store is not None
+        if not self.processor.learns:
+            return  # a follower swaps to the stored version between batches anyway
+        engine = self.processor.engine
+        if self.store.model_version() == engine.version:
+            return
+        self.processor.engine = load_engine(self.settings, self.store)
+        self.metrics.model_version.set(self.processor.engine.version)
+        log.warning(
+            "model version %d was not checkpointed; back to the stored version %d",
+            engine.version,
+            self.processor.engine.version,
+        )
+
+    def _forget_unwritten(self) -> None:
+        """Wait for the batches still being written; those that fail are redone after a re-seek."""
         if self.processor is not None:
             try:
                 self.processor.drain()
-            except StateConflict as later:
+            except (StateConflict, *REDIS_DOWN) as later:
                 log.warning("another pending write failed as well: %s", later)
         self._durable.clear()
+
+    def _reseek(self) -> None:
+        assert self.consumer is not None and self.store is not None
         # Only partitions the consumer still owns: a zombie woken after its session expired has
         # lost them (the rebalance listener runs on kafka-python's IO thread, so the loss can
         # also land between the check and the seek). A partition assigned again later is sought

@@ -8,8 +8,11 @@ tests/integration/test_rebalance.py drives the same path through a real group.
 
 from __future__ import annotations
 
+import pytest
+import redis
 from kafka import TopicPartition
 
+from models.segments.engine import EngineParams, SegmentEngine
 from stream.errors import StateConflict
 from stream.service import Service
 from stream.settings import load
@@ -43,6 +46,8 @@ class FakeStore:
 
 
 class FakeProcessor:
+    learns = False  # a follower: no model checkpoint to line up with
+
     def drain(self) -> None:
         pass
 
@@ -75,3 +80,69 @@ def test_revoked_partitions_leave_the_owned_set_and_the_gauge() -> None:
     svc.on_revoked([TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 2)])
     assert svc._assigned == {1, 3}
     assert svc.registry.get_sample_value("segstream_assigned_partitions") == 2
+
+
+class CheckpointStore(FakeStore):
+    """A reachable Redis holding model checkpoint ``version`` (none if 0)."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.client = self  # ping() below
+
+    def ping(self) -> bool:
+        return True
+
+    def model_version(self) -> int:
+        return self.version
+
+    def load_model(self) -> tuple[int, bytes] | None:
+        if not self.version:
+            return None
+        engine = SegmentEngine(EngineParams())
+        engine.version = self.version
+        return self.version, engine.snapshot()
+
+
+class LearnerProcessor(FakeProcessor):
+    def __init__(self, version: int, learns: bool = True) -> None:
+        self.engine = SegmentEngine(EngineParams())
+        self.engine.version = version
+        self.learns = learns
+
+
+@pytest.mark.parametrize(("stored", "built", "after"), [(2, 3, 2), (0, 1, 0), (3, 3, 3)])
+def test_after_a_redis_outage_a_learner_resumes_from_the_stored_checkpoint(
+    stored: int, built: int, after: int
+) -> None:
+    """The connection dropped while version ``built`` was being checkpointed: if the checkpoint
+    did not land, the learner goes back to what Redis holds (else its next version would fail
+    the one-learner check); if it landed, the engine is kept as it is."""
+    svc = service(FakeConsumer(owned={0}), assigned={0})
+    svc.store = CheckpointStore(stored)  # type: ignore[assignment]
+    processor = LearnerProcessor(built)
+    before = processor.engine
+    svc.processor = processor  # type: ignore[assignment]
+    svc._recover_from_redis(redis.ConnectionError("Connection reset by peer"))
+    assert processor.engine.version == after
+    assert (processor.engine is before) == (stored == built)
+
+
+def test_a_follower_keeps_its_engine_after_a_redis_outage() -> None:
+    svc = service(FakeConsumer(owned={0}), assigned={0})
+    svc.store = CheckpointStore(2)  # type: ignore[assignment]
+    processor = LearnerProcessor(1, learns=False)
+    before = processor.engine
+    svc.processor = processor  # type: ignore[assignment]
+    svc._recover_from_redis(redis.ConnectionError("Connection reset by peer"))
+    assert processor.engine is before  # it follows the checkpoint between batches
+
+
+def test_a_state_conflict_also_brings_a_learner_back_to_the_stored_checkpoint() -> None:
+    """A batch that built version 3 failed its compare-and-set before 3 was saved: redoing it
+    from version 3 would make the next version 4 follow a stored 2 (a false 'another learner')."""
+    svc = service(FakeConsumer(owned={0}), assigned={0})
+    svc.store = CheckpointStore(2)  # type: ignore[assignment]
+    processor = LearnerProcessor(3)
+    svc.processor = processor  # type: ignore[assignment]
+    svc._resync(StateConflict("partition 0: applied offset moved"))
+    assert processor.engine.version == 2
