@@ -231,7 +231,11 @@ def _produce(settings: Settings, records: Any) -> int:
 
 
 @cli.command()
-@click.option("--until-idle", type=click.FloatRange(0.1), help="Stop after this many idle seconds.")
+@click.option(
+    "--until-idle",
+    type=click.FloatRange(0.1),
+    help="Stop once every owned partition is read to its end and nothing arrived for this many seconds.",
+)
 @click.option("--max-records", type=click.IntRange(1), help="Stop after about this many records.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Port of /metrics, /healthz, /readyz.")
 @click.option(

@@ -257,7 +257,7 @@ class Service:
                 if not records:
                     self._drain()  # idle: let the state and the offsets catch up
                     idle = time.monotonic() - idle_since
-                    if until_idle is not None and self._assigned and idle >= until_idle:
+                    if until_idle is not None and idle >= until_idle and self._caught_up():
                         break
                     continue
                 idle_since = time.monotonic()
@@ -274,6 +274,24 @@ class Service:
             log.warning("Redis failed while the last batches were written: %s", e)
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def _caught_up(self) -> bool:
+        """Every owned partition read up to its end as the broker last reported it. Quiet polls
+        alone are not enough for --until-idle: a broker restart or a rebalance is quiet too, and
+        a replay must not stop half way (with exit 0) because Kafka was away for a while."""
+        assert self.consumer is not None
+        if not self._assigned:
+            return False
+        topic = self.settings.topics.interactions
+        for p in self._assigned:
+            tp = TopicPartition(topic, p)
+            try:
+                end = self.consumer.highwater(tp)
+                if end is None or self.consumer.position(tp, timeout_ms=1000) < end:
+                    return False
+            except (KafkaError, TypeError):  # revoked meanwhile, or the position is unknown
+                return False
+        return True
 
     def _follow_model(self) -> None:
         """A follower swaps to the learner's newest checkpointed version between two batches."""
