@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -595,6 +596,12 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except SegstreamError as e:
         print(f"segstream: error: {e}", file=sys.stderr)
+        return 1
+    except redis.RedisError as e:
+        # Redis refused a command (a full memory, a script error); `run` rides out dropped
+        # connections itself. One line naming the problem; the traceback at debug level.
+        log.debug("Redis error", exc_info=True)
+        print(f"segstream: error: Redis: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

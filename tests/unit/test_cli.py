@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,6 +107,29 @@ def test_unreachable_redis_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     code, _, err = run(capsys, "--redis-url", "redis://127.0.0.1:1/0", "segments")
     assert code == 1
     assert "Redis at 127.0.0.1:1/0 did not answer" in one_line_error(err)
+
+
+def test_a_redis_error_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command Redis refuses (here a full memory) ends in one line naming Redis, not a traceback."""
+    import redis
+
+    import stream.cli
+
+    class FullRedis:
+        def __getattr__(self, name: str) -> Any:
+            def refuse(*args: Any, **kwargs: Any) -> Any:
+                raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+
+            return refuse
+
+    monkeypatch.setattr(stream.cli, "_store", lambda settings: FullRedis())
+    code, _, err = run(capsys, "segments")
+    assert code == 1
+    assert one_line_error(err) == (
+        "segstream: error: Redis: ResponseError: OOM command not allowed when used memory > 'maxmemory'."
+    )
 
 
 def _deploy_commands() -> list[list[str]]:
