@@ -35,6 +35,8 @@ from importlib import resources
 from typing import Any, Protocol, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from stream.errors import ModelConflict, ServiceUnavailable, StateConflict
 
@@ -308,7 +310,15 @@ class FeatureStore:
     # ---- lifecycle ----
     def start(self) -> FeatureStore:
         try:
-            self._client = redis.Redis.from_url(self._url, decode_responses=False, socket_timeout=30)
+            # No client-side retries: a script re-sent after a lost reply would fail its own
+            # compare-and-set. The service loop redoes batches from the applied offsets instead.
+            self._client = redis.Redis.from_url(
+                self._url,
+                decode_responses=False,
+                socket_timeout=30,
+                socket_connect_timeout=5,
+                retry=Retry(NoBackoff(), 0),
+            )
             self._client.ping()
         except redis.RedisError as e:
             raise ServiceUnavailable(f"Redis at {_host_of(self._url)} did not answer: {e}") from e

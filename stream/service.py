@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from models.segments.engine import EngineParams, SegmentEngine
 from stream.errors import ModelConflict, StateConflict
-from stream.feature_store import FeatureStore
+from stream.feature_store import FeatureStore, model_conflict
 from stream.http import Health, serve
 from stream.kafka_io import OutputSink, SourceRecord, ensure_topics, make_consumer
 from stream.metrics import Metrics
@@ -89,9 +89,11 @@ class RunSummary:
     seconds: float = 0.0
 
 
-# Transient: the loop waits for Redis and resumes from its applied offsets (other Redis errors,
-# such as a script error, are bugs or misconfiguration and stop the service).
+# Transient: the loop waits for Redis and resumes from its applied offsets. Other Redis errors
+# (a script error, a full memory, a wrong password: redis-py's authentication errors are
+# ConnectionErrors too) stop the service with the error.
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+REDIS_REFUSED = (redis.AuthenticationError, redis.exceptions.AuthorizationError)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -201,7 +203,13 @@ class Service:
         """Forget revoked (or lost) partitions: the loop must not seek or commit them any more.
         Their batches still in flight fail their compare-and-set if the new owner moved on."""
         gone = {tp.partition for tp in revoked}
-        self._assigned = self._assigned - gone  # a new set: the loop thread reads it unlocked
+        self._assigned = self._assigned - gone
+        # Their offsets are the new owner's to commit from now on (lag readings would go back).
+        self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp.partition not in gone}
+        self._durable = deque(
+            (fut, {tp: o for tp, o in offsets.items() if tp.partition not in gone})
+            for fut, offsets in self._durable
+        )
         self.metrics.assigned_partitions.set(len(self._assigned))
         log.info("partitions revoked: %s", sorted(gone))
 
@@ -225,6 +233,8 @@ class Service:
                     self.store.save_model(engine.snapshot(), engine.version, after=engine.version)
                 except ModelConflict as e:
                     log.warning("%s", e)
+                except REDIS_DOWN as e:  # the last version's checkpoint stands; a restart resumes
+                    log.warning("the model checkpoint was not refreshed on the way out: %s", e)
         if self.consumer is not None:
             self._commit_last()
             self.consumer.close(autocommit=False)
@@ -263,6 +273,8 @@ class Service:
                 idle_since = time.monotonic()
                 self._process(records, summary)
             except REDIS_DOWN as e:
+                if isinstance(e, REDIS_REFUSED):
+                    raise
                 self._recover_from_redis(e)
                 idle_since = time.monotonic()
                 continue
@@ -354,28 +366,29 @@ class Service:
                 self._reseek()
                 return
             except REDIS_DOWN as again:
+                if isinstance(again, REDIS_REFUSED):
+                    raise
                 log.debug("Redis still unavailable: %s", again)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 2.0)
 
     def _realign_model(self) -> None:
-        """Before batches are redone: a learner whose newest version is not the stored one (its
-        checkpoint did not land, or a failed batch built it and the save was still to come) goes
-        back to the stored one, as a restart would. Its next version must follow the stored one
-        (one learner per namespace, checked before publishing); the redone batches rebuild it."""
+        """Before batches are redone, a learner goes back to its stored checkpoint, as a restart
+        would: the rows it learned from the batches about to be redone must not count twice, and
+        a version built by a failed batch (its checkpoint maybe not written) is rebuilt. Rows of
+        batches that did land since the checkpoint are not learned again (as after a restart).
+        A stored version newer than its own means another learner: stop, as the checkpoint's
+        compare-and-set would."""
         assert self.processor is not None and self.store is not None
         if not self.processor.learns:
             return  # a follower swaps to the stored version between batches anyway
-        engine = self.processor.engine
-        if self.store.model_version() == engine.version:
-            return
+        built, stored = self.processor.engine.version, self.store.model_version()
+        if stored > built:
+            raise model_conflict(built + 1, built, stored)
         self.processor.engine = load_engine(self.settings, self.store)
-        self.metrics.model_version.set(self.processor.engine.version)
-        log.warning(
-            "model version %d was not checkpointed; back to the stored version %d",
-            engine.version,
-            self.processor.engine.version,
-        )
+        self.metrics.model_version.set(stored)
+        if stored < built:
+            log.warning("model version %d was not checkpointed; back to the stored version %d", built, stored)
 
     def _forget_unwritten(self) -> None:
         """Wait for the batches still being written; those that fail are redone after a re-seek."""
@@ -389,9 +402,10 @@ class Service:
     def _reseek(self) -> None:
         assert self.consumer is not None and self.store is not None
         # Only partitions the consumer still owns: a zombie woken after its session expired has
-        # lost them (the rebalance listener runs on kafka-python's IO thread, so the loss can
-        # also land between the check and the seek). A partition assigned again later is sought
-        # to Redis's applied offset by on_assigned.
+        # lost them, whatever this loop last heard. A partition assigned again later is sought to
+        # Redis's applied offset by on_assigned. (The rebalance listener runs on kafka-python's
+        # IO thread but only while this thread waits in poll() or close(); the ValueError guard
+        # is insurance against a kafka-python version that does otherwise.)
         topic = self.settings.topics.interactions
         owned = self.consumer.assignment()
         for p in sorted(self._assigned):
