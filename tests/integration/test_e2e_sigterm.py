@@ -196,6 +196,54 @@ def valid_count(records: Sequence[GeneratedRecord]) -> int:
     return sum(1 for r in records if not r.malformed)
 
 
+def produce_generated(
+    stack: Stack, settings_env: dict[str, str], customers: int, seed: int
+) -> tuple[list[GeneratedRecord], list[int]]:
+    """A generated 90-day log (0.2% malformed) in the test's interactions topic: its records and
+    the topic's end offsets."""
+    records = generate(customers=customers, days=90, seed=seed, malformed_fraction=0.002).records
+    topic = settings_env["SEGSTREAM_TOPICS__INTERACTIONS"]
+    produce(stack, topic, records)
+    ends = end_offsets(stack, topic)
+    assert sum(ends) == len(records)
+    return records, ends
+
+
+def kill_all(*procs: subprocess.Popen[bytes] | None) -> None:
+    """At the end of a test, whatever still runs: woken (if it was stopped) and killed."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+
+
+def assert_exact_state(
+    stack: Stack,
+    client: redis.Redis,
+    ns: str,
+    settings_env: dict[str, str],
+    records: Sequence[GeneratedRecord],
+    ends: list[int],
+    tmp_path: Path,
+) -> int:
+    """Effectively-once, checked: every offset applied, every valid event applied once, and every
+    customer's features equal to those of an uninterrupted run of the same log (in a namespace
+    of its own). Returns the number of customers."""
+    assert applied_offsets(client, ns) == [e - 1 for e in ends]
+    got = customer_states(client, ns)
+    events = sum(CustomerState.unpack(v).events for v in got.values())
+    assert events == valid_count(records), f"{events} events applied, {valid_count(records)} valid records"
+    ref_env, ref_ns = second_env(settings_env, stack)
+    try:
+        run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=5)
+        problems, _ = compare_states(got, customer_states(client, ref_ns))
+        assert not problems, f"{len(problems)} feature differences, first: {problems[:5]}"
+    finally:
+        delete_namespace(client, ref_ns)
+    return len(got)
+
+
 # ---------------------------------------------------------------- the test
 
 

@@ -16,23 +16,15 @@ from pathlib import Path
 
 import redis
 
-from models.features import CustomerState
-from models.generator import generate
-
 from .conftest import ROOT, STACK_SH, Stack
 from .test_e2e_sigterm import (
     applied_offsets,
-    compare_states,
-    customer_states,
-    delete_namespace,
-    end_offsets,
-    produce,
-    run_to_end,
-    second_env,
+    assert_exact_state,
+    kill_all,
+    produce_generated,
     service_env,
     start_service,
     tail,
-    valid_count,
     wait_until,
 )
 
@@ -63,12 +55,8 @@ def test_service_waits_out_a_broker_restart_and_finishes_the_log(
     settings_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    log = generate(customers=1000, days=90, seed=6, malformed_fraction=0.002)
-    records = log.records
+    records, ends = produce_generated(stack, settings_env, customers=1000, seed=6)
     n = len(records)
-    topic = settings_env["SEGSTREAM_TOPICS__INTERACTIONS"]
-    produce(stack, topic, records)
-    ends = end_offsets(stack, topic)
     out = tmp_path / "service.log"
 
     def progress() -> int:
@@ -84,18 +72,6 @@ def test_service_waits_out_a_broker_restart_and_finishes_the_log(
         restart_broker(down_s=5)
         assert proc.wait(timeout=300) == 0, f"segstream run exited {proc.returncode}: {tail(out)}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert applied_offsets(redis_client, namespace) == [e - 1 for e in ends], tail(out)
-    got = customer_states(redis_client, namespace)
-    events = sum(CustomerState.unpack(v).events for v in got.values())
-    assert events == valid_count(records), f"{events} events applied, {valid_count(records)} valid records"
-    ref_env, ref_ns = second_env(settings_env, stack)
-    try:
-        run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=5)
-        problems, _ = compare_states(got, customer_states(redis_client, ref_ns))
-        assert not problems, f"{len(problems)} feature differences, first: {problems[:5]}"
-    finally:
-        delete_namespace(redis_client, ref_ns)
-    print(f"\nbroker restart: {n} records; the service finished the log; state exact")
+        kill_all(proc)
+    customers = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    print(f"\nbroker restart: {n} records, the log finished; {customers} customers' features equal")

@@ -17,23 +17,15 @@ from pathlib import Path
 
 import redis
 
-from models.features import CustomerState
-from models.generator import generate
-
 from .conftest import Stack
 from .test_e2e_sigterm import (
     applied_offsets,
-    compare_states,
-    customer_states,
-    delete_namespace,
-    end_offsets,
-    produce,
-    run_to_end,
-    second_env,
+    assert_exact_state,
+    kill_all,
+    produce_generated,
     service_env,
     start_service,
     tail,
-    valid_count,
     wait_until,
 )
 
@@ -54,13 +46,8 @@ def test_partitions_move_between_two_instances_and_state_stays_exact(
     settings_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    log = generate(customers=1200, days=90, seed=7, malformed_fraction=0.002)
-    records = log.records
+    records, ends = produce_generated(stack, settings_env, customers=1200, seed=7)
     n = len(records)
-    topic = settings_env["SEGSTREAM_TOPICS__INTERACTIONS"]
-    produce(stack, topic, records)
-    ends = end_offsets(stack, topic)
-    assert sum(ends) == n
     # Small polls: many batches, so both instances are mid-log while the group rebalances.
     env_a = service_env(settings_env, SEGSTREAM_KAFKA__MAX_POLL_RECORDS="200")
     env_b = dict(env_a, SEGSTREAM_MODEL__ROLE="follower")
@@ -91,28 +78,13 @@ def test_partitions_move_between_two_instances_and_state_stays_exact(
         assert a.wait(timeout=60) == 0, f"A did not stop cleanly: {tail(out_a)}"
         assert b.wait(timeout=300) == 0, f"B exited {b.returncode}: {tail(out_b)}"
     finally:
-        for proc in (a, b):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        kill_all(a, b)
     assert sorted(assignments(out_b)[-1]) == [0, 1, 2, 3], assignments(out_b)
-    assert applied_offsets(redis_client, namespace) == [e - 1 for e in ends]
-    got = customer_states(redis_client, namespace)
-    events = sum(CustomerState.unpack(v).events for v in got.values())
-    assert events == valid_count(records), f"{events} events applied, {valid_count(records)} valid records"
-
-    ref_env, ref_ns = second_env(settings_env, stack)
-    try:
-        run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=5)
-        want = customer_states(redis_client, ref_ns)
-        problems, _ = compare_states(got, want)
-        assert not problems, f"{len(problems)} feature differences, first: {problems[:5]}"
-    finally:
-        delete_namespace(redis_client, ref_ns)
+    customers = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
     conflicts = sum(p.read_text(errors="replace").count(_FENCED) for p in (out_a, out_b))
     print(
         f"\nrebalance: {n} records; A {assignments(out_a)}, B {assignments(out_b)}; "
-        f"{conflicts} state conflicts logged; {len(got)} customers' features equal"
+        f"{conflicts} state conflicts logged; {customers} customers' features equal"
     )
 
 
@@ -128,12 +100,8 @@ def test_a_paused_instance_that_wakes_up_as_a_zombie_leaves_the_state_exact(
     the compare-and-set (README: "A failed step ... re-seeks"; A logs it, the count is printed:
     a freeze between two batches with nothing in hand would have nothing to fence) and the
     state stays exact."""
-    log = generate(customers=1200, days=90, seed=8, malformed_fraction=0.002)
-    records = log.records
+    records, ends = produce_generated(stack, settings_env, customers=1200, seed=8)
     n = len(records)
-    topic = settings_env["SEGSTREAM_TOPICS__INTERACTIONS"]
-    produce(stack, topic, records)
-    ends = end_offsets(stack, topic)
     fast_fail = {
         "SEGSTREAM_KAFKA__MAX_POLL_RECORDS": "200",
         # The broker's smallest session (group.min.session.timeout.ms): B takes over ~6 s in.
@@ -169,21 +137,10 @@ def test_a_paused_instance_that_wakes_up_as_a_zombie_leaves_the_state_exact(
         assert b.wait(timeout=300) == 0, f"B exited {b.returncode}: {tail(out_b)}"
         assert a.wait(timeout=120) == 0, f"A exited {a.returncode}: {tail(out_a)}"
     finally:
-        for proc in (a, b):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.kill()
-                proc.wait()
-    assert applied_offsets(redis_client, namespace) == [e - 1 for e in ends]
-    got = customer_states(redis_client, namespace)
-    events = sum(CustomerState.unpack(v).events for v in got.values())
-    assert events == valid_count(records), f"{events} events applied, {valid_count(records)} valid records"
-    ref_env, ref_ns = second_env(settings_env, stack)
-    try:
-        run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=5)
-        problems, _ = compare_states(got, customer_states(redis_client, ref_ns))
-        assert not problems, f"{len(problems)} feature differences, first: {problems[:5]}"
-    finally:
-        delete_namespace(redis_client, ref_ns)
+        kill_all(a, b)
+    customers = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
     fenced = out_a.read_text(errors="replace").count(_FENCED)
-    print(f"\nzombie: {n} records; A {assignments(out_a)}, B {assignments(out_b)}; A fenced {fenced} time(s)")
+    print(
+        f"\nzombie: {n} records; A {assignments(out_a)}, B {assignments(out_b)}; A fenced {fenced} "
+        f"time(s); {customers} customers' features equal"
+    )
