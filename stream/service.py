@@ -349,7 +349,7 @@ class Service:
         self._reseek()
 
     def _recover_from_redis(self, e: redis.RedisError) -> None:
-        """Redis dropped a connection or went away mid-batch (a restart, a failover). Nothing is
+        """Redis dropped a connection or went away mid-batch (a restart, a network blip). Nothing is
         lost: a batch whose step did not land is redone from Redis's applied offsets, and one
         whose reply alone was lost is found applied there. Wait until Redis answers (the loop
         stays alive for /healthz; /readyz reports Redis), then resume from what it holds."""
