@@ -17,23 +17,19 @@ from pathlib import Path
 
 import redis
 
-from models.features import CustomerState
 from models.generator import generate
 
 from .conftest import Stack
 from .test_e2e_sigterm import (
     applied_offsets,
-    compare_states,
-    customer_states,
-    delete_namespace,
+    assert_exact_state,
     end_offsets,
+    kill_all,
     produce,
     run_to_end,
-    second_env,
     service_env,
     start_service,
     tail,
-    valid_count,
     wait_until,
 )
 
@@ -88,31 +84,18 @@ def test_sigkill_five_times_then_state_equals_uninterrupted_run(
             proc.wait(timeout=30)
             kills.append(progress())
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            kill_all(proc)
     assert len(kills) >= 3, f"only {len(kills)} kills landed mid-log: {kills}"
     env["SEGSTREAM_KAFKA__GROUP_ID"] = f"{settings_env['SEGSTREAM_KAFKA__GROUP_ID']}-last"
     run_to_end(env, out, until_idle=8)
     crashed_at = time.monotonic() - started
-    assert applied_offsets(redis_client, namespace) == [e - 1 for e in ends]
-    got = customer_states(redis_client, namespace)
-    events = sum(CustomerState.unpack(b).events for b in got.values())
-    assert events == valid_count(records), f"{events} events applied, {valid_count(records)} valid records"
-
-    ref_env, ref_ns = second_env(settings_env, stack)
-    try:
-        run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=8)
-        assert applied_offsets(redis_client, ref_ns) == applied_offsets(redis_client, namespace)
-        want = customer_states(redis_client, ref_ns)
-        problems, seg = compare_states(got, want)
-        assert not problems, f"{len(problems)} feature differences, first: {problems[:5]}"
-        c = seg["customers"]
-        print(
-            f"\ncrash recovery: {n} records, SIGKILL after {kills} applied records; "
-            f"{c} customers' features equal; segment agreement: segment {seg['segment']}/{c}, "
-            f"seq {seg['seq']}/{c}, segment_since {seg['segment_since']}/{c}; "
-            f"crashing run {crashed_at:.0f}s, total {time.monotonic() - started:.0f}s"
-        )
-    finally:
-        delete_namespace(redis_client, ref_ns)
+    seg = assert_exact_state(
+        stack, redis_client, namespace, settings_env, records, ends, tmp_path, until_idle=8
+    )
+    c = seg["customers"]
+    print(
+        f"\ncrash recovery: {n} records, SIGKILL after {kills} applied records; "
+        f"{c} customers' features equal; segment agreement: segment {seg['segment']}/{c}, "
+        f"seq {seg['seq']}/{c}, segment_since {seg['segment_since']}/{c}; "
+        f"crashing run {crashed_at:.0f}s, total {time.monotonic() - started:.0f}s"
+    )

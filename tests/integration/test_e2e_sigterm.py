@@ -226,22 +226,24 @@ def assert_exact_state(
     records: Sequence[GeneratedRecord],
     ends: list[int],
     tmp_path: Path,
-) -> int:
+    until_idle: float = 5.0,
+) -> dict[str, int]:
     """Effectively-once, checked: every offset applied, every valid event applied once, and every
     customer's features equal to those of an uninterrupted run of the same log (in a namespace
-    of its own). Returns the number of customers."""
+    of its own). Returns the segment agreement counts with that run (compare_states)."""
     assert applied_offsets(client, ns) == [e - 1 for e in ends]
     got = customer_states(client, ns)
     events = sum(CustomerState.unpack(v).events for v in got.values())
     assert events == valid_count(records), f"{events} events applied, {valid_count(records)} valid records"
     ref_env, ref_ns = second_env(settings_env, stack)
     try:
-        run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=5)
-        problems, _ = compare_states(got, customer_states(client, ref_ns))
+        run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=until_idle)
+        assert applied_offsets(client, ref_ns) == applied_offsets(client, ns)
+        problems, seg = compare_states(got, customer_states(client, ref_ns))
         assert not problems, f"{len(problems)} feature differences, first: {problems[:5]}"
     finally:
         delete_namespace(client, ref_ns)
-    return len(got)
+    return seg
 
 
 # ---------------------------------------------------------------- the test

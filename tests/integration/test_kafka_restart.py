@@ -73,5 +73,6 @@ def test_service_waits_out_a_broker_restart_and_finishes_the_log(
         assert proc.wait(timeout=300) == 0, f"segstream run exited {proc.returncode}: {tail(out)}"
     finally:
         kill_all(proc)
-    customers = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    seg = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    customers = seg["customers"]
     print(f"\nbroker restart: {n} records, the log finished; {customers} customers' features equal")

@@ -80,7 +80,8 @@ def test_partitions_move_between_two_instances_and_state_stays_exact(
     finally:
         kill_all(a, b)
     assert sorted(assignments(out_b)[-1]) == [0, 1, 2, 3], assignments(out_b)
-    customers = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    seg = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    customers = seg["customers"]
     conflicts = sum(p.read_text(errors="replace").count(_FENCED) for p in (out_a, out_b))
     print(
         f"\nrebalance: {n} records; A {assignments(out_a)}, B {assignments(out_b)}; "
@@ -138,7 +139,8 @@ def test_a_paused_instance_that_wakes_up_as_a_zombie_leaves_the_state_exact(
         assert a.wait(timeout=120) == 0, f"A exited {a.returncode}: {tail(out_a)}"
     finally:
         kill_all(a, b)
-    customers = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    seg = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    customers = seg["customers"]
     fenced = out_a.read_text(errors="replace").count(_FENCED)
     print(
         f"\nzombie: {n} records; A {assignments(out_a)}, B {assignments(out_b)}; A fenced {fenced} "

@@ -60,7 +60,8 @@ def test_service_rides_out_dropped_redis_connections(
     finally:
         kill_all(proc)
     assert recoveries() >= 1, f"none of {kills} connection kills landed mid-command: {tail(out)}"
-    customers = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    seg = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    customers = seg["customers"]
     print(
         f"\nredis outage: {n} records, {kills} connection kills, {recoveries()} recoveries; "
         f"{customers} customers' features equal"
