@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -24,6 +24,22 @@ from stream.errors import SegstreamError, ServiceUnavailable
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class Record(Protocol):
+    """What the pipeline reads of a consumed record: a :class:`SourceRecord`, or kafka-python's
+    ``ConsumerRecord`` as polled (the service passes those on: no copy per record)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 class SourceRecord(NamedTuple):

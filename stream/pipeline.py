@@ -17,6 +17,7 @@ import hashlib
 import heapq
 import logging
 import math
+import operator
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -31,10 +32,12 @@ from pydantic import ValidationError
 from models.events import (
     KIND_OF_TYPE,
     DeadLetter,
+    DecodedEvent,
     EventType,
     InteractionEvent,
     SegmentChange,
     SegmentRef,
+    decode_fast,
     describe_validation_error,
 )
 from models.features import (
@@ -49,7 +52,7 @@ from models.features import (
 from models.segments.engine import Assignment, ModelEvent, SegmentEngine
 from models.state_batch import BatchEvents, StateBatch
 from stream.feature_store import OrderedIO, PartitionView, PartitionWrite, StateStore, model_conflict
-from stream.kafka_io import SourceRecord
+from stream.kafka_io import Record
 from stream.metrics import Metrics
 from stream.settings import Settings
 
@@ -78,6 +81,8 @@ class _Row:
     reason: str  # "event" | "inactivity"
     offset: int
 
+
+_offset = operator.attrgetter("offset")
 
 # A decided move: (row index in the chunk, row, from segment, to segment, reason, customer seq).
 _Move = tuple[int, _Row, int | None, int, str, int]
@@ -138,7 +143,7 @@ class BatchProcessor:
         self.io.close()
 
     # ---- decode ----
-    def _dead(self, rec: SourceRecord, error_class: str, reason: str) -> None:
+    def _dead(self, rec: Record, error_class: str, reason: str) -> None:
         self.sink.dead_letter(
             DeadLetter(
                 source_topic=rec.topic,
@@ -152,7 +157,7 @@ class BatchProcessor:
         )
         self.metrics.dead_letters.labels(reason=error_class).inc()
 
-    def _decode(self, rec: SourceRecord) -> InteractionEvent | None:
+    def _decode(self, rec: Record) -> InteractionEvent | None:
         value = rec.value
         if value is None:
             self._dead(rec, "EmptyRecord", "record has no value")
@@ -174,7 +179,7 @@ class BatchProcessor:
         return event
 
     # ---- the batch ----
-    def process(self, records: Sequence[SourceRecord]) -> BatchResult:
+    def process(self, records: Sequence[Record]) -> BatchResult:
         # A batch allocates hundreds of thousands of short-lived, acyclic objects: the cyclic
         # collector would rescan the long-lived heap (model, clients) many times per batch for
         # nothing. Pause it for the batch; young objects are collected after it as usual.
@@ -187,10 +192,10 @@ class BatchProcessor:
             if paused:
                 gc.enable()
 
-    def _process(self, records: Sequence[SourceRecord]) -> BatchResult:
+    def _process(self, records: Sequence[Record]) -> BatchResult:
         started = time.perf_counter()
         result = BatchResult()
-        by_partition: dict[int, list[SourceRecord]] = {}
+        by_partition: dict[int, list[Record]] = {}
         for rec in records:
             by_partition.setdefault(rec.partition, []).append(rec)
         self.metrics.events_consumed.inc(len(records))
@@ -200,11 +205,9 @@ class BatchProcessor:
         decode = self._decode_quiet
         work = []
         for p in sorted(by_partition):
-            recs = sorted(by_partition[p], key=lambda r: r.offset)
-            # Event time in whole seconds (int(ts_seconds), the same value), computed once per event.
-            events = [
-                (r, e, int(e.ts.timestamp()) if e is not None else 0) for r in recs for e in (decode(r),)
-            ]
+            recs = sorted(by_partition[p], key=_offset)
+            # (record, event, event time in whole seconds): the time is computed once per event.
+            events = [(r, *d) if (d := decode(r)) else (r, None, 0) for r in recs]
             customers = sorted({e.customer_id for _, e, _ in events if e is not None})
             max_ts = max((ts for _, e, ts in events if e is not None), default=0)
             work.append((p, events, self.io.load(p, customers, due_until=max_ts)))
@@ -231,7 +234,7 @@ class BatchProcessor:
     def _process_partition(
         self,
         p: int,
-        events: list[tuple[SourceRecord, InteractionEvent | None, int]],
+        events: Sequence[tuple[Record, DecodedEvent | None, int]],
         view: PartitionView,
         result: BatchResult,
     ) -> PartitionWrite | None:
@@ -258,25 +261,29 @@ class BatchProcessor:
             segment_deltas=deltas,
         )
 
-    def _decode_quiet(self, rec: SourceRecord) -> InteractionEvent | None:
-        """Decode without side effects; dead letters are emitted later, only for unapplied offsets."""
+    def _decode_quiet(self, rec: Record) -> tuple[DecodedEvent, int] | None:
+        """Decode without side effects; dead letters are emitted later, only for unapplied offsets.
+        The fast path first; what it cannot vouch for is decided by InteractionEvent."""
         value = rec.value
         if value is None or len(value) > self._max_bytes:
             return None
-        try:
-            event = InteractionEvent.model_validate_json(value)
-        except ValidationError:
+        decoded = decode_fast(value)
+        if decoded is None:
+            try:
+                event = InteractionEvent.model_validate_json(value)
+            except ValidationError:
+                return None
+            decoded = DecodedEvent.of(event), int(event.ts.timestamp())
+        if rec.key is not None and rec.key != decoded[0].customer_id.encode():
             return None
-        if rec.key is not None and rec.key != event.customer_id.encode():
-            return None
-        return event
+        return decoded
 
     def _apply(
         self,
         view: PartitionView,
         ids: list[str],
         states: StateBatch,
-        decoded: list[tuple[SourceRecord, InteractionEvent | None, int]],
+        decoded: Sequence[tuple[Record, DecodedEvent | None, int]],
         result: BatchResult,
     ) -> tuple[list[_Row], np.ndarray, set[int], dict[str, int], int]:
         """The per-event loop: dead letters, duplicates, the watermark, the inactivity schedule and
@@ -313,7 +320,7 @@ class BatchProcessor:
                 self._dead(
                     rec,
                     "LateEvent",
-                    f"event time {event.ts.isoformat()} is {(wm - ts) / 3600:.1f} h behind the partition "
+                    f"event time {event.ts} is {(wm - ts) / 3600:.1f} h behind the partition "
                     f"watermark; allowed lateness is {lateness / 3600:g} h",
                 )
                 result.dead_letters += 1
@@ -322,7 +329,7 @@ class BatchProcessor:
                 self._dead(
                     rec,
                     "FutureEvent",
-                    f"event time {event.ts.isoformat()} is {(ts - wm) / 3600:.1f} h ahead of the partition "
+                    f"event time {event.ts} is {(ts - wm) / 3600:.1f} h ahead of the partition "
                     f"watermark; at most {future / 3600:g} h allowed",
                 )
                 result.dead_letters += 1

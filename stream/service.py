@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,7 +22,7 @@ from models.segments.engine import EngineParams, SegmentEngine
 from stream.errors import ModelConflict, StateConflict
 from stream.feature_store import FeatureStore, model_conflict
 from stream.http import Health, serve
-from stream.kafka_io import OutputSink, SourceRecord, ensure_topics, make_consumer
+from stream.kafka_io import OutputSink, Record, ensure_topics, make_consumer
 from stream.metrics import Metrics
 from stream.pipeline import BatchProcessor
 from stream.publisher import PublisherError, open_sink
@@ -262,7 +261,7 @@ class Service:
                 time.sleep(1)
                 continue
             self._kafka_error = None
-            records = list(_to_records(polled))
+            records = _to_records(polled)
             try:
                 if not records:
                     self._drain()  # idle: let the state and the offsets catch up
@@ -319,7 +318,7 @@ class Service:
         self.metrics.model_updated.set(time.time())
         log.debug("following model version %d", version)
 
-    def _process(self, records: list[SourceRecord], summary: RunSummary) -> None:
+    def _process(self, records: list[Record], summary: RunSummary) -> None:
         assert self.consumer is not None and self.processor is not None and self.store is not None
         self._follow_model()
         try:
@@ -488,7 +487,6 @@ class Service:
             self._sized = set(counts)
 
 
-def _to_records(polled: dict[Any, Iterable[Any]]) -> Iterable[SourceRecord]:
-    for tp, msgs in polled.items():
-        for m in msgs:
-            yield SourceRecord(tp.topic, tp.partition, m.offset, m.key, m.value)
+def _to_records(polled: dict[Any, list[Any]]) -> list[Record]:
+    """The polled ConsumerRecords as one list; they carry what the pipeline reads (a Record)."""
+    return [m for msgs in polled.values() for m in msgs]

@@ -1,0 +1,240 @@
+"""The pipeline's fast decoder agrees with the InteractionEvent contract.
+
+``decode_fast`` may decline a record (the pipeline then asks InteractionEvent), but whatever it
+accepts InteractionEvent must accept too, with the same fields and the same event second.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from models.cdnow import cdnow_events
+from models.events import DecodedEvent, InteractionEvent, decode_fast
+from models.generator import generate
+
+CDNOW = Path(__file__).resolve().parent.parent / "data" / "cdnow" / "CDNOW_master.txt"
+BASE: dict[str, Any] = {
+    "event_id": "e-1",
+    "customer_id": "c000001",
+    "ts": "2026-03-01T10:00:00Z",
+    "channel": "web",
+    "type": "page_view",
+}
+PURCHASE = {**BASE, "type": "purchase", "amount": 25.5, "currency": "EUR"}
+FIELDS = (
+    *("event_id", "customer_id", "channel", "type", "amount", "currency"),
+    *("category", "campaign_id", "discount", "properties"),
+)
+
+
+def slow(value: bytes) -> InteractionEvent | None:
+    try:
+        return InteractionEvent.model_validate_json(value)
+    except ValidationError:
+        return None
+
+
+def check_agrees(value: bytes) -> bool:
+    """Asserts the fast path accepts nothing the contract rejects; returns whether it accepted."""
+    fast = decode_fast(value)
+    if fast is None:
+        return False
+    event, second = fast
+    model = slow(value)
+    assert model is not None, f"decode_fast accepted what InteractionEvent rejects: {value!r}"
+    assert second == int(model.ts.timestamp()), value
+    assert datetime.fromisoformat(event.ts) == model.ts, value
+    assert datetime.fromisoformat(event.ts).utcoffset() == model.ts.utcoffset(), value
+    for name in FIELDS:
+        assert getattr(event, name) == getattr(model, name), (name, value)
+    return True
+
+
+def dumps(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def test_generated_events_take_the_fast_path_and_broken_ones_never_do() -> None:
+    log = generate(300, 30, seed=11, malformed_fraction=0.05)
+    accepted = 0
+    for r in log.records:
+        took = check_agrees(r.value)
+        if r.malformed:
+            assert not took, r.value
+        else:
+            assert took, f"a valid generated event left the fast path: {r.value!r}"
+            accepted += 1
+    assert accepted > 10_000
+
+
+def test_cdnow_events_take_the_fast_path() -> None:
+    with CDNOW.open() as f:
+        records = cdnow_events(f)
+    assert all(check_agrees(r.value) for r in records[::5])
+
+
+def test_the_slow_path_gives_the_same_event() -> None:
+    value = dumps({**PURCHASE, "category": "music", "properties": {"cds": 2, "gift": True, "note": None}})
+    model = slow(value)
+    assert model is not None
+    fast = decode_fast(value)
+    assert fast is not None and fast[0] == DecodedEvent.of(model).__replace__(ts=fast[0].ts)
+
+
+# Each: a change to a valid event, and whether the fast path must accept it (True), must leave it
+# to InteractionEvent (None: valid, unusual shape) or must reject it (False: invalid).
+EDGE_CASES: list[tuple[dict[str, Any], bool | None]] = [
+    ({}, True),
+    ({"ts": "2026-03-01T10:00:00.123456+05:30"}, True),
+    ({"ts": "2026-03-01T10:00:00-00:00"}, True),
+    ({"ts": "2000-01-01T00:00:00Z"}, True),
+    ({"ts": "2100-01-01T00:00:00Z"}, True),
+    ({"ts": "2099-12-31T23:00:00-01:00"}, True),
+    ({"ts": "2099-12-31T23:00:01-01:00"}, False),
+    ({"ts": "2100-01-01T00:00:00.000001Z"}, False),
+    ({"ts": "1999-12-31T23:59:59Z"}, False),
+    ({"ts": "2000-01-01T00:30:00+01:00"}, False),
+    ({"ts": "2026-03-01T10:00:00.9999999Z"}, None),  # 7 digits: pydantic truncates, others round
+    ({"ts": "2026-03-01t10:00:00z"}, None),
+    ({"ts": "2026-03-01 10:00:00Z"}, None),
+    ({"ts": "2026-03-01T10:00Z"}, None),
+    ({"ts": "2026-03-01T10:00:00"}, False),
+    ({"ts": "2026-03-01"}, False),
+    ({"ts": "20260301T100000Z"}, False),
+    ({"ts": "2026-03-01T10:00:60Z"}, False),
+    ({"ts": "2026-03-01T24:00:00Z"}, False),
+    ({"ts": "2026-02-30T10:00:00Z"}, False),
+    ({"ts": "2026-03-01T10:00:00+24:00"}, False),
+    ({"ts": "2026-03-01T10:00:00+05:60"}, False),
+    ({"ts": "2026-03-01T10:00:00+0530"}, None),
+    ({"ts": "２０２６-03-01T10:00:00Z"}, False),
+    ({"ts": 1772359200}, None),
+    ({"customer_id": ""}, False),
+    ({"customer_id": "c" * 64}, True),
+    ({"customer_id": "c" * 65}, False),
+    ({"customer_id": "a.b:c@d_e-f"}, True),
+    ({"customer_id": "c 1"}, False),
+    ({"customer_id": "c1\n"}, False),
+    ({"customer_id": "cü"}, False),
+    ({"customer_id": 17}, False),
+    ({"customer_id": None}, False),
+    ({"event_id": "e/1"}, False),
+    ({"campaign_id": "cmp-1"}, True),
+    ({"campaign_id": ""}, False),
+    ({"campaign_id": None}, True),
+    ({"channel": "fax"}, False),
+    ({"channel": "WEB"}, False),
+    ({"type": "purchase"}, False),
+    ({"amount": 1.0}, False),
+    ({"unknown": 1}, False),
+    ({"properties": None}, True),
+    ({"properties": {"a": 1, "b": 1.5, "c": True, "d": None, "e": "x"}}, True),
+    ({"properties": {f"k{i}": i for i in range(33)}}, False),
+    ({"properties": {"k": "x" * 257}}, False),
+    ({"properties": {"k" * 257: 1}}, False),
+    ({"properties": {"k": "é"}}, None),
+    ({"properties": {"k": [1]}}, False),
+    ({"properties": {"k": 10**30}}, True),
+    ({"category": "c" * 64}, True),
+    ({"category": "c" * 65}, False),
+    ({"category": "Électronique"}, None),
+    ({"discount": 0}, True),
+    ({"discount": -0.01}, False),
+    ({"discount": 1_000_000.01}, False),
+    ({"discount": True}, None),
+    ({"discount": "5"}, None),
+    ({**PURCHASE}, True),
+    ({**PURCHASE, "amount": 0}, True),
+    ({**PURCHASE, "amount": 1_000_000}, True),
+    ({**PURCHASE, "amount": -0.0}, True),
+    ({**PURCHASE, "amount": -1}, False),
+    ({**PURCHASE, "amount": 1e400}, False),
+    ({**PURCHASE, "currency": "eur"}, False),
+    ({**PURCHASE, "currency": "EURO"}, False),
+    ({**PURCHASE, "currency": "ÉUR"}, False),
+    ({**PURCHASE, "currency": None}, False),
+    ({**PURCHASE, "type": "refund"}, True),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), EDGE_CASES)
+def test_edge_cases(change: dict[str, Any], expected: bool | None) -> None:
+    value = dumps({**BASE, **change})
+    accepted = check_agrees(value)
+    model = slow(value)
+    if expected is True:
+        assert accepted
+    elif expected is None:
+        assert not accepted and model is not None, "valid, and left to InteractionEvent"
+    else:
+        assert not accepted and model is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        dumps(BASE).replace(b'"customer_id"', b'"customer_id":"bad id","customer_id"'),  # the last wins
+        dumps(BASE).replace(b'"customer_id":"c000001"', b'"customer_id":"c1","customer_id":"bad id"'),
+        dumps(BASE) + b" \n\t",
+        dumps(BASE) + b"x",
+        dumps(BASE) + b"{}",
+        b" " + dumps(BASE),
+        b"[" + dumps(BASE) + b"]",
+        dumps(BASE).replace(b'"c000001"', b'"c\\u0030"'),
+        dumps(BASE).replace(b'"c000001"', b'"c\\ud800"'),
+        dumps({**BASE, "category": "x"}).replace(b'"x"', b'"\\ud800"'),
+        dumps({**BASE, "category": "x"}).replace(b'"x"', b'"\\u0000"'),
+        dumps({**BASE, "category": "x"}).replace(b'"x"', b'"\xff"'),
+        dumps({**PURCHASE}).replace(b"25.5", b"NaN"),
+        dumps({**PURCHASE}).replace(b"25.5", b"Infinity"),
+        dumps({**PURCHASE}).replace(b"25.5", b"2.55e1"),
+        dumps({**PURCHASE}).replace(b"25.5", b"025.5"),
+        b"",
+        b"null",
+        b"{}",
+    ],
+)
+def test_json_level_edge_cases(value: bytes) -> None:
+    check_agrees(value)
+
+
+def _mutations() -> st.SearchStrategy[bytes]:
+    any_json = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=80),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=6,
+    )
+    near_ts = st.from_regex(
+        r"[0-9 ]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2})?(\.[0-9]{0,9})?"
+        r"(Z|z|[+-][0-9]{2}:?[0-9]{2})?",
+        fullmatch=True,
+    )
+    field = st.sampled_from([*FIELDS, "ts", "extra"])
+    tokens = st.sampled_from(["web", "purchase", "refund", "EUR", "c1", "", "-", 0, -0.0, 1e6])
+    value = any_json | near_ts | tokens
+    edits = st.lists(st.tuples(field, value | st.just(...)), min_size=1, max_size=4)
+
+    def apply(base: dict[str, Any], changes: list[tuple[str, Any]]) -> bytes:
+        out = dict(base)
+        for name, v in changes:
+            if v is ...:
+                out.pop(name, None)
+            else:
+                out[name] = v
+        return json.dumps(out).encode()
+
+    return st.builds(apply, st.sampled_from([BASE, PURCHASE]), edits)
+
+
+@settings(max_examples=3000, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutations())
+def test_fuzzed_events_agree(value: bytes) -> None:
+    check_agrees(value)
