@@ -320,7 +320,7 @@ class BatchProcessor:
                 self._dead(
                     rec,
                     "LateEvent",
-                    f"event time {event.ts.isoformat()} is {(wm - ts) / 3600:.1f} h behind the partition "
+                    f"event time {event.ts} is {(wm - ts) / 3600:.1f} h behind the partition "
                     f"watermark; allowed lateness is {lateness / 3600:g} h",
                 )
                 result.dead_letters += 1
@@ -329,7 +329,7 @@ class BatchProcessor:
                 self._dead(
                     rec,
                     "FutureEvent",
-                    f"event time {event.ts.isoformat()} is {(ts - wm) / 3600:.1f} h ahead of the partition "
+                    f"event time {event.ts} is {(ts - wm) / 3600:.1f} h ahead of the partition "
                     f"watermark; at most {future / 3600:g} h allowed",
                 )
                 result.dead_letters += 1
