@@ -334,7 +334,8 @@ def measure_memory(redis_url: str, n: int, params: FeatureParams, previous: bool
                 print(
                     f"    {store.buckets} buckets per partition; bucket 0: {client.hlen(b)} customers, "
                     f"encoding {client.object('encoding', b)!r}; its due set: {client.zcard(d)} entries, "
-                    f"encoding {client.object('encoding', d)!r}; due index {client.zcard(store.due_key(0))}"
+                    f"encoding {client.object('encoding', d)!r}; "
+                    f"due index {client.zcard(store.due_key(0)) - 1} buckets (+ its never-due member)"
                 )
         finally:
             delete_ns(client, ns)

@@ -84,6 +84,12 @@ class _Row:
 
 _offset = operator.attrgetter("offset")
 
+
+def _iso(ts: str) -> str:
+    """An event time in the one form dead-letter reasons use, whichever decoder read it."""
+    return datetime.fromisoformat(ts).isoformat()
+
+
 # A decided move: (row index in the chunk, row, from segment, to segment, reason, customer seq).
 _Move = tuple[int, _Row, int | None, int, str, int]
 
@@ -320,7 +326,7 @@ class BatchProcessor:
                 self._dead(
                     rec,
                     "LateEvent",
-                    f"event time {event.ts} is {(wm - ts) / 3600:.1f} h behind the partition "
+                    f"event time {_iso(event.ts)} is {(wm - ts) / 3600:.1f} h behind the partition "
                     f"watermark; allowed lateness is {lateness / 3600:g} h",
                 )
                 result.dead_letters += 1
@@ -329,7 +335,7 @@ class BatchProcessor:
                 self._dead(
                     rec,
                     "FutureEvent",
-                    f"event time {event.ts} is {(ts - wm) / 3600:.1f} h ahead of the partition "
+                    f"event time {_iso(event.ts)} is {(ts - wm) / 3600:.1f} h ahead of the partition "
                     f"watermark; at most {future / 3600:g} h allowed",
                 )
                 result.dead_letters += 1

@@ -14,11 +14,20 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from models.cdnow import cdnow_events
-from models.events import DecodedEvent, InteractionEvent, decode_fast
+from models.events import DeadLetter, DecodedEvent, InteractionEvent, decode_fast
 from models.generator import generate
+from models.segments.engine import SegmentEngine
+from stream.evaluation import CollectSink
+from stream.feature_store import MemoryFeatureStore
+from stream.kafka_io import SourceRecord
+from stream.metrics import Metrics
+from stream.pipeline import BatchProcessor
+from stream.service import engine_params
+from stream.settings import load
 
 CDNOW = Path(__file__).resolve().parent.parent / "data" / "cdnow" / "CDNOW_master.txt"
 BASE: dict[str, Any] = {
@@ -238,3 +247,29 @@ def _mutations() -> st.SearchStrategy[bytes]:
 @given(_mutations())
 def test_fuzzed_events_agree(value: bytes) -> None:
     check_agrees(value)
+
+
+def test_dead_letter_reasons_do_not_depend_on_the_decoder() -> None:
+    """A late event's reason names its time the same way, whichever path decoded it."""
+
+    class Sink(CollectSink):
+        def __init__(self, engine: SegmentEngine) -> None:
+            super().__init__(engine)
+            self.dead: list[DeadLetter] = []
+
+        def dead_letter(self, dl: DeadLetter) -> None:
+            self.dead.append(dl)
+
+    s = load()
+    engine = SegmentEngine(engine_params(s))
+    sink = Sink(engine)
+    processor = BatchProcessor(s, MemoryFeatureStore(), engine, sink, Metrics(CollectorRegistry()))
+    late_fast = dumps({**BASE, "event_id": "e-2", "ts": "2026-02-01T10:00:00Z"})
+    late_slow = dumps({**BASE, "event_id": "e-3", "ts": "2026-02-01 10:00:00+00:00"})  # space: slow path
+    assert decode_fast(late_fast) is not None and decode_fast(late_slow) is None
+    values = [dumps(BASE), late_fast, late_slow]
+    processor.process([SourceRecord("in", 0, i, b"c000001", v) for i, v in enumerate(values)])
+    processor.close()
+    assert [d.error_class for d in sink.dead] == ["LateEvent", "LateEvent"]
+    assert sink.dead[0].reason == sink.dead[1].reason
+    assert sink.dead[0].reason.startswith("event time 2026-02-01T10:00:00+00:00 is 672.0 h behind")
