@@ -93,6 +93,11 @@ def applied_offsets(client: redis.Redis, ns: str, partitions: int = PARTITIONS) 
     return [int(v) if v is not None else -1 for v in raw]
 
 
+def applied_count(client: redis.Redis, ns: str) -> int:
+    """Records applied so far over every partition (from the applied offsets)."""
+    return sum(o + 1 for o in applied_offsets(client, ns))
+
+
 def end_offsets(stack: Stack, topic: str, partitions: int = PARTITIONS) -> list[int]:
     consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap)
     try:
@@ -271,7 +276,7 @@ def test_sigterm_mid_log_then_restart_applies_every_event_once(
     try:
         # Mid-log: something applied, the log not done (states are written per batch).
         wait_until(
-            lambda: sum(o + 1 for o in applied_offsets(redis_client, namespace)) > len(records) // 5,
+            lambda: applied_count(redis_client, namespace) > len(records) // 5,
             timeout=120,
             what="the service to apply a fifth of the log",
             step=0.02,

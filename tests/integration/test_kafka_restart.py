@@ -18,7 +18,7 @@ import redis
 
 from .conftest import ROOT, STACK_SH, Stack
 from .test_e2e_sigterm import (
-    applied_offsets,
+    applied_count,
     assert_exact_state,
     kill_all,
     produce_generated,
@@ -60,7 +60,7 @@ def test_service_waits_out_a_broker_restart_and_finishes_the_log(
     out = tmp_path / "service.log"
 
     def progress() -> int:
-        return sum(o + 1 for o in applied_offsets(redis_client, namespace))
+        return applied_count(redis_client, namespace)
 
     # until_idle shorter than the outage: the quiet spell alone must not end the run.
     proc = start_service(

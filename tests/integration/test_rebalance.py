@@ -19,7 +19,7 @@ import redis
 
 from .conftest import Stack
 from .test_e2e_sigterm import (
-    applied_offsets,
+    applied_count,
     assert_exact_state,
     kill_all,
     produce_generated,
@@ -54,7 +54,7 @@ def test_partitions_move_between_two_instances_and_state_stays_exact(
     out_a, out_b = tmp_path / "a.log", tmp_path / "b.log"
 
     def progress() -> int:
-        return sum(o + 1 for o in applied_offsets(redis_client, namespace))
+        return applied_count(redis_client, namespace)
 
     a = start_service(env_a, out_a, until_idle=8)
     b = None
@@ -114,7 +114,7 @@ def test_a_paused_instance_that_wakes_up_as_a_zombie_leaves_the_state_exact(
     out_a, out_b = tmp_path / "a.log", tmp_path / "b.log"
 
     def progress() -> int:
-        return sum(o + 1 for o in applied_offsets(redis_client, namespace))
+        return applied_count(redis_client, namespace)
 
     a = start_service(env_a, out_a, until_idle=8)
     b = start_service(env_b, out_b, until_idle=8)
