@@ -97,7 +97,7 @@ def _evaluate_one(
     from sklearn.metrics import adjusted_rand_score
 
     store = MemoryFeatureStore()
-    engine = SegmentEngine(params)
+    engine = SegmentEngine(params, feature_params=settings.features.params())
     sink = CollectSink(engine)
     processor = BatchProcessor(settings, store, engine, sink, Metrics(CollectorRegistry()))
     started = time.perf_counter()

@@ -38,6 +38,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from models.segments.population import customer_key
 from stream.errors import ModelConflict, ServiceUnavailable, StateConflict
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class StateStore(Protocol):
     def commit(self, w: PartitionWrite) -> None: ...
     def save_model(self, snapshot: bytes, version: int, after: int | None = None) -> None: ...
     def model_version(self) -> int: ...
+    def erased_keys(self, partitions: int) -> dict[int, set[int]]: ...
+    def clear_erased(self, erased: dict[int, set[int]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -397,6 +400,10 @@ class FeatureStore:
     def segcount_key(self, p: int) -> str:
         return f"{self._tag(p)}:segcount"
 
+    def erased_key(self, p: int) -> str:
+        """The set of sample keys of the partition's erased customers, until the learner drops them."""
+        return f"{self._tag(p)}:erased"
+
     @property
     def model_key(self) -> str:
         return f"{self.ns}:model"
@@ -525,9 +532,29 @@ class FeatureStore:
         Returns 1 when erased, 0 when the state is no longer ``expected``, -1 when already gone.
         """
         b = self.bucket_of(customer_id)
-        keys = [self.bucket_key(p, b), self.due_bucket_key(p, b), self.due_key(p), self.segcount_key(p)]
+        keys = [
+            self.bucket_key(p, b),
+            self.due_bucket_key(p, b),
+            self.due_key(p),
+            self.segcount_key(p),
+            self.erased_key(p),
+        ]
         seg = str(segment) if segment >= 0 else ""
-        return int(self._erase(keys=keys, args=[expected, customer_id, seg, b]))
+        return int(self._erase(keys=keys, args=[expected, customer_id, seg, b, customer_key(customer_id)]))
+
+    def erased_keys(self, partitions: int) -> dict[int, set[int]]:
+        """Sample keys of customers erased since the learner last dropped them, per partition."""
+        pipe = self.client.pipeline(transaction=False)
+        for p in range(partitions):
+            pipe.smembers(self.erased_key(p))
+        return {p: {int(k) for k in keys} for p, keys in enumerate(pipe.execute()) if keys}
+
+    def clear_erased(self, erased: dict[int, set[int]]) -> None:
+        """Forget erasures the model's checkpoint no longer holds (an erasure made since stays)."""
+        pipe = self.client.pipeline(transaction=False)
+        for p, keys in erased.items():
+            pipe.srem(self.erased_key(p), *keys)
+        pipe.execute()
 
     def segment_counts(self, partitions: int | Iterable[int]) -> dict[int, int]:
         """Customers per segment over the partitions (a count: all of 0..n-1)."""
@@ -614,6 +641,7 @@ class MemoryFeatureStore:
         self._segcounts: dict[int, dict[int, int]] = {}
         self._model: tuple[int, bytes] | None = None
         self._meta: dict[str, str] = {}
+        self._erased: dict[int, set[int]] = {}
 
     def start(self) -> MemoryFeatureStore:
         return self
@@ -678,6 +706,7 @@ class MemoryFeatureStore:
         if current != expected:
             return 0
         del states[customer_id]
+        self._erased.setdefault(p, set()).add(customer_key(customer_id))
         self._due.get(p, {}).pop(customer_id, None)
         counts = self._segcounts.get(p, {})
         if segment >= 0 and segment in counts:
@@ -705,6 +734,13 @@ class MemoryFeatureStore:
             for seg, n in self._segcounts.get(p, {}).items():
                 out[seg] = out.get(seg, 0) + n
         return out
+
+    def erased_keys(self, partitions: int) -> dict[int, set[int]]:
+        return {p: set(keys) for p, keys in self._erased.items() if keys and p < partitions}
+
+    def clear_erased(self, erased: dict[int, set[int]]) -> None:
+        for p, keys in erased.items():
+            self._erased.get(p, set()).difference_update(keys)
 
     def save_model(self, snapshot: bytes, version: int, after: int | None = None) -> None:
         stored = self.model_version()

@@ -50,6 +50,7 @@ from models.features import (
     threshold_offsets,
 )
 from models.segments.engine import Assignment, ModelEvent, SegmentEngine
+from models.segments.population import customer_key
 from models.state_batch import BatchEvents, StateBatch
 from stream.feature_store import OrderedIO, PartitionView, PartitionWrite, StateStore, model_conflict
 from stream.kafka_io import Record
@@ -401,7 +402,13 @@ class BatchProcessor:
         now = time.time()
         # One chunk per model version: names, explanations and RFM come from the version that
         # assigned the row, so the output does not depend on where batches were cut.
-        for chunk in engine.process_chunks(raw, times, self._learn_mask(rows, states)):
+        learn = self._learn_mask(rows, states)
+        keys = None
+        if engine.population is not None and learn.any():  # the customer sample (population mode)
+            keys = np.zeros(len(rows), dtype=np.uint64)  # only learned rows enter the sample
+            for k in np.flatnonzero(learn).tolist():
+                keys[k] = customer_key(rows[k].customer_id)
+        for chunk in engine.process_chunks(raw, times, learn, keys, snaps if keys is not None else None):
             self._publish_model_events(chunk.events_before)
             assignment = chunk.assignment
             live = engine.live_names()
@@ -521,11 +528,18 @@ class BatchProcessor:
                 }
             )
             self.metrics.model_events.labels(kind=ev.kind).inc()
+        erased: dict[int, set[int]] = {}
+        if events and self.engine.population is not None:
+            # Erased customers leave the customer sample before the checkpoint is written.
+            erased = self.store.erased_keys(self.settings.topics.partitions)
+            self.engine.forget_customers(set().union(*erased.values()))
         if events:
             snapshot = self.engine.snapshot()
             self.sink.model_snapshot(version, snapshot)
             # Each build is one version: the store must still hold the previous one (one learner).
             self.store.save_model(snapshot, version, after=version - 1)
+            if erased:
+                self.store.clear_erased(erased)
             self.metrics.model_version.set(version)
             self.metrics.model_updated.set(time.time())
 

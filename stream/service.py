@@ -45,6 +45,8 @@ def engine_params(settings: Settings) -> EngineParams:
         min_dwell_days=m.min_dwell_days,
         outlier_quantile=m.outlier_quantile,
         seed=m.seed,
+        population=m.population,
+        population_step=m.population_step,
     )
 
 
@@ -75,7 +77,11 @@ def load_engine(settings: Settings, store: FeatureStore) -> SegmentEngine:
         engine.params = replace(engine.params, update_every=settings.model.update_every)
         log.info("restored model version %d of namespace %s", version, settings.redis.namespace)
         return engine
-    return SegmentEngine(engine_params(settings))
+    return new_engine(settings)
+
+
+def new_engine(settings: Settings) -> SegmentEngine:
+    return SegmentEngine(engine_params(settings), feature_params=settings.features.params())
 
 
 @dataclass

@@ -117,7 +117,16 @@ class ModelSettings(_Frozen):
     learn_interval_hours: float = Field(
         default=24.0, ge=0, description="the model learns from a customer at most once per interval"
     )
-    margin: float = Field(default=0.3, ge=0, lt=1)
+    population: int = Field(
+        default=2048,
+        ge=0,
+        le=16384,
+        description="customers in the sample each version is fitted on (0: fit the micro-clusters)",
+    )
+    population_step: float = Field(
+        default=0.5, gt=0, le=1, description="how far a version moves its centroids towards the sample's fit"
+    )
+    margin: float = Field(default=0.5, ge=0, lt=1)
     min_dwell_days: float = Field(default=21.0, ge=0)
     outlier_quantile: float = Field(default=0.99, gt=0.5, lt=1)
     seed: int = 42

@@ -33,9 +33,11 @@ from typing import Any
 import numpy as np
 
 from models.events import RFMScore
+from models.features import FeatureParams, evaluate_many
 from models.segments.hierarchy import Hierarchy
 from models.segments.microclusters import sq_distances
 from models.segments.naming import SegmentNamer, qualify_duplicates, suggest_name
+from models.segments.population import PopulationSample, fit_population
 from models.segments.registry import ModelEvent, SegmentRegistry
 from models.segments.rfm import RFMScorer
 from models.segments.river_models import MODEL_NAMES, ModelSummary, make_model
@@ -84,6 +86,13 @@ class EngineParams:
     # 0.5 lowers SSQ/k-means 1.34 -> 1.13 and raises ARI 0.63 -> 0.67 but lowers id agreement
     # 0.89 -> 0.70 and raises flapping 0.2% -> 1-4%: not the default.
     quiet_weight: float = 0.0
+    # Fit each version on a sample of the customers as they are at the version's event time
+    # (the latest state of the `population` customers with the smallest key hashes, aged to the
+    # version's time) instead of on the micro-clusters of the event stream; 0 turns it off.
+    # A warm version moves its centroids `population_step` of the way to the sample's fit.
+    population: int = 0
+    population_step: float = 0.5
+    population_restart_gain: float = 0.2  # a restart must cut the sample's SSQ by this share
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -92,6 +101,8 @@ class EngineParams:
             raise ValueError("n_segments, update_every and warmup_vectors must be >= 1")
         if not 0.0 <= self.margin < 1.0:
             raise ValueError("margin must be in [0, 1)")
+        if self.population < 0 or not 0.0 < self.population_step <= 1.0:
+            raise ValueError("population must be >= 0 and population_step in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -252,9 +263,21 @@ class SegmentEngine:
         Column names of the raw rows (default :data:`DEFAULT_FEATURES`).
     """
 
-    def __init__(self, params: EngineParams, feature_names: tuple[str, ...] = DEFAULT_FEATURES) -> None:
+    def __init__(
+        self,
+        params: EngineParams,
+        feature_names: tuple[str, ...] = DEFAULT_FEATURES,
+        feature_params: FeatureParams | None = None,
+    ) -> None:
         self.params = params
         self.feature_names = tuple(feature_names)
+        # Population mode ages the sample's feature states with the service's feature parameters.
+        self.feature_params = feature_params or FeatureParams()
+        # River's models keep their own summaries: comparing them is what `evaluate` is for.
+        sampled = params.population > 0 and params.model == "microclusters"
+        self.population = PopulationSample(params.population) if sampled else None
+        self._population_centroids: np.ndarray | None = None
+        self._population_rng = np.random.default_rng(params.seed)
         self.vectorizer = Vectorizer(self.feature_names, dict(params.feature_weights))
         self.model = make_model(
             params.model,
@@ -297,7 +320,12 @@ class SegmentEngine:
         return self._current is not None
 
     def process(
-        self, raw: np.ndarray, event_times: np.ndarray, learn: np.ndarray | None = None
+        self,
+        raw: np.ndarray,
+        event_times: np.ndarray,
+        learn: np.ndarray | None = None,
+        keys: np.ndarray | None = None,
+        snaps: np.ndarray | None = None,
     ) -> tuple[Assignment, list[ModelEvent]]:
         """Assign then learn rows in stream order; returns their assignments and any model events.
 
@@ -307,10 +335,14 @@ class SegmentEngine:
         ``learn`` (one bool per row, default all) says which rows the model learns from: the
         caller can thin out heavy users so that segments describe customers, not events.
         The first version waits for ``warmup_vectors`` learned rows spanning ``warmup_days``.
+        In population mode, ``keys`` (:func:`~models.segments.population.customer_key` of each
+        row's customer) and ``snaps`` (each row's :func:`models.features.snapshot`) feed the
+        customer sample; without them the sample stays empty and versions come from the
+        micro-clusters.
         """
         parts: list[Assignment] = []
         events: list[ModelEvent] = []
-        for chunk in self.process_chunks(raw, event_times, learn):
+        for chunk in self.process_chunks(raw, event_times, learn, keys, snaps):
             parts.append(chunk.assignment)
             events.extend(chunk.events_before)
         events.extend(self.trailing_events)
@@ -319,7 +351,12 @@ class SegmentEngine:
         return Assignment.concat(parts), events
 
     def process_chunks(
-        self, raw: np.ndarray, event_times: np.ndarray, learn: np.ndarray | None = None
+        self,
+        raw: np.ndarray,
+        event_times: np.ndarray,
+        learn: np.ndarray | None = None,
+        keys: np.ndarray | None = None,
+        snaps: np.ndarray | None = None,
     ) -> Iterator[Chunk]:
         """:meth:`process` one version at a time: while the caller handles a yielded chunk, the
         engine is still at the version that assigned it (names, explanations and RFM agree with
@@ -333,6 +370,9 @@ class SegmentEngine:
                 f"expected raw (n, {len(self.feature_names)}) and n times, got {raw.shape}, {times.shape}"
             )
         mask = np.ones(len(raw), dtype=bool) if learn is None else np.asarray(learn, dtype=bool)
+        sample = self.population if keys is not None and snaps is not None else None
+        if sample is not None and (len(keys) != len(raw) or len(snaps) != len(raw)):  # type: ignore[arg-type]
+            raise ValueError("keys and snaps must have one entry per row")
         pending_events: list[ModelEvent] = []
         self.trailing_events = []
         i, n = 0, len(raw)
@@ -351,6 +391,8 @@ class SegmentEngine:
                 self._pending_raw.append(raw[i:j][keep])
                 self._pending_t.append(times[i:j][keep])
                 self._pending_n += int(keep.sum())
+                if sample is not None:
+                    sample.update(keys[i:j][keep], snaps[i:j][keep])  # type: ignore[index]
             self._t_lo = min(self._t_lo, float(times[i:j].min()))
             self._t_hi = max(self._t_hi, float(times[i:j].max()))
             i = j
@@ -538,6 +580,11 @@ class SegmentEngine:
             return None
         return self.rfm_scorer.score(recency, purchases, spend)
 
+    def forget_customers(self, keys: set[int]) -> int:
+        """Drop erased customers (by :func:`~models.segments.population.customer_key`) from the
+        customer sample; returns how many it held."""
+        return self.population.forget(keys) if self.population is not None and keys else 0
+
     def snapshot(self) -> bytes:
         """The exact engine state (pickled; restore only snapshots this service wrote)."""
         return _SNAPSHOT_MAGIC + pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
@@ -548,7 +595,12 @@ class SegmentEngine:
             raise ValueError("not a segstream engine snapshot")
         state: dict[str, Any] = pickle.loads(data[len(_SNAPSHOT_MAGIC) :])
         engine = cls.__new__(cls)
-        engine.retired_names = {}  # snapshots from before retired names were kept lack it
+        # Attributes newer than some snapshots written by earlier releases.
+        engine.retired_names = {}
+        engine.feature_params = FeatureParams()
+        engine.population = None
+        engine._population_centroids = None
+        engine._population_rng = np.random.default_rng(state["params"].seed)
         engine.__dict__.update(state)
         return engine
 
@@ -564,12 +616,16 @@ class SegmentEngine:
             if self.version > 0:
                 self.model.rescale(a, b)
                 self.registry.rescale(a, b)
+                if self._population_centroids is not None:
+                    self._population_centroids = a * self._population_centroids + b
         Z = self.vectorizer.transform(raw)
         self.model.learn_many(Z, t, self._row_weights(raw))
         self.learned += len(raw)
         if all(c is not None for c in self._rfm_cols):
             self.rfm_scorer.update(*(raw[:, c] for c in self._rfm_cols if c is not None))
         s = self.model.summary(Z, self.t_max)
+        if self.population is not None and len(self.population) >= 4 * self.params.n_segments:
+            s = self._population_summary()
         self.version += 1
         ids, events = self.registry.update(
             s.centroids,
@@ -603,6 +659,45 @@ class SegmentEngine:
             )
         )
         return events
+
+    def _population_summary(self) -> ModelSummary:
+        """The version fitted on the customer sample, every state aged to the version's time."""
+        assert self.population is not None
+        keys, snaps = self.population.held()
+        order = np.argsort(keys, kind="stable")  # smallest keys first: any head is a uniform sample
+        keys, snaps = keys[order], snaps[order]
+        raw = evaluate_many(snaps, self.feature_params, np.full(len(snaps), self.t_max))
+        Z = self.vectorizer.transform(raw)
+        p = self.params
+        fit = fit_population(
+            Z,
+            p.n_segments,
+            self._population_centroids,
+            self._population_rng,
+            p.n_init,
+            p.population_restart_gain,
+            p.population_step,
+        )
+        k = len(fit.centroids)
+        counts = np.bincount(fit.labels, minlength=k).astype(np.float64)
+        keep = counts > 0
+        C = fit.centroids[keep]
+        self._population_centroids = C
+        remap = np.cumsum(keep) - 1
+        labels = remap[fit.labels]
+        var = np.ones_like(C)
+        for j in range(len(C)):
+            members = Z[labels == j]
+            if len(members) > 1:
+                var[j] = members.var(axis=0)
+        return ModelSummary(
+            centroids=C,
+            weights=counts[keep],
+            variances=var,
+            member_uids=keys.view(np.int64),
+            member_labels=labels,
+            member_weights=np.ones(len(keys)),
+        )
 
     def _make_version(self, s: ModelSummary, ids: np.ndarray, Z: np.ndarray) -> _Version:
         var = np.maximum(s.variances, _VAR_FLOOR)

@@ -2,8 +2,10 @@
 -- partition's segment counts (every key carries the partition's hash tag).
 --
 -- KEYS[1] state bucket hash   KEYS[2] due bucket zset   KEYS[3] due index   KEYS[4] segment counts
+-- KEYS[5] the partition's erased sample keys (the learner drops them from the model's customer
+-- sample at its next version)
 -- ARGV[1] the packed state the erase was computed from   ARGV[2] customer id
--- ARGV[3] segment id ("" = none)   ARGV[4] bucket id
+-- ARGV[3] segment id ("" = none)   ARGV[4] bucket id   ARGV[5] the customer's sample key
 -- Returns 1 when erased, 0 when the state changed since it was read (nothing written),
 -- -1 when the customer is already gone.
 local current = redis.call('HGET', KEYS[1], ARGV[2])
@@ -14,6 +16,7 @@ if current ~= ARGV[1] then
   return 0
 end
 redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[5], ARGV[5])
 if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
   local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   if first[1] then

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from models.segments.population import customer_key
 from stream.errors import ModelConflict, StateConflict
 from stream.feature_store import DEFAULT_BUCKETS, FeatureStore, MemoryFeatureStore, PartitionWrite
 
@@ -140,6 +141,10 @@ def test_erase_customer(store: FeatureStore | MemoryFeatureStore) -> None:
     assert store.get_state(1, "a") is None and store.due_of(1, "a") == 0
     assert store.load(1, [], due_until=100).due == [(20, "b")]
     assert store.segment_counts(2) == {3: 1}
+    # The erasure waits for the learner to drop the customer from the model's sample.
+    assert store.erased_keys(2) == {1: {customer_key("a")}}
+    store.clear_erased({1: {customer_key("a")}})
+    assert store.erased_keys(2) == {}
 
 
 def test_the_due_index_is_a_skiplist_and_buckets_are_listpacks(stack: Stack, namespace: str) -> None:
