@@ -39,6 +39,7 @@ def engine_params(settings: Settings) -> EngineParams:
         max_micro=m.max_micro,
         half_life_days=m.half_life_days,
         update_every=m.update_every,
+        update_days=m.update_days,
         warmup_vectors=m.warmup_vectors,
         warmup_days=m.warmup_days,
         margin=m.margin,
@@ -74,7 +75,8 @@ def load_engine(settings: Settings, store: FeatureStore) -> SegmentEngine:
         engine = SegmentEngine.restore(blob)
         # The checkpoint carries the parameters it was built with; the cadence of versions is
         # safe to change at any point (with --workers it depends on the number of workers).
-        engine.params = replace(engine.params, update_every=settings.model.update_every)
+        m = settings.model
+        engine.params = replace(engine.params, update_every=m.update_every, update_days=m.update_days)
         log.info("restored model version %d of namespace %s", version, settings.redis.namespace)
         return engine
     return new_engine(settings)

@@ -112,6 +112,9 @@ class ModelSettings(_Frozen):
     max_micro: int = Field(default=150, ge=8, le=5000)
     half_life_days: float = Field(default=21.0, gt=0)
     update_every: int = Field(default=2000, ge=10)
+    update_days: float = Field(
+        default=0.0, ge=0, description="a version also after this much event time with learned rows (0: off)"
+    )
     warmup_vectors: int = Field(default=2000, ge=10)
     warmup_days: float = Field(default=21.0, ge=0, description="event-time history before the first version")
     learn_interval_hours: float = Field(

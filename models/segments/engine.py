@@ -67,6 +67,7 @@ class EngineParams:
     max_micro: int = 150
     half_life_days: float = 60.0
     update_every: int = 2000
+    update_days: float = 0.0  # and at most this much event time between versions (0: rows only)
     warmup_vectors: int = 2000
     warmup_days: float = 0.0  # event-time span the first version waits for (behaviour needs history)
     margin: float = 0.15
@@ -299,6 +300,7 @@ class SegmentEngine:
         self._pending_n = 0
         self._t_lo = np.inf  # event-time span seen, for warmup_days
         self._t_hi = -np.inf
+        self._version_t = -np.inf  # event time of the row the last version was built at
         self.trailing_events: list[ModelEvent] = []
         self._current: _Version | None = None
         self.retired_names: dict[int, str] = {}  # last name of each id a model update retired
@@ -383,6 +385,10 @@ class SegmentEngine:
                 lo = np.minimum(np.minimum.accumulate(times[i:]), self._t_lo)
                 hi = np.maximum(np.maximum.accumulate(times[i:]), self._t_hi)
                 ready &= hi - lo >= self.params.warmup_days * DAY
+            if self.warmed_up and self.params.update_days > 0:
+                # Also a version at the first learned row `update_days` after the last one: a small
+                # population's rows come slowly, and its versions would lag in event time.
+                ready |= mask[i:] & (times[i:] >= self._version_t + self.params.update_days * DAY)
             hits = np.flatnonzero(ready)
             j = i + int(hits[0]) + 1 if len(hits) else n
             yield Chunk(i, j, self.assign(raw[i:j]), pending_events)
@@ -396,6 +402,8 @@ class SegmentEngine:
             self._t_lo = min(self._t_lo, float(times[i:j].min()))
             self._t_hi = max(self._t_hi, float(times[i:j].max()))
             i = j
+            if len(hits):
+                self._version_t = float(times[j - 1])
             pending_events = self._build() if len(hits) else []
         self.trailing_events = pending_events
 
@@ -599,6 +607,7 @@ class SegmentEngine:
         engine.retired_names = {}
         engine.feature_params = FeatureParams()
         engine.population = None
+        engine._version_t = -np.inf
         engine._population_centroids = None
         engine._population_rng = np.random.default_rng(state["params"].seed)
         engine.__dict__.update(state)
@@ -623,9 +632,10 @@ class SegmentEngine:
         self.learned += len(raw)
         if all(c is not None for c in self._rfm_cols):
             self.rfm_scorer.update(*(raw[:, c] for c in self._rfm_cols if c is not None))
-        s = self.model.summary(Z, self.t_max)
         if self.population is not None and len(self.population) >= 4 * self.params.n_segments:
-            s = self._population_summary()
+            s = self._population_summary()  # the micro-clusters' macro step is not needed
+        else:
+            s = self.model.summary(Z, self.t_max)
         self.version += 1
         ids, events = self.registry.update(
             s.centroids,

@@ -268,3 +268,26 @@ def test_a_retired_segment_keeps_its_last_name() -> None:
         assert e.name_of(sid) == {p.id: p.name for p in e.segments()}[sid]
     assert e.name_of(10_000) == "segment 10000"
     assert SegmentEngine.restore(e.snapshot()).name_of(gone[0]) == e.name_of(gone[0])
+
+
+def test_update_days_builds_a_version_at_the_first_learned_row_past_the_interval() -> None:
+    def versions_by_row(cuts: list[int], learn: np.ndarray | None = None) -> np.ndarray:
+        e = engine(warmup_vectors=300, update_every=100_000, update_days=2.0)
+        bounds = [0, *cuts, len(FULL)]
+        parts = []
+        for lo, hi in itertools.pairwise(bounds):
+            part = None if learn is None else learn[lo:hi]
+            parts.append(e.process(FULL[lo:hi], TIMES[lo:hi], part)[0].versions)
+        return np.concatenate(parts)
+
+    v = versions_by_row([])
+    starts = np.flatnonzero(np.diff(v)) + 1  # first row assigned by each new version
+    # Warm-up at row 300, then every 288 rows (2 days of rows 600 s apart) of the 11.8-day stream.
+    assert starts.tolist() == [300, 588, 876, 1164, 1452]
+    built_at = TIMES[starts - 1]  # the row whose arrival built the version
+    assert np.all(np.diff(built_at) >= 2 * DAY) and np.all(np.diff(built_at) < 2 * DAY + 600)
+    assert np.array_equal(versions_by_row([1, 299, 300, 301, 977, 1500]), v)
+    # Rows the model does not learn from never build a version, however much time passes.
+    learn = np.ones(len(FULL), dtype=bool)
+    learn[400:] = False
+    assert versions_by_row([], learn).max() == 1
