@@ -237,6 +237,24 @@ _LABELS = {
 }
 
 
+def _canonical_order(Z: np.ndarray, C: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters ordered by the first row (rows sorted by customer key) among each one's closer
+    half of members, so that births are numbered by who is in a segment, not by the order a
+    fit happened to produce: two fits of about the same customers (a replay, a learner resumed
+    from a checkpoint after a crash) give their new segments the same ids."""
+    d2 = ((Z - C[labels]) ** 2).sum(axis=1)
+    first = np.full(len(C), len(Z))
+    for j in range(len(C)):
+        members = np.flatnonzero(labels == j)
+        if len(members):
+            core = members[d2[members] <= np.median(d2[members])]
+            first[j] = core[0]
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return C[order], rank[labels]
+
+
 def _label(feature: str) -> str:
     return _LABELS.get(feature, (feature.replace("_", " "), "share"))[0]
 
@@ -690,11 +708,8 @@ class SegmentEngine:
         )
         k = len(fit.centroids)
         counts = np.bincount(fit.labels, minlength=k).astype(np.float64)
-        keep = counts > 0
-        C = fit.centroids[keep]
+        C, labels = _canonical_order(Z, fit.centroids[counts > 0], (np.cumsum(counts > 0) - 1)[fit.labels])
         self._population_centroids = C
-        remap = np.cumsum(keep) - 1
-        labels = remap[fit.labels]
         var = np.ones_like(C)
         for j in range(len(C)):
             members = Z[labels == j]
@@ -702,7 +717,7 @@ class SegmentEngine:
                 var[j] = members.var(axis=0)
         return ModelSummary(
             centroids=C,
-            weights=counts[keep],
+            weights=np.bincount(labels, minlength=len(C)).astype(np.float64),
             variances=var,
             member_uids=keys.view(np.int64),
             member_labels=labels,
