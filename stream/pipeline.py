@@ -528,12 +528,13 @@ class BatchProcessor:
                 }
             )
             self.metrics.model_events.labels(kind=ev.kind).inc()
-        erased: dict[int, set[int]] = {}
-        if events and self.engine.population is not None:
-            # Erased customers leave the customer sample before the checkpoint is written.
-            erased = self.store.erased_keys(self.settings.topics.partitions)
-            self.engine.forget_customers(set().union(*erased.values()))
         if events:
+            # Erased customers leave the customer sample before the checkpoint is written (the
+            # set is emptied without a sample too: it holds only the erasures since the last
+            # version).
+            erased = self.store.erased_keys(self.settings.topics.partitions)
+            if erased:
+                self.engine.forget_customers(set().union(*erased.values()))
             snapshot = self.engine.snapshot()
             self.sink.model_snapshot(version, snapshot)
             # Each build is one version: the store must still hold the previous one (one learner).

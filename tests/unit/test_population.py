@@ -171,8 +171,9 @@ def test_population_off_and_other_models_keep_their_own_summaries() -> None:
     assert SegmentEngine(EngineParams(model="kmeans", population=64)).population is None
 
 
-def test_an_erased_customer_leaves_the_sample_at_the_next_version() -> None:
-    s = settings()
+@pytest.mark.parametrize("population", [64, 0])
+def test_an_erased_customer_leaves_the_sample_at_the_next_version(population: int) -> None:
+    s = settings(population=population)
     store = MemoryFeatureStore()
     engine = new_engine(s)
     sink = CollectSink(engine)
@@ -182,9 +183,8 @@ def test_an_erased_customer_leaves_the_sample_at_the_next_version() -> None:
     for lo in range(0, half, 500):
         processor.process(recs[lo : min(lo + 500, half)])
     processor.close()
-    assert engine.population is not None
-    held = set(engine.population.held()[0].tolist())
-    victim = next(cid for _, cid, _ in store.scan_customers(4) if customer_key(cid) in held)
+    held = set(engine.population.held()[0].tolist()) if engine.population is not None else set()
+    victim = next(cid for _, cid, _ in store.scan_customers(4) if not population or customer_key(cid) in held)
     forget_customer(s, store, sink, victim)
     assert store.erased_keys(4) and customer_key(victim) in set().union(*store.erased_keys(4).values())
 
@@ -194,11 +194,15 @@ def test_an_erased_customer_leaves_the_sample_at_the_next_version() -> None:
         processor.process(rest[lo : lo + 500])
     processor.close()
     assert engine.version > version
+    assert store.erased_keys(4) == {}  # dropped from the checkpoint (or no sample): not pending
+    if not population:
+        assert engine.population is None
+        return
+    assert engine.population is not None
     assert customer_key(victim) not in set(engine.population.held()[0].tolist())
     restored = SegmentEngine.restore(sink.snapshots[-1])
     assert restored.population is not None
     assert customer_key(victim) not in set(restored.population.held()[0].tolist())
-    assert store.erased_keys(4) == {}  # dropped from the checkpoint, so no longer pending
 
 
 def test_new_segments_are_numbered_by_their_members_not_by_the_fits_order() -> None:
