@@ -59,6 +59,9 @@ def qualify_duplicates(names: Mapping[int, str], z: Mapping[int, Mapping[str, fl
     return out
 
 
+DORMANT_MIN_DAYS = 30.0  # no segment is "Dormant" whose typical customer was active this month
+
+
 def suggest_name(raw: Mapping[str, float], z: Mapping[str, float]) -> str:
     """The name of a centroid: ``raw`` in original units, ``z`` as z-scores vs the population."""
 
@@ -74,7 +77,11 @@ def suggest_name(raw: Mapping[str, float], z: Mapping[str, float]) -> str:
     trend = r("engagement_trend")
     if purchases < 0.5 and (zz("browse_decayed") > 0 or zz("cart_decayed") > 0):
         return "Browsers, no purchase"
-    if recency > 120 or (zz("recency_days") > 1.0 and zz("engage_decayed") < -0.5):
+    # Quiet against the population is not enough: the population's scale comes from the rows the
+    # model learned (mostly taken at events, recency ~0), so a week's silence can score z > 1.
+    if recency > 120 or (
+        recency >= DORMANT_MIN_DAYS and zz("recency_days") > 1.0 and zz("engage_decayed") < -0.5
+    ):
         return "Dormant"
     # "New" is relative: while the whole population is young (the first weeks of a log), nobody
     # is new compared with the others and behaviour names the segments instead.

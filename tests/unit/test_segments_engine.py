@@ -178,6 +178,9 @@ def test_names_for_obvious_profiles() -> None:
         suggest_name(_raw(purchases=0, browse_decayed=5), {"browse_decayed": 1.0}) == "Browsers, no purchase"
     )
     assert suggest_name(_raw(recency_days=300), {}) == "Dormant"
+    quiet = {"recency_days": 1.5, "engage_decayed": -1.0}  # quiet against the population...
+    assert suggest_name(_raw(recency_days=45), quiet) == "Dormant"
+    assert suggest_name(_raw(recency_days=9), quiet) != "Dormant"  # ...but active this month
     assert suggest_name(_raw(tenure_days=5), {"tenure_days": -1.0}) == "New"
     # Young in absolute terms but not against a population that is young too: not "New".
     assert suggest_name(_raw(tenure_days=5), {"tenure_days": 0.0}) != "New"
