@@ -40,7 +40,7 @@ from models.segments.naming import SegmentNamer, qualify_duplicates, suggest_nam
 from models.segments.population import PopulationSample, fit_population
 from models.segments.registry import ModelEvent, SegmentRegistry
 from models.segments.rfm import RFMScorer
-from models.segments.river_models import MODEL_NAMES, ModelSummary, make_model
+from models.segments.river_models import MODEL_NAMES, ModelSummary, make_model, member_variances
 from models.segments.vectorize import DEFAULT_FEATURES, Vectorizer
 
 __all__ = [
@@ -710,15 +710,10 @@ class SegmentEngine:
         counts = np.bincount(fit.labels, minlength=k).astype(np.float64)
         C, labels = _canonical_order(Z, fit.centroids[counts > 0], (np.cumsum(counts > 0) - 1)[fit.labels])
         self._population_centroids = C
-        var = np.ones_like(C)
-        for j in range(len(C)):
-            members = Z[labels == j]
-            if len(members) > 1:
-                var[j] = members.var(axis=0)
         return ModelSummary(
             centroids=C,
             weights=np.bincount(labels, minlength=len(C)).astype(np.float64),
-            variances=var,
+            variances=member_variances(Z, labels, len(C)),
             member_uids=keys.view(np.int64),
             member_labels=labels,
             member_weights=np.ones(len(keys)),

@@ -23,7 +23,15 @@ from river import base, cluster
 
 from models.segments.microclusters import MicroClusterKMeans, sq_distances
 
-__all__ = ["MODEL_NAMES", "MicroAdapter", "ModelSummary", "RiverAdapter", "SegmentModel", "make_model"]
+__all__ = [
+    "MODEL_NAMES",
+    "MicroAdapter",
+    "ModelSummary",
+    "RiverAdapter",
+    "SegmentModel",
+    "make_model",
+    "member_variances",
+]
 
 MODEL_NAMES = ("microclusters", "kmeans", "streamkmeans", "clustream", "denstream", "dbstream")
 _VAR_FLOOR = 1e-3
@@ -96,6 +104,16 @@ class MicroAdapter:
         )
 
 
+def member_variances(X: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per-feature variance of each cluster's rows (1 where a cluster has fewer than 2 rows)."""
+    var = np.ones((k, X.shape[1]))
+    for j in range(k):
+        members = X[labels == j]
+        if len(members) > 1:
+            var[j] = members.var(axis=0)
+    return var
+
+
 def _river_model(name: str, n_clusters: int, seed: int) -> base.Clusterer:
     if name == "kmeans":
         return cluster.KMeans(n_clusters=n_clusters, halflife=0.02, sigma=1.0, seed=seed)
@@ -146,10 +164,7 @@ class RiverAdapter:
         lab = np.argmin(sq_distances(recent, C), axis=1)
         k = len(C)
         cnt = np.bincount(lab, minlength=k).astype(np.float64)
-        var = np.ones((k, d))
-        for j in range(k):
-            if cnt[j] > 1:
-                var[j] = recent[lab == j].var(axis=0)
+        var = member_variances(recent, lab, k)
         keep = cnt > 0
         return ModelSummary(centroids=C[keep], weights=cnt[keep], variances=np.maximum(var[keep], _VAR_FLOOR))
 
