@@ -404,10 +404,13 @@ class BatchProcessor:
         # assigned the row, so the output does not depend on where batches were cut.
         learn = self._learn_mask(rows, states)
         keys = None
-        if engine.population is not None and learn.any():  # the customer sample (population mode)
-            keys = np.zeros(len(rows), dtype=np.uint64)  # only learned rows enter the sample
-            for k in np.flatnonzero(learn).tolist():
-                keys[k] = customer_key(rows[k].customer_id)
+        if engine.population is not None and self.learns:
+            # Every row refreshes the customer sample, learned or not: the sample must hold each
+            # customer's latest state (a second purchase the same day counts), which is what an
+            # offline snapshot of the population sees.
+            ids = [r.customer_id for r in rows]
+            key_of = {c: customer_key(c) for c in dict.fromkeys(ids)}  # one hash per customer
+            keys = np.fromiter(map(key_of.__getitem__, ids), dtype=np.uint64, count=len(ids))
         for chunk in engine.process_chunks(raw, times, learn, keys, snaps if keys is not None else None):
             self._publish_model_events(chunk.events_before)
             assignment = chunk.assignment

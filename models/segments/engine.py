@@ -357,7 +357,8 @@ class SegmentEngine:
         The first version waits for ``warmup_vectors`` learned rows spanning ``warmup_days``.
         In population mode, ``keys`` (:func:`~models.segments.population.customer_key` of each
         row's customer) and ``snaps`` (each row's :func:`models.features.snapshot`) feed the
-        customer sample; without them the sample stays empty and versions come from the
+        customer sample, from every row whether learned or not (the sample keeps each customer's
+        latest state); without them the sample stays empty and versions come from the
         micro-clusters.
         """
         parts: list[Assignment] = []
@@ -415,8 +416,8 @@ class SegmentEngine:
                 self._pending_raw.append(raw[i:j][keep])
                 self._pending_t.append(times[i:j][keep])
                 self._pending_n += int(keep.sum())
-                if sample is not None:
-                    sample.update(keys[i:j][keep], snaps[i:j][keep])  # type: ignore[index]
+            if sample is not None:
+                sample.update(keys[i:j], snaps[i:j])  # type: ignore[index]
             self._t_lo = min(self._t_lo, float(times[i:j].min()))
             self._t_hi = max(self._t_hi, float(times[i:j].max()))
             i = j

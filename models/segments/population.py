@@ -59,8 +59,14 @@ class PopulationSample:
         return self._slot[int(key)]
 
     def update(self, keys: np.ndarray, rows: np.ndarray) -> None:
-        """Rows in stream order; a key seen twice keeps its last row."""
+        """Rows in stream order; a key seen twice keeps its last row.
+
+        The pipeline passes every row, so this is on the hot path: when the sample is full, keys
+        above the largest one held are dropped at once, and each key's last row is written once.
+        Keys are admitted in ascending order; the result is the same as one by one in stream
+        order, because a key that leaves the bottom-k can never come back."""
         rows = np.asarray(rows, dtype=np.float64)
+        keys = np.asarray(keys, dtype=np.uint64)
         if len(rows) == 0:
             return
         if self.rows.shape[1] != rows.shape[1]:
@@ -68,7 +74,15 @@ class PopulationSample:
                 raise ValueError(f"expected rows of width {self.rows.shape[1]}, got {rows.shape[1]}")
             self.rows = np.zeros((0, rows.shape[1]))
         slot, heap, cap = self._slot, self._heap, self.capacity
-        for i, key in enumerate(keys.tolist()):
+        if len(slot) >= cap:
+            below = keys < np.uint64(-heap[0])
+            if not below.any():
+                return
+            keys, rows = keys[below], rows[below]
+        unique, first_from_end = np.unique(keys[::-1], return_index=True)
+        last_row = len(keys) - 1 - first_from_end
+        slots = np.full(len(unique), -1, dtype=np.intp)
+        for j, key in enumerate(unique.tolist()):
             s = slot.get(key)
             if s is None:
                 if len(slot) < cap:
@@ -84,7 +98,9 @@ class PopulationSample:
                 slot[key] = s
                 heapq.heappush(heap, -key)
                 self.keys[s] = key
-            self.rows[s] = rows[i]
+            slots[j] = s
+        kept = slots >= 0
+        self.rows[slots[kept]] = rows[last_row[kept]]
 
     def __getstate__(self) -> dict[str, object]:
         keys, rows = self.held()  # no unused slots in a snapshot

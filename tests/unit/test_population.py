@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from models.features import FeatureParams, evaluate_many
+from models.features import CustomerState, FeatureParams, evaluate_many, snapshot
 from models.segments.engine import EngineParams, SegmentEngine
 from models.segments.population import PopulationSample, customer_key, fit_population, lloyd
 from stream.erase import forget_customer
@@ -164,6 +164,23 @@ def test_a_replay_through_the_pipeline_is_repeatable() -> None:
     assert a.engine.population is not None and len(a.engine.population) == 64 and a.engine.version >= 3
     assert a.engine.snapshot() == b.engine.snapshot()
     assert a.sink.changes == b.sink.changes  # type: ignore[attr-defined]
+
+
+def test_the_sample_holds_each_customers_latest_state_not_its_last_learned_row() -> None:
+    # The model learns from a customer at most once a day; the sample still takes every row, so
+    # a second event the same day (more spend, another channel) is in the fit.
+    processor = replay(500, population=4096)
+    sample, store = processor.engine.population, processor.store
+    assert isinstance(store, MemoryFeatureStore)
+    assert sample is not None and len(sample) == 150
+    latest = {
+        customer_key(cid): snapshot(CustomerState.unpack(blob))
+        for _, cid, blob in store.scan_customers(processor.settings.topics.partitions)
+    }
+    keys, rows = sample.held()
+    assert sorted(keys.tolist()) == sorted(latest)
+    for key, row in zip(keys.tolist(), rows, strict=True):
+        assert row.tolist() == list(latest[key])
 
 
 def test_population_off_and_other_models_keep_their_own_summaries() -> None:
