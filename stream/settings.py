@@ -129,6 +129,11 @@ class ModelSettings(_Frozen):
     population_step: float = Field(
         default=0.5, gt=0, le=1, description="how far a version moves its centroids towards the sample's fit"
     )
+    population_step_days: float = Field(
+        default=0.0,
+        ge=0,
+        description="D > 0: population_step is the share moved per D days of event time, not per version",
+    )
     margin: float = Field(default=0.55, ge=0, lt=1)
     min_dwell_days: float = Field(default=21.0, ge=0)
     outlier_quantile: float = Field(default=0.99, gt=0.5, lt=1)

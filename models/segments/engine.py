@@ -94,6 +94,10 @@ class EngineParams:
     population: int = 0
     population_step: float = 0.5
     population_restart_gain: float = 0.2  # a restart must cut the sample's SSQ by this share
+    # D > 0: `population_step` is the share moved per D days of event time instead of per
+    # version (a version dt days after the last moves 1 - (1 - step) ** (dt / D)), so the
+    # centroids' smoothing does not depend on how often versions come.
+    population_step_days: float = 0.0
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -296,6 +300,7 @@ class SegmentEngine:
         sampled = params.population > 0 and params.model == "microclusters"
         self.population = PopulationSample(params.population) if sampled else None
         self._population_centroids: np.ndarray | None = None
+        self._population_t = -np.inf  # event time of the last fit on the sample
         self._population_rng = np.random.default_rng(params.seed)
         self.vectorizer = Vectorizer(self.feature_names, dict(params.feature_weights))
         self.model = make_model(
@@ -628,6 +633,7 @@ class SegmentEngine:
         engine.population = None
         engine._version_t = -np.inf
         engine._population_centroids = None
+        engine._population_t = -np.inf
         engine._population_rng = np.random.default_rng(state["params"].seed)
         engine.__dict__.update(state)
         return engine
@@ -698,6 +704,11 @@ class SegmentEngine:
         raw = evaluate_many(snaps, self.feature_params, np.full(len(snaps), self.t_max))
         Z = self.vectorizer.transform(raw)
         p = self.params
+        step = p.population_step
+        if p.population_step_days > 0 and np.isfinite(self._population_t):
+            elapsed = max(self.t_max - self._population_t, 0.0) / (p.population_step_days * DAY)
+            step = 1.0 - (1.0 - step) ** elapsed
+        self._population_t = self.t_max
         fit = fit_population(
             Z,
             p.n_segments,
@@ -705,7 +716,7 @@ class SegmentEngine:
             self._population_rng,
             p.n_init,
             p.population_restart_gain,
-            p.population_step,
+            min(step, 1.0),
         )
         k = len(fit.centroids)
         counts = np.bincount(fit.labels, minlength=k).astype(np.float64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import numpy as np
@@ -157,6 +158,32 @@ def test_population_versions_do_not_depend_on_batch_cuts_and_restore_exactly() -
         np.argmin(((Z[:, None] - v.centroids[None]) ** 2).sum(-1), axis=1), minlength=len(v.ids)
     )
     assert sizes.tolist() == v.weights.tolist()
+
+
+def test_population_step_days_smooths_per_event_time_not_per_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import models.segments.engine as engine_module
+
+    calls: list[tuple[float, float]] = []  # (version time, step passed to the fit)
+
+    def spy(*args: object) -> object:
+        calls.append((engine.t_max, float(args[-1])))  # type: ignore[arg-type]
+        return fit_population(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine_module, "fit_population", spy)
+    raw, t, keys, snaps = synthetic_stream(3000, 400, seed=5)
+    params = EngineParams(
+        n_segments=4, warmup_vectors=500, update_every=300, population=128, population_step_days=7.0
+    )
+    engine = SegmentEngine(params)
+    engine.process(raw[:1500], t[:1500], None, keys[:1500], snaps[:1500])
+    engine = SegmentEngine.restore(engine.snapshot())  # the last fit's time survives a restart
+    engine.process(raw[1500:], t[1500:], None, keys[1500:], snaps[1500:])
+    assert len(calls) >= 6 and calls[0][1] == 0.5  # the first fit: nothing to smooth from
+    for (t0, _), (t1, step) in itertools.pairwise(calls):
+        assert step == pytest.approx(1 - 0.5 ** ((t1 - t0) / (7 * 86400)))
+    assert len({round(step, 6) for _, step in calls[1:]}) > 1  # versions came at uneven times
 
 
 def test_a_replay_through_the_pipeline_is_repeatable() -> None:
