@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import signal
 import sys
 import threading
@@ -48,6 +49,7 @@ def engine_params(settings: Settings) -> EngineParams:
         seed=m.seed,
         population=m.population,
         population_step=m.population_step,
+        population_step_days=m.population_step_days,
     )
 
 
@@ -139,6 +141,7 @@ class Service:
         self.http_port: int | None = None
         self._assigned: set[int] = set()
         self._kafka_error: str | None = None
+        self._behind_logged = -math.inf  # when --until-idle last said why it was still waiting
         self._sizes_at = 0.0
         self._sized: set[int] = set()  # segments whose size gauge is set
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}  # newest offsets sent
@@ -302,15 +305,30 @@ class Service:
         if not self._assigned:
             return False
         topic = self.settings.topics.interactions
-        for p in self._assigned:
-            tp = TopicPartition(topic, p)
-            try:
-                end = self.consumer.highwater(tp)
-                if end is None or self.consumer.position(tp, timeout_ms=1000) < end:
-                    return False
-            except (KafkaError, TypeError):  # revoked meanwhile, or the position is unknown
-                return False
-        return True
+        owned = [TopicPartition(topic, p) for p in sorted(self._assigned)]
+        try:
+            ends = {tp: self.consumer.highwater(tp) for tp in owned}
+            unknown = [tp for tp, end in ends.items() if end is None]
+            if unknown:
+                # The fetcher learns a partition's end only from a fetch response that lists it,
+                # and an incremental fetch session leaves out partitions with nothing new: one
+                # whose first response was dropped (a seek after a rebalance) never reports it.
+                ends.update(self.consumer.end_offsets(unknown, timeout_ms=2000))
+                log.debug(
+                    "no fetched end offset for partitions %s: asked the broker",
+                    [tp.partition for tp in unknown],
+                )
+            behind = {
+                tp.partition: (position, end)
+                for tp, end in ends.items()
+                if (position := self.consumer.position(tp, timeout_ms=1000)) is None or position < end
+            }
+        except (KafkaError, TypeError):  # revoked meanwhile, or the position is unknown
+            return False
+        if behind and time.monotonic() - self._behind_logged > 30:
+            self._behind_logged = time.monotonic()
+            log.info("idle but not at the end yet (partition: (position, end)): %s", behind)
+        return not behind
 
     def _follow_model(self) -> None:
         """A follower swaps to the learner's newest checkpointed version between two batches."""

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -86,6 +87,15 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no output)"
+
+
+def exit_code(proc: subprocess.Popen[bytes], timeout: float, out: Path, name: str = "segstream run") -> int:
+    """The process's exit code; a process still running after ``timeout`` fails the test with the
+    end of its log (a bare TimeoutExpired would hide why it did not stop)."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name} still running after {timeout:.0f} s:\n{tail(out)}")
 
 
 def applied_offsets(client: redis.Redis, ns: str, partitions: int = PARTITIONS) -> list[int]:

@@ -20,6 +20,7 @@ from .conftest import ROOT, STACK_SH, Stack
 from .test_e2e_sigterm import (
     applied_count,
     assert_exact_state,
+    exit_code,
     kill_all,
     produce_generated,
     service_env,
@@ -70,7 +71,7 @@ def test_service_waits_out_a_broker_restart_and_finishes_the_log(
         wait_until(lambda: progress() >= n // 4 or proc.poll() is not None, 120, "a quarter applied")
         assert proc.poll() is None, f"exited early: {tail(out)}"
         restart_broker(down_s=5)
-        assert proc.wait(timeout=300) == 0, f"segstream run exited {proc.returncode}: {tail(out)}"
+        assert exit_code(proc, 300, out) == 0, f"segstream run exited {proc.returncode}: {tail(out)}"
     finally:
         kill_all(proc)
     seg = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)

@@ -21,6 +21,7 @@ from .conftest import Stack
 from .test_e2e_sigterm import (
     applied_count,
     assert_exact_state,
+    exit_code,
     kill_all,
     produce_generated,
     service_env,
@@ -75,8 +76,8 @@ def test_partitions_move_between_two_instances_and_state_stays_exact(
         wait_until(lambda: progress() >= at_join + n // 10, 120, "both to apply another tenth")
         assert progress() < n, "the log ended before A left: the test needs a longer log"
         a.send_signal(signal.SIGTERM)
-        assert a.wait(timeout=60) == 0, f"A did not stop cleanly: {tail(out_a)}"
-        assert b.wait(timeout=300) == 0, f"B exited {b.returncode}: {tail(out_b)}"
+        assert exit_code(a, 60, out_a, "A") == 0, f"A did not stop cleanly: {tail(out_a)}"
+        assert exit_code(b, 300, out_b, "B") == 0, f"B exited {b.returncode}: {tail(out_b)}"
     finally:
         kill_all(a, b)
     assert sorted(assignments(out_b)[-1]) == [0, 1, 2, 3], assignments(out_b)
@@ -135,8 +136,8 @@ def test_a_paused_instance_that_wakes_up_as_a_zombie_leaves_the_state_exact(
         wait_until(lambda: progress() >= frozen_at + n // 10, 120, "B to move A's partitions on")
         assert progress() < n, "the log ended before A woke up: the test needs a longer log"
         a.send_signal(signal.SIGCONT)
-        assert b.wait(timeout=300) == 0, f"B exited {b.returncode}: {tail(out_b)}"
-        assert a.wait(timeout=120) == 0, f"A exited {a.returncode}: {tail(out_a)}"
+        assert exit_code(b, 300, out_b, "B") == 0, f"B exited {b.returncode}: {tail(out_b)}"
+        assert exit_code(a, 120, out_a, "A") == 0, f"A exited {a.returncode}: {tail(out_a)}"
     finally:
         kill_all(a, b)
     seg = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)

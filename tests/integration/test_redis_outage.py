@@ -17,6 +17,7 @@ from .conftest import Stack
 from .test_e2e_sigterm import (
     applied_count,
     assert_exact_state,
+    exit_code,
     kill_all,
     produce_generated,
     service_env,
@@ -56,7 +57,7 @@ def test_service_rides_out_dropped_redis_connections(
             redis_client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
             kills += 1
             time.sleep(0.02)
-        assert proc.wait(timeout=300) == 0, f"segstream run exited {proc.returncode}: {tail(out)}"
+        assert exit_code(proc, 300, out) == 0, f"segstream run exited {proc.returncode}: {tail(out)}"
     finally:
         kill_all(proc)
     assert recoveries() >= 1, f"none of {kills} connection kills landed mid-command: {tail(out)}"
