@@ -106,6 +106,10 @@ class BatchResult:
     durable: Future[None] | None = None
 
 
+# Event time between two checkpoints of a warming model: what a crash during warm-up can lose.
+WARMUP_CHECKPOINT_SECONDS = 86_400
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -128,6 +132,7 @@ class BatchProcessor:
         self._max_bytes = settings.kafka.max_record_bytes
         self._learn_interval = settings.model.learn_interval_hours * 3600
         self.learns = settings.model.role == "learner"
+        self._warmup_saved_at = -math.inf  # watermark of the last warm-up checkpoint
         # Outputs first, state second, offsets last: a batch's changes are flushed right before
         # its state is written, which happens once the next batch's loads are queued; by then the
         # broker has usually acknowledged them and the flush returns at once.
@@ -235,8 +240,19 @@ class BatchProcessor:
         for w in writes:
             self.metrics.watermark.labels(partition=str(w.partition)).set(w.watermark)
             result.watermarks[w.partition] = w.watermark
+        if self.learns and not self.engine.warmed_up and result.watermarks:
+            self._checkpoint_warmup(max(result.watermarks.values()))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
+
+    def _checkpoint_warmup(self, watermark: int) -> None:
+        """Before its first version the model has no checkpoint, so a crash would throw the whole
+        warm-up away (the rows learned and the event-time span seen) and start it over, weeks of
+        event time later. Save the warming engine as version 0 once per day of event time."""
+        if watermark - self._warmup_saved_at < WARMUP_CHECKPOINT_SECONDS:
+            return
+        self._warmup_saved_at = watermark
+        self.store.save_model(self.engine.snapshot(), 0, after=0)  # fails if a version exists
 
     def _process_partition(
         self,
