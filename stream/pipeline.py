@@ -419,7 +419,7 @@ class BatchProcessor:
         # One chunk per model version: names, explanations and RFM come from the version that
         # assigned the row, so the output does not depend on where batches were cut.
         learn = self._learn_mask(rows, states)
-        keys = None
+        keys = sources = None
         if engine.population is not None and self.learns:
             # Every row refreshes the customer sample, learned or not: the sample must hold each
             # customer's latest state (a second purchase the same day counts), which is what an
@@ -427,7 +427,10 @@ class BatchProcessor:
             ids = [r.customer_id for r in rows]
             key_of = {c: customer_key(c) for c in dict.fromkeys(ids)}  # one hash per customer
             keys = np.fromiter(map(key_of.__getitem__, ids), dtype=np.uint64, count=len(ids))
-        for chunk in engine.process_chunks(raw, times, learn, keys, snaps if keys is not None else None):
+            sources = np.full(len(rows), p, dtype=np.int64)  # each customer ages by its partition
+        for chunk in engine.process_chunks(
+            raw, times, learn, keys, snaps if keys is not None else None, sources
+        ):
             self._publish_model_events(chunk.events_before)
             assignment = chunk.assignment
             live = engine.live_names()

@@ -301,6 +301,7 @@ class SegmentEngine:
         self.population = PopulationSample(params.population) if sampled else None
         self._population_centroids: np.ndarray | None = None
         self._population_t = -np.inf  # event time of the last fit on the sample
+        self._source_t: dict[int, float] = {}  # newest event time per row source (partition)
         self._population_rng = np.random.default_rng(params.seed)
         self.vectorizer = Vectorizer(self.feature_names, dict(params.feature_weights))
         self.model = make_model(
@@ -351,6 +352,7 @@ class SegmentEngine:
         learn: np.ndarray | None = None,
         keys: np.ndarray | None = None,
         snaps: np.ndarray | None = None,
+        sources: np.ndarray | None = None,
     ) -> tuple[Assignment, list[ModelEvent]]:
         """Assign then learn rows in stream order; returns their assignments and any model events.
 
@@ -364,11 +366,13 @@ class SegmentEngine:
         row's customer) and ``snaps`` (each row's :func:`models.features.snapshot`) feed the
         customer sample, from every row whether learned or not (the sample keeps each customer's
         latest state); without them the sample stays empty and versions come from the
-        micro-clusters.
+        micro-clusters. ``sources`` (an int per row, e.g. its Kafka partition) give each sampled
+        customer the clock it is aged by: its source's newest event time, not the newest of all
+        (partitions read at different speeds would make a lagging one's customers look quiet).
         """
         parts: list[Assignment] = []
         events: list[ModelEvent] = []
-        for chunk in self.process_chunks(raw, event_times, learn, keys, snaps):
+        for chunk in self.process_chunks(raw, event_times, learn, keys, snaps, sources):
             parts.append(chunk.assignment)
             events.extend(chunk.events_before)
         events.extend(self.trailing_events)
@@ -383,6 +387,7 @@ class SegmentEngine:
         learn: np.ndarray | None = None,
         keys: np.ndarray | None = None,
         snaps: np.ndarray | None = None,
+        sources: np.ndarray | None = None,
     ) -> Iterator[Chunk]:
         """:meth:`process` one version at a time: while the caller handles a yielded chunk, the
         engine is still at the version that assigned it (names, explanations and RFM agree with
@@ -422,7 +427,11 @@ class SegmentEngine:
                 self._pending_t.append(times[i:j][keep])
                 self._pending_n += int(keep.sum())
             if sample is not None:
-                sample.update(keys[i:j], snaps[i:j])  # type: ignore[index]
+                src = np.zeros(j - i, dtype=np.int64) if sources is None else np.asarray(sources[i:j])
+                sample.update(keys[i:j], snaps[i:j], src)  # type: ignore[index]
+                clock, chunk_t = self._source_t, times[i:j]
+                for source in np.unique(src).tolist():  # one per call from the pipeline
+                    clock[source] = max(clock.get(source, -np.inf), float(chunk_t[src == source].max()))
             self._t_lo = min(self._t_lo, float(times[i:j].min()))
             self._t_hi = max(self._t_hi, float(times[i:j].max()))
             i = j
@@ -634,6 +643,7 @@ class SegmentEngine:
         engine._version_t = -np.inf
         engine._population_centroids = None
         engine._population_t = -np.inf
+        engine._source_t = {}
         engine._population_rng = np.random.default_rng(state["params"].seed)
         engine.__dict__.update(state)
         return engine
@@ -696,12 +706,17 @@ class SegmentEngine:
         return events
 
     def _population_summary(self) -> ModelSummary:
-        """The version fitted on the customer sample, every state aged to the version's time."""
+        """The version fitted on the customer sample, each state aged to its source's newest event
+        time (at most the version's)."""
         assert self.population is not None
         keys, snaps = self.population.held()
         order = np.argsort(keys, kind="stable")  # smallest keys first: any head is a uniform sample
         keys, snaps = keys[order], snaps[order]
-        raw = evaluate_many(snaps, self.feature_params, np.full(len(snaps), self.t_max))
+        # Each customer as of its source's progress, at most the version's time.
+        clock = self._source_t
+        sources = self.population.sources[: len(order)][order].tolist()
+        at = np.minimum([clock.get(src, self.t_max) for src in sources], self.t_max)
+        raw = evaluate_many(snaps, self.feature_params, at)
         Z = self.vectorizer.transform(raw)
         p = self.params
         step = p.population_step

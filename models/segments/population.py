@@ -48,6 +48,7 @@ class PopulationSample:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
         self.keys = np.zeros(0, dtype=np.uint64)  # slot -> key (slots past len(self) unused)
+        self.sources = np.zeros(0, dtype=np.int64)  # slot -> where the row came from (a partition)
         self.rows = np.zeros((0, width or 0))
         self._slot: dict[int, int] = {}  # key -> slot
         self._heap: list[int] = []  # negated keys: the largest key held is -heap[0]
@@ -58,8 +59,8 @@ class PopulationSample:
     def slot_of(self, key: int) -> int:
         return self._slot[int(key)]
 
-    def update(self, keys: np.ndarray, rows: np.ndarray) -> None:
-        """Rows in stream order; a key seen twice keeps its last row.
+    def update(self, keys: np.ndarray, rows: np.ndarray, sources: np.ndarray | None = None) -> None:
+        """Rows in stream order; a key seen twice keeps its last row (and its ``source``).
 
         The pipeline passes every row, so this is on the hot path: when the sample is full, keys
         above the largest one held are dropped at once, and each key's last row is written once.
@@ -69,6 +70,9 @@ class PopulationSample:
         keys = np.asarray(keys, dtype=np.uint64)
         if len(rows) == 0:
             return
+        sources = (
+            np.zeros(len(keys), dtype=np.int64) if sources is None else np.asarray(sources, dtype=np.int64)
+        )
         if self.rows.shape[1] != rows.shape[1]:
             if len(self):
                 raise ValueError(f"expected rows of width {self.rows.shape[1]}, got {rows.shape[1]}")
@@ -78,7 +82,7 @@ class PopulationSample:
             below = keys < np.uint64(-heap[0])
             if not below.any():
                 return
-            keys, rows = keys[below], rows[below]
+            keys, rows, sources = keys[below], rows[below], sources[below]
         unique, first_from_end = np.unique(keys[::-1], return_index=True)
         last_row = len(keys) - 1 - first_from_end
         slots = np.full(len(unique), -1, dtype=np.intp)
@@ -90,6 +94,7 @@ class PopulationSample:
                     if s == len(self.keys):  # grow by doubling: a young sample stays small
                         size = min(cap, max(16, 2 * s))
                         self.keys = np.concatenate([self.keys, np.zeros(size - s, dtype=np.uint64)])
+                        self.sources = np.concatenate([self.sources, np.zeros(size - s, dtype=np.int64)])
                         self.rows = np.vstack([self.rows, np.zeros((size - s, self.rows.shape[1]))])
                 elif key < -heap[0]:
                     s = slot.pop(-heapq.heappop(heap))
@@ -101,15 +106,23 @@ class PopulationSample:
             slots[j] = s
         kept = slots >= 0
         self.rows[slots[kept]] = rows[last_row[kept]]
+        self.sources[slots[kept]] = sources[last_row[kept]]
 
     def __getstate__(self) -> dict[str, object]:
         keys, rows = self.held()  # no unused slots in a snapshot
-        return {"capacity": self.capacity, "keys": keys.copy(), "rows": rows.copy()}
+        return {
+            "capacity": self.capacity,
+            "keys": keys.copy(),
+            "rows": rows.copy(),
+            "sources": self.sources[: len(keys)].copy(),
+        }
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.capacity = int(state["capacity"])  # type: ignore[call-overload]
         self.keys = np.asarray(state["keys"], dtype=np.uint64)
         self.rows = np.asarray(state["rows"], dtype=np.float64)
+        # Snapshots written before sources were kept: one source for all.
+        self.sources = np.asarray(state.get("sources", np.zeros(len(self.keys))), dtype=np.int64)
         self._slot = {int(k): i for i, k in enumerate(self.keys.tolist())}
         self._heap = [-k for k in self._slot]
         heapq.heapify(self._heap)
@@ -122,7 +135,15 @@ class PopulationSample:
             return 0
         held_keys, held_rows = self.held()
         keep = np.array([k not in gone for k in held_keys.tolist()], dtype=bool)
-        self.__setstate__({"capacity": self.capacity, "keys": held_keys[keep], "rows": held_rows[keep]})
+        held_sources = self.sources[: len(held_keys)]
+        self.__setstate__(
+            {
+                "capacity": self.capacity,
+                "keys": held_keys[keep],
+                "rows": held_rows[keep],
+                "sources": held_sources[keep],
+            }
+        )
         return len(gone)
 
     def held(self) -> tuple[np.ndarray, np.ndarray]:

@@ -188,7 +188,12 @@ def test_replay_twice_is_identical_and_a_what_if_differs(
     assert report["model_differs"] is True
     off_diagonal = sum(row["customers"] for row in report["confusion"] if row["a_id"] != row["b_id"])
     assert off_diagonal == report["customers"]["changed_segment"]
-    assert len({row["b_id"] for row in report["confusion"] if row["b_id"] >= 0}) <= 4
+    # Customers are in at most the what-if's 4 live segments (a few may still wait in a segment a
+    # model update retired: they move with their next event or re-scoring).
+    live = {
+        r["b_id"] for r in report["confusion"] if r["b_id"] >= 0 and not r["b_name"].endswith("(retired)")
+    }
+    assert 1 <= len(live) <= 4
     assert "no differences" not in text
     assert "customers by segment" in text
 

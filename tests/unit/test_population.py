@@ -44,12 +44,15 @@ def test_the_sample_holds_the_smallest_keys_whatever_the_order_and_cuts() -> Non
 
 def test_forget_leaves_nothing_of_the_customer_and_pickles_only_what_is_held() -> None:
     sample = PopulationSample(8)
-    sample.update(np.array([11, 22, 33], dtype=np.uint64), np.array([[1.5], [2.5], [3.5]]))
+    sample.update(
+        np.array([11, 22, 33], dtype=np.uint64), np.array([[1.5], [2.5], [3.5]]), np.array([0, 1, 2])
+    )
     assert sample.forget([22, 99]) == 1 and sample.forget([22]) == 0
     restored = pickle.loads(pickle.dumps(sample))
     for s in (sample, restored):
         keys, rows = s.held()
         assert sorted(zip(keys.tolist(), rows[:, 0].tolist(), strict=True)) == [(11, 1.5), (33, 3.5)]
+        assert dict(zip(keys.tolist(), s.sources[: len(keys)].tolist(), strict=True)) == {11: 0, 33: 2}
     assert 2.5 not in pickle.loads(pickle.dumps(sample)).rows  # not even in an unused slot
     # A forgotten slot is reused, and a later, larger key fits again while there is room.
     restored.update(np.array([44], dtype=np.uint64), np.array([[4.5]]))
@@ -184,6 +187,42 @@ def test_population_step_days_smooths_per_event_time_not_per_version(
     for (t0, _), (t1, step) in itertools.pairwise(calls):
         assert step == pytest.approx(1 - 0.5 ** ((t1 - t0) / (7 * 86400)))
     assert len({round(step, 6) for _, step in calls[1:]}) > 1  # versions came at uneven times
+
+
+def test_each_sampled_customer_is_aged_by_its_own_partitions_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Partitions are read at different speeds: when a version is built, a lagging partition's
+    # customers are known only up to its newest event, and aging them to the newest event of any
+    # partition would make them look days quieter than they are.
+    import models.segments.engine as engine_module
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []  # (keys in the fit's order, their clocks)
+
+    def spy(snaps: np.ndarray, params: FeatureParams, at: np.ndarray) -> np.ndarray:
+        assert engine.population is not None
+        held = np.sort(engine.population.held()[0])  # the fit takes the sample in key order
+        seen.append((held, np.asarray(at, dtype=np.float64).copy()))
+        return evaluate_many(snaps, params, at)
+
+    monkeypatch.setattr(engine_module, "evaluate_many", spy)
+    raw, t, keys, snaps = synthetic_stream(3000, 400, seed=5)
+    sources = (keys % np.uint64(2)).astype(np.int64)
+    lagging = (sources == 1) & (t > t[1500])  # partition 1 stops half-way; partition 0 goes on
+    keep = ~lagging
+    engine = SegmentEngine(EngineParams(n_segments=4, warmup_vectors=500, update_every=300, population=400))
+    engine.process(raw[keep], t[keep], None, keys[keep], snaps[keep], sources[keep])
+    assert engine.population is not None and engine.version >= 3 and seen
+    held_keys, at = seen[-1]  # the last version's customers and the times they were aged to
+    lagging_clock = float(t[keep & (sources == 1)].max())
+    assert lagging_clock < engine.t_max - 10 * 86400
+    assert {k % 2 for k in held_keys.tolist()} == {0, 1}
+    for key, clock in zip(held_keys.tolist(), at.tolist(), strict=True):
+        assert clock == (lagging_clock if key % 2 == 1 else engine.t_max)
+    restored = SegmentEngine.restore(engine.snapshot())  # the sources survive a checkpoint
+    assert restored.population is not None
+    n = len(engine.population)
+    assert np.array_equal(restored.population.sources[:n], engine.population.sources[:n])
 
 
 def test_a_replay_through_the_pipeline_is_repeatable() -> None:
