@@ -171,6 +171,24 @@ def test_prometheus_scrapes_every_compose_worker() -> None:
     assert targets == [f"segstream:{9108 + i}" for i in range(workers)]
 
 
+def test_the_docker_profile_differs_from_the_default_only_in_where_the_services_are() -> None:
+    """docker-compose runs with config/docker.yaml: every engine and feature setting must be the
+    local default's, or a Docker user would run a different model from the one documented."""
+    from stream.settings import load
+
+    root = Path(__file__).resolve().parents[2]
+    default = load(root / "config" / "default.yaml").model_dump()
+    docker = load(root / "config" / "docker.yaml").model_dump()
+    where = {("kafka", "bootstrap_servers"), ("redis", "url"), ("service", "metrics_host")}
+    differ = {
+        (section, key)
+        for section in default
+        for key in default[section]
+        if default[section][key] != docker[section][key]
+    }
+    assert differ == where
+
+
 def test_evaluate_compares_models_on_a_generated_log(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
