@@ -714,7 +714,7 @@ class SegmentEngine:
         keys, snaps = keys[order], snaps[order]
         # Each customer as of its source's progress, at most the version's time.
         clock = self._source_t
-        sources = self.population.sources[: len(order)][order].tolist()
+        sources = self.population.held_sources()[order].tolist()
         at = np.minimum([clock.get(src, self.t_max) for src in sources], self.t_max)
         raw = evaluate_many(snaps, self.feature_params, at)
         Z = self.vectorizer.transform(raw)

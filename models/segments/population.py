@@ -114,7 +114,7 @@ class PopulationSample:
             "capacity": self.capacity,
             "keys": keys.copy(),
             "rows": rows.copy(),
-            "sources": self.sources[: len(keys)].copy(),
+            "sources": self.held_sources().copy(),
         }
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -135,7 +135,7 @@ class PopulationSample:
             return 0
         held_keys, held_rows = self.held()
         keep = np.array([k not in gone for k in held_keys.tolist()], dtype=bool)
-        held_sources = self.sources[: len(held_keys)]
+        held_sources = self.held_sources()
         self.__setstate__(
             {
                 "capacity": self.capacity,
@@ -150,6 +150,10 @@ class PopulationSample:
         """(keys, rows) of the customers held, in slot order."""
         n = len(self._slot)
         return self.keys[:n], self.rows[:n]
+
+    def held_sources(self) -> np.ndarray:
+        """The source (a partition) of each held customer's row, in slot order."""
+        return self.sources[: len(self._slot)]
 
 
 class PopulationFit:

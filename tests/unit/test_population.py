@@ -52,7 +52,7 @@ def test_forget_leaves_nothing_of_the_customer_and_pickles_only_what_is_held() -
     for s in (sample, restored):
         keys, rows = s.held()
         assert sorted(zip(keys.tolist(), rows[:, 0].tolist(), strict=True)) == [(11, 1.5), (33, 3.5)]
-        assert dict(zip(keys.tolist(), s.sources[: len(keys)].tolist(), strict=True)) == {11: 0, 33: 2}
+        assert dict(zip(keys.tolist(), s.held_sources().tolist(), strict=True)) == {11: 0, 33: 2}
     assert 2.5 not in pickle.loads(pickle.dumps(sample)).rows  # not even in an unused slot
     # A forgotten slot is reused, and a later, larger key fits again while there is room.
     restored.update(np.array([44], dtype=np.uint64), np.array([[4.5]]))
@@ -221,8 +221,7 @@ def test_each_sampled_customer_is_aged_by_its_own_partitions_clock(
         assert clock == (lagging_clock if key % 2 == 1 else engine.t_max)
     restored = SegmentEngine.restore(engine.snapshot())  # the sources survive a checkpoint
     assert restored.population is not None
-    n = len(engine.population)
-    assert np.array_equal(restored.population.sources[:n], engine.population.sources[:n])
+    assert np.array_equal(restored.population.held_sources(), engine.population.held_sources())
 
 
 def test_a_replay_through_the_pipeline_is_repeatable() -> None:
