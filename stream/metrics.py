@@ -98,6 +98,16 @@ class Metrics:
             "Wall-clock time of the last model version",
             registry=registry,
         )
+        self.model_waiting_rows = Gauge(
+            "segstream_model_waiting_rows",
+            "Rows the learner holds until its other partitions pass them (model.align_partitions)",
+            registry=registry,
+        )
+        self.model_checkpoint_bytes = Gauge(
+            "segstream_model_checkpoint_bytes",
+            "Size of the learner's last model checkpoint",
+            registry=registry,
+        )
         self.model_events = Counter(
             "segstream_model_events", "Births, deaths, splits, merges, drift", ["kind"], registry=registry
         )

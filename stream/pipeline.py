@@ -132,6 +132,12 @@ class BatchProcessor:
         self._max_bytes = settings.kafka.max_record_bytes
         self._learn_interval = settings.model.learn_interval_hours * 3600
         self.learns = settings.model.role == "learner"
+        # The partitions this instance reads (set by the service on each assignment): a learner
+        # learns from them in event-time order (SegmentEngine.align_sources). None: a replay or
+        # an evaluation, which feed their partitions in a fixed order of their own.
+        self.owned: frozenset[int] | None = None
+        self.drained: frozenset[int] = frozenset()  # owned partitions read to their end (service)
+        self._unfed: set[int] = set()  # partitions of the batch not yet given to the engine
         self._warmup_saved_at = -math.inf  # watermark of the last warm-up checkpoint
         # Outputs first, state second, offsets last: a batch's changes are flushed right before
         # its state is written, which happens once the next batch's loads are queued; by then the
@@ -225,11 +231,12 @@ class BatchProcessor:
             work.append((p, events, self.io.load(p, customers, due_until=max_ts)))
             result.offsets[p] = recs[-1].offset + 1
         self.io.release()  # the previous batch's writes, behind this batch's loads
-        writes = [
-            w
-            for p, events, loading in work
-            if (w := self._process_partition(p, events, self.io.view(loading), result)) is not None
-        ]
+        self._unfed = set(by_partition)
+        writes = []
+        for p, events, loading in work:
+            if (w := self._process_partition(p, events, self.io.view(loading), result)) is not None:
+                writes.append(w)
+            self._unfed.discard(p)
         # Outputs first, state second, offsets last: a crash in between republishes (same change_id)
         # but never loses a change, and never applies an event twice. The state writes run in the
         # background, after the next batch's loads and a flush of this batch's outputs (OrderedIO);
@@ -240,6 +247,8 @@ class BatchProcessor:
         for w in writes:
             self.metrics.watermark.labels(partition=str(w.partition)).set(w.watermark)
             result.watermarks[w.partition] = w.watermark
+        if self.learns:
+            self.metrics.model_waiting_rows.set(self.engine.waiting_rows())
         if self.learns and not self.engine.warmed_up and result.watermarks:
             self._checkpoint_warmup(max(result.watermarks.values()))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -420,6 +429,13 @@ class BatchProcessor:
         # assigned the row, so the output does not depend on where batches were cut.
         learn = self._learn_mask(rows, states)
         keys = sources = None
+        if self.learns:
+            sources = np.full(len(rows), p, dtype=np.int64)  # each customer ages by its partition
+            # A partition read to its end stops holding rows back only once this batch's rows of
+            # it are in the engine (these rows go in before anything is released): partitions are
+            # fed one after the other.
+            self._unfed.discard(p)
+            self.engine.align_sources(self.owned, self.drained - self._unfed)
         if engine.population is not None and self.learns:
             # Every row refreshes the customer sample, learned or not: the sample must hold each
             # customer's latest state (a second purchase the same day counts), which is what an
@@ -427,7 +443,6 @@ class BatchProcessor:
             ids = [r.customer_id for r in rows]
             key_of = {c: customer_key(c) for c in dict.fromkeys(ids)}  # one hash per customer
             keys = np.fromiter(map(key_of.__getitem__, ids), dtype=np.uint64, count=len(ids))
-            sources = np.full(len(rows), p, dtype=np.int64)  # each customer ages by its partition
         for chunk in engine.process_chunks(
             raw, times, learn, keys, snaps if keys is not None else None, sources
         ):
@@ -561,6 +576,7 @@ class BatchProcessor:
             self.sink.model_snapshot(version, snapshot)
             # Each build is one version: the store must still hold the previous one (one learner).
             self.store.save_model(snapshot, version, after=version - 1)
+            self.metrics.model_checkpoint_bytes.set(len(snapshot))
             if erased:
                 self.store.clear_erased(erased)
             self.metrics.model_version.set(version)

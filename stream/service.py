@@ -50,7 +50,14 @@ def engine_params(settings: Settings) -> EngineParams:
         population=m.population,
         population_step=m.population_step,
         population_step_days=m.population_step_days,
+        align_lateness_days=align_lateness_days(settings),
     )
+
+
+def align_lateness_days(settings: Settings) -> float | None:
+    """How long a learner's rows wait for its other partitions (None: no waiting); a partition's
+    rows come at most the allowed lateness behind its watermark, so that long is enough."""
+    return settings.features.allowed_lateness_hours / 24 if settings.model.align_partitions else None
 
 
 def tune_runtime() -> None:
@@ -75,10 +82,16 @@ def load_engine(settings: Settings, store: FeatureStore) -> SegmentEngine:
     if saved is not None:
         version, blob = saved
         engine = SegmentEngine.restore(blob)
-        # The checkpoint carries the parameters it was built with; the cadence of versions is
-        # safe to change at any point (with --workers it depends on the number of workers).
+        # The checkpoint carries the parameters it was built with; the cadence of versions and
+        # the alignment of partitions are safe to change at any point (with --workers they depend
+        # on the number of workers).
         m = settings.model
-        engine.params = replace(engine.params, update_every=m.update_every, update_days=m.update_days)
+        engine.params = replace(
+            engine.params,
+            update_every=m.update_every,
+            update_days=m.update_days,
+            align_lateness_days=align_lateness_days(settings),
+        )
         log.info("restored model version %d of namespace %s", version, settings.redis.namespace)
         return engine
     return new_engine(settings)
@@ -140,6 +153,9 @@ class Service:
         self.processor: BatchProcessor | None = None
         self.http_port: int | None = None
         self._assigned: set[int] = set()
+        self._next_offset: dict[int, int] = {}  # owned partition -> next offset the loop reads
+        self._asked: dict[int, int] = {}  # end offsets asked of the broker (_asked_ends)
+        self._ends_asked_at = -math.inf
         self._kafka_error: str | None = None
         self._behind_logged = -math.inf  # when --until-idle last said why it was still waiting
         self._sizes_at = 0.0
@@ -197,6 +213,8 @@ class Service:
         """Seek past what Redis already applied: a restart resumes where the state is, not re-reads."""
         self.metrics.rebalances.inc()
         self._assigned = {tp.partition for tp in assigned}
+        if self.processor is not None:
+            self.processor.owned = frozenset(self._assigned)
         self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp in set(assigned)}
         self.metrics.assigned_partitions.set(len(assigned))
         assert self.consumer is not None and self.store is not None
@@ -207,6 +225,7 @@ class Service:
             applied = self.store.applied_offset(tp.partition)
             if applied >= 0:
                 self.consumer.seek(tp, applied + 1)
+                self._next_offset[tp.partition] = applied + 1
         log.info("partitions assigned: %s", sorted(self._assigned))
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -214,6 +233,9 @@ class Service:
         Their batches still in flight fail their compare-and-set if the new owner moved on."""
         gone = {tp.partition for tp in revoked}
         self._assigned = self._assigned - gone
+        self._next_offset = {p: o for p, o in self._next_offset.items() if p not in gone}
+        if self.processor is not None:
+            self.processor.owned = frozenset(self._assigned)
         # Their offsets are the new owner's to commit from now on (lag readings would go back).
         self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp.partition not in gone}
         self._durable = deque(
@@ -240,7 +262,7 @@ class Service:
             engine = self.processor.engine
             if self.processor.learns:  # a follower's copy is the learner's, maybe older
                 try:
-                    self.store.save_model(engine.snapshot(), engine.version, after=engine.version)
+                    self.store.save_model(engine.snapshot(waiting=True), engine.version, after=engine.version)
                 except ModelConflict as e:
                     log.warning("%s", e)
                 except REDIS_DOWN as e:  # the last version's checkpoint stands; a restart resumes
@@ -330,6 +352,46 @@ class Service:
             log.info("idle but not at the end yet (partition: (position, end)): %s", behind)
         return not behind
 
+    def _drained(self, records: list[Record]) -> frozenset[int]:
+        """Owned partitions this batch reads up to the end the broker last reported: the
+        learner need not wait for them to pass a row (SegmentEngine.align_sources). In a replay
+        of a finished log such a partition has nothing more to deliver; at the head of a live
+        topic every partition is drained between polls, and rows are learned as they come."""
+        assert self.consumer is not None
+        if len(self._assigned) < 2:
+            return frozenset()
+        last: dict[int, int] = {}
+        for r in records:
+            last[r.partition] = max(last.get(r.partition, -1), r.offset)
+        topic = self.settings.topics.interactions
+        drained = set()
+        ends = {p: self.consumer.highwater(TopicPartition(topic, p)) for p in self._assigned}
+        unknown = sorted(p for p, end in ends.items() if end is None)
+        if unknown:
+            ends.update(self._asked_ends(unknown))
+        for p, end in ends.items():
+            nxt = last[p] + 1 if p in last else self._next_offset.get(p)
+            if end is not None and (end == 0 or (nxt is not None and nxt >= end)):
+                drained.add(p)
+        return frozenset(drained)
+
+    def _asked_ends(self, partitions: list[int]) -> dict[int, int | None]:
+        """End offsets the fetcher has not reported (an incremental fetch session leaves out
+        partitions with nothing new), asked of the broker at most every few seconds."""
+        assert self.consumer is not None
+        now = time.monotonic()
+        if now - self._ends_asked_at >= 5.0:
+            self._ends_asked_at = now
+            topic = self.settings.topics.interactions
+            try:
+                got = self.consumer.end_offsets(
+                    [TopicPartition(topic, p) for p in partitions], timeout_ms=2000
+                )
+                self._asked.update({tp.partition: end for tp, end in got.items()})
+            except KafkaError as e:
+                log.debug("end offsets not available: %s", e)
+        return {p: self._asked.get(p) for p in partitions}
+
     def _follow_model(self) -> None:
         """A follower swaps to the learner's newest checkpointed version between two batches."""
         assert self.processor is not None and self.store is not None
@@ -347,6 +409,8 @@ class Service:
     def _process(self, records: list[Record], summary: RunSummary) -> None:
         assert self.consumer is not None and self.processor is not None and self.store is not None
         self._follow_model()
+        if self.processor.learns:
+            self.processor.drained = self._drained(records)
         try:
             result = self.processor.process(records)
         except StateConflict as e:
@@ -354,6 +418,7 @@ class Service:
             return
         topic = self.settings.topics.interactions
         offsets = {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in result.offsets.items()}
+        self._next_offset.update(result.offsets)
         self._durable.append((result.durable, offsets))
         self._commit_durable()
         self._update_lag(result.offsets, result.watermarks)

@@ -134,6 +134,12 @@ class ModelSettings(_Frozen):
         ge=0,
         description="D > 0: population_step is the share moved per D days of event time, not per version",
     )
+    align_partitions: bool = Field(
+        default=True,
+        description="a learner reading several partitions learns from them in event-time order, "
+        "once all have passed a row by features.allowed_lateness_hours (versions then do not "
+        "depend on how the partitions' records interleave)",
+    )
     margin: float = Field(default=0.55, ge=0, lt=1)
     min_dwell_days: float = Field(default=21.0, ge=0)
     outlier_quantile: float = Field(default=0.99, gt=0.5, lt=1)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ import numpy as np
 
 from models.events import RFMScore
 from models.features import FeatureParams, evaluate_many
+from models.segments.alignment import SourceAligner
 from models.segments.hierarchy import Hierarchy
 from models.segments.microclusters import sq_distances
 from models.segments.naming import SegmentNamer, qualify_duplicates, suggest_name
@@ -57,6 +58,13 @@ DAY = 86400.0
 WARMING_UP = "warming up"
 _SNAPSHOT_MAGIC = b"segstream-engine/1\n"
 _VAR_FLOOR = 1e-2
+# Bounds of the event-time alignment of sources, for a partition neither progressing nor known to
+# be read to its end: it holds the others back by at most this much event time, and at most this
+# many rows wait per queue (~50 MB of learned rows; SourceAligner). A catch-up read leaves
+# partitions far apart in event time: kafka-python shares fetches out by bytes, not by time, and
+# reading the crash test's 100-day log left them up to 56 days apart.
+ALIGN_MAX_SKEW_DAYS = 90.0
+ALIGN_MAX_HELD = 250_000
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,10 @@ class EngineParams:
     # version (a version dt days after the last moves 1 - (1 - step) ** (dt / D)), so the
     # centroids' smoothing does not depend on how often versions come.
     population_step_days: float = 0.0
+    # Learning from several sources (partitions, see SegmentEngine.align_sources): rows wait
+    # until every source's clock is past them by this much, then are learned in event-time order,
+    # so versions do not depend on how the sources' records interleave (None: arrival order).
+    align_lateness_days: float | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -303,6 +315,9 @@ class SegmentEngine:
         self._population_t = -np.inf  # event time of the last fit on the sample
         self._source_t: dict[int, float] = {}  # newest event time per row source (partition)
         self._population_rng = np.random.default_rng(params.seed)
+        self._align_sources: frozenset[int] = frozenset()  # the sources read
+        self._align_drained: frozenset[int] = frozenset()  # those read to their end
+        self._aligner: SourceAligner | None = None  # rows waiting for them (or ready to learn)
         self.vectorizer = Vectorizer(self.feature_names, dict(params.feature_weights))
         self.model = make_model(
             params.model,
@@ -404,41 +419,152 @@ class SegmentEngine:
         sample = self.population if keys is not None and snaps is not None else None
         if sample is not None and (len(keys) != len(raw) or len(snaps) != len(raw)):  # type: ignore[arg-type]
             raise ValueError("keys and snaps must have one entry per row")
-        pending_events: list[ModelEvent] = []
         self.trailing_events = []
-        i, n = 0, len(raw)
+        n = len(raw)
+        if self._aligning() and sources is not None:
+            # Assign now with the version in force; learn once every source has passed the rows.
+            yield Chunk(0, n, self.assign(raw), [])
+            self._hold(raw, times, mask, keys if sample is not None else None, snaps, sources)
+            assert self._aligner is not None
+            self._aligner.release(self._source_t, self._align_sources - self._align_drained)
+            yield from self._learn_ready(n)
+            return
+        if sources is not None and self._aligner is not None and len(self._aligner):
+            # A learner no longer aligning (one partition left): learn what waits first.
+            self._aligner.release(self._source_t)
+            yield from self._learn_ready(0)
+        pending_events: list[ModelEvent] = []
+        i = 0
         while i < n:
-            boundary = self.params.update_every if self.warmed_up else self.params.warmup_vectors
-            ready = np.cumsum(mask[i:]) >= boundary - self._pending_n
-            if not self.warmed_up and self.params.warmup_days > 0:
-                lo = np.minimum(np.minimum.accumulate(times[i:]), self._t_lo)
-                hi = np.maximum(np.maximum.accumulate(times[i:]), self._t_hi)
-                ready &= hi - lo >= self.params.warmup_days * DAY
-            if self.warmed_up and self.params.update_days > 0:
-                # Also a version at the first learned row `update_days` after the last one: a small
-                # population's rows come slowly, and its versions would lag in event time.
-                ready |= mask[i:] & (times[i:] >= self._version_t + self.params.update_days * DAY)
-            hits = np.flatnonzero(ready)
-            j = i + int(hits[0]) + 1 if len(hits) else n
+            j, hit = self._next_boundary(times[i:], mask[i:])
+            j += i
             yield Chunk(i, j, self.assign(raw[i:j]), pending_events)
-            keep = mask[i:j]
-            if keep.any():  # an assign-only caller (a follower) must not pile up empty arrays
-                self._pending_raw.append(raw[i:j][keep])
-                self._pending_t.append(times[i:j][keep])
-                self._pending_n += int(keep.sum())
-            if sample is not None:
-                src = np.zeros(j - i, dtype=np.int64) if sources is None else np.asarray(sources[i:j])
-                sample.update(keys[i:j], snaps[i:j], src)  # type: ignore[index]
-                clock, chunk_t = self._source_t, times[i:j]
-                for source in np.unique(src).tolist():  # one per call from the pipeline
-                    clock[source] = max(clock.get(source, -np.inf), float(chunk_t[src == source].max()))
-            self._t_lo = min(self._t_lo, float(times[i:j].min()))
-            self._t_hi = max(self._t_hi, float(times[i:j].max()))
+            src = np.zeros(j - i, dtype=np.int64) if sources is None else np.asarray(sources[i:j])
+            sampled = (keys[i:j], snaps[i:j], src) if sample is not None else None  # type: ignore[index]
+            self._learn_block(raw[i:j], times[i:j], mask[i:j], src, sampled)
             i = j
-            if len(hits):
-                self._version_t = float(times[j - 1])
-            pending_events = self._build() if len(hits) else []
+            pending_events = self._build_at(float(times[j - 1])) if hit else []
         self.trailing_events = pending_events
+
+    def _next_boundary(self, times: np.ndarray, mask: np.ndarray) -> tuple[int, bool]:
+        """How many of these rows belong before the next version, and whether it comes after them."""
+        boundary = self.params.update_every if self.warmed_up else self.params.warmup_vectors
+        ready = np.cumsum(mask) >= boundary - self._pending_n
+        if not self.warmed_up and self.params.warmup_days > 0:
+            lo = np.minimum(np.minimum.accumulate(times), self._t_lo)
+            hi = np.maximum(np.maximum.accumulate(times), self._t_hi)
+            ready &= hi - lo >= self.params.warmup_days * DAY
+        if self.warmed_up and self.params.update_days > 0:
+            # Also a version at the first learned row `update_days` after the last one: a small
+            # population's rows come slowly, and its versions would lag in event time.
+            ready |= mask & (times >= self._version_t + self.params.update_days * DAY)
+        hits = np.flatnonzero(ready)
+        return (int(hits[0]) + 1, True) if len(hits) else (len(times), False)
+
+    def _learn_block(
+        self,
+        raw: np.ndarray,
+        times: np.ndarray,
+        mask: np.ndarray,
+        src: np.ndarray,
+        sampled: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    ) -> None:
+        """Buffer the rows to learn (``mask``) for the next version, and refresh the customer
+        sample with ``sampled`` (keys, snapshots and sources of the rows it may take)."""
+        if mask.any():  # an assign-only caller (a follower) must not pile up empty arrays
+            self._pending_raw.append(raw[mask])
+            self._pending_t.append(times[mask])
+            self._pending_n += int(mask.sum())
+        if sampled is not None and self.population is not None:
+            self.population.update(*sampled)
+        self._seen(times, src)
+
+    def _seen(self, times: np.ndarray, src: np.ndarray) -> None:
+        """The event-time span learned from, for ``warmup_days``, and the sources' clocks."""
+        if len(times):
+            self._tick(times, src)
+            self._t_lo = min(self._t_lo, float(times.min()))
+            self._t_hi = max(self._t_hi, float(times.max()))
+
+    def _build_at(self, t: float) -> list[ModelEvent]:
+        self._version_t = t  # the event time of the row the version comes after
+        return self._build()
+
+    def _tick(self, times: np.ndarray, src: np.ndarray) -> None:
+        """Advance each source's clock (its newest event time) over these rows."""
+        clock = self._source_t
+        for source in np.unique(src).tolist():  # one per call from the pipeline
+            clock[source] = max(clock.get(source, -np.inf), float(times[src == source].max()))
+
+    # -- several sources, learned in event-time order ----------------------------------------
+    def align_sources(self, sources: Iterable[int] | None, drained: Iterable[int] = ()) -> None:
+        """The sources (partitions) this learner reads, and those of them read to their end.
+        With two or more sources and ``align_lateness_days`` set, rows are learned in event-time
+        order across them once every source not drained has passed them
+        (:class:`~models.segments.alignment.SourceAligner`); otherwise in the order they come."""
+        self._align_sources = frozenset(sources or ())
+        self._align_drained = frozenset(drained) & self._align_sources
+
+    def _aligning(self) -> bool:
+        return self.params.align_lateness_days is not None and len(self._align_sources) > 1
+
+    def _hold(
+        self,
+        raw: np.ndarray,
+        times: np.ndarray,
+        mask: np.ndarray,
+        keys: np.ndarray | None,
+        snaps: np.ndarray | None,
+        sources: np.ndarray,
+    ) -> None:
+        """Keep the rows the model learns from, and those the customer sample may take, until
+        every source has passed them."""
+        if self._aligner is None:
+            self._aligner = SourceAligner(
+                ("learn", "sample"),
+                (self.params.align_lateness_days or 0.0) * DAY,
+                ALIGN_MAX_SKEW_DAYS * DAY,
+                ALIGN_MAX_HELD,
+            )
+        src = np.asarray(sources, dtype=np.int64)
+        self._tick(times, src)  # arrival clocks decide what is released
+        rows = {"learn": {"raw": raw}}
+        masks = {"learn": mask}
+        if keys is not None and snaps is not None and self.population is not None:
+            rows["sample"] = {"key": np.asarray(keys, dtype=np.uint64), "snap": np.asarray(snaps)}
+            masks["sample"] = self.population.could_take(keys)
+        self._aligner.add(times, src, rows, masks)
+
+    def _learn_ready(self, end: int) -> Iterator[Chunk]:
+        """Learn the released rows in order, one version at a time; each build is yielded as an
+        empty chunk at ``end`` carrying its events (the rows left stay in the aligner, so a
+        snapshot taken meanwhile has them)."""
+        aligner = self._aligner
+        assert aligner is not None
+        while aligner.ready_rows():
+            hit, last = False, (np.inf, 0, 0)
+            learn = aligner.ready["learn"]
+            if learn:
+                j, hit = self._next_boundary(learn["t"], np.ones(len(learn["t"]), dtype=bool))
+                last = (float(learn["t"][j - 1]), int(learn["source"][j - 1]), int(learn["seq"][j - 1]))
+                rows = aligner.take("learn", j)
+            else:
+                rows = {}
+            # The sample's rows up to the same point of the order (all of them without a version).
+            snaps = aligner.take("sample", aligner.count_through("sample", *last) if hit else None)
+            if rows:
+                self._pending_raw.append(rows["raw"])
+                self._pending_t.append(rows["t"])
+                self._pending_n += len(rows["t"])
+                self._seen(rows["t"], rows["source"])
+            if snaps and self.population is not None:
+                self.population.update(snaps["key"], snaps["snap"], snaps["source"])
+                # Not the span: taken up to the release cut, not to a learned row, it would make
+                # the warm-up's end depend on when releases happen.
+                self._tick(snaps["t"], snaps["source"])
+            if hit:
+                empty = np.zeros((0, len(self.feature_names)))
+                yield Chunk(end, end, self.assign(empty), self._build_at(last[0]))
 
     def assign(self, raw: np.ndarray) -> Assignment:
         """Read-only assignment with the current version (ids -1 while warming up)."""
@@ -621,14 +747,30 @@ class SegmentEngine:
             return None
         return self.rfm_scorer.score(recency, purchases, spend)
 
+    def waiting_rows(self) -> int:
+        """Rows held for other partitions (``align_sources``), not yet learned."""
+        return len(self._aligner) if self._aligner is not None else 0
+
     def forget_customers(self, keys: set[int]) -> int:
         """Drop erased customers (by :func:`~models.segments.population.customer_key`) from the
         customer sample; returns how many it held."""
-        return self.population.forget(keys) if self.population is not None and keys else 0
+        if self.population is None or not keys:
+            return 0
+        if self._aligner is not None and len(self._aligner):  # rows still waiting to be learned
+            self._aligner.drop("sample", "key", keys)
+        return self.population.forget(keys)
 
-    def snapshot(self) -> bytes:
-        """The exact engine state (pickled; restore only snapshots this service wrote)."""
-        return _SNAPSHOT_MAGIC + pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+    def snapshot(self, waiting: bool = False) -> bytes:
+        """The exact engine state (pickled; restore only snapshots this service wrote).
+
+        Rows waiting for other partitions (``align_sources``) are left out unless ``waiting``:
+        during a catch-up read they can be weeks of rows, tens of megabytes, too much for every
+        version's checkpoint and Kafka record. A graceful shutdown keeps them; a crash loses
+        them, as it loses the rows learned since the last version."""
+        state = self.__dict__
+        if not waiting and self._aligner is not None:
+            state = {**state, "_aligner": None}
+        return _SNAPSHOT_MAGIC + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def restore(cls, data: bytes) -> SegmentEngine:
@@ -644,6 +786,9 @@ class SegmentEngine:
         engine._population_centroids = None
         engine._population_t = -np.inf
         engine._source_t = {}
+        engine._align_sources = frozenset()
+        engine._align_drained = frozenset()
+        engine._aligner = None
         engine._population_rng = np.random.default_rng(state["params"].seed)
         engine.__dict__.update(state)
         return engine

@@ -59,6 +59,14 @@ class PopulationSample:
     def slot_of(self, key: int) -> int:
         return self._slot[int(key)]
 
+    def could_take(self, keys: np.ndarray) -> np.ndarray:
+        """Which of these keys the sample could still admit (a full sample's largest key only
+        falls, so a key above it now never gets in)."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        if len(self._slot) < self.capacity:
+            return np.ones(len(keys), dtype=bool)
+        return keys < np.uint64(-self._heap[0])
+
     def update(self, keys: np.ndarray, rows: np.ndarray, sources: np.ndarray | None = None) -> None:
         """Rows in stream order; a key seen twice keeps its last row (and its ``source``).
 
