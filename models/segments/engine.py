@@ -925,7 +925,9 @@ class SegmentEngine:
         z = self.vectorizer.standardised(v.centroids)
         out = {}
         zs: dict[int, dict[str, float]] = {}
+        raws: dict[int, dict[str, float]] = {}
         for i, sid in enumerate(v.ids.tolist()):
             zs[sid] = dict(zip(self.feature_names, z[i].tolist(), strict=True))
-            out[sid] = suggest_name(dict(zip(self.feature_names, raw_c[i].tolist(), strict=True)), zs[sid])
-        return qualify_duplicates(out, zs)
+            raws[sid] = dict(zip(self.feature_names, raw_c[i].tolist(), strict=True))
+            out[sid] = suggest_name(raws[sid], zs[sid])
+        return qualify_duplicates(out, zs, raws)

@@ -34,9 +34,35 @@ _QUALIFIERS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def qualify_duplicates(names: Mapping[int, str], z: Mapping[int, Mapping[str, float]]) -> dict[int, str]:
+# Qualifiers that also claim an absolute ("full-price"), with the raw range the claim needs and
+# the comparative word used outside it: a segment with 61% of its orders on promotion is "less
+# promo" than its 96% twin, not "full-price" (seen in the demo).
+_ABSOLUTE: dict[str, tuple[str, float, float, str]] = {
+    "full-price": ("promo_share", 0.0, 0.3, "less promo"),
+    "promo-heavy": ("promo_share", 0.5, 1.0, "more promo"),
+    "online": ("share_store", 0.0, 0.2, "less in-store"),
+    "in-store": ("share_store", 0.3, 1.0, "more in-store"),
+    "lower spend": ("purchases", 0.5, float("inf"), "no purchase"),
+}
+
+
+def _honest(word: str, raw: Mapping[str, float] | None) -> str:
+    rule = _ABSOLUTE.get(word)
+    if rule is None or raw is None or rule[0] not in raw:
+        return word
+    feature, lo, hi, comparative = rule
+    return word if lo <= raw[feature] <= hi else comparative
+
+
+def qualify_duplicates(
+    names: Mapping[int, str],
+    z: Mapping[int, Mapping[str, float]],
+    raw: Mapping[int, Mapping[str, float]] | None = None,
+) -> dict[int, str]:
     """Segments sharing a base name get a qualifier from the feature that sets each apart most
-    from the others of that name ("Promo-driven occasional, app-first"); ids break ties."""
+    from the others of that name ("Promo-driven occasional, app-first"); ids break ties. With
+    the centroids in ``raw`` units, a word that claims an absolute ("full-price", "online") is
+    used only where it is true, a comparative otherwise ("less promo")."""
     out = dict(names)
     groups: dict[str, list[int]] = {}
     for sid in sorted(names):
@@ -50,7 +76,7 @@ def qualify_duplicates(names: Mapping[int, str], z: Mapping[int, Mapping[str, fl
             for feature, above, below in _QUALIFIERS:
                 others = [z[o].get(feature, 0.0) for o in sids if o != sid]
                 gap = z[sid].get(feature, 0.0) - sum(others) / len(others)
-                word = above if gap > 0 else below
+                word = _honest(above if gap > 0 else below, raw.get(sid) if raw is not None else None)
                 if word not in used and (best is None or abs(gap) > best[0]):
                     best = (abs(gap), word)
             if best is not None:
@@ -88,7 +114,9 @@ def suggest_name(raw: Mapping[str, float], z: Mapping[str, float]) -> str:
     if (tenure < 30 and zz("tenure_days") < -0.5) or zz("tenure_days") < -1.25:
         return "New"
     if trend < 0.7:
-        return "Declining engagement"
+        # Non-buyers whose browsing fades: "Declining engagement, lower spend" (seen in the demo)
+        # said nothing of their never buying.
+        return "Declining engagement" if purchases >= 0.5 else "Fading browsers, no purchase"
     shares = {k: r(k, 0.0) for k in ("share_web", "share_app", "share_email", "share_store", "share_social")}
     active = sum(1 for v in shares.values() if v >= 0.15)
     # Channel behaviour that defines a persona comes before value: a big spender who shops in

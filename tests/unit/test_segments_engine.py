@@ -185,6 +185,7 @@ def test_names_for_obvious_profiles() -> None:
     # Young in absolute terms but not against a population that is young too: not "New".
     assert suggest_name(_raw(tenure_days=5), {"tenure_days": 0.0}) != "New"
     assert suggest_name(_raw(engagement_trend=0.4), {}) == "Declining engagement"
+    assert suggest_name(_raw(engagement_trend=0.4, purchases=0), {}) == "Fading browsers, no purchase"
     assert suggest_name(_raw(), {"spend": 1.5, "purchases": 1.0}) == "High-value loyal"
     assert suggest_name(_raw(promo_share=0.8), {"purchases": -0.5}) == "Promo-driven occasional"
     assert (
@@ -241,6 +242,27 @@ def test_duplicate_names_get_a_qualifier_from_what_sets_them_apart() -> None:
     assert out[1] == "Promo-driven occasional, app-first"
     assert out[2] == "Promo-driven occasional, less app"
     assert out[3] == "Dormant"
+
+
+def test_a_qualifier_claims_an_absolute_only_where_it_holds() -> None:
+    from models.segments.naming import qualify_duplicates
+
+    # The demo's twins: 96% and 61% of orders on promotion. The second is not "full-price".
+    names = {2: "Promo-driven occasional", 6: "Promo-driven occasional"}
+    z = {2: {"promo_share": 1.8}, 6: {"promo_share": 0.9}}
+    raw = {2: {"promo_share": 0.96}, 6: {"promo_share": 0.61}}
+    assert qualify_duplicates(names, z, raw) == {
+        2: "Promo-driven occasional, promo-heavy",
+        6: "Promo-driven occasional, less promo",
+    }
+    raw[6]["promo_share"] = 0.1
+    assert qualify_duplicates(names, z, raw)[6] == "Promo-driven occasional, full-price"
+    # Lower spend than a twin that buys, for a segment that does not buy at all.
+    twins = {1: "Declining engagement", 4: "Declining engagement"}
+    spend = {1: {"spend": -0.8}, 4: {"spend": 0.9}}
+    assert qualify_duplicates(twins, spend, {1: {"purchases": 0.0}, 4: {"purchases": 9.9}})[1] == (
+        "Declining engagement, no purchase"
+    )
 
 
 def test_quiet_rows_weigh_the_days_they_stand_for() -> None:
