@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from models.segments.alignment import SourceAligner
@@ -15,7 +16,7 @@ from stream.feature_store import MemoryFeatureStore
 from stream.kafka_io import SourceRecord
 from stream.metrics import Metrics
 from stream.pipeline import BatchProcessor
-from stream.service import new_engine
+from stream.service import Service, new_engine
 from stream.settings import Settings, load
 from tests.unit.test_follower import records
 
@@ -217,3 +218,40 @@ def test_an_erased_customers_waiting_rows_leave_with_it(log: list[SourceRecord])
     ready = aligner.ready["sample"]
     assert victim not in left and (not ready or victim not in set(ready["key"].tolist()))
     assert customer_key("no such customer") not in left
+
+
+# ---- which partitions the service calls read to their end ----
+
+
+class EndsConsumer:
+    """The consumer calls Service._drained makes: the fetcher's highwater, the broker's ends."""
+
+    def __init__(self, highwater: dict[int, int | None], ends: dict[int, int]) -> None:
+        self.highwater_of = highwater
+        self.ends = ends
+        self.asked: list[list[int]] = []
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.highwater_of[tp.partition]
+
+    def end_offsets(self, tps: list[TopicPartition], timeout_ms: int) -> dict[TopicPartition, int]:
+        self.asked.append([tp.partition for tp in tps])
+        return {tp: self.ends[tp.partition] for tp in tps}
+
+
+def test_the_service_tells_which_partitions_a_poll_read_to_their_end() -> None:
+    svc = Service(load(overrides={"topics": {"interactions": "in"}}))
+    consumer = EndsConsumer({0: 10, 1: 10, 2: None, 3: 0}, ends={2: 7})
+    svc.consumer = consumer  # type: ignore[assignment]
+    svc._assigned = {0, 1, 2, 3}
+    svc._next_offset = {1: 4, 2: 7}  # 1 and 2 were read before (or restored from Redis)
+    polled = [SourceRecord("in", 0, o, b"c", b"{}") for o in (7, 8, 9)]
+    # 0: this poll reaches its end; 1: behind; 2: the fetcher has no end, the broker says 7;
+    # 3: empty.
+    assert svc._drained(polled) == {0, 2, 3}
+    assert consumer.asked == [[2]]
+    polled[-1] = SourceRecord("in", 0, 8, b"c", b"{}")
+    assert svc._drained(polled) == {2, 3}  # 0 is one short now; the broker is not asked again
+    assert consumer.asked == [[2]]
+    svc._assigned = {0}
+    assert svc._drained(polled) == frozenset()  # one partition: nothing to align
