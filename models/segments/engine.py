@@ -857,10 +857,15 @@ class SegmentEngine:
         keys, snaps = self.population.held()
         order = np.argsort(keys, kind="stable")  # smallest keys first: any head is a uniform sample
         keys, snaps = keys[order], snaps[order]
-        # Each customer as of its source's progress, at most the version's time.
-        clock = self._source_t
-        sources = self.population.held_sources()[order].tolist()
-        at = np.minimum([clock.get(src, self.t_max) for src in sources], self.t_max)
+        if self._aligning():
+            # Learned in event-time order: every source's rows up to the version's time are in
+            # (a source read to its end has no more), so every customer is as of that time.
+            at = np.full(len(keys), self.t_max)
+        else:
+            # Each customer as of its source's progress, at most the version's time.
+            clock = self._source_t
+            sources = self.population.held_sources()[order].tolist()
+            at = np.minimum([clock.get(src, self.t_max) for src in sources], self.t_max)
         raw = evaluate_many(snaps, self.feature_params, at)
         Z = self.vectorizer.transform(raw)
         p = self.params

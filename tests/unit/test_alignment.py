@@ -113,12 +113,15 @@ def settings(**model: object) -> Settings:
     return s.model_copy(update={"model": s.model.model_copy(update={"update_every": 400, **model})})
 
 
-def interleaved(recs: list[SourceRecord], seed: int) -> list[tuple[list[SourceRecord], frozenset[int]]]:
+def interleaved(
+    recs: list[SourceRecord], seed: int, batch: int = 500
+) -> list[tuple[list[SourceRecord], frozenset[int]]]:
     """Polls of a 4-partition log: each partition in offset order, partitions mixed at random
-    (seed 0: the log's own order), with the partitions each poll has read to their end."""
+    (seed 0: the log's own order, ``batch`` records a poll), with the partitions each poll has
+    read to their end."""
     by_partition = [[r for r in recs if r.partition == p] for p in range(4)]
     if seed == 0:
-        cuts = [recs[lo : lo + 500] for lo in range(0, len(recs), 500)]
+        cuts = [recs[lo : lo + batch] for lo in range(0, len(recs), batch)]
     else:
         rng = np.random.default_rng(seed)
         pos, cuts = [0] * 4, []
@@ -137,18 +140,22 @@ def interleaved(recs: list[SourceRecord], seed: int) -> list[tuple[list[SourceRe
     return polls
 
 
-def learn(recs: list[SourceRecord], seed: int, s: Settings) -> SegmentEngine:
+def learn(recs: list[SourceRecord], seed: int, s: Settings, batch: int = 500) -> SegmentEngine:
+    return learner(recs, seed, s, batch).engine
+
+
+def learner(recs: list[SourceRecord], seed: int, s: Settings, batch: int = 500) -> BatchProcessor:
     engine = new_engine(s)
     processor = BatchProcessor(
         s, MemoryFeatureStore(), engine, CollectSink(engine), Metrics(CollectorRegistry())
     )
     processor.owned = frozenset(range(4))
-    for poll, drained in interleaved(recs, seed):
+    for poll, drained in interleaved(recs, seed, batch):
         processor.drained = drained
         if poll:
             processor.process(poll)
     processor.close()
-    return processor.engine
+    return processor
 
 
 def model_of(engine: SegmentEngine) -> tuple[int, float, list[list[float]], list[int]]:
