@@ -262,3 +262,31 @@ def test_the_service_tells_which_partitions_a_poll_read_to_their_end() -> None:
     assert consumer.asked == [[2]]
     svc._assigned = {0}
     assert svc._drained(polled) == frozenset()  # one partition: nothing to align
+
+
+def test_a_follower_never_learns_the_rows_a_learners_shutdown_kept(log: list[SourceRecord]) -> None:
+    # A graceful shutdown saves the rows waiting for other partitions; a follower that loads
+    # that checkpoint assigns with it and must not learn them (nor build a version).
+    polls = interleaved(log, 1)
+    s = settings()
+    teacher = new_engine(s)
+    taught = BatchProcessor(
+        s, MemoryFeatureStore(), teacher, CollectSink(teacher), Metrics(CollectorRegistry())
+    )
+    taught.owned = frozenset(range(4))
+    for poll, drained in polls[: len(polls) // 2]:
+        taught.drained = drained
+        taught.process(poll)
+    blob = taught.engine.snapshot(waiting=True)
+    engine = SegmentEngine.restore(blob)
+    assert engine.waiting_rows() > 0
+    follower_settings = settings(role="follower")
+    before = (engine.version, engine.learned, engine.waiting_rows())
+    follower = BatchProcessor(
+        follower_settings, MemoryFeatureStore(), engine, CollectSink(engine), Metrics(CollectorRegistry())
+    )
+    for poll, _ in polls[len(polls) // 2 :]:
+        follower.process(poll)
+    follower.close()
+    assert (engine.version, engine.learned, engine.waiting_rows()) == before
+    assert follower.sink.model_events == []  # type: ignore[attr-defined]
