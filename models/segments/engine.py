@@ -553,10 +553,8 @@ class SegmentEngine:
             # The sample's rows up to the same point of the order (all of them without a version).
             snaps = aligner.take("sample", aligner.count_through("sample", *last) if hit else None)
             if rows:
-                self._pending_raw.append(rows["raw"])
-                self._pending_t.append(rows["t"])
-                self._pending_n += len(rows["t"])
-                self._seen(rows["t"], rows["source"])
+                every = np.ones(len(rows["t"]), dtype=bool)
+                self._learn_block(rows["raw"], rows["t"], every, rows["source"], None)
             if snaps and self.population is not None:
                 self.population.update(snaps["key"], snaps["snap"], snaps["source"])
                 # Not the span: taken up to the release cut, not to a learned row, it would make
