@@ -234,9 +234,11 @@ class BatchProcessor:
         self._unfed = set(by_partition)
         writes = []
         for p, events, loading in work:
+            # A partition read to its end stops holding the learner's rows back only once this
+            # batch's rows of it are in the engine; they go in before anything is released.
+            self._unfed.discard(p)
             if (w := self._process_partition(p, events, self.io.view(loading), result)) is not None:
                 writes.append(w)
-            self._unfed.discard(p)
         # Outputs first, state second, offsets last: a crash in between republishes (same change_id)
         # but never loses a change, and never applies an event twice. The state writes run in the
         # background, after the next batch's loads and a flush of this batch's outputs (OrderedIO);
@@ -431,10 +433,6 @@ class BatchProcessor:
         keys = sources = None
         if self.learns:
             sources = np.full(len(rows), p, dtype=np.int64)  # each customer ages by its partition
-            # A partition read to its end stops holding rows back only once this batch's rows of
-            # it are in the engine (these rows go in before anything is released): partitions are
-            # fed one after the other.
-            self._unfed.discard(p)
             self.engine.align_sources(self.owned, self.drained - self._unfed)
         if engine.population is not None and self.learns:
             # Every row refreshes the customer sample, learned or not: the sample must hold each

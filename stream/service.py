@@ -154,7 +154,7 @@ class Service:
         self.http_port: int | None = None
         self._assigned: set[int] = set()
         self._next_offset: dict[int, int] = {}  # owned partition -> next offset the loop reads
-        self._asked: dict[int, int] = {}  # end offsets asked of the broker (_asked_ends)
+        self._asked: dict[int, int] = {}  # end offsets asked of the broker (_ends)
         self._ends_asked_at = -math.inf
         self._kafka_error: str | None = None
         self._behind_logged = -math.inf  # when --until-idle last said why it was still waiting
@@ -327,23 +327,15 @@ class Service:
         if not self._assigned:
             return False
         topic = self.settings.topics.interactions
-        owned = [TopicPartition(topic, p) for p in sorted(self._assigned)]
+        ends = self._ends(sorted(self._assigned), max_age=0.0)
+        if any(end is None for end in ends.values()):
+            return False
         try:
-            ends = {tp: self.consumer.highwater(tp) for tp in owned}
-            unknown = [tp for tp, end in ends.items() if end is None]
-            if unknown:
-                # The fetcher learns a partition's end only from a fetch response that lists it,
-                # and an incremental fetch session leaves out partitions with nothing new: one
-                # whose first response was dropped (a seek after a rebalance) never reports it.
-                ends.update(self.consumer.end_offsets(unknown, timeout_ms=2000))
-                log.debug(
-                    "no fetched end offset for partitions %s: asked the broker",
-                    [tp.partition for tp in unknown],
-                )
             behind = {
-                tp.partition: (position, end)
-                for tp, end in ends.items()
-                if (position := self.consumer.position(tp, timeout_ms=1000)) is None or position < end
+                p: (position, end)
+                for p, end in ends.items()
+                if (position := self.consumer.position(TopicPartition(topic, p), timeout_ms=1000)) is None
+                or position < end
             }
         except (KafkaError, TypeError):  # revoked meanwhile, or the position is unknown
             return False
@@ -363,34 +355,34 @@ class Service:
         last: dict[int, int] = {}
         for r in records:
             last[r.partition] = max(last.get(r.partition, -1), r.offset)
-        topic = self.settings.topics.interactions
         drained = set()
-        ends = {p: self.consumer.highwater(TopicPartition(topic, p)) for p in self._assigned}
-        unknown = sorted(p for p, end in ends.items() if end is None)
-        if unknown:
-            ends.update(self._asked_ends(unknown))
-        for p, end in ends.items():
+        for p, end in self._ends(sorted(self._assigned), max_age=5.0).items():
             nxt = last[p] + 1 if p in last else self._next_offset.get(p)
             if end is not None and (end == 0 or (nxt is not None and nxt >= end)):
                 drained.add(p)
         return frozenset(drained)
 
-    def _asked_ends(self, partitions: list[int]) -> dict[int, int | None]:
-        """End offsets the fetcher has not reported (an incremental fetch session leaves out
-        partitions with nothing new), asked of the broker at most every few seconds."""
+    def _ends(self, partitions: list[int], max_age: float) -> dict[int, int | None]:
+        """Each partition's end offset: the fetcher's highwater, else the broker's answer, asked
+        at most every ``max_age`` seconds (None while unknown). The fetcher learns an end only
+        from a fetch response that lists the partition, and an incremental fetch session leaves
+        out partitions with nothing new: one whose first response was dropped (a seek after a
+        rebalance) never reports it."""
         assert self.consumer is not None
+        topic = self.settings.topics.interactions
+        ends = {p: self.consumer.highwater(TopicPartition(topic, p)) for p in partitions}
+        unknown = [p for p, end in ends.items() if end is None]
         now = time.monotonic()
-        if now - self._ends_asked_at >= 5.0:
+        if unknown and now - self._ends_asked_at >= max_age:
             self._ends_asked_at = now
-            topic = self.settings.topics.interactions
             try:
-                got = self.consumer.end_offsets(
-                    [TopicPartition(topic, p) for p in partitions], timeout_ms=2000
-                )
+                got = self.consumer.end_offsets([TopicPartition(topic, p) for p in unknown], timeout_ms=2000)
                 self._asked.update({tp.partition: end for tp, end in got.items()})
-            except KafkaError as e:
+                log.debug("no fetched end offset for partitions %s: asked the broker", unknown)
+            except (KafkaError, TypeError) as e:  # TypeError: revoked meanwhile
                 log.debug("end offsets not available: %s", e)
-        return {p: self._asked.get(p) for p in partitions}
+                return ends
+        return {p: self._asked.get(p) if end is None else end for p, end in ends.items()}
 
     def _follow_model(self) -> None:
         """A follower swaps to the learner's newest checkpointed version between two batches."""

@@ -68,9 +68,8 @@ class SourceAligner:
     def held_rows(self) -> int:
         return sum(len(h["t"]) for parts in self._held.values() for h in parts)
 
-    def ready_rows(self, queue: str | None = None) -> int:
-        queues = self.ready if queue is None else {queue: self.ready[queue]}
-        return sum(len(r["t"]) for r in queues.values() if r)
+    def ready_rows(self) -> int:
+        return sum(len(r["t"]) for r in self.ready.values() if r)
 
     def __len__(self) -> int:
         return self.held_rows() + self.ready_rows()

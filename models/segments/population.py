@@ -87,7 +87,7 @@ class PopulationSample:
             self.rows = np.zeros((0, rows.shape[1]))
         slot, heap, cap = self._slot, self._heap, self.capacity
         if len(slot) >= cap:
-            below = keys < np.uint64(-heap[0])
+            below = self.could_take(keys)
             if not below.any():
                 return
             keys, rows, sources = keys[below], rows[below], sources[below]
