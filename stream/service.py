@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import redis
@@ -50,6 +50,7 @@ def engine_params(settings: Settings) -> EngineParams:
         population=m.population,
         population_step=m.population_step,
         population_step_days=m.population_step_days,
+        feature_weights=m.feature_weights,
         align_lateness_days=align_lateness_days(settings),
     )
 
@@ -93,8 +94,24 @@ def load_engine(settings: Settings, store: FeatureStore) -> SegmentEngine:
             align_lateness_days=align_lateness_days(settings),
         )
         log.info("restored model version %d of namespace %s", version, settings.redis.namespace)
+        differ = checkpoint_differs(engine.params, engine_params(settings))
+        if differ:
+            log.warning(
+                "the checkpoint was built with other model settings (%s); it keeps them: replay the "
+                "log into a fresh namespace to rebuild with these settings",
+                ", ".join(differ),
+            )
         return engine
     return new_engine(settings)
+
+
+def checkpoint_differs(restored: EngineParams, configured: EngineParams) -> list[str]:
+    """The engine parameters a restored checkpoint keeps although the settings say otherwise."""
+    return [
+        f"{f.name}: {getattr(restored, f.name)!r} (settings: {getattr(configured, f.name)!r})"
+        for f in fields(EngineParams)
+        if getattr(restored, f.name) != getattr(configured, f.name)
+    ]
 
 
 def new_engine(settings: Settings) -> SegmentEngine:

@@ -7,22 +7,32 @@ Secrets are ``SecretStr`` and print masked.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
-from models.features import FeatureParams
+from models.features import FEATURE_NAMES, FeatureParams
 from stream.errors import ConfigError
 
 DEFAULT_CONFIG = Path("config/default.yaml")
+MAX_FEATURE_WEIGHT = 100.0  # bounded input: a weight past this drowns every other feature
 
 
 class _Frozen(BaseModel):
@@ -142,12 +152,39 @@ class ModelSettings(_Frozen):
     )
     margin: float = Field(default=0.55, ge=0, lt=1)
     min_dwell_days: float = Field(default=21.0, ge=0)
+    # How much each feature counts in distances, after standardisation (1 if not listed; 0
+    # leaves it out). A checkpoint keeps the weights it was built with: replay to change them.
+    # A mapping in YAML and env (JSON); kept as sorted pairs so the settings stay hashable.
+    feature_weights: tuple[tuple[str, float], ...] = ()
     outlier_quantile: float = Field(default=0.99, gt=0.5, lt=1)
     seed: int = 42
     # One instance learns the model (from its partitions' customers: a hash sample of all of
     # them) and checkpoints every version to Redis; followers assign with the newest version
     # there and never learn, so every instance segments with the same model.
     role: Literal["learner", "follower"] = "learner"
+
+    @field_validator("feature_weights", mode="before")
+    @classmethod
+    def _pairs(cls, v: Any) -> Any:
+        return tuple(v.items()) if isinstance(v, Mapping) else v
+
+    @field_validator("feature_weights")
+    @classmethod
+    def _known_features(cls, v: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:
+        names = [name for name, _ in v]
+        unknown = sorted(set(names) - set(FEATURE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown features {unknown}; choose from {list(FEATURE_NAMES)}")
+        if len(set(names)) < len(names):
+            raise ValueError("a feature is listed twice")
+        bad = sorted(name for name, w in v if not 0.0 <= w <= MAX_FEATURE_WEIGHT)
+        if bad:
+            raise ValueError(f"weights of {bad} must be between 0 and {MAX_FEATURE_WEIGHT:g}")
+        return tuple(sorted(v))
+
+    @field_serializer("feature_weights")
+    def _as_mapping(self, v: tuple[tuple[str, float], ...]) -> dict[str, float]:
+        return dict(v)
 
 
 class ServiceSettings(_Frozen):

@@ -65,6 +65,8 @@ def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path)
         ("redis:\n  namespace: 'has space'\n", "redis.namespace"),
         ("kafka:\n  bootstrap: x\n", "kafka.bootstrap: Extra inputs are not permitted"),
         ("features:\n  inactivity_thresholds_days: [30, -1]\n", "thresholds must be positive"),
+        ("model:\n  feature_weights: {spend_typo: 2}\n", "unknown features ['spend_typo']"),
+        ("model:\n  feature_weights: {spend: -1}\n", "weights of ['spend'] must be between 0 and 100"),
     ],
 )
 def test_bad_config(capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, needle: str) -> None:
