@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,8 @@ DRIFT_WINDOW_DAYS = 30.0
 @dataclass(frozen=True)
 class Goal:
     name: str
-    applies: Any  # (scenario) -> bool
-    met: Any  # (report) -> bool
+    applies: Callable[[str], bool]  # to which scenario
+    met: Callable[[ModelReport], bool]
 
 
 GOALS = (
@@ -123,7 +124,8 @@ def main() -> int:
         )
     print("goals met:")
     for name, (met, n) in tally.items():
-        print(f"  {name:22s} {met} of {n}")
+        if n:  # goals no log of this sweep applies to are left out
+            print(f"  {name:22s} {met} of {n}")
     return 0
 
 
