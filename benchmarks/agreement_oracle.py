@@ -36,9 +36,8 @@ if str(ROOT) not in sys.path:
 
 from models.generator import generate  # noqa: E402
 from models.segments.engine import SegmentEngine  # noqa: E402
-from stream.evaluation import CollectSink, customer_vectors  # noqa: E402
+from stream.evaluation import CollectSink, customer_vectors, log_records  # noqa: E402
 from stream.feature_store import MemoryFeatureStore  # noqa: E402
-from stream.kafka_io import SourceRecord  # noqa: E402
 from stream.metrics import Metrics  # noqa: E402
 from stream.pipeline import BatchProcessor  # noqa: E402
 from stream.service import engine_params  # noqa: E402
@@ -62,7 +61,7 @@ def main() -> int:
 
     log = generate(600, 120, seed=args.seed, scenario=args.scenario)
     settings = load(overrides={"topics": {"partitions": 1}})
-    records = [SourceRecord("interactions", 0, i, r.key, r.value) for i, r in enumerate(log.records)]
+    records = log_records("interactions", ((r.key, r.value) for r in log.records))
     store = MemoryFeatureStore()
     engine = SegmentEngine(engine_params(settings))
     processor = BatchProcessor(settings, store, engine, CollectSink(engine), Metrics(CollectorRegistry()))

@@ -30,8 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.generator import SCENARIOS, generate  # noqa: E402
-from stream.evaluation import ModelReport, evaluate_log  # noqa: E402
-from stream.kafka_io import SourceRecord  # noqa: E402
+from stream.evaluation import ModelReport, evaluate_log, log_records  # noqa: E402
 from stream.service import engine_params  # noqa: E402
 from stream.settings import load  # noqa: E402
 
@@ -84,7 +83,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 def run_log(scenario: str, seed: int, args: argparse.Namespace, overrides: dict[str, Any]) -> ModelReport:
     log = generate(args.customers, args.days, seed=seed, scenario=scenario)
     settings = load(overrides={**overrides, "topics": {"partitions": 1}})
-    records = [SourceRecord("interactions", 0, i, r.key, r.value) for i, r in enumerate(log.records)]
+    records = log_records("interactions", ((r.key, r.value) for r in log.records))
     window = None if scenario == "stationary" else DRIFT_WINDOW_DAYS
     return evaluate_log(records, settings, [engine_params(settings)], log.truth, window)[0]
 

@@ -520,8 +520,7 @@ def evaluate_cmd(
     import dataclasses
     import itertools
 
-    from stream.evaluation import evaluate_log, params_for
-    from stream.kafka_io import SourceRecord
+    from stream.evaluation import evaluate_log, log_records, params_for
     from stream.logfiles import read_lines
     from stream.service import engine_params
 
@@ -530,7 +529,7 @@ def evaluate_cmd(
     if unknown:
         raise click.UsageError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     lines = itertools.islice(read_lines(log_file), limit)
-    records = [SourceRecord(log_file.name, 0, i, k, v) for i, (k, v) in enumerate(lines)]
+    records = log_records(log_file.name, lines)
     labels = None
     if truth is not None:
         if not truth.exists():

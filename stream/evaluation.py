@@ -10,7 +10,7 @@ in each model's own model space.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -68,6 +68,11 @@ class ModelReport:
     changes: int
     flapping: float  # share of customers going A -> B -> A within 30 days of event time
     events_per_s: float  # the whole pipeline without Redis/Kafka
+
+
+def log_records(source: str, lines: Iterable[tuple[bytes | None, bytes]]) -> list[SourceRecord]:
+    """(key, value) pairs as the records ``evaluate_log`` replays: one partition, in log order."""
+    return [SourceRecord(source, 0, i, key, value) for i, (key, value) in enumerate(lines)]
 
 
 def evaluate_log(
