@@ -12,6 +12,10 @@ reference's, id agreement between consecutive versions >= 0.98 (the minimum), no
 deaths; a new persona comes as a birth; SSQ within 1.2x after drift; flapping under 1% everywhere.
 
     .venv/bin/python benchmarks/goals_sweep.py [--seeds 1-11] [--set model.update_days=2 ...]
+    .venv/bin/python benchmarks/goals_sweep.py --profiles benchmarks/goal_profiles.yaml
+
+With ``--profiles``, each named profile's overrides are swept in turn and a last table puts them
+side by side: the frontier between the goals, one line per configuration.
 """
 
 from __future__ import annotations
@@ -88,24 +92,17 @@ def run_log(scenario: str, seed: int, args: argparse.Namespace, overrides: dict[
     return evaluate_log(records, settings, [engine_params(settings)], log.truth, window)[0]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", default="1-11", help="stationary seeds, e.g. 1-11 or 3,4,6")
-    ap.add_argument("--customers", type=int, default=600)
-    ap.add_argument("--days", type=int, default=120)
-    ap.add_argument("--no-drift", action="store_true", help="stationary logs only")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    args = ap.parse_args()
-    overrides = parse_sets(args.set)
-    logs = [("stationary", s) for s in parse_seeds(args.seeds)]
-    if not args.no_drift:
-        logs += [(s, DRIFT_SEED) for s in SCENARIOS if s != "stationary"]
-
+def sweep(
+    logs: list[tuple[str, int]], args: argparse.Namespace, overrides: dict[str, Any]
+) -> tuple[dict[str, list[int]], list[tuple[str, ModelReport]]]:
+    """Every log once: prints its row, returns the goals tally (met, applicable) and the reports."""
     print(f"generate({args.customers}, {args.days}, seed), overrides {overrides or 'none'}")
     print("log                    SSQ   ARI (ref)      agree min (med)  b/d   flap   goals missed")
     tally = {g.name: [0, 0] for g in GOALS}
+    reports = []
     for scenario, seed in logs:
         r = run_log(scenario, seed, args, overrides)
+        reports.append((scenario, r))
         missed = []
         for g in GOALS:
             if g.applies(scenario):
@@ -125,6 +122,77 @@ def main() -> int:
     for name, (met, n) in tally.items():
         if n:  # goals no log of this sweep applies to are left out
             print(f"  {name:22s} {met} of {n}")
+    return tally, reports
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Nested settings overrides: ``extra`` wins, section by section."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in extra.items():
+        if isinstance(values, dict) and isinstance(out.get(section), dict):
+            out[section].update(values)
+        else:
+            out[section] = values
+    return out
+
+
+def load_profiles(path: Path) -> dict[str, dict[str, Any]]:
+    """A YAML mapping of profile name -> settings overrides (``{}`` or null: the defaults)."""
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or not all(isinstance(v, dict | None) for v in data.values()):
+        raise SystemExit(f"{path}: expected a mapping of profile name -> settings overrides")
+    return {str(name): dict(v or {}) for name, v in data.items()}
+
+
+def print_matrix(results: list[tuple[str, dict[str, list[int]], list[tuple[str, ModelReport]]]]) -> None:
+    """One line per profile: logs meeting each goal, and the stationary logs' SSQ and agreement."""
+    names = [g.name for g in GOALS if results and results[0][1][g.name][1]]
+    print(
+        "\nprofile".ljust(30)
+        + "".join(f" | {n}" for n in names)
+        + " | stationary SSQ | agreement min (medians)"
+    )
+    for profile, tally, reports in results:
+        stationary = [r for scenario, r in reports if scenario == "stationary"]
+        cells = "".join(f" | {tally[n][0]}/{tally[n][1]}".ljust(len(n) + 3) for n in names)
+        spread = ""
+        if stationary:
+            ssq = [r.ssq_ratio for r in stationary]
+            low = [r.id_agreement for r in stationary]
+            med = [r.id_agreement_median for r in stationary]
+            spread = (
+                f" | {min(ssq):.2f}-{max(ssq):.2f} | {min(low):.2f}-{max(low):.2f} "
+                f"({min(med):.3f}-{max(med):.3f})"
+            )
+        print(profile[:29].ljust(29) + cells + spread)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="1-11", help="stationary seeds, e.g. 1-11 or 3,4,6")
+    ap.add_argument("--customers", type=int, default=600)
+    ap.add_argument("--days", type=int, default=120)
+    ap.add_argument("--no-drift", action="store_true", help="stationary logs only")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument(
+        "--profiles",
+        type=Path,
+        help="YAML: profile name -> settings overrides; sweeps each (over --set) and prints a matrix",
+    )
+    args = ap.parse_args()
+    overrides = parse_sets(args.set)
+    logs = [("stationary", s) for s in parse_seeds(args.seeds)]
+    if not args.no_drift:
+        logs += [(s, DRIFT_SEED) for s in SCENARIOS if s != "stationary"]
+    if args.profiles is None:
+        sweep(logs, args, overrides)
+        return 0
+    results = []
+    for name, profile in load_profiles(args.profiles).items():
+        print(f"\n== {name}")
+        tally, reports = sweep(logs, args, merge(overrides, profile))
+        results.append((name, tally, reports))
+    print_matrix(results)
     return 0
 
 
