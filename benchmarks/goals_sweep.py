@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.generator import SCENARIOS, generate  # noqa: E402
+from stream.errors import ConfigError  # noqa: E402
 from stream.evaluation import ModelReport, evaluate_log, log_records  # noqa: E402
 from stream.service import engine_params  # noqa: E402
 from stream.settings import load  # noqa: E402
@@ -138,7 +139,10 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def load_profiles(path: Path) -> dict[str, dict[str, Any]]:
     """A YAML mapping of profile name -> settings overrides (``{}`` or null: the defaults)."""
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SystemExit(f"--profiles {path}: {e}") from e
     if not isinstance(data, dict) or not all(isinstance(v, dict | None) for v in data.values()):
         raise SystemExit(f"{path}: expected a mapping of profile name -> settings overrides")
     return {str(name): dict(v or {}) for name, v in data.items()}
@@ -184,13 +188,23 @@ def main() -> int:
     logs = [("stationary", s) for s in parse_seeds(args.seeds)]
     if not args.no_drift:
         logs += [(s, DRIFT_SEED) for s in SCENARIOS if s != "stationary"]
+    profiles = (
+        {"": overrides}
+        if args.profiles is None
+        else {name: merge(overrides, p) for name, p in load_profiles(args.profiles).items()}
+    )
+    for name, settings_overrides in profiles.items():  # every one checked before minutes of sweeping
+        try:
+            load(overrides=settings_overrides)
+        except ConfigError as e:
+            raise SystemExit(f"profile {name!r}: {e}" if name else str(e)) from e
     if args.profiles is None:
         sweep(logs, args, overrides)
         return 0
     results = []
-    for name, profile in load_profiles(args.profiles).items():
+    for name, settings_overrides in profiles.items():
         print(f"\n== {name}")
-        tally, reports = sweep(logs, args, merge(overrides, profile))
+        tally, reports = sweep(logs, args, settings_overrides)
         results.append((name, tally, reports))
     print_matrix(results)
     return 0
