@@ -41,12 +41,14 @@ from models.events import (
     describe_validation_error,
 )
 from models.features import (
+    CustomerState,
     FeatureParams,
     admit,
     crosses,
     due_after,
     due_after_event,
     evaluate_many,
+    snapshot,
     threshold_offsets,
 )
 from models.segments.engine import Assignment, ModelEvent, SegmentEngine
@@ -84,6 +86,19 @@ class _Row:
 
 
 _offset = operator.attrgetter("offset")
+
+
+@dataclass(slots=True)
+class _PartitionBatch:
+    """One partition's part of a batch, as the segment step sees it."""
+
+    partition: int
+    ids: list[str]  # the customers loaded, in StateBatch order
+    loaded: dict[str, bytes | None]  # their states as loaded (before the batch)
+    states: StateBatch
+    rows: list[_Row]
+    snaps: np.ndarray  # each row's state snapshot
+    dirty: set[int]  # StateBatch positions to write
 
 
 def _iso(ts: str) -> str:
@@ -138,6 +153,10 @@ class BatchProcessor:
         self.owned: frozenset[int] | None = None
         self.drained: frozenset[int] = frozenset()  # owned partitions read to their end (service)
         self._unfed: set[int] = set()  # partitions of the batch not yet given to the engine
+        # Per partition, how many retired segment ids the engine had when the partition was last
+        # checked for customers left in a retired segment (see _move_retired).
+        self._checked_retired: dict[int, int] = {}
+        self._settled = False  # this batch waited for every earlier write (the store is current)
         self._warmup_saved_at = -math.inf  # watermark of the last warm-up checkpoint
         # Outputs first, state second, offsets last: a batch's changes are flushed right before
         # its state is written, which happens once the next batch's loads are queued; by then the
@@ -155,6 +174,8 @@ class BatchProcessor:
 
     def drain(self) -> None:
         """Wait until every processed batch's state is in the store (raises a failed commit)."""
+        # Batches about to be redone may have moved customers out of retired segments: look again.
+        self._checked_retired.clear()
         self.io.drain()
 
     def close(self) -> None:
@@ -232,6 +253,7 @@ class BatchProcessor:
             result.offsets[p] = recs[-1].offset + 1
         self.io.release()  # the previous batch's writes, behind this batch's loads
         self._unfed = set(by_partition)
+        self._settled = False
         writes = []
         for p, events, loading in work:
             # A partition read to its end stops holding the learner's rows back only once this
@@ -282,7 +304,8 @@ class BatchProcessor:
         ids = list(view.states)
         states = StateBatch([view.states[c] for c in ids])
         rows, snaps, dirty, due_updates, wm = self._apply(view, ids, states, fresh, result)
-        deltas = self._assign(p, rows, snaps, states, result)
+        batch = _PartitionBatch(p, ids, view.states, states, rows, snaps, dirty)
+        deltas, moved_out = self._assign(batch, result)
         self._ship()
         order = sorted(dirty, key=ids.__getitem__)
         return PartitionWrite(
@@ -290,7 +313,7 @@ class BatchProcessor:
             expected_offset=view.applied_offset,
             new_offset=fresh[-1][0].offset,
             watermark=wm,
-            states=dict(zip([ids[i] for i in order], states.pack(order), strict=True)),
+            states=dict(zip([ids[i] for i in order], states.pack(order), strict=True)) | moved_out,
             due=due_updates,
             segment_deltas=deltas,
         )
@@ -416,12 +439,14 @@ class BatchProcessor:
         snaps = states.apply(self.params, events, [(r.index, r.applied) for r in rows])
         return rows, snaps, dirty, due_updates, wm
 
-    def _assign(
-        self, p: int, rows: list[_Row], snaps: np.ndarray, states: StateBatch, result: BatchResult
-    ) -> dict[int, int]:
+    def _assign(self, batch: _PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:
+        """Assign the batch's rows chunk by chunk; returns the segment count deltas and the states
+        of customers outside the batch that were moved out of a retired segment."""
+        p, rows, snaps, states = batch.partition, batch.rows, batch.snaps, batch.states
         deltas: dict[int, int] = {}
+        moved_out: dict[str, bytes] = {}
         if not rows:
-            return deltas
+            return deltas, moved_out
         engine = self.engine
         times = np.array([r.at for r in rows])
         raw = evaluate_many(snaps, self.params, times)
@@ -447,6 +472,9 @@ class BatchProcessor:
             self._publish_model_events(chunk.events_before)
             assignment = chunk.assignment
             live = engine.live_names()
+            if chunk.hi > chunk.lo and self._checked_retired.get(p) != len(engine.registry.retired):
+                self._checked_retired[p] = len(engine.registry.retired)
+                moved_out |= self._move_retired(batch, chunk.lo, live, deltas, now, result)
             column = {int(sid): j for j, sid in enumerate(assignment.ids.tolist())}
             best_ids = assignment.segment_ids.tolist()
             distances = assignment.distances
@@ -481,7 +509,86 @@ class BatchProcessor:
             if moves:
                 self._publish_moves(p, chunk.lo, raw, assignment, moves, live, now, result)
         self._publish_model_events(engine.trailing_events)
-        return deltas
+        return deltas, moved_out
+
+    def _move_retired(
+        self,
+        batch: _PartitionBatch,
+        lo: int,
+        live: dict[int, str],
+        deltas: dict[int, int],
+        now: float,
+        result: BatchResult,
+    ) -> dict[str, bytes]:
+        """Move the partition's customers still in a segment no live version has (a model update
+        retired it) to their nearest segment, as of the chunk's first row.
+
+        Runs at the first row a partition reaches after a retirement (and once after a start), so
+        a replay moves the same customers at the same row whatever its batch size: each customer
+        is taken as it is at that row (its last row before it in the batch, else as loaded, else
+        as stored) and moves at that row's event time, or at its own last event if later.
+        Customers outside the batch are read from the store, which is first brought up to date
+        (every earlier batch written); their new states go out with the batch's write. The model
+        does not learn from these moves."""
+        p, rows, states = batch.partition, batch.rows, batch.states
+        if not self._settled:
+            self.io.drain()
+            self._settled = True
+        counts = self.store.segment_counts([p])
+        for sid, d in deltas.items():
+            counts[sid] = counts.get(sid, 0) + d
+        retired = {sid for sid, n in counts.items() if n > 0 and sid not in live}
+        if not retired:
+            return {}
+        first = rows[lo]
+        last_row = {rows[k].index: k for k in range(lo)}  # each customer's last row before the chunk
+        index = {c: i for i, c in enumerate(batch.ids)}
+        found: list[tuple[str, int | None, CustomerState | None, np.ndarray, float]] = []
+        for i, cid in enumerate(batch.ids):
+            if states.segment[i] not in retired:
+                continue
+            if (k := last_row.get(i)) is not None:
+                found.append((cid, i, None, batch.snaps[k], max(first.at, rows[k].at)))
+            else:  # no row before the chunk: as loaded (a customer in a segment has a state)
+                loaded = CustomerState.unpack(batch.loaded[cid] or b"")
+                found.append((cid, i, None, np.array(snapshot(loaded)), max(first.at, float(loaded.last_ts))))
+        for cid, blob in self.store.partition_states(p):
+            if cid not in index and (stored := CustomerState.unpack(blob)).segment in retired:
+                found.append(
+                    (cid, None, stored, np.array(snapshot(stored)), max(first.at, float(stored.last_ts)))
+                )
+        if not found:
+            return {}
+        found.sort(key=operator.itemgetter(0))
+        times = np.array([f[4] for f in found])
+        raw = evaluate_many(np.array([f[3] for f in found]), self.params, times)
+        assignment = self.engine.assign(raw)
+        moves: list[_Move] = []
+        moved_out: dict[str, bytes] = {}
+        for j, (cid, pos, held, _, at) in enumerate(found):
+            target = int(assignment.segment_ids[j])
+            if target < 0:
+                continue
+            if pos is not None:
+                current = int(states.segment[pos])
+                states.segment[pos], states.segment_since[pos] = target, int(at)
+                states.seq[pos] += 1
+                seq = int(states.seq[pos])
+                batch.dirty.add(pos)
+            else:
+                assert held is not None
+                current = held.segment
+                held.segment, held.segment_since = target, int(at)
+                held.seq += 1
+                seq = held.seq
+                moved_out[cid] = held.pack()
+            deltas[current] = deltas.get(current, 0) - 1
+            deltas[target] = deltas.get(target, 0) + 1
+            row = _Row(cid, -1 if pos is None else pos, 0, at, "model_update", first.offset)
+            moves.append((j, row, current, target, "model_update", seq))
+        if moves:
+            self._publish_moves(p, 0, raw, assignment, moves, live, now, result, retired_moves=True)
+        return moved_out
 
     def _publish_moves(
         self,
@@ -493,8 +600,12 @@ class BatchProcessor:
         live: dict[int, str],
         now: float,
         result: BatchResult,
+        retired_moves: bool = False,
     ) -> None:
-        """Publish one chunk's segment changes; explanations are computed for all of them at once."""
+        """Publish one chunk's segment changes; explanations are computed for all of them at once.
+        ``retired_moves``: moves out of a retired segment (_move_retired), whose change ids name
+        the segment left instead of the row's offset: where they happen depends on when the
+        process saw the retirement, and a batch redone after a crash must publish the same ids."""
         engine = self.engine
         topic = self.settings.topics.interactions
         vectors = raw[[lo + k for k, *_ in moves]]
@@ -505,7 +616,9 @@ class BatchProcessor:
         ):
             self.sink.change(
                 SegmentChange(
-                    change_id=_change_id(topic, p, row.offset, row.customer_id, seq),
+                    change_id=_change_id(
+                        topic, p, f"retired {current}" if retired_moves else row.offset, row.customer_id, seq
+                    ),
                     customer_id=row.customer_id,
                     seq=seq,
                     previous=SegmentRef(id=current, name=engine.name_of(current))
@@ -581,6 +694,7 @@ class BatchProcessor:
             self.metrics.model_updated.set(time.time())
 
 
-def _change_id(topic: str, partition: int, offset: int, customer_id: str, seq: int) -> str:
-    """Deterministic: the same source position and customer sequence give the same id."""
-    return hashlib.sha256(f"{topic}|{partition}|{offset}|{customer_id}|{seq}".encode()).hexdigest()[:32]
+def _change_id(topic: str, partition: int, position: int | str, customer_id: str, seq: int) -> str:
+    """Deterministic: the same source position (or retired segment) and customer sequence give
+    the same id."""
+    return hashlib.sha256(f"{topic}|{partition}|{position}|{customer_id}|{seq}".encode()).hexdigest()[:32]

@@ -102,6 +102,8 @@ def test_scan_customers(store: FeatureStore | MemoryFeatureStore) -> None:
     store.commit(write(0, -1, 1, states={"x": b"\x01x"}))
     store.commit(write(3, -1, 1, states={"y": b"\x01y", "z": b"\x01z"}))
     assert sorted(store.scan_customers(4)) == [(0, "x", b"\x01x"), (3, "y", b"\x01y"), (3, "z", b"\x01z")]
+    assert sorted(store.partition_states(3)) == [("y", b"\x01y"), ("z", b"\x01z")]
+    assert list(store.partition_states(1)) == []
 
 
 def test_many_customers_and_the_due_schedule(store: FeatureStore | MemoryFeatureStore) -> None:
@@ -128,6 +130,8 @@ def test_many_customers_and_the_due_schedule(store: FeatureStore | MemoryFeature
     assert store.get_states(0, ["c1", "c2", "zz"]) == [None, b"\x01new", None]
     assert store.customer_ids(0) == sorted(c for c in ids if c != "c1")
     assert len(list(store.scan_customers(1))) == 39
+    expected = {c: b"\x01" + c.encode() for c in ids if c != "c1"} | {"c2": b"\x01new"}
+    assert sorted(store.partition_states(0)) == sorted(expected.items())
 
 
 def test_erase_customer(store: FeatureStore | MemoryFeatureStore) -> None:

@@ -189,7 +189,7 @@ def test_replay_twice_is_identical_and_a_what_if_differs(
     off_diagonal = sum(row["customers"] for row in report["confusion"] if row["a_id"] != row["b_id"])
     assert off_diagonal == report["customers"]["changed_segment"]
     # Customers are in at most the what-if's 4 live segments (a few may still wait in a segment a
-    # model update retired: they move with their next event or re-scoring).
+    # model update retired: a file replay does not go back to the partitions it has finished).
     live = {
         r["b_id"] for r in report["confusion"] if r["b_id"] >= 0 and not r["b_name"].endswith("(retired)")
     }
