@@ -20,7 +20,7 @@ import math
 import operator
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -474,7 +474,8 @@ class BatchProcessor:
             live = engine.live_names()
             if chunk.hi > chunk.lo and self._checked_retired.get(p) != len(engine.registry.retired):
                 self._checked_retired[p] = len(engine.registry.retired)
-                moved_out |= self._move_retired(batch, chunk.lo, live, deltas, now, result)
+                first = rows[chunk.lo]
+                moved_out |= self._move_retired(batch, chunk.lo, first.at, first.offset, live, deltas, result)
             column = {int(sid): j for j, sid in enumerate(assignment.ids.tolist())}
             best_ids = assignment.segment_ids.tolist()
             distances = assignment.distances
@@ -511,17 +512,47 @@ class BatchProcessor:
         self._publish_model_events(engine.trailing_events)
         return deltas, moved_out
 
+    def move_retired_idle(self, partitions: Iterable[int]) -> int:
+        """While no records come (the service is idle): the same move for these partitions, as of
+        each one's watermark and applied offset, written at once (outputs flushed first). A
+        follower that adopts a version retiring segments after its partitions' last records, or
+        a learner whose last batch built one, would otherwise leave the members where they are
+        until the partition's next record. Returns how many customers moved."""
+        n_retired = len(self.engine.registry.retired)
+        todo = [p for p in sorted(partitions) if self._checked_retired.get(p) != n_retired]
+        if not todo or not self.engine.warmed_up:
+            return 0
+        self.io.drain()
+        live = self.engine.live_names()
+        result = BatchResult()
+        for p in todo:
+            self._checked_retired[p] = n_retired
+            applied = self.store.applied_offset(p)
+            if applied < 0:
+                continue  # nothing read yet, nobody in a segment
+            wm = self.store.watermark(p)
+            deltas: dict[int, int] = {}
+            batch = _PartitionBatch(p, [], {}, StateBatch([]), [], np.zeros((0, 0)), set())
+            moved_out = self._move_retired(batch, 0, float(wm), applied, live, deltas, result)
+            if moved_out:
+                self._ship()
+                self._flush_outputs()  # outputs first, state second, as for a batch
+                self.store.commit(PartitionWrite(p, applied, applied, wm, moved_out, {}, deltas))
+        return result.changes
+
     def _move_retired(
         self,
         batch: _PartitionBatch,
         lo: int,
+        at: float,
+        offset: int,
         live: dict[int, str],
         deltas: dict[int, int],
-        now: float,
         result: BatchResult,
     ) -> dict[str, bytes]:
         """Move the partition's customers still in a segment no live version has (a model update
-        retired it) to their nearest segment, as of the chunk's first row.
+        retired it) to their nearest segment, as of the chunk's first row (event time ``at``,
+        source ``offset``).
 
         Runs at the first row a partition reaches after a retirement (and once after a start), so
         a replay moves the same customers at the same row whatever its batch size: each customer
@@ -540,7 +571,6 @@ class BatchProcessor:
         retired = {sid for sid, n in counts.items() if n > 0 and sid not in live}
         if not retired:
             return {}
-        first = rows[lo]
         last_row = {rows[k].index: k for k in range(lo)}  # each customer's last row before the chunk
         index = {c: i for i, c in enumerate(batch.ids)}
         found: list[tuple[str, int | None, CustomerState | None, np.ndarray, float]] = []
@@ -548,15 +578,13 @@ class BatchProcessor:
             if states.segment[i] not in retired:
                 continue
             if (k := last_row.get(i)) is not None:
-                found.append((cid, i, None, batch.snaps[k], max(first.at, rows[k].at)))
+                found.append((cid, i, None, batch.snaps[k], max(at, rows[k].at)))
             else:  # no row before the chunk: as loaded (a customer in a segment has a state)
                 loaded = CustomerState.unpack(batch.loaded[cid] or b"")
-                found.append((cid, i, None, np.array(snapshot(loaded)), max(first.at, float(loaded.last_ts))))
+                found.append((cid, i, None, np.array(snapshot(loaded)), max(at, float(loaded.last_ts))))
         for cid, blob in self.store.partition_states(p):
             if cid not in index and (stored := CustomerState.unpack(blob)).segment in retired:
-                found.append(
-                    (cid, None, stored, np.array(snapshot(stored)), max(first.at, float(stored.last_ts)))
-                )
+                found.append((cid, None, stored, np.array(snapshot(stored)), max(at, float(stored.last_ts))))
         if not found:
             return {}
         found.sort(key=operator.itemgetter(0))
@@ -565,29 +593,29 @@ class BatchProcessor:
         assignment = self.engine.assign(raw)
         moves: list[_Move] = []
         moved_out: dict[str, bytes] = {}
-        for j, (cid, pos, held, _, at) in enumerate(found):
+        for j, (cid, pos, held, _, moved_at) in enumerate(found):
             target = int(assignment.segment_ids[j])
             if target < 0:
                 continue
             if pos is not None:
                 current = int(states.segment[pos])
-                states.segment[pos], states.segment_since[pos] = target, int(at)
+                states.segment[pos], states.segment_since[pos] = target, int(moved_at)
                 states.seq[pos] += 1
                 seq = int(states.seq[pos])
                 batch.dirty.add(pos)
             else:
                 assert held is not None
                 current = held.segment
-                held.segment, held.segment_since = target, int(at)
+                held.segment, held.segment_since = target, int(moved_at)
                 held.seq += 1
                 seq = held.seq
                 moved_out[cid] = held.pack()
             deltas[current] = deltas.get(current, 0) - 1
             deltas[target] = deltas.get(target, 0) + 1
-            row = _Row(cid, -1 if pos is None else pos, 0, at, "model_update", first.offset)
+            row = _Row(cid, -1 if pos is None else pos, 0, moved_at, "model_update", offset)
             moves.append((j, row, current, target, "model_update", seq))
         if moves:
-            self._publish_moves(p, 0, raw, assignment, moves, live, now, result, retired_moves=True)
+            self._publish_moves(p, 0, raw, assignment, moves, live, time.time(), result, retired_moves=True)
         return moved_out
 
     def _publish_moves(

@@ -315,6 +315,7 @@ class Service:
             try:
                 if not records:
                     self._drain()  # idle: let the state and the offsets catch up
+                    self._idle_model_update()
                     idle = time.monotonic() - idle_since
                     if until_idle is not None and idle >= until_idle and self._caught_up():
                         break
@@ -414,6 +415,17 @@ class Service:
         self.metrics.model_version.set(version)
         self.metrics.model_updated.set(time.time())
         log.debug("following model version %d", version)
+
+    def _idle_model_update(self) -> None:
+        """Idle: a follower takes the learner's newest version, and customers its partitions
+        hold in a segment a version retired move now rather than at the partition's next record
+        (the end of a log, a quiet topic)."""
+        assert self.processor is not None
+        self._follow_model()
+        try:
+            self.processor.move_retired_idle(self._assigned)
+        except StateConflict as e:
+            self._resync(e)
 
     def _process(self, records: list[Record], summary: RunSummary) -> None:
         assert self.consumer is not None and self.processor is not None and self.store is not None

@@ -109,3 +109,43 @@ def test_a_move_at_another_row_keeps_its_change_id(
         by_segment += c.change_id == left
     assert by_segment > 0
     assert len({c.change_id for c in sink.changes}) == len(sink.changes)
+
+
+def test_an_idle_follower_moves_them_when_it_takes_the_version(
+    replayed: tuple[MemoryFeatureStore, SegmentEngine, CollectSink],
+) -> None:
+    """A follower assigned the whole log with a version from before the retirements; once idle it
+    takes the learner's last version and moves its customers at once, without a record."""
+    _, engine, sink = replayed
+    first_retirement = min(e["version"] for e in sink.model_events if e["kind"] in ("merge", "death"))
+    early = next(b for b in sink.snapshots if SegmentEngine.restore(b).version == first_retirement - 1)
+    settings = load(
+        overrides={"topics": {"partitions": 1}, "model": {**OVERRIDES["model"], "role": "follower"}}
+    )
+    store = MemoryFeatureStore()
+    follower_engine = SegmentEngine.restore(early)
+    follower_sink = CollectSink(follower_engine)
+    follower = BatchProcessor(settings, store, follower_engine, follower_sink, Metrics(CollectorRegistry()))
+    log = generate(200, 60, seed=2, scenario="persona_disappears")
+    records = log_records("interactions", ((r.key, r.value) for r in log.records))
+    for lo in range(0, len(records), 500):
+        follower.process(records[lo : lo + 500])
+    follower.drain()
+    applied, watermark = store.applied_offset(0), store.watermark(0)
+    live = set(engine.live_names())
+    before = Counter(CustomerState.unpack(b).segment for _, _, b in store.scan_customers(1))
+    stranded = sum(n for s, n in before.items() if s >= 0 and s not in live)
+    assert stranded > 0  # the old version's segments the learner later retired
+
+    follower.engine = SegmentEngine.restore(engine.snapshot())  # what Service._follow_model does
+    changes_before = len(follower_sink.changes)
+    assert follower.move_retired_idle([0]) == stranded
+    moves = follower_sink.changes[changes_before:]
+    assert {c.reason for c in moves} == {"model_update"}
+    assert all(c.source_offset == applied and c.event_time.timestamp() >= watermark for c in moves)
+    after = Counter(CustomerState.unpack(b).segment for _, _, b in store.scan_customers(1))
+    assert {s for s in after if s >= 0} <= live
+    assert store.segment_counts(1) == {s: n for s, n in after.items() if s >= 0}
+    assert (store.applied_offset(0), store.watermark(0)) == (applied, watermark)
+    assert follower.move_retired_idle([0]) == 0  # done: nothing more until another retirement
+    follower.close()
