@@ -156,7 +156,6 @@ class BatchProcessor:
         # Per partition, how many retired segment ids the engine had when the partition was last
         # checked for customers left in a retired segment (see _move_retired).
         self._checked_retired: dict[int, int] = {}
-        self._settled = False  # this batch waited for every earlier write (the store is current)
         self._warmup_saved_at = -math.inf  # watermark of the last warm-up checkpoint
         # Outputs first, state second, offsets last: a batch's changes are flushed right before
         # its state is written, which happens once the next batch's loads are queued; by then the
@@ -253,7 +252,6 @@ class BatchProcessor:
             result.offsets[p] = recs[-1].offset + 1
         self.io.release()  # the previous batch's writes, behind this batch's loads
         self._unfed = set(by_partition)
-        self._settled = False
         writes = []
         for p, events, loading in work:
             # A partition read to its end stops holding the learner's rows back only once this
@@ -522,7 +520,6 @@ class BatchProcessor:
         todo = [p for p in sorted(partitions) if self._checked_retired.get(p) != n_retired]
         if not todo or not self.engine.warmed_up:
             return 0
-        self.io.drain()
         live = self.engine.live_names()
         result = BatchResult()
         for p in todo:
@@ -562,9 +559,7 @@ class BatchProcessor:
         (every earlier batch written); their new states go out with the batch's write. The model
         does not learn from these moves."""
         p, rows, states = batch.partition, batch.rows, batch.states
-        if not self._settled:
-            self.io.drain()
-            self._settled = True
+        self.io.drain()  # every earlier batch written: the counts and states read next are current
         counts = self.store.segment_counts([p])
         for sid, d in deltas.items():
             counts[sid] = counts.get(sid, 0) + d

@@ -13,6 +13,7 @@ from models.generator import generate
 from models.segments.engine import SegmentEngine
 from stream.evaluation import CollectSink, log_records
 from stream.feature_store import MemoryFeatureStore
+from stream.kafka_io import SourceRecord
 from stream.metrics import Metrics
 from stream.pipeline import BatchProcessor, _change_id
 from stream.service import engine_params
@@ -23,10 +24,14 @@ from stream.settings import load
 OVERRIDES = {"model": {"update_every": 500, "warmup_vectors": 500, "population_step": 1.0}}
 
 
+def log() -> list[SourceRecord]:
+    generated = generate(200, 60, seed=2, scenario="persona_disappears")
+    return log_records("interactions", ((r.key, r.value) for r in generated.records))
+
+
 def replay(batch_size: int) -> tuple[MemoryFeatureStore, SegmentEngine, CollectSink]:
     settings = load(overrides={"topics": {"partitions": 1}, **OVERRIDES})
-    log = generate(200, 60, seed=2, scenario="persona_disappears")
-    records = log_records("interactions", ((r.key, r.value) for r in log.records))
+    records = log()
     store = MemoryFeatureStore()
     engine = SegmentEngine(engine_params(settings), feature_params=settings.features.params())
     sink = CollectSink(engine)
@@ -126,8 +131,7 @@ def test_an_idle_follower_moves_them_when_it_takes_the_version(
     follower_engine = SegmentEngine.restore(early)
     follower_sink = CollectSink(follower_engine)
     follower = BatchProcessor(settings, store, follower_engine, follower_sink, Metrics(CollectorRegistry()))
-    log = generate(200, 60, seed=2, scenario="persona_disappears")
-    records = log_records("interactions", ((r.key, r.value) for r in log.records))
+    records = log()
     for lo in range(0, len(records), 500):
         follower.process(records[lo : lo + 500])
     follower.drain()
