@@ -19,3 +19,11 @@ class StateConflict(SegstreamError):
 
 class ModelConflict(SegstreamError):
     """Another learner checkpointed a model version in this namespace: only one instance may learn."""
+
+
+class TopicChanged(SegstreamError):
+    """The input topic is not the one the namespace's state was built from (recreated, truncated)."""
+
+
+class StateLost(SegstreamError):
+    """Redis holds less than the consumer group and the model checkpoint say was written."""

@@ -9,7 +9,9 @@ touches lives in one Redis Cluster slot and the same scripts run on Cluster):
                               time, for the same customers
 - ``ns:{p}:due``              sorted set: bucket b -> the earliest time in ``ns:{p}:db:<b>``
 - ``ns:{p}:offset``           last applied source offset of partition p
-- ``ns:{p}:wm``               event-time watermark of partition p (seconds)
+- ``ns:{p}:wm``               event-time watermark of partition p (seconds; see models.clock)
+- ``ns:{p}:clock``            the customers with the newest event times, which the watermark follows
+- ``ns:{p}:topic``            id of the input topic the partition's state was built from
 - ``ns:{p}:segcount``         hash: segment id -> customers currently in it
 - ``ns:model``                latest model snapshot; ``ns:meta`` hash (partition count, topic)
 
@@ -39,7 +41,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from models.segments.population import customer_key
-from stream.errors import ModelConflict, ServiceUnavailable, StateConflict
+from stream.errors import ModelConflict, ServiceUnavailable, StateConflict, TopicChanged
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,6 +75,8 @@ class PartitionView:
     watermark: int
     states: dict[str, bytes | None]
     due: list[tuple[int, str]] = field(default_factory=list)  # (due_ts, customer_id), sorted
+    clock: str = ""  # PartitionClock.pack() of the partition
+    topic_id: str = ""  # the input topic the state was built from ("" = none recorded)
 
 
 @dataclass
@@ -84,6 +88,10 @@ class PartitionWrite:
     states: dict[str, bytes]  # b"" deletes
     due: dict[str, int]  # customer -> due ts (0 removes)
     segment_deltas: dict[int, int]
+    clock: str | None = None  # None: unchanged
+    # The input topic's id: the write fails (TopicChanged) if the state was built from another
+    # topic of the same name; recorded with the first write. "": not checked (a replay of files).
+    topic_id: str = ""
 
 
 class StateStore(Protocol):
@@ -99,6 +107,7 @@ class StateStore(Protocol):
     def partition_states(self, p: int) -> Iterator[tuple[str, bytes]]: ...
     def applied_offset(self, p: int) -> int: ...
     def watermark(self, p: int) -> int: ...
+    def topic_id(self, p: int) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -298,7 +307,10 @@ def _overlay(view: PartitionView, w: PartitionWrite, due_until: int) -> Partitio
                     )
                 states[c] = changed[c] or None
     due.sort()
-    return PartitionView(w.partition, w.new_offset, w.watermark, states, due)
+    clock = view.clock if w.clock is None else w.clock
+    return PartitionView(
+        w.partition, w.new_offset, w.watermark, states, due, clock, view.topic_id or w.topic_id
+    )
 
 
 class FeatureStore:
@@ -420,7 +432,7 @@ class FeatureStore:
     def load(self, p: int, customer_ids: list[str], due_until: int) -> PartitionView:
         """One round trip: applied offset, watermark, states, due re-evaluations up to ``due_until``."""
         tag = self._tag(p)
-        keys = [f"{tag}:offset", f"{tag}:wm", f"{tag}:due"]
+        keys = [f"{tag}:offset", f"{tag}:wm", f"{tag}:due", f"{tag}:clock", f"{tag}:topic"]
         index: dict[int, int] = {}
         head: list[int] = []  # per customer: its bucket key's index in KEYS, its id's length
         ids: list[bytes] = []
@@ -436,7 +448,7 @@ class FeatureStore:
             head += (ki, len(cb))
             ids.append(cb)
         args = [due_until, f"{tag}:cb:", f"{tag}:db:", _pack_u16(head), b"".join(ids)]
-        offset, wm, blobs, due_flat, extra = self._load(keys=keys, args=args)
+        offset, wm, blobs, due_flat, extra, clock, topic = self._load(keys=keys, args=args)
         states: dict[str, bytes | None] = dict(zip(customer_ids, blobs, strict=True))
         # Customers that are only due (no event this batch) come with their state too.
         for i in range(0, len(extra), 2):
@@ -448,13 +460,15 @@ class FeatureStore:
             watermark=int(wm) if wm is not None else 0,
             states=states,
             due=due,
+            clock=clock.decode() if clock is not None else "",
+            topic_id=topic.decode() if topic is not None else "",
         )
 
     def commit(self, w: PartitionWrite) -> None:
         """Write the batch atomically iff the partition's applied offset is still ``expected_offset``."""
         p = w.partition
         tag = self._tag(p)
-        keys = [f"{tag}:offset", f"{tag}:wm", f"{tag}:due", f"{tag}:segcount"]
+        keys = [f"{tag}:offset", f"{tag}:wm", f"{tag}:due", f"{tag}:segcount", f"{tag}:clock", f"{tag}:topic"]
         index: dict[str, int] = {}
         nb = self.buckets
         crc32 = zlib.crc32
@@ -463,6 +477,8 @@ class FeatureStore:
             "" if w.expected_offset < 0 else str(w.expected_offset),
             str(w.new_offset),
             str(w.watermark),
+            "=" if w.clock is None else w.clock,
+            w.topic_id,
             len(w.states),
         ]
         head: list[int] = []  # per customer: its bucket key's index in KEYS, id length, state length
@@ -492,6 +508,8 @@ class FeatureStore:
         for seg, delta in sorted(w.segment_deltas.items()):
             args += [str(seg), str(delta)]
         ok, current = self._commit(keys=keys, args=args)
+        if ok == 2:
+            raise topic_changed(p, current.decode(), w.topic_id)
         if not ok:
             raise StateConflict(
                 f"partition {p}: applied offset is {current!r}, batch expected {w.expected_offset}"
@@ -505,6 +523,11 @@ class FeatureStore:
     def watermark(self, p: int) -> int:
         v = self.client.get(self.watermark_key(p))
         return int(v) if v is not None else 0
+
+    def topic_id(self, p: int) -> str:
+        """The id of the input topic partition ``p``'s state was built from ("" = none recorded)."""
+        v = self.client.get(f"{self._tag(p)}:topic")
+        return v.decode() if v is not None else ""
 
     def get_state(self, p: int, customer_id: str) -> bytes | None:
         v = self.client.hget(self.customer_key(p, customer_id), customer_id)
@@ -646,6 +669,8 @@ class MemoryFeatureStore:
         self.ns = namespace
         self._offsets: dict[int, int] = {}
         self._watermarks: dict[int, int] = {}
+        self._clocks: dict[int, str] = {}
+        self._topics: dict[int, str] = {}
         self._states: dict[int, dict[str, bytes]] = {}
         self._due: dict[int, dict[str, int]] = {}
         self._segcounts: dict[int, dict[int, int]] = {}
@@ -670,6 +695,8 @@ class MemoryFeatureStore:
             watermark=self._watermarks.get(p, 0),
             states={c: states.get(c) for c in wanted},
             due=due,
+            clock=self._clocks.get(p, ""),
+            topic_id=self._topics.get(p, ""),
         )
 
     def commit(self, w: PartitionWrite) -> None:
@@ -679,6 +706,13 @@ class MemoryFeatureStore:
             raise StateConflict(
                 f"partition {p}: applied offset is {current}, batch expected {w.expected_offset}"
             )
+        stored_topic = self._topics.get(p, "")
+        if w.topic_id:
+            if stored_topic and stored_topic != w.topic_id:
+                raise topic_changed(p, stored_topic, w.topic_id)
+            self._topics[p] = w.topic_id
+        if w.clock is not None:
+            self._clocks[p] = w.clock
         states = self._states.setdefault(p, {})
         for c, blob in w.states.items():
             if blob:
@@ -704,6 +738,9 @@ class MemoryFeatureStore:
 
     def watermark(self, p: int) -> int:
         return self._watermarks.get(p, 0)
+
+    def topic_id(self, p: int) -> str:
+        return self._topics.get(p, "")
 
     def state_and_offset(self, p: int, customer_id: str) -> tuple[bytes | None, int]:
         return self.get_state(p, customer_id), self.applied_offset(p)
@@ -777,6 +814,14 @@ class MemoryFeatureStore:
 
     def partition_states(self, p: int) -> Iterator[tuple[str, bytes]]:
         yield from sorted(self._states.get(p, {}).items())
+
+
+def topic_changed(p: int, stored: str, current: str) -> TopicChanged:
+    """The error of a write onto a partition whose state another topic of that name built."""
+    return TopicChanged(
+        f"partition {p}: the namespace's state was built from input topic id {stored}, but the topic "
+        f"is now {current}: it was deleted and created again, and its offsets started over"
+    )
 
 
 def model_conflict(version: int, after: int | None, stored: int) -> ModelConflict:

@@ -11,10 +11,10 @@ The caller commits the Kafka offsets last.
 
 from __future__ import annotations
 
-import base64
 import gc
 import hashlib
 import heapq
+import itertools
 import logging
 import math
 import operator
@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import ValidationError
 
+from models.clock import PartitionClock
 from models.events import (
     KIND_OF_TYPE,
     DeadLetter,
@@ -51,10 +52,17 @@ from models.features import (
     snapshot,
     threshold_offsets,
 )
-from models.segments.engine import Assignment, ModelEvent, SegmentEngine
+from models.segments.engine import Assignment, Chunk, ModelEvent, SegmentEngine
 from models.segments.population import customer_key
 from models.state_batch import BatchEvents, StateBatch
-from stream.feature_store import OrderedIO, PartitionView, PartitionWrite, StateStore, model_conflict
+from stream.feature_store import (
+    OrderedIO,
+    PartitionView,
+    PartitionWrite,
+    StateStore,
+    model_conflict,
+    topic_changed,
+)
 from stream.kafka_io import Record
 from stream.metrics import Metrics
 from stream.settings import Settings
@@ -83,6 +91,7 @@ class _Row:
     at: float
     reason: str  # "event" | "inactivity"
     offset: int
+    clock: int = 0  # the partition's watermark once the row was made (0: none yet)
 
 
 _offset = operator.attrgetter("offset")
@@ -106,6 +115,10 @@ def _iso(ts: str) -> str:
     return datetime.fromisoformat(ts).isoformat()
 
 
+def _iso_seconds(ts: float) -> str:
+    return datetime.fromtimestamp(int(ts), UTC).isoformat()
+
+
 # A decided move: (row index in the chunk, row, from segment, to segment, reason, customer seq).
 _Move = tuple[int, _Row, int | None, int, str, int]
 
@@ -116,6 +129,7 @@ class BatchResult:
     watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark written
     applied: int = 0
     dead_letters: int = 0
+    dead_letter_classes: dict[str, int] = field(default_factory=dict)  # error class -> count
     changes: int = 0
     # Done when the batch's state is in the store: Kafka offsets may be committed from then on.
     durable: Future[None] | None = None
@@ -143,6 +157,10 @@ class BatchProcessor:
         f = settings.features
         self._lateness = int(f.allowed_lateness_hours * 3600)
         self._future = int(f.max_future_hours * 3600)
+        self._clock_customers = f.watermark_customers
+        # The input topic's id (Kafka 4 topic id), recorded with each partition's state; a write
+        # onto state built from another topic of the same name fails. "": not checked (files).
+        self.topic_id = ""
         self._thresholds = f.inactivity_thresholds_days
         self._max_bytes = settings.kafka.max_record_bytes
         self._learn_interval = settings.model.learn_interval_hours * 3600
@@ -181,27 +199,25 @@ class BatchProcessor:
         self.io.close()
 
     # ---- decode ----
-    def _dead(self, rec: Record, error_class: str, reason: str) -> None:
+    def _dead(self, rec: Record, error_class: str, reason: str, result: BatchResult) -> None:
         self.sink.dead_letter(
-            DeadLetter(
-                source_topic=rec.topic,
-                source_partition=rec.partition,
-                source_offset=rec.offset,
-                key=rec.key.decode("utf-8", "replace")[:128] if rec.key else None,
-                original=base64.b64encode(rec.value or b"").decode(),
-                error_class=error_class,
-                reason=reason,
-            )
+            DeadLetter.of(rec.topic, rec.partition, rec.offset, rec.key, rec.value, error_class, reason)
         )
         self.metrics.dead_letters.labels(reason=error_class).inc()
+        result.dead_letters += 1
+        result.dead_letter_classes[error_class] = result.dead_letter_classes.get(error_class, 0) + 1
 
-    def _decode(self, rec: Record) -> InteractionEvent | None:
+    def _decode(self, rec: Record, result: BatchResult) -> InteractionEvent | None:
+        """The slow path of a record the fast path refused: the contract's decision, and for a bad
+        record its dead letter with the reason."""
         value = rec.value
         if value is None:
-            self._dead(rec, "EmptyRecord", "record has no value")
+            self._dead(rec, "EmptyRecord", "record has no value", result)
             return None
         if len(value) > self._max_bytes:
-            self._dead(rec, "RecordTooLarge", f"record is {len(value)} bytes, limit {self._max_bytes}")
+            self._dead(
+                rec, "RecordTooLarge", f"record is {len(value):,} bytes, limit {self._max_bytes:,}", result
+            )
             return None
         try:
             event = InteractionEvent.model_validate_json(value)
@@ -209,10 +225,24 @@ class BatchProcessor:
             kind = (
                 "InvalidJSON" if any(err["type"] == "json_invalid" for err in e.errors()) else "InvalidEvent"
             )
-            self._dead(rec, kind, describe_validation_error(e))
+            self._dead(rec, kind, describe_validation_error(e), result)
             return None
-        if rec.key is not None and rec.key != event.customer_id.encode():
-            self._dead(rec, "KeyMismatch", f"record key {rec.key[:64]!r} is not the customer_id")
+        if rec.key is None:
+            self._dead(
+                rec,
+                "MissingKey",
+                "record has no key; the key must be the customer_id (Kafka partitions by it, so a "
+                "keyless record may land beside another partition's state of the customer)",
+                result,
+            )
+            return None
+        if rec.key != event.customer_id.encode():
+            self._dead(
+                rec,
+                "KeyMismatch",
+                f"record key {rec.key[:64]!r} is not the customer_id {event.customer_id!r}",
+                result,
+            )
             return None
         return event
 
@@ -292,6 +322,8 @@ class BatchProcessor:
         view: PartitionView,
         result: BatchResult,
     ) -> PartitionWrite | None:
+        if self.topic_id and view.topic_id and view.topic_id != self.topic_id:
+            raise topic_changed(p, view.topic_id, self.topic_id)  # before anything is published
         applied_offset = view.applied_offset
         fresh = [x for x in events if x[0].offset > applied_offset]
         skipped = len(events) - len(fresh)
@@ -301,7 +333,7 @@ class BatchProcessor:
             return None
         ids = list(view.states)
         states = StateBatch([view.states[c] for c in ids])
-        rows, snaps, dirty, due_updates, wm = self._apply(view, ids, states, fresh, result)
+        rows, snaps, dirty, due_updates, clock = self._apply(view, ids, states, fresh, result)
         batch = _PartitionBatch(p, ids, view.states, states, rows, snaps, dirty)
         deltas, moved_out = self._assign(batch, result)
         self._ship()
@@ -310,10 +342,12 @@ class BatchProcessor:
             partition=p,
             expected_offset=view.applied_offset,
             new_offset=fresh[-1][0].offset,
-            watermark=wm,
+            watermark=clock.value,
             states=dict(zip([ids[i] for i in order], states.pack(order), strict=True)) | moved_out,
             due=due_updates,
             segment_deltas=deltas,
+            clock=clock.pack(),
+            topic_id=self.topic_id,
         )
 
     def _decode_quiet(self, rec: Record) -> tuple[DecodedEvent, int] | None:
@@ -329,7 +363,7 @@ class BatchProcessor:
             except ValidationError:
                 return None
             decoded = DecodedEvent.of(event), int(event.ts.timestamp())
-        if rec.key is not None and rec.key != decoded[0].customer_id.encode():
+        if rec.key != decoded[0].customer_id.encode():  # no key, or another customer's
             return None
         return decoded
 
@@ -340,19 +374,30 @@ class BatchProcessor:
         states: StateBatch,
         decoded: Sequence[tuple[Record, DecodedEvent | None, int]],
         result: BatchResult,
-    ) -> tuple[list[_Row], np.ndarray, set[int], dict[str, int], int]:
+    ) -> tuple[list[_Row], np.ndarray, set[int], dict[str, int], PartitionClock]:
         """The per-event loop: dead letters, duplicates, the watermark, the inactivity schedule and
         the rows to assign, in stream order, on the batch's plain columns; the feature arithmetic
-        itself runs vectorised in StateBatch.apply (rows' snapshots are taken there)."""
+        itself runs vectorised in StateBatch.apply (rows' snapshots are taken there).
+
+        Time bounds: a record dated more than ``max_future_hours`` after the wall clock is a
+        ``FutureEvent``; one more than ``allowed_lateness_hours`` before its own customer's newest
+        event is a ``LateEvent``. No other record, customer or quiet period decides, so a gap of
+        any length costs nothing and a record far off in time costs only its own customer. The
+        watermark (inactivity re-scoring) is the partition's :class:`PartitionClock`."""
         index = {c: i for i, c in enumerate(ids)}
         rows: list[_Row] = []
         dirty: set[int] = set()
         due_updates: dict[str, int] = {}
         due_heap: list[tuple[int, str]] = list(view.due)
         heapq.heapify(due_heap)
-        wm = view.watermark
+        clock = PartitionClock.unpack(view.clock, self._clock_customers, view.watermark)
+        observe = clock.observe
+        wm = clock.value
         lateness = self._lateness
-        future = self._future
+        # The one use of the wall clock: a time further ahead than this is a clock bug or a bad
+        # record. Everything else is judged in event time, against the customer's own events.
+        now = time.time()
+        future_limit = now + self._future
         offsets = threshold_offsets(tuple(self._thresholds))
         type_info = _TYPE_INFO
         crc32 = zlib.crc32
@@ -368,29 +413,29 @@ class BatchProcessor:
         duplicates = 0
         for rec, event, ts in decoded:
             if event is None:
-                self._decode(rec)  # emits the dead letter with its reason
-                result.dead_letters += 1
+                self._decode(rec, result)  # emits the dead letter with its reason
                 continue
-            if wm and ts < wm - lateness:
-                self._dead(
-                    rec,
-                    "LateEvent",
-                    f"event time {_iso(event.ts)} is {(wm - ts) / 3600:.1f} h behind the partition "
-                    f"watermark; allowed lateness is {lateness / 3600:g} h",
-                )
-                result.dead_letters += 1
-                continue
-            if wm and ts > wm + future:
+            if ts > future_limit:
                 self._dead(
                     rec,
                     "FutureEvent",
-                    f"event time {_iso(event.ts)} is {(ts - wm) / 3600:.1f} h ahead of the partition "
-                    f"watermark; at most {future / 3600:g} h allowed",
+                    f"event time {_iso(event.ts)} is {(ts - now) / 3600:,.1f} h ahead of this machine's "
+                    f"clock ({_iso_seconds(now)}); at most {self._future / 3600:g} h allowed",
+                    result,
                 )
-                result.dead_letters += 1
                 continue
             cid = event.customer_id
             i = index[cid]
+            newest = last_ts[i]
+            if newest and ts < newest - lateness:
+                self._dead(
+                    rec,
+                    "LateEvent",
+                    f"event time {_iso(event.ts)} is {(newest - ts) / 3600:,.1f} h behind this customer's "
+                    f"newest event ({_iso_seconds(newest)}); allowed lateness is {lateness / 3600:g} h",
+                    result,
+                )
+                continue
             h = crc32(event.event_id.encode())
             if not admit(recent(i), ts, h):
                 duplicates += 1
@@ -407,11 +452,11 @@ class BatchProcessor:
                 is_cart,
             )
             mark(i)
-            add_row(_Row(cid, i, n, float(ts), "event", rec.offset))
-            last_ts[i] = max(last_ts[i], ts)
-            if ts > wm:  # noqa: PLR1730 - cheaper than max() per event
-                wm = ts
-            due = due_after_event(last_ts[i], next_due[i], offsets, wm)
+            if ts > newest:
+                last_ts[i] = newest = ts
+            wm = observe(cid, ts)
+            add_row(_Row(cid, i, n, float(ts), "event", rec.offset, wm))
+            due = due_after_event(newest, next_due[i], offsets, wm)
             if due != next_due[i]:
                 next_due[i] = due_updates[cid] = due
                 heappush(due_heap, (due, cid))
@@ -423,7 +468,7 @@ class BatchProcessor:
                 if next_due[qi] != due_ts:
                     continue  # stale heap entry: rescheduled since
                 if crosses(last_ts[qi], offsets, due_ts):  # a crossing, not an early look
-                    add_row(_Row(qcid, qi, events.applied(qi), float(due_ts), "inactivity", rec.offset))
+                    add_row(_Row(qcid, qi, events.applied(qi), float(due_ts), "inactivity", rec.offset, wm))
                     self.metrics.reevaluations.inc()
                 # else an early look of the lazy schedule: the customer was active since.
                 next_due[qi] = due_updates[qcid] = due_after(last_ts[qi], offsets, due_ts)
@@ -435,7 +480,7 @@ class BatchProcessor:
         result.applied += len(events)
         self.metrics.events_applied.inc(len(events))
         snaps = states.apply(self.params, events, [(r.index, r.applied) for r in rows])
-        return rows, snaps, dirty, due_updates, wm
+        return rows, snaps, dirty, due_updates, clock
 
     def _assign(self, batch: _PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:
         """Assign the batch's rows chunk by chunk; returns the segment count deltas and the states
@@ -450,23 +495,44 @@ class BatchProcessor:
         raw = evaluate_many(snaps, self.params, times)
         segment, segment_since, seq = states.segment, states.segment_since, states.seq
         now = time.time()
+        # Rows made before the partition had a watermark (its first customers) are assigned but
+        # not learned: nothing yet says whether their times are where the partition is. The
+        # clock never goes back to 0, so they are the batch's first rows.
+        unclocked = next((k for k, r in enumerate(rows) if r.clock), len(rows))
+        # The engine learns in, ages its sample to and times its versions by each row's place in
+        # the partition's event time: its time kept within [watermark - lateness, watermark], so
+        # that one customer's far-off clock moves no version, and a partition's later rows never
+        # come before what it has passed by more than the lateness (the learner's alignment).
+        clocks = np.array([r.clock for r in rows[unclocked:]], dtype=np.float64)
+        order_times = np.clip(times[unclocked:], clocks - self._lateness, clocks)
         # One chunk per model version: names, explanations and RFM come from the version that
         # assigned the row, so the output does not depend on where batches were cut.
-        learn = self._learn_mask(rows, states)
+        learn = self._learn_mask(rows, states, unclocked)
         keys = sources = None
         if self.learns:
-            sources = np.full(len(rows), p, dtype=np.int64)  # each customer ages by its partition
+            sources = np.full(len(rows) - unclocked, p, dtype=np.int64)  # each customer ages by its partition
             self.engine.align_sources(self.owned, self.drained - self._unfed)
         if engine.population is not None and self.learns:
             # Every row refreshes the customer sample, learned or not: the sample must hold each
             # customer's latest state (a second purchase the same day counts), which is what an
             # offline snapshot of the population sees.
-            ids = [r.customer_id for r in rows]
+            ids = [r.customer_id for r in rows[unclocked:]]
             key_of = {c: customer_key(c) for c in dict.fromkeys(ids)}  # one hash per customer
             keys = np.fromiter(map(key_of.__getitem__, ids), dtype=np.uint64, count=len(ids))
-        for chunk in engine.process_chunks(
-            raw, times, learn, keys, snaps if keys is not None else None, sources
-        ):
+        chunks = engine.process_chunks(
+            raw[unclocked:],
+            order_times,
+            learn,
+            keys,
+            snaps[unclocked:] if keys is not None else None,
+            sources,
+        )
+        if unclocked:
+            chunks = itertools.chain(
+                [Chunk(0, unclocked, engine.assign(raw[:unclocked]), [])],
+                (Chunk(c.lo + unclocked, c.hi + unclocked, c.assignment, c.events_before) for c in chunks),
+            )
+        for chunk in chunks:
             self._publish_model_events(chunk.events_before)
             assignment = chunk.assignment
             live = engine.live_names()
@@ -666,15 +732,16 @@ class BatchProcessor:
             if reason == "event":
                 self.metrics.latency.observe(max(now - row.at, 0.0))
 
-    def _learn_mask(self, rows: list[_Row], states: StateBatch) -> np.ndarray:
+    def _learn_mask(self, rows: list[_Row], states: StateBatch, start: int) -> np.ndarray:
         """Learn from each customer at most once per interval, so segments describe customers
-        rather than events (a daily shopper would otherwise outweigh a monthly one 30 to 1)."""
-        mask = np.zeros(len(rows), dtype=bool)
+        rather than events (a daily shopper would otherwise outweigh a monthly one 30 to 1).
+        One entry per row from ``start`` on (the rows before it are not learned)."""
+        mask = np.zeros(len(rows) - start, dtype=bool)
         if not self.learns:
             return mask  # a follower: the learner's versions come from the store (Service)
         last_learned = states.last_learned
         interval = self._learn_interval
-        for k, row in enumerate(rows):
+        for k, row in enumerate(rows[start:]):
             i = row.index
             if row.reason == "inactivity" or row.at - last_learned[i] >= interval:
                 mask[k] = True

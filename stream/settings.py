@@ -83,8 +83,13 @@ class FeatureSettings(_Frozen):
     channel_half_life_days: float = Field(default=30.0, gt=0)
     short_half_life_days: float = Field(default=7.0, gt=0)
     long_half_life_days: float = Field(default=60.0, gt=0)
+    # A record more than this before its own customer's newest event is a LateEvent.
     allowed_lateness_hours: float = Field(default=48.0, ge=0)
+    # A record dated more than this after the machine's clock is a FutureEvent (a clock bug).
     max_future_hours: float = Field(default=24.0, ge=0)
+    # The partition watermark (inactivity re-scoring) is the newest event time this many
+    # customers have reached: no single customer moves it (models.clock).
+    watermark_customers: int = Field(default=3, ge=1, le=100)
     inactivity_thresholds_days: tuple[float, ...] = (
         3.0,
         7.0,

@@ -1,21 +1,35 @@
 -- Atomically write one partition's batch: customer states, inactivity schedule, segment counts,
--- watermark and the new applied offset, but only if the applied offset is still the one the
--- batch was computed from (compare-and-set). A replayed or concurrent batch changes nothing.
+-- watermark, the partition clock and the new applied offset, but only if the applied offset is
+-- still the one the batch was computed from (compare-and-set), and the input topic is the one the
+-- partition's state was built from (a recreated topic has another id and starts its offsets over).
+-- A replayed or concurrent batch changes nothing.
 -- Every key carries the partition's hash tag (one Redis Cluster slot) and is declared in KEYS.
 --
 -- KEYS[1] applied offset   KEYS[2] watermark   KEYS[3] due index (zset: bucket -> earliest due)
--- KEYS[4] segment counts hash   KEYS[5..] bucket keys (state hashes and due zsets)
+-- KEYS[4] segment counts hash   KEYS[5] partition clock   KEYS[6] input topic id
+-- KEYS[7..] bucket keys (state hashes and due zsets)
 -- ARGV[1] expected applied offset ("" = none yet)   ARGV[2] new applied offset   ARGV[3] watermark
--- ARGV[4] n   ARGV[5] n headers of three big-endian uint16: state bucket key index, customer id
--- length, packed state length (0 = delete)   ARGV[6] the n customer ids and states, concatenated
--- ARGV[7] m, and m quadruples: due bucket key index, bucket id, customer id, due ts ("0" = remove)
+-- ARGV[4] partition clock ("=" = unchanged)   ARGV[5] input topic id ("" = not checked, e.g. files)
+-- ARGV[6] n   ARGV[7] n headers of three big-endian uint16: state bucket key index, customer id
+-- length, packed state length (0 = delete)   ARGV[8] the n customer ids and states, concatenated
+-- ARGV[9] m, and m quadruples: due bucket key index, bucket id, customer id, due ts ("0" = remove)
 -- then k, and k pairs: segment id, delta
+-- Returns {1, new offset}, {0, current offset} (offset conflict) or {2, stored topic id}.
 local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[1] then
   return {0, current}
 end
-local n = tonumber(ARGV[4])
-local head, body = ARGV[5], ARGV[6]
+local topic = redis.call('GET', KEYS[6])
+if ARGV[5] ~= '' then
+  if topic and topic ~= ARGV[5] then
+    return {2, topic}
+  end
+  if not topic then
+    redis.call('SET', KEYS[6], ARGV[5])
+  end
+end
+local n = tonumber(ARGV[6])
+local head, body = ARGV[7], ARGV[8]
 local at = 1
 for j = 0, n - 1 do
   local k1, k2, c1, c2, s1, s2 = string.byte(head, 6 * j + 1, 6 * j + 6)
@@ -29,7 +43,7 @@ for j = 0, n - 1 do
     redis.call('HSET', key, cid, string.sub(body, cut, at - 1))
   end
 end
-local pos = 7
+local pos = 9
 local m = tonumber(ARGV[pos])
 pos = pos + 1
 local touched = {}
@@ -72,5 +86,8 @@ for j = 1, k do
   end
 end
 redis.call('SET', KEYS[2], ARGV[3])
+if ARGV[4] ~= '=' then
+  redis.call('SET', KEYS[5], ARGV[4])
+end
 redis.call('SET', KEYS[1], ARGV[2])
 return {1, ARGV[2]}

@@ -3,14 +3,16 @@
 -- (with the states of those due customers).
 --
 -- KEYS[1] applied offset   KEYS[2] watermark   KEYS[3] due index (zset: bucket -> earliest due)
--- KEYS[4..] state bucket keys of the requested customers
+-- KEYS[4] partition clock   KEYS[5] input topic id   KEYS[6..] state bucket keys of the requested
+-- customers
 -- ARGV[1] due until (inclusive)   ARGV[2] state bucket key prefix   ARGV[3] due bucket key prefix
 -- ARGV[4] per requested customer two big-endian uint16: state bucket key index, id length
 -- ARGV[5] the requested customer ids, concatenated
 -- The due buckets' keys are built here from the prefixes: they carry the same partition hash
 -- tag as KEYS[1], so they live in the same Redis Cluster slot.
 -- Returns {offset|nil, watermark|nil, {state|nil per requested customer},
---          {due customer, due ts, ...}, {state of each due customer not requested|nil, ...}}
+--          {due customer, due ts, ...}, {state of each due customer not requested|nil, ...},
+--          clock|nil, topic id|nil}
 local states = {}
 local wanted = {}
 local head, ids = ARGV[4], ARGV[5]
@@ -39,4 +41,5 @@ for _, b in ipairs(buckets) do
     end
   end
 end
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), states, due, extra}
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), states, due, extra,
+        redis.call('GET', KEYS[4]), redis.call('GET', KEYS[5])}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import redis
 
-from models.events import InteractionEvent, json_schemas
+from models.events import DEAD_LETTER_ORIGINAL_BYTES, InteractionEvent, json_schemas
 from models.features import CustomerState, FeatureParams, apply_event, evaluate, fact_of
 from models.generator import generate
 from stream.feature_store import FeatureStore
@@ -35,10 +36,16 @@ def test_service_end_to_end(log, stack, settings_env, topic_names, redis_client:
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"processed {produced} records" in res.stdout
 
-    # Every malformed record is in the dead-letter topic, with its original bytes and a reason.
+    # Every malformed record is in the dead-letter topic: its bytes (a prefix of the large ones),
+    # size and hash, and a reason.
     dlq = [json.loads(m.value) for m in read_topic(stack.bootstrap, topic_names["dlq"])]
-    originals = {base64.b64decode(d["original"]) for d in dlq}
-    assert {r.value for r in malformed} <= originals
+    by_hash = {d["original_sha256"]: d for d in dlq}
+    for r in malformed:
+        d = by_hash[hashlib.sha256(r.value).hexdigest()]
+        assert base64.b64decode(d["original"]) == r.value[:DEAD_LETTER_ORIGINAL_BYTES]
+        assert d["original_size"] == len(r.value)
+        assert d["original_truncated"] == (len(r.value) > DEAD_LETTER_ORIGINAL_BYTES)
+    assert any(d["original_truncated"] for d in dlq), "the log's oversized records were not truncated"
     for d in dlq:
         assert d["reason"] and d["error_class"] and d["source_topic"] == topic_names["interactions"]
         jsonschema.validate(d, json_schemas()["dead_letter"])
