@@ -236,6 +236,63 @@ def export(obj: Ctx, fmt: str, out: Path | None) -> None:
     err_console.print(f"exported {n:,} customers of namespace {settings.redis.namespace} as {fmt}")
 
 
+# ---------------------------------------------------------------- recover
+
+
+@cli.command()
+@click.option(
+    "--resume", "mode", flag_value="resume", help="Redis lost state: re-read what it lost from the log."
+)
+@click.option(
+    "--adopt-topic",
+    "mode",
+    flag_value="adopt-topic",
+    help="The input topic was recreated or truncated: keep the features, read it from its beginning.",
+)
+@click.option("--dry-run", is_flag=True, help="Only show what would be done.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def recover(obj: Ctx, mode: str | None, dry_run: bool, as_json: bool) -> None:
+    """Go on after `segstream run` stopped on state it cannot trust (the deployment stopped).
+
+    \b
+    --resume       Redis lost state (a flush, a failover, its last writes): each partition
+                   resumes from what Redis holds, or the topic's beginning where it holds
+                   nothing; the records it lost are read again.
+    --adopt-topic  the input topic was deleted and created again, truncated, or trimmed by
+                   retention before its records were read: every customer's features are kept
+                   and each partition reads the topic from its current beginning.
+    """
+    from stream import recover as rc
+
+    if mode is None:
+        raise click.UsageError("give --resume or --adopt-topic (see segstream recover --help)")
+    report = rc.recover(obj.settings, mode, dry_run=dry_run)  # type: ignore[arg-type]
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(
+        title=f"recover --{report.mode}{' (dry run: nothing changed)' if dry_run else ''}: namespace "
+        f"{report.namespace}, topic {report.topic} (id {report.topic_id or '-'}), group {report.group}"
+    )
+    for col in ("partition", "applied (Redis)", "topic begin", "topic end", "resumes at", ""):
+        t.add_column(col, justify="left" if not col else "right")
+    for p in report.partitions:
+        t.add_row(
+            str(p.partition),
+            "-" if p.applied < 0 else f"{p.applied:,}",
+            f"{p.begin:,}",
+            f"{p.end:,}",
+            f"{p.start:,}",
+            p.note,
+        )
+    console.print(t)
+    if not dry_run:
+        console.print("done: start `segstream run` again")
+
+
 # ---------------------------------------------------------------- status
 
 

@@ -41,7 +41,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from models.segments.population import customer_key
-from stream.errors import ModelConflict, ServiceUnavailable, StateConflict, TopicChanged
+from stream.errors import (
+    ConfigError,
+    ModelConflict,
+    ServiceUnavailable,
+    StateConflict,
+    StateLost,
+    TopicChanged,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -342,6 +349,7 @@ class FeatureStore:
         except redis.RedisError as e:
             raise ServiceUnavailable(f"Redis at {_host_of(self._url)} did not answer: {e}") from e
         self._ensure_listpack_config()
+        self._refuse_eviction()
         lua = resources.files("stream").joinpath("lua")
         self._commit = self._client.register_script(lua.joinpath("commit_partition.lua").read_text())
         self._load = self._client.register_script(lua.joinpath("load_partition.lua").read_text())
@@ -371,6 +379,23 @@ class FeatureStore:
                 "hashtable/skiplist encodings and memory per customer will be higher",
                 ", ".join(f"{k} {v}" for k, v in LISTPACK_CONFIG.items()),
                 e,
+            )
+
+    def _refuse_eviction(self) -> None:
+        """A Redis that evicts keys under memory pressure (``allkeys-*``) would drop customers'
+        states and offsets silently; ``noeviction`` fails the write instead, which stops the
+        service with the error. (``volatile-*`` evicts only keys with a TTL: segstream sets none.)"""
+        try:
+            policy = self.client.config_get("maxmemory-policy")
+        except redis.RedisError as e:
+            log.warning("could not check Redis's maxmemory-policy (%s): make sure it does not evict keys", e)
+            return
+        value = policy.get("maxmemory-policy", policy.get(b"maxmemory-policy", b""))
+        value = value.decode() if isinstance(value, bytes) else str(value)
+        if value.startswith("allkeys-"):
+            raise ConfigError(
+                f"Redis at {_host_of(self._url)} evicts keys under memory pressure (maxmemory-policy "
+                f"{value}): customers' states would be lost silently; set maxmemory-policy noeviction"
             )
 
     def close(self) -> None:
@@ -528,6 +553,21 @@ class FeatureStore:
         """The id of the input topic partition ``p``'s state was built from ("" = none recorded)."""
         v = self.client.get(f"{self._tag(p)}:topic")
         return v.decode() if v is not None else ""
+
+    def adopt_topic(self, p: int, topic_id: str, applied: int) -> None:
+        """Record that partition ``p``'s state goes on from ``applied`` (-1: nothing) of the topic
+        ``topic_id`` (``segstream recover --adopt-topic``); its customers' states are kept."""
+        tag = self._tag(p)
+        pipe = self.client.pipeline(transaction=True)  # one hash tag: one slot on Redis Cluster
+        if applied >= 0:
+            pipe.set(f"{tag}:offset", applied)
+        else:
+            pipe.delete(f"{tag}:offset")
+        if topic_id:
+            pipe.set(f"{tag}:topic", topic_id)
+        else:
+            pipe.delete(f"{tag}:topic")
+        pipe.execute()
 
     def get_state(self, p: int, customer_id: str) -> bytes | None:
         v = self.client.hget(self.customer_key(p, customer_id), customer_id)
@@ -742,6 +782,16 @@ class MemoryFeatureStore:
     def topic_id(self, p: int) -> str:
         return self._topics.get(p, "")
 
+    def adopt_topic(self, p: int, topic_id: str, applied: int) -> None:
+        if applied >= 0:
+            self._offsets[p] = applied
+        else:
+            self._offsets.pop(p, None)
+        if topic_id:
+            self._topics[p] = topic_id
+        else:
+            self._topics.pop(p, None)
+
     def state_and_offset(self, p: int, customer_id: str) -> tuple[bytes | None, int]:
         return self.get_state(p, customer_id), self.applied_offset(p)
 
@@ -824,8 +874,16 @@ def topic_changed(p: int, stored: str, current: str) -> TopicChanged:
     )
 
 
-def model_conflict(version: int, after: int | None, stored: int) -> ModelConflict:
-    """The error of a learner whose next version does not follow the namespace's checkpoint."""
+def model_conflict(version: int, after: int | None, stored: int) -> ModelConflict | StateLost:
+    """The error of a learner whose next version does not follow the namespace's checkpoint: a
+    newer stored version is another learner's; an older one means the checkpoint went back."""
+    if after is not None and stored < after:
+        return StateLost(
+            f"model version {version} was not published: the namespace's model checkpoint went back "
+            f"from version {after} to {stored} (Redis lost writes: a restart without fsync, a failover "
+            "to a lagging replica?); rebuild with `segstream replay --from-offset 0 --namespace NEW`, "
+            "or take the stored version with `segstream recover --resume`"
+        )
     return ModelConflict(
         f"model version {version} was not published: the namespace holds version {stored}, "
         f"not {after}, so another learner writes it; run exactly one instance with model.role "

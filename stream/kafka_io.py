@@ -25,6 +25,13 @@ from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The largest record segstream writes: a model snapshot with the largest sample (16,384
+# customers) is a few megabytes; the producer and the model topic allow this much.
+MAX_OUTPUT_RECORD_BYTES = 16 * 1024 * 1024
+# A dead letter is bounded (models.events.DEAD_LETTER_ORIGINAL_BYTES of the record, its hash and
+# size, a reason of at most 1,000 characters): a few kilobytes fit any topic, whatever the record.
+DEAD_LETTER_TOPIC_BYTES = 1024 * 1024
+
 
 class Record(Protocol):
     """What the pipeline reads of a consumed record: a :class:`SourceRecord`, or kafka-python's
@@ -97,7 +104,7 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "acks": "all",
         "linger_ms": 5,
         "batch_size": 256 * 1024,
-        "max_request_size": 4 * 1024 * 1024,
+        "max_request_size": MAX_OUTPUT_RECORD_BYTES,
         **_security(settings),
         **overrides,
     }
@@ -118,14 +125,19 @@ def make_admin(settings: Settings) -> KafkaAdminClient:
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
+    """The topics segstream creates, with limits that fit what it writes to them."""
     t = settings.topics
     compact = {"cleanup.policy": "compact"}
     return [
         NewTopic(t.interactions, t.partitions, 1),
-        NewTopic(t.out("dlq"), t.partitions, 1),
+        NewTopic(
+            t.out("dlq"), t.partitions, 1, topic_configs={"max.message.bytes": str(DEAD_LETTER_TOPIC_BYTES)}
+        ),
         NewTopic(t.out("changes"), t.partitions, 1),
         NewTopic(t.out("current"), t.partitions, 1, topic_configs=compact),
-        NewTopic(t.out("model"), 1, 1, topic_configs=compact),
+        NewTopic(
+            t.out("model"), 1, 1, topic_configs={**compact, "max.message.bytes": str(MAX_OUTPUT_RECORD_BYTES)}
+        ),
         NewTopic(t.out("model_events"), 1, 1),
     ]
 

@@ -15,15 +15,29 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import redis
-from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    OffsetAndMetadata,
+    TopicPartition,
+)
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from models.segments.engine import EngineParams, SegmentEngine
-from stream.errors import ModelConflict, StateConflict
+from stream.errors import (
+    ModelConflict,
+    SegstreamError,
+    ServiceUnavailable,
+    StateConflict,
+    StateLost,
+    TopicChanged,
+)
 from stream.feature_store import FeatureStore, model_conflict
 from stream.http import Health, serve
-from stream.kafka_io import OutputSink, Record, ensure_topics, make_consumer
+from stream.integrity import PartitionFacts, Where, first_problem, topic_id
+from stream.kafka_io import OutputSink, Record, ensure_topics, make_admin, make_consumer
 from stream.metrics import Metrics
 from stream.pipeline import BatchProcessor
 from stream.publisher import PublisherError, open_sink
@@ -135,6 +149,10 @@ REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 REDIS_REFUSED = (redis.AuthenticationError, redis.exceptions.AuthorizationError)
 
 
+class _KafkaUnavailable(SegstreamError):
+    """A check before processing could not ask the broker: the loop retries."""
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -178,6 +196,10 @@ class Service:
         self._sizes_at = 0.0
         self._sized: set[int] = set()  # segments whose size gauge is set
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}  # newest offsets sent
+        self._admin: KafkaAdminClient | None = None  # the input topic's id (integrity checks)
+        # Assigned partitions not yet checked against Redis, the group and the topic (integrity).
+        self._unverified: set[int] = set()
+        self._written: dict[int, int] = {}  # partition -> next offset after what Redis confirmed
         # Offsets of processed batches, waiting for their state to be written (BatchResult.durable).
         self._durable: deque[tuple[Future[None] | None, dict[TopicPartition, OffsetAndMetadata]]] = deque()
 
@@ -195,12 +217,20 @@ class Service:
         started = time.perf_counter()
         self.store = FeatureStore(s.redis.url.get_secret_value(), s.redis.namespace).start()
         engine = load_engine(s, self.store)
+        if engine.version == 0 and self.store.segment_counts(s.topics.partitions):
+            raise StateLost(
+                f"namespace {s.redis.namespace!r} has customers in segments but no model checkpoint: "
+                "Redis lost it (a flush of that key, a failover to a lagging replica?); rebuild with "
+                "`segstream replay --from-offset 0 --namespace NEW`"
+            )
         self.metrics.restore_seconds.set(time.perf_counter() - started)
         self.metrics.model_version.set(engine.version)
         ensure_topics(s)
+        self._admin = make_admin(s)
         self.store.save_meta(s.topics.interactions, s.topics.partitions)
         self.sink = open_sink(s)
         self.processor = BatchProcessor(s, self.store, engine, self.sink, self.metrics)
+        self.processor.topic_id = topic_id(self._admin, s.topics.interactions)
         self.consumer = make_consumer(s)
         if self._partitions is None:
             self.consumer.subscribe([s.topics.interactions], listener=_Rebalance(self))
@@ -243,7 +273,75 @@ class Service:
             if applied >= 0:
                 self.consumer.seek(tp, applied + 1)
                 self._next_offset[tp.partition] = applied + 1
+        # Checked against the group and the topic before any of their records is processed
+        # (_verify: the blocking calls it needs cannot run on kafka-python's IO thread).
+        self._unverified = set(self._assigned)
         log.info("partitions assigned: %s", sorted(self._assigned))
+
+    def _verify(self) -> None:
+        """Before the first record of newly assigned partitions (or after Redis came back): stop
+        with one line if the namespace's state is not the state of this topic (recreated,
+        truncated, trimmed by retention) or holds less than the group committed (lost)."""
+        assert self.consumer is not None and self.store is not None and self.processor is not None
+        assert self._admin is not None
+        parts = sorted(self._unverified & self._assigned)
+        if not parts:
+            self._unverified.clear()
+            return
+        s = self.settings
+        topic = s.topics.interactions
+        tps = [TopicPartition(topic, p) for p in parts]
+        try:
+            current = topic_id(self._admin, topic)
+            begin = self.consumer.beginning_offsets(tps, timeout_ms=10_000)
+            end = self.consumer.end_offsets(tps, timeout_ms=10_000)
+            group = self._admin.list_group_offsets({s.kafka.group_id: tps}).get(s.kafka.group_id, {})
+            committed = {tp.partition: o.offset for tp, o in group.items() if o is not None and o.offset >= 0}
+        except (KafkaError, ServiceUnavailable) as e:
+            raise _KafkaUnavailable(f"could not read the input partitions' offsets: {e}") from e
+        where = Where(topic, s.redis.namespace, s.kafka.group_id)
+        facts = []
+        for tp in tps:
+            p = tp.partition
+            # What this process itself saw Redis confirm counts as committed too (commits are async).
+            known = [o for o in (committed.get(p), self._written.get(p)) if o is not None]
+            facts.append(
+                PartitionFacts(
+                    partition=p,
+                    applied=self.store.applied_offset(p),
+                    stored_topic=self.store.topic_id(p),
+                    topic=current,
+                    committed=max(known) if known else None,
+                    begin=begin.get(tp),
+                    end=end.get(tp),
+                )
+            )
+        problem = first_problem(facts, where)
+        if problem is not None:
+            raise problem
+        if current and current != self.processor.topic_id:
+            log.info("input topic %s has id %s", topic, current)
+            self.processor.topic_id = current
+        self._unverified.difference_update(parts)
+
+    def _check_topic(self) -> None:
+        """After a poll that returned records, before they are processed: the input topic is
+        still the one the partitions' state was built from. kafka-python (3.0) keeps fetching a
+        deleted and recreated topic at its old position without noticing, so the broker is asked
+        each time (~0.6 ms): records fetched after a recreation are never applied."""
+        assert self.processor is not None and self._admin is not None
+        known = self.processor.topic_id
+        if not known:
+            return  # a broker without topic ids
+        current = topic_id(self._admin, self.settings.topics.interactions)
+        if current != known:
+            raise TopicChanged(
+                f"input topic {self.settings.topics.interactions!r} was deleted while the service ran "
+                f"(topic id {current or 'none'} now, {known} before): its offsets started over and no "
+                "record of it was applied; keep every customer's features and read it from its "
+                "beginning with `segstream recover --adopt-topic`, or rebuild into a fresh namespace "
+                "with `segstream replay --from-offset 0 --namespace NEW`"
+            )
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Forget revoked (or lost) partitions: the loop must not seek or commit them any more.
@@ -251,6 +349,7 @@ class Service:
         gone = {tp.partition for tp in revoked}
         self._assigned = self._assigned - gone
         self._next_offset = {p: o for p, o in self._next_offset.items() if p not in gone}
+        self._written = {p: o for p, o in self._written.items() if p not in gone}
         if self.processor is not None:
             self.processor.owned = frozenset(self._assigned)
         # Their offsets are the new owner's to commit from now on (lag readings would go back).
@@ -289,6 +388,8 @@ class Service:
             self.consumer.close(autocommit=False)
         if self.sink is not None:
             self.sink.close()
+        if self._admin is not None:
+            self._admin.close()
         if self.store is not None:
             self.store.close()
 
@@ -313,6 +414,8 @@ class Service:
             self._kafka_error = None
             records = _to_records(polled)
             try:
+                if self._unverified:
+                    self._verify()  # before any record of newly assigned partitions
                 if not records:
                     self._drain()  # idle: let the state and the offsets catch up
                     self._idle_model_update()
@@ -327,6 +430,13 @@ class Service:
                     raise
                 self._recover_from_redis(e)
                 idle_since = time.monotonic()
+                continue
+            except _KafkaUnavailable as e:  # a check could not ask the broker: nothing was processed
+                self.metrics.errors.labels(component="kafka").inc()
+                self._kafka_error = str(e)
+                log.warning("%s; reading the polled records again once Kafka answers", e)
+                self._rewind()
+                self._stop.wait(1.0)
                 continue
             if max_records is not None and summary.records >= max_records:
                 break
@@ -427,8 +537,23 @@ class Service:
         except StateConflict as e:
             self._resync(e)
 
+    def _rewind(self) -> None:
+        """Seek every owned partition back to the first record the loop has not processed."""
+        assert self.consumer is not None and self.store is not None
+        topic = self.settings.topics.interactions
+        owned = self.consumer.assignment()
+        for p in sorted(self._assigned):
+            tp = TopicPartition(topic, p)
+            if tp in owned:
+                nxt = self._next_offset.get(p)
+                self.consumer.seek(tp, nxt if nxt is not None else self.store.applied_offset(p) + 1)
+
     def _process(self, records: list[Record], summary: RunSummary) -> None:
         assert self.consumer is not None and self.processor is not None and self.store is not None
+        try:
+            self._check_topic()
+        except ServiceUnavailable as e:
+            raise _KafkaUnavailable(str(e)) from e
         self._follow_model()
         if self.processor.learns:
             self.processor.drained = self._drained(records)
@@ -473,6 +598,9 @@ class Service:
             try:
                 self.store.client.ping()
                 self._forget_unwritten()
+                # Redis may be back with less than it confirmed (no fsync, a lagging replica):
+                # checked against the group and what this process saw written before going on.
+                self._unverified |= self._assigned
                 self._realign_model()
                 self._reseek()
                 return
@@ -557,6 +685,7 @@ class Service:
         if ready:
             self.consumer.commit_async(ready, callback=self._committed)
             self._uncommitted.update(ready)
+            self._written.update({tp.partition: o.offset for tp, o in ready.items()})
 
     def _committed(self, offsets: dict[Any, Any], response: Any) -> None:
         if isinstance(response, Exception):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from models.segments.population import customer_key
-from stream.errors import ModelConflict, StateConflict
+from stream.errors import ModelConflict, StateConflict, StateLost, TopicChanged
 from stream.feature_store import DEFAULT_BUCKETS, FeatureStore, MemoryFeatureStore, PartitionWrite
 
 from .conftest import Stack
@@ -36,6 +36,8 @@ def write(p: int, expected: int, new: int, **kw: object) -> PartitionWrite:
         states=dict(kw.get("states", {})),  # type: ignore[call-overload]
         due=dict(kw.get("due", {})),  # type: ignore[call-overload]
         segment_deltas=dict(kw.get("deltas", {})),  # type: ignore[call-overload]
+        clock=kw.get("clock"),  # type: ignore[arg-type]
+        topic_id=str(kw.get("topic", "")),
     )
 
 
@@ -67,6 +69,28 @@ def test_compare_and_set_rejects_a_stale_batch(store: FeatureStore | MemoryFeatu
     assert store.get_state(2, "a") is None and store.load(2, [], due_until=10**9).due == []
 
 
+def test_the_partition_clock_and_topic_id_travel_with_the_state(
+    store: FeatureStore | MemoryFeatureStore,
+) -> None:
+    view = store.load(3, [], due_until=0)
+    assert (view.clock, view.topic_id) == ("", "")
+    store.commit(write(3, -1, 5, clock="10 a 20 b", topic="id-1"))
+    view = store.load(3, [], due_until=0)
+    assert (view.clock, view.topic_id, store.topic_id(3)) == ("10 a 20 b", "id-1", "id-1")
+    store.commit(write(3, 5, 6))  # clock None: unchanged; topic "": not checked
+    assert (store.load(3, [], due_until=0).clock, store.topic_id(3)) == ("10 a 20 b", "id-1")
+    # A batch of another topic of the same name (recreated) is refused, and changes nothing.
+    with pytest.raises(TopicChanged, match="deleted and created again"):
+        store.commit(write(3, 6, 7, states={"x": b"\x01X"}, clock="", topic="id-2"))
+    assert (store.applied_offset(3), store.get_state(3, "x")) == (6, None)
+    # recover --adopt-topic: the state stays, the partition goes on from the new topic's start.
+    store.commit(write(3, 6, 8, states={"x": b"\x01X"}, topic="id-1"))
+    store.adopt_topic(3, "id-2", -1)
+    assert (store.applied_offset(3), store.topic_id(3), store.get_state(3, "x")) == (-1, "id-2", b"\x01X")
+    store.commit(write(3, -1, 0, topic="id-2"))
+    assert store.applied_offset(3) == 0
+
+
 def test_segment_counts_add_up_across_partitions(store: FeatureStore | MemoryFeatureStore) -> None:
     store.commit(write(0, -1, 1, deltas={3: 2, 4: 1}))
     store.commit(write(1, -1, 1, deltas={3: 1}))
@@ -94,6 +118,9 @@ def test_a_second_learner_cannot_overwrite_the_model(store: FeatureStore | Memor
         with pytest.raises(ModelConflict, match=f"holds version 2, not {after}"):
             store.save_model(b"theirs", after + 1, after=after)
     assert store.load_model() == (2, b"v2 again")
+    # A checkpoint that went back (Redis lost writes) is told apart from a second learner.
+    with pytest.raises(StateLost, match="went back from version 3 to 2"):
+        store.save_model(b"mine", 4, after=3)
     store.save_model(b"replayed", 9)  # unconditional: a replay into its own fresh namespace
     assert store.load_model() == (9, b"replayed")
 

@@ -63,15 +63,8 @@ def publish_sample(sink: OutputSink) -> None:
     for i in range(300):
         sink.change(change(i, erased=i % 97 == 0))
         if i % 50 == 0:
-            dl = DeadLetter(
-                source_topic="in",
-                source_partition=i % 4,
-                source_offset=i,
-                key=None if i % 100 == 0 else f"c{i:05d}",
-                original="e30=",
-                error_class="ValidationError",
-                reason="ts: missing",
-            )
+            key = None if i % 100 == 0 else f"c{i:05d}".encode()
+            dl = DeadLetter.of("in", i % 4, i, key, b"{}", "ValidationError", "ts: missing")
             sink.dead_letter(dl)
         if i % 120 == 0:
             sink.model_event({"kind": "birth", "version": i, "segment_id": 3})
