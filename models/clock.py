@@ -26,6 +26,8 @@ True
 
 from __future__ import annotations
 
+from bisect import insort
+
 __all__ = ["PartitionClock"]
 
 
@@ -55,8 +57,7 @@ class PartitionClock:
         else:
             if len(top) >= self.k:
                 del top[0]
-        top.append((ts, customer))
-        top.sort()
+        insort(top, (ts, customer))  # sorted by (time, customer): ties too, so packing round-trips
         if len(top) >= self.k and top[0][0] > self.value:
             self.value = top[0][0]
         return self.value

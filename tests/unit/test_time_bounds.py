@@ -13,8 +13,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from models.clock import PartitionClock
 from models.events import DeadLetter
 from models.features import DAY, CustomerState
 from models.segments.engine import SegmentEngine
@@ -24,7 +27,7 @@ from stream.kafka_io import SourceRecord
 from stream.metrics import Metrics
 from stream.pipeline import BatchProcessor
 from stream.service import engine_params
-from stream.settings import load
+from stream.settings import load as load_settings
 
 HOUR = 3600
 START = datetime(2026, 1, 5, tzinfo=UTC).timestamp()
@@ -55,7 +58,7 @@ def record(
 
 
 def pipeline() -> tuple[BatchProcessor, MemoryFeatureStore, Sink]:
-    settings = load(overrides={"topics": {"partitions": 1}})
+    settings = load_settings(overrides={"topics": {"partitions": 1}})
     store = MemoryFeatureStore()
     engine = SegmentEngine(engine_params(settings), feature_params=settings.features.params())
     sink = Sink(engine)
@@ -127,3 +130,23 @@ def test_dead_letters_are_bounded_whatever_the_record() -> None:
     (dl,) = sink.dead
     assert dl.error_class == "RecordTooLarge" and dl.original_size == 3 << 20 and dl.original_truncated
     assert len(dl.model_dump_json()) < 8 * 1024
+
+
+@given(
+    st.integers(1, 4),
+    st.lists(st.tuples(st.integers(0, 6), st.integers(0, 100)), min_size=1, max_size=60),
+)
+@settings(derandomize=True, max_examples=300, database=None)
+def test_the_watermark_is_the_kth_newest_customer_time(k: int, events: list[tuple[int, int]]) -> None:
+    """PartitionClock against a brute force: the k-th largest of the customers' newest times,
+    never going back, none before k customers; and packing it loses nothing."""
+    clock, newest, want = PartitionClock(k), {}, 0
+    for who, ts in events:
+        got = clock.observe(f"c{who}", ts)
+        newest[who] = max(newest.get(who, -1), ts)
+        ranked = sorted(newest.values(), reverse=True)
+        if len(ranked) >= k:
+            want = max(want, ranked[k - 1])
+        assert got == want
+        again = PartitionClock.unpack(clock.pack(), k, clock.value)
+        assert (again.top, again.value) == (clock.top, clock.value)
