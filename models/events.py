@@ -146,6 +146,12 @@ _MONEY_RULE: dict[str, Any] = {
 }
 
 
+def _money(description: str) -> Any:
+    """An optional amount of money: strict, so a JSON number (an integer is fine), never a
+    boolean or a numeric string; finite, non-negative and bounded."""
+    return Field(default=None, strict=True, ge=0, le=_MAX_MONEY, allow_inf_nan=False, description=description)
+
+
 class InteractionEvent(BaseModel):
     """One omnichannel interaction of one customer (topic ``interactions``, key = customer_id)."""
 
@@ -167,28 +173,13 @@ class InteractionEvent(BaseModel):
     )
     channel: Channel
     type: EventType
-    # strict: a JSON number (an integer is fine), never a boolean or a numeric string.
-    amount: float | None = Field(
-        default=None,
-        strict=True,
-        ge=0,
-        le=_MAX_MONEY,
-        allow_inf_nan=False,
-        description="A JSON number, on purchases and refunds only (required there).",
-    )
+    amount: float | None = _money("A JSON number, on purchases and refunds only (required there).")
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = Field(
         default=None, description="Three capital letters (ISO 4217), on purchases and refunds only."
     )
     category: Annotated[str, Field(max_length=64)] | None = None
     campaign_id: Identifier | None = None
-    discount: float | None = Field(
-        default=None,
-        strict=True,
-        ge=0,
-        le=_MAX_MONEY,
-        allow_inf_nan=False,
-        description="A JSON number (the money off), on any type.",
-    )
+    discount: float | None = _money("A JSON number (the money off), on any type.")
     properties: dict[str, str | int | float | bool | None] | None = Field(
         default=None, max_length=MAX_PROPERTIES
     )
