@@ -63,7 +63,9 @@ def _overrides(
 @click.option("--namespace", "-n", help="Redis namespace (overrides settings).")
 @click.option("--group", help="Kafka consumer group id (overrides settings).")
 @click.option("--suffix", help="Output topic suffix, e.g. '.shadow' to read a replay's changes.")
-@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Log at DEBUG level, kafka-python's and redis-py's messages too."
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -81,9 +83,11 @@ def cli(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # kafka-python logs transient coordinator moves and "event loop blocked" notices as warnings:
-    # noise for a CLI user; its errors still show.
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # kafka-python logs every failed connection attempt as an error (a dozen lines for one
+    # unreachable broker) and transient coordinator moves as warnings: the command names what
+    # failed in one line, and the service logs what it does about it. Theirs only with -v.
+    for library in ("kafka", "redis"):
+        logging.getLogger(library).setLevel(logging.INFO if verbose else logging.CRITICAL + 1)
     ctx.obj = Ctx(config, _overrides(bootstrap, redis_url, namespace, group, suffix))
 
 
@@ -280,8 +284,13 @@ def run(
 
 
 def _run_workers(settings: Settings, until_idle: float | None, max_records: int | None) -> None:
+    from stream.kafka_io import make_admin
     from stream.workers import run_workers
 
+    # Both servers once, before any worker starts: an unreachable one is one line, not a line from
+    # every worker and the supervisor's.
+    _store(settings).close()
+    make_admin(settings).close()
     n = settings.service.workers
     port = settings.service.metrics_port
     log.info(
@@ -308,7 +317,8 @@ def _run_workers(settings: Settings, until_idle: float | None, max_records: int 
 def _store(settings: Settings) -> Any:
     from stream.feature_store import FeatureStore
 
-    return FeatureStore(settings.redis.url.get_secret_value(), settings.redis.namespace).start()
+    r = settings.redis
+    return FeatureStore(r.url.get_secret_value(), r.namespace).start(r.connect_timeout_seconds)
 
 
 def _partitions(settings: Settings, store: Any) -> int:

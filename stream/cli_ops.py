@@ -252,7 +252,14 @@ def export(obj: Ctx, fmt: str, out: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(obj: Ctx, metrics_url: tuple[str, ...], interval: float, as_json: bool) -> None:
-    """One screen: lag per partition, watermarks, model, segment sizes, rates."""
+    """One screen: lag per partition, watermarks, model, segment sizes, rates.
+
+    \b
+    Exit status:
+      0  Kafka and Redis answered (a /metrics that did not answer is a note: is the service running?)
+      1  Kafka or Redis did not answer: what could be gathered is printed, then one line on stderr
+      2  a usage error
+    """
     from stream import status as st
 
     settings = obj.settings
@@ -265,8 +272,10 @@ def status(obj: Ctx, metrics_url: tuple[str, ...], interval: float, as_json: boo
     report = st.gather(settings, urls, interval)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
-        return
-    _print_status(report)
+    else:
+        _print_status(report)
+    if report.unavailable:
+        raise SegstreamError("; ".join(report.unavailable.values()))
 
 
 def _print_status(r: Any) -> None:

@@ -324,7 +324,8 @@ def replay(
     if source.topic and source.topic in outputs.values():
         raise SegstreamError(f"the replay would write into its own source topic {source.topic!r}")
     summary = ReplaySummary(namespace=ns, source=source.description, output_topics=outputs)
-    store = FeatureStore(settings.redis.url.get_secret_value(), ns).start()
+    r = settings.redis
+    store = FeatureStore(r.url.get_secret_value(), ns).start(r.connect_timeout_seconds)
     sink: OutputSink | None = None
     try:
         if namespace_key_count(store):

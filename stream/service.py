@@ -192,12 +192,14 @@ class Service:
         self.health.checks["redis"] = self._redis_check
         self.health.checks["kafka"] = self._kafka_check
         self.health.checks["publisher"] = self._publisher_check
+        self.store = FeatureStore(s.redis.url.get_secret_value(), s.redis.namespace).start(
+            s.redis.connect_timeout_seconds
+        )
+        ensure_topics(s)  # before any work: an unreachable broker ends the start with one line
         started = time.perf_counter()
-        self.store = FeatureStore(s.redis.url.get_secret_value(), s.redis.namespace).start()
         engine = load_engine(s, self.store)
         self.metrics.restore_seconds.set(time.perf_counter() - started)
         self.metrics.model_version.set(engine.version)
-        ensure_topics(s)
         self.store.save_meta(s.topics.interactions, s.topics.partitions)
         self.sink = open_sink(s)
         self.processor = BatchProcessor(s, self.store, engine, self.sink, self.metrics)

@@ -154,7 +154,10 @@ def _worker(index: int, count: int) -> int:
         format=f"%(asctime)s %(levelname)s worker {index} %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # As `segstream` without -v: the libraries' own connection errors are noise next to ours.
+    quiet = settings.service.log_level != "DEBUG"
+    for library in ("kafka", "redis"):
+        logging.getLogger(library).setLevel(logging.CRITICAL + 1 if quiet else logging.INFO)
     partitions = worker_partitions(index, count, settings.topics.partitions)
     service = Service(settings, partitions=partitions)
     service.install_signal_handlers()
