@@ -114,6 +114,13 @@ class Metrics:
         self.errors = Counter(
             "segstream_errors", "Errors talking to a dependency", ["component"], registry=registry
         )
+        self.dependency_silence = Gauge(
+            "segstream_dependency_silence_seconds",
+            "Seconds since Kafka or Redis last answered the health prober "
+            "(/readyz is 503 past service.dependency_silence_seconds)",
+            ["dependency"],
+            registry=registry,
+        )
         self.rebalances = Counter("segstream_rebalances", "Partition assignments received", registry=registry)
         self.restore_seconds = Gauge(
             "segstream_restore_seconds", "Time to restore the model at start", registry=registry

@@ -26,6 +26,7 @@ from stream.http import Health, serve
 from stream.kafka_io import OutputSink, Record, ensure_topics, make_consumer
 from stream.metrics import Metrics
 from stream.pipeline import BatchProcessor
+from stream.probes import Prober
 from stream.publisher import PublisherError, open_sink
 from stream.settings import Settings
 
@@ -169,6 +170,7 @@ class Service:
         self.sink: OutputSink | None = None
         self.processor: BatchProcessor | None = None
         self.http_port: int | None = None
+        self.prober: Prober | None = None  # Kafka and Redis, asked every second for /readyz
         self._assigned: set[int] = set()
         self._next_offset: dict[int, int] = {}  # owned partition -> next offset the loop reads
         self._asked: dict[int, int] = {}  # end offsets asked of the broker (_ends)
@@ -210,13 +212,18 @@ class Service:
             tps = [TopicPartition(s.topics.interactions, p) for p in self._partitions]
             self.consumer.assign(tps)
             self.on_assigned(tps)
+        # Both servers answered during this start: they count as answering from now on.
+        self.prober = Prober(s, self.metrics, answered_at=time.monotonic()).start()
         tune_runtime()
 
+    # The checks run on the HTTP server's threads: they only read what others recorded, so that
+    # every probe answers at once whatever Kafka and Redis do (stream.probes asks them).
     def _redis_check(self) -> str | None:
         if self.store is None:
             return "not connected"
-        self.store.client.ping()
-        return None
+        if self.prober is None:
+            return "not probed yet"
+        return self.prober.problem("redis")
 
     def _publisher_check(self) -> str | None:
         if self.sink is None:
@@ -226,7 +233,10 @@ class Service:
     def _kafka_check(self) -> str | None:
         if self.consumer is None:
             return "consumer not started"
-        return self._kafka_error  # set by a failed poll, cleared by the next good one
+        if self.prober is None:
+            return "not probed yet"
+        # The broker's silence, else a failed poll (set by it, cleared by the next good one).
+        return self.prober.problem("kafka") or self._kafka_error
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Seek past what Redis already applied: a restart resumes where the state is, not re-reads."""
@@ -293,6 +303,8 @@ class Service:
             self.sink.close()
         if self.store is not None:
             self.store.close()
+        if self.prober is not None:
+            self.prober.stop()
 
     # ---- the loop ----
     def run(self, until_idle: float | None = None, max_records: int | None = None) -> RunSummary:

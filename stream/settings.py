@@ -205,6 +205,9 @@ class ServiceSettings(_Frozen):
     workers: int = Field(default=1, ge=1, le=64)
     metrics_host: str = "127.0.0.1"
     stall_seconds: float = Field(default=60.0, gt=0)
+    # /readyz is 503 once Kafka or Redis has not answered the health prober (stream.probes, a
+    # request every second on clients of its own) for this long.
+    dependency_silence_seconds: float = Field(default=5.0, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
