@@ -277,10 +277,23 @@ def run(
     finally:
         service.close()
     rate = summary.records / summary.seconds if summary.seconds else 0.0
+    dead = dead_letter_text(summary.dead_letters, service.metrics.dead_letter_counts(), "dead-lettered")
     console.print(
         f"processed {summary.records} records in {summary.batches} batches ({rate:,.0f}/s): "
-        f"{summary.applied} applied, {summary.dead_letters} dead-lettered, {summary.changes} segment changes"
+        f"{summary.applied} applied, {dead}, {summary.changes} segment changes"
     )
+
+
+def dead_letter_text(total: int, classes: dict[str, int], noun: str = "dead letters") -> str:
+    """``12 dead letters (InvalidJSON 7, LateEvent 5)``: the total and its error classes."""
+    text = f"{total:,} {noun}"
+    return f"{text} ({classes_text(classes)})" if classes else text
+
+
+def classes_text(classes: dict[str, int]) -> str:
+    """``InvalidJSON 7, LateEvent 5``: the most frequent first."""
+    ordered = sorted(classes.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{name} {n:,}" for name, n in ordered)
 
 
 def _run_workers(settings: Settings, until_idle: float | None, max_records: int | None) -> None:
@@ -303,11 +316,16 @@ def _run_workers(settings: Settings, until_idle: float | None, max_records: int 
     summaries = run_workers(settings, until_idle, max_records)
     keys = ("records", "applied", "dead_letters", "changes")
     totals = {k: sum(s.get(k, 0) for s in summaries) for k in keys}
+    classes: dict[str, int] = {}
+    for s in summaries:
+        for name, count in s.get("dead_letter_classes", {}).items():
+            classes[name] = classes.get(name, 0) + count
     seconds = max((s.get("seconds", 0.0) for s in summaries), default=0.0)
     rate = totals["records"] / seconds if seconds else 0.0
+    dead = dead_letter_text(totals["dead_letters"], classes, "dead-lettered")
     console.print(
         f"processed {totals['records']} records with {n} workers ({rate:,.0f}/s): {totals['applied']} "
-        f"applied, {totals['dead_letters']} dead-lettered, {totals['changes']} segment changes"
+        f"applied, {dead}, {totals['changes']} segment changes"
     )
 
 
@@ -564,6 +582,7 @@ def evaluate_cmd(
         "births",
         "deaths",
         "flapping",
+        "dead letters",
         "events/s",
     ):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -576,9 +595,13 @@ def evaluate_cmd(
             str(r.births),
             str(r.deaths),
             f"{r.flapping:.2%}",
+            f"{r.dead_letters:,}",
             f"{r.events_per_s:,.0f}",
         )
     console.print(table)
+    classes = reports[0].dead_letter_classes if reports else {}
+    if classes:  # decided before the model: the same for every model
+        console.print(f"dead letters by class: {classes_text(classes)}")
 
 
 # ---------------------------------------------------------------- entry point

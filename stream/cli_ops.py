@@ -22,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from stream.cli import Ctx, cli, console, err_console
+from stream.cli import Ctx, cli, console, dead_letter_text, err_console
 from stream.errors import SegstreamError
 
 # ---------------------------------------------------------------- replay
@@ -120,7 +120,8 @@ def replay(
     console.print(
         f"replayed {summary.records:,} records from {summary.source} into namespace {summary.namespace} "
         f"in {summary.seconds:.1f} s ({summary.rate:,.0f}/s): {summary.applied:,} applied, "
-        f"{summary.dead_letters:,} dead letters, {summary.changes:,} segment changes, "
+        f"{dead_letter_text(summary.dead_letters, summary.dead_letter_classes)}, "
+        f"{summary.changes:,} segment changes, "
         f"model version {summary.model_version}; changes on {summary.output_topics['changes']}"
     )
 

@@ -133,3 +133,12 @@ class Metrics:
             "Wall-clock time of the last poll loop",
             registry=registry,
         )
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters sent so far by this process, by error class (the counter's reason label)."""
+        return {
+            sample.labels["reason"]: int(sample.value)
+            for family in self.dead_letters.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.value
+        }

@@ -174,7 +174,9 @@ def _worker(index: int, count: int) -> int:
         summary = service.run(until_idle=until_idle, max_records=max_records)
     finally:
         service.close()
-    sys.stdout.write(json.dumps(asdict(summary)) + "\n")
+    # By error class, from the metrics: the same count as the summary's, per class.
+    classes = service.metrics.dead_letter_counts()
+    sys.stdout.write(json.dumps({**asdict(summary), "dead_letter_classes": classes}) + "\n")
     sys.stdout.flush()
     return 0
 
