@@ -63,7 +63,9 @@ def _overrides(
 @click.option("--namespace", "-n", help="Redis namespace (overrides settings).")
 @click.option("--group", help="Kafka consumer group id (overrides settings).")
 @click.option("--suffix", help="Output topic suffix, e.g. '.shadow' to read a replay's changes.")
-@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Log at DEBUG level, kafka-python's and redis-py's messages too."
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -81,9 +83,11 @@ def cli(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # kafka-python logs transient coordinator moves and "event loop blocked" notices as warnings:
-    # noise for a CLI user; its errors still show.
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # kafka-python logs every failed connection attempt as an error (a dozen lines for one
+    # unreachable broker) and transient coordinator moves as warnings: the command names what
+    # failed in one line, and the service logs what it does about it. Theirs only with -v.
+    for library in ("kafka", "redis"):
+        logging.getLogger(library).setLevel(logging.INFO if verbose else logging.CRITICAL + 1)
     ctx.obj = Ctx(config, _overrides(bootstrap, redis_url, namespace, group, suffix))
 
 
@@ -273,15 +277,33 @@ def run(
     finally:
         service.close()
     rate = summary.records / summary.seconds if summary.seconds else 0.0
+    dead = dead_letter_text(summary.dead_letters, service.metrics.dead_letter_counts(), "dead-lettered")
     console.print(
         f"processed {summary.records} records in {summary.batches} batches ({rate:,.0f}/s): "
-        f"{summary.applied} applied, {summary.dead_letters} dead-lettered, {summary.changes} segment changes"
+        f"{summary.applied} applied, {dead}, {summary.changes} segment changes"
     )
 
 
+def dead_letter_text(total: int, classes: dict[str, int], noun: str = "dead letters") -> str:
+    """``12 dead letters (InvalidJSON 7, LateEvent 5)``: the total and its error classes."""
+    text = f"{total:,} {noun}"
+    return f"{text} ({classes_text(classes)})" if classes else text
+
+
+def classes_text(classes: dict[str, int]) -> str:
+    """``InvalidJSON 7, LateEvent 5``: the most frequent first."""
+    ordered = sorted(classes.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{name} {n:,}" for name, n in ordered)
+
+
 def _run_workers(settings: Settings, until_idle: float | None, max_records: int | None) -> None:
+    from stream.kafka_io import make_admin
     from stream.workers import run_workers
 
+    # Both servers once, before any worker starts: an unreachable one is one line, not a line from
+    # every worker and the supervisor's.
+    _store(settings).close()
+    make_admin(settings).close()
     n = settings.service.workers
     port = settings.service.metrics_port
     log.info(
@@ -294,11 +316,16 @@ def _run_workers(settings: Settings, until_idle: float | None, max_records: int 
     summaries = run_workers(settings, until_idle, max_records)
     keys = ("records", "applied", "dead_letters", "changes")
     totals = {k: sum(s.get(k, 0) for s in summaries) for k in keys}
+    classes: dict[str, int] = {}
+    for s in summaries:
+        for name, count in s.get("dead_letter_classes", {}).items():
+            classes[name] = classes.get(name, 0) + count
     seconds = max((s.get("seconds", 0.0) for s in summaries), default=0.0)
     rate = totals["records"] / seconds if seconds else 0.0
+    dead = dead_letter_text(totals["dead_letters"], classes, "dead-lettered")
     console.print(
         f"processed {totals['records']} records with {n} workers ({rate:,.0f}/s): {totals['applied']} "
-        f"applied, {totals['dead_letters']} dead-lettered, {totals['changes']} segment changes"
+        f"applied, {dead}, {totals['changes']} segment changes"
     )
 
 
@@ -308,7 +335,8 @@ def _run_workers(settings: Settings, until_idle: float | None, max_records: int 
 def _store(settings: Settings) -> Any:
     from stream.feature_store import FeatureStore
 
-    return FeatureStore(settings.redis.url.get_secret_value(), settings.redis.namespace).start()
+    r = settings.redis
+    return FeatureStore(r.url.get_secret_value(), r.namespace).start(r.connect_timeout_seconds)
 
 
 def _partitions(settings: Settings, store: Any) -> int:
@@ -554,6 +582,7 @@ def evaluate_cmd(
         "births",
         "deaths",
         "flapping",
+        "dead letters",
         "events/s",
     ):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -566,9 +595,13 @@ def evaluate_cmd(
             str(r.births),
             str(r.deaths),
             f"{r.flapping:.2%}",
+            f"{r.dead_letters:,}",
             f"{r.events_per_s:,.0f}",
         )
     console.print(table)
+    classes = reports[0].dead_letter_classes if reports else {}
+    if classes:  # decided before the model: the same for every model
+        console.print(f"dead letters by class: {classes_text(classes)}")
 
 
 # ---------------------------------------------------------------- entry point

@@ -22,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from stream.cli import Ctx, cli, console, err_console
+from stream.cli import Ctx, cli, console, dead_letter_text, err_console
 from stream.errors import SegstreamError
 
 # ---------------------------------------------------------------- replay
@@ -120,7 +120,8 @@ def replay(
     console.print(
         f"replayed {summary.records:,} records from {summary.source} into namespace {summary.namespace} "
         f"in {summary.seconds:.1f} s ({summary.rate:,.0f}/s): {summary.applied:,} applied, "
-        f"{summary.dead_letters:,} dead letters, {summary.changes:,} segment changes, "
+        f"{dead_letter_text(summary.dead_letters, summary.dead_letter_classes)}, "
+        f"{summary.changes:,} segment changes, "
         f"model version {summary.model_version}; changes on {summary.output_topics['changes']}"
     )
 
@@ -309,7 +310,14 @@ def recover(obj: Ctx, mode: str | None, dry_run: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(obj: Ctx, metrics_url: tuple[str, ...], interval: float, as_json: bool) -> None:
-    """One screen: lag per partition, watermarks, model, segment sizes, rates."""
+    """One screen: lag per partition, watermarks, model, segment sizes, rates.
+
+    \b
+    Exit status:
+      0  Kafka and Redis answered (a /metrics that did not answer is a note: is the service running?)
+      1  Kafka or Redis did not answer: what could be gathered is printed, then one line on stderr
+      2  a usage error
+    """
     from stream import status as st
 
     settings = obj.settings
@@ -322,8 +330,10 @@ def status(obj: Ctx, metrics_url: tuple[str, ...], interval: float, as_json: boo
     report = st.gather(settings, urls, interval)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
-        return
-    _print_status(report)
+    else:
+        _print_status(report)
+    if report.unavailable:
+        raise SegstreamError("; ".join(report.unavailable.values()))
 
 
 def _print_status(r: Any) -> None:

@@ -68,6 +68,8 @@ class ModelReport:
     changes: int
     flapping: float  # share of customers going A -> B -> A within 30 days of event time
     events_per_s: float  # the whole pipeline without Redis/Kafka
+    dead_letters: int = 0  # records the pipeline refused (decided before the model: equal for all)
+    dead_letter_classes: dict[str, int] = field(default_factory=dict)  # error class -> count
 
 
 def log_records(source: str, lines: Iterable[tuple[bytes | None, bytes]]) -> list[SourceRecord]:
@@ -105,9 +107,12 @@ def _evaluate_one(
     engine = SegmentEngine(params, feature_params=settings.features.params())
     sink = CollectSink(engine)
     processor = BatchProcessor(settings, store, engine, sink, Metrics(CollectorRegistry()))
+    dead_letters: dict[str, int] = {}
     started = time.perf_counter()
     for lo in range(0, len(records), batch_size):
-        processor.process(records[lo : lo + batch_size])
+        result = processor.process(records[lo : lo + batch_size])
+        for name, n in result.dead_letter_classes.items():
+            dead_letters[name] = dead_letters.get(name, 0) + n
         if progress is not None:
             progress(min(lo + batch_size, len(records)))
     processor.close()  # the last batch's state into the store
@@ -158,6 +163,8 @@ def _evaluate_one(
         changes=len(sink.changes),
         flapping=flapping_share(sink.changes),
         events_per_s=len(records) / seconds if seconds else 0.0,
+        dead_letters=sum(dead_letters.values()),
+        dead_letter_classes=dict(sorted(dead_letters.items())),
     )
 
 

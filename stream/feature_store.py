@@ -334,20 +334,38 @@ class FeatureStore:
         self._save_model: Any = None
 
     # ---- lifecycle ----
-    def start(self) -> FeatureStore:
+    def start(self, connect_timeout: float = 5.0) -> FeatureStore:
+        """Connect; ServiceUnavailable if Redis does not answer a PING within ``connect_timeout``
+        seconds (the settings' ``redis.connect_timeout_seconds``)."""
         try:
+            # The first PING on a connection of its own with a short read timeout: a server that
+            # accepts connections but does not answer (paused, overloaded) fails the command in
+            # seconds rather than after the working client's 30 s read timeout.
+            probe = redis.Redis.from_url(
+                self._url,
+                socket_timeout=connect_timeout,
+                socket_connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+            try:
+                probe.ping()
+            finally:
+                probe.close()
             # No client-side retries: a script re-sent after a lost reply would fail its own
             # compare-and-set. The service loop redoes batches from the applied offsets instead.
             self._client = redis.Redis.from_url(
                 self._url,
                 decode_responses=False,
                 socket_timeout=30,
-                socket_connect_timeout=5,
+                socket_connect_timeout=connect_timeout,
                 retry=Retry(NoBackoff(), 0),
             )
-            self._client.ping()
         except redis.RedisError as e:
-            raise ServiceUnavailable(f"Redis at {_host_of(self._url)} did not answer: {e}") from e
+            refused = isinstance(
+                e, (redis.AuthenticationError, redis.exceptions.AuthorizationError, redis.ResponseError)
+            )
+            what = "refused the connection" if refused else f"did not answer within {connect_timeout:g} s"
+            raise ServiceUnavailable(f"Redis at {_host_of(self._url)} {what}: {e}") from e
         self._ensure_listpack_config()
         self._refuse_eviction()
         lua = resources.files("stream").joinpath("lua")

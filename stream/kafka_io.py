@@ -10,13 +10,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.net.compat import KafkaNetClient
 from kafka.partitioner.default import murmur2
 
 from models.events import DeadLetter, SegmentChange
@@ -90,10 +91,7 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         **_security(settings),
         **overrides,
     }
-    try:
-        return KafkaConsumer(**conf)
-    except KafkaError as e:
-        raise ServiceUnavailable(f"Kafka at {k.bootstrap_servers} did not answer: {e}") from e
+    return _connect(KafkaConsumer, settings, conf)
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
@@ -108,20 +106,57 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         **_security(settings),
         **overrides,
     }
-    try:
-        return KafkaProducer(**conf)
-    except KafkaError as e:
-        raise ServiceUnavailable(f"Kafka at {k.bootstrap_servers} did not answer: {e}") from e
+    return _connect(KafkaProducer, settings, conf)
 
 
-def make_admin(settings: Settings) -> KafkaAdminClient:
+def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
     k = settings.kafka
+    conf: dict[str, Any] = {
+        "bootstrap_servers": k.bootstrap_servers.split(","),
+        "client_id": k.client_id,
+        **_security(settings),
+        **overrides,
+    }
+    return _connect(KafkaAdminClient, settings, conf)
+
+
+_Client = TypeVar("_Client", KafkaConsumer, KafkaProducer, KafkaAdminClient)
+
+
+def _connect(cls: type[_Client], settings: Settings, conf: dict[str, Any]) -> _Client:
+    """A kafka-python client, bootstrapped within ``kafka.connect_timeout_seconds``, or
+    ServiceUnavailable naming the broker and the wait (kafka-python's own default is 30 s).
+
+    The constructors start their IO thread before bootstrapping and leave it running when the
+    bootstrap fails; the factory below keeps hold of it so that a failed attempt stops it (the
+    health prober retries every second for as long as a broker is away)."""
+    timeout = settings.kafka.connect_timeout_seconds
+    conf.setdefault("bootstrap_timeout_ms", int(timeout * 1000))
+    made: list[KafkaNetClient] = []
+
+    def net_client(**configs: Any) -> KafkaNetClient:
+        client = KafkaNetClient(**configs)
+        made.append(client)
+        return client
+
     try:
-        return KafkaAdminClient(
-            bootstrap_servers=k.bootstrap_servers.split(","), client_id=k.client_id, **_security(settings)
-        )
+        return cls(kafka_client=net_client, **conf)
     except KafkaError as e:
-        raise ServiceUnavailable(f"Kafka at {k.bootstrap_servers} did not answer: {e}") from e
+        for client in made:
+            _discard(client)
+        waited = conf["bootstrap_timeout_ms"] / 1000
+        raise ServiceUnavailable(
+            f"Kafka at {settings.kafka.bootstrap_servers} did not answer within {waited:g} s: {e}"
+        ) from e
+
+
+def _discard(client: KafkaNetClient) -> None:
+    """Close a client whose owner failed to start: its sockets, then its IO thread."""
+    try:
+        client.close()
+        client._net.stop(timeout_ms=1000)
+    except Exception as e:  # best effort: the error being raised is the one that matters
+        log.debug("closing a client that failed to bootstrap: %s", e)
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:

@@ -114,6 +114,13 @@ class Metrics:
         self.errors = Counter(
             "segstream_errors", "Errors talking to a dependency", ["component"], registry=registry
         )
+        self.dependency_silence = Gauge(
+            "segstream_dependency_silence_seconds",
+            "Seconds since Kafka or Redis last answered the health prober "
+            "(/readyz is 503 past service.dependency_silence_seconds)",
+            ["dependency"],
+            registry=registry,
+        )
         self.rebalances = Counter("segstream_rebalances", "Partition assignments received", registry=registry)
         self.restore_seconds = Gauge(
             "segstream_restore_seconds", "Time to restore the model at start", registry=registry
@@ -126,3 +133,12 @@ class Metrics:
             "Wall-clock time of the last poll loop",
             registry=registry,
         )
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters sent so far by this process, by error class (the counter's reason label)."""
+        return {
+            sample.labels["reason"]: int(sample.value)
+            for family in self.dead_letters.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.value
+        }

@@ -60,6 +60,7 @@ class ReplaySummary:
     records: int = 0
     applied: int = 0
     dead_letters: int = 0
+    dead_letter_classes: dict[str, int] = field(default_factory=dict)  # error class -> count
     changes: int = 0
     batches: int = 0
     partitions: int = 0
@@ -78,6 +79,7 @@ class ReplaySummary:
             "records": self.records,
             "applied": self.applied,
             "dead_letters": self.dead_letters,
+            "dead_letter_classes": dict(sorted(self.dead_letter_classes.items())),
             "changes": self.changes,
             "batches": self.batches,
             "partitions": self.partitions,
@@ -324,7 +326,8 @@ def replay(
     if source.topic and source.topic in outputs.values():
         raise SegstreamError(f"the replay would write into its own source topic {source.topic!r}")
     summary = ReplaySummary(namespace=ns, source=source.description, output_topics=outputs)
-    store = FeatureStore(settings.redis.url.get_secret_value(), ns).start()
+    r = settings.redis
+    store = FeatureStore(r.url.get_secret_value(), ns).start(r.connect_timeout_seconds)
     sink: OutputSink | None = None
     try:
         if namespace_key_count(store):
@@ -352,6 +355,8 @@ def replay(
                 summary.records += len(batch)
                 summary.applied += result.applied
                 summary.dead_letters += result.dead_letters
+                for name, n in result.dead_letter_classes.items():
+                    summary.dead_letter_classes[name] = summary.dead_letter_classes.get(name, 0) + n
                 summary.changes += result.changes
                 summary.batches += 1
                 if progress is not None:

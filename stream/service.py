@@ -40,6 +40,7 @@ from stream.integrity import PartitionFacts, Where, first_problem, topic_id
 from stream.kafka_io import OutputSink, Record, ensure_topics, make_admin, make_consumer
 from stream.metrics import Metrics
 from stream.pipeline import BatchProcessor
+from stream.probes import Prober
 from stream.publisher import PublisherError, open_sink
 from stream.settings import Settings
 
@@ -187,6 +188,7 @@ class Service:
         self.sink: OutputSink | None = None
         self.processor: BatchProcessor | None = None
         self.http_port: int | None = None
+        self.prober: Prober | None = None  # Kafka and Redis, asked every second for /readyz
         self._assigned: set[int] = set()
         self._next_offset: dict[int, int] = {}  # owned partition -> next offset the loop reads
         self._asked: dict[int, int] = {}  # end offsets asked of the broker (_ends)
@@ -214,8 +216,11 @@ class Service:
         self.health.checks["redis"] = self._redis_check
         self.health.checks["kafka"] = self._kafka_check
         self.health.checks["publisher"] = self._publisher_check
+        self.store = FeatureStore(s.redis.url.get_secret_value(), s.redis.namespace).start(
+            s.redis.connect_timeout_seconds
+        )
+        ensure_topics(s)  # before any work: an unreachable broker ends the start with one line
         started = time.perf_counter()
-        self.store = FeatureStore(s.redis.url.get_secret_value(), s.redis.namespace).start()
         engine = load_engine(s, self.store)
         if engine.version == 0 and self.store.segment_counts(s.topics.partitions):
             raise StateLost(
@@ -225,7 +230,6 @@ class Service:
             )
         self.metrics.restore_seconds.set(time.perf_counter() - started)
         self.metrics.model_version.set(engine.version)
-        ensure_topics(s)
         self._admin = make_admin(s)
         self.store.save_meta(s.topics.interactions, s.topics.partitions)
         self.sink = open_sink(s)
@@ -238,13 +242,18 @@ class Service:
             tps = [TopicPartition(s.topics.interactions, p) for p in self._partitions]
             self.consumer.assign(tps)
             self.on_assigned(tps)
+        # Both servers answered during this start: they count as answering from now on.
+        self.prober = Prober(s, self.metrics, answered_at=time.monotonic()).start()
         tune_runtime()
 
+    # The checks run on the HTTP server's threads: they only read what others recorded, so that
+    # every probe answers at once whatever Kafka and Redis do (stream.probes asks them).
     def _redis_check(self) -> str | None:
         if self.store is None:
             return "not connected"
-        self.store.client.ping()
-        return None
+        if self.prober is None:
+            return "not probed yet"
+        return self.prober.problem("redis")
 
     def _publisher_check(self) -> str | None:
         if self.sink is None:
@@ -254,7 +263,10 @@ class Service:
     def _kafka_check(self) -> str | None:
         if self.consumer is None:
             return "consumer not started"
-        return self._kafka_error  # set by a failed poll, cleared by the next good one
+        if self.prober is None:
+            return "not probed yet"
+        # The broker's silence, else a failed poll (set by it, cleared by the next good one).
+        return self.prober.problem("kafka") or self._kafka_error
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Seek past what Redis already applied: a restart resumes where the state is, not re-reads."""
@@ -392,6 +404,8 @@ class Service:
             self._admin.close()
         if self.store is not None:
             self.store.close()
+        if self.prober is not None:
+            self.prober.stop()
 
     # ---- the loop ----
     def run(self, until_idle: float | None = None, max_records: int | None = None) -> RunSummary:

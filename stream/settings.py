@@ -57,11 +57,17 @@ class KafkaSettings(_Frozen):
     # "process": outputs are published by a child process (stream.publisher), off the service's
     # GIL; "inline": by a producer in the service's own process (one process, slower changes).
     publisher: Literal["process", "inline"] = "process"
+    # How long a client waits for the broker's first answer (kafka-python's bootstrap) before the
+    # command fails with one line: an unreachable broker costs this, not kafka-python's 30 s.
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
 
 class RedisSettings(_Frozen):
     url: SecretStr = SecretStr("redis://localhost:16379/0")
     namespace: str = Field(default="seg", pattern=r"^[A-Za-z0-9_\-]{1,32}$")
+    # How long connecting and the first PING may take before the command fails with one line
+    # (a server that accepts connections but does not answer, e.g. paused, included).
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
 
 class TopicSettings(_Frozen):
@@ -199,6 +205,9 @@ class ServiceSettings(_Frozen):
     workers: int = Field(default=1, ge=1, le=64)
     metrics_host: str = "127.0.0.1"
     stall_seconds: float = Field(default=60.0, gt=0)
+    # /readyz is 503 once Kafka or Redis has not answered the health prober (stream.probes, a
+    # request every second on clients of its own) for this long.
+    dependency_silence_seconds: float = Field(default=5.0, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

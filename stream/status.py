@@ -16,6 +16,7 @@ from typing import Any
 from kafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream.errors import ServiceUnavailable
 from stream.kafka_io import make_consumer
 from stream.settings import Settings
 
@@ -73,6 +74,8 @@ class StatusReport:
     gauges: dict[str, float] = field(default_factory=dict)
     metrics_url: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Kafka or Redis, when it could not be read: why (`segstream status` then exits 1).
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_lag(self) -> int | None:
@@ -107,6 +110,7 @@ class StatusReport:
             "gauges": self.gauges,
             "metrics_url": self.metrics_url,
             "notes": self.notes,
+            "unavailable": self.unavailable,
         }
 
 
@@ -118,7 +122,8 @@ def _redis_part(settings: Settings, report: StatusReport) -> int:
     from models.segments.engine import SegmentEngine
     from stream.feature_store import FeatureStore
 
-    store = FeatureStore(settings.redis.url.get_secret_value(), settings.redis.namespace).start()
+    r = settings.redis
+    store = FeatureStore(r.url.get_secret_value(), r.namespace).start(r.connect_timeout_seconds)
     try:
         meta = store.meta()
         report.topic = meta.get("topic", report.topic)
@@ -262,16 +267,27 @@ def gather(settings: Settings, metrics_urls: list[str], interval: float = 1.0) -
         partitions = _redis_part(settings, report)
     except Exception as e:  # degrade: show what the other sources say
         report.notes.append(f"redis: {e}")
+        report.unavailable["redis"] = _reason("Redis", e)
     try:
         _kafka_part(settings, report, partitions)
     except Exception as e:
         report.notes.append(f"kafka: {e}")
+        report.unavailable["kafka"] = _reason("Kafka", e)
     if metrics_urls:
         _metrics_part(report, metrics_urls, interval)
     if not report.partitions:
         report.partitions = [PartitionStatus(p) for p in range(partitions)]
     report.now = time.time()
     return report
+
+
+def _reason(server: str, e: Exception) -> str:
+    """One sentence naming the server: ServiceUnavailable's own, else the error's."""
+    if isinstance(e, ServiceUnavailable):
+        return str(e)
+    text = str(e)
+    name = type(e).__name__
+    return f"{server} could not be read: {text if text.startswith(name) else f'{name}: {text}'}"
 
 
 def fmt_age(seconds: float | None) -> str:

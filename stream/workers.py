@@ -154,7 +154,10 @@ def _worker(index: int, count: int) -> int:
         format=f"%(asctime)s %(levelname)s worker {index} %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # As `segstream` without -v: the libraries' own connection errors are noise next to ours.
+    quiet = settings.service.log_level != "DEBUG"
+    for library in ("kafka", "redis"):
+        logging.getLogger(library).setLevel(logging.CRITICAL + 1 if quiet else logging.INFO)
     partitions = worker_partitions(index, count, settings.topics.partitions)
     service = Service(settings, partitions=partitions)
     service.install_signal_handlers()
@@ -171,7 +174,9 @@ def _worker(index: int, count: int) -> int:
         summary = service.run(until_idle=until_idle, max_records=max_records)
     finally:
         service.close()
-    sys.stdout.write(json.dumps(asdict(summary)) + "\n")
+    # By error class, from the metrics: the same count as the summary's, per class.
+    classes = service.metrics.dead_letter_counts()
+    sys.stdout.write(json.dumps({**asdict(summary), "dead_letter_classes": classes}) + "\n")
     sys.stdout.flush()
     return 0
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import socket
 import subprocess
 import time
 from collections.abc import Iterable
@@ -29,6 +28,7 @@ from models.generator import GeneratedRecord, generate
 from stream.erase import partition_of
 
 from .conftest import Stack, create_topics, delete_topics, unique
+from .servers import private_redis
 from .test_e2e_sigterm import (
     applied_count,
     customer_states,
@@ -363,67 +363,20 @@ def test_a_flushed_namespace_stops_the_service_until_rebuilt(
     assert_features_equal(customer_states(redis_client, ns), direct_states([*log, *more]))
 
 
-class PrivateRedis:
-    """A redis-server of the test's own (it is killed and restarted), with RDB snapshots only:
-    ``SAVE`` marks a point in time, and a restart after ``kill -9`` comes back at that point, as
-    Redis does after a power loss with ``appendfsync everysec`` or a failover to a lagging replica."""
-
-    def __init__(self, workdir: Path, *args: str) -> None:
-        self.args = args  # more redis-server options
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)),
-                *("--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"),
-                *self.args,
-            ],
-            stdout=(self.dir / "redis.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        client = self.client()
-        wait_until(lambda: _answers(client), 20, f"redis-server on port {self.port}")
-        client.close()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
 def test_redis_losing_its_last_writes_stops_the_service_until_resumed(
     stack: Stack, settings_env: dict[str, str], tmp_path: Path
 ) -> None:
     """Redis comes back from a restart with less than it had acknowledged (its last writes were
     not on disk). The running service, and a restart of it, stop with one line saying so (not
     "another learner"); `recover --resume` re-reads what Redis lost, to exact features."""
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    try:
+    with private_redis(tmp_path) as server:
         env = service_env(
             settings_env, SEGSTREAM_REDIS__URL=server.url, SEGSTREAM_KAFKA__MAX_POLL_RECORDS="200"
         )
         ns = env["SEGSTREAM_REDIS__NAMESPACE"]
         records = generate(customers=600, days=45, seed=8).records
         produce(stack, env["SEGSTREAM_TOPICS__INTERACTIONS"], records)
-        client = server.client()
+        client = redis.Redis.from_url(server.url, socket_timeout=5)
         out = tmp_path / "run.log"
         proc = start_service(env, out, until_idle=30)
         try:
@@ -431,8 +384,7 @@ def test_redis_losing_its_last_writes_stops_the_service_until_resumed(
             client.save()  # what survives
             saved = applied_count(client, ns)
             wait_until(lambda: applied_count(client, ns) >= saved + len(records) * 0.2, 120, "20% more")
-            server.kill()  # power loss: the writes since the snapshot are gone
-            server.start()
+            server.restart()  # power loss: the writes since the snapshot are gone
             assert exit_code(proc, 60, out) == 1
         finally:
             kill_all(proc)
@@ -450,20 +402,14 @@ def test_redis_losing_its_last_writes_stops_the_service_until_resumed(
         valid = [r for r in records if not r.malformed]
         assert_features_equal(customer_states(client, ns), direct_states(valid))
         client.close()
-    finally:
-        server.kill()
 
 
 def test_a_redis_that_evicts_keys_is_refused(settings_env: dict[str, str], tmp_path: Path) -> None:
     """`maxmemory-policy allkeys-lru` would drop customers' states silently under memory pressure."""
-    server = PrivateRedis(tmp_path / "redis", "--maxmemory-policy", "allkeys-lru")
-    server.start()
-    try:
+    with private_redis(tmp_path, "--maxmemory-policy", "allkeys-lru") as server:
         res = run_cli({**settings_env, "SEGSTREAM_REDIS__URL": server.url}, "segments")
         assert res.returncode == 1
         assert "evicts keys" in error_line(res) and "noeviction" in error_line(res)
-    finally:
-        server.kill()
 
 
 def test_each_lax_input_is_a_dead_letter_with_its_reason(

@@ -196,6 +196,9 @@ def test_run_exposes_health_and_metrics(
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert f"processed {n_produced} records" in out
+    # The final line counts the dead letters by class, as the metrics do.
+    by_class = ", ".join(f"{k} {int(v)}" for k, v in sorted(dead.items(), key=lambda kv: (-kv[1], kv[0])))
+    assert f"{malformed} dead-lettered ({by_class})" in out, out
 
     # After the assignment the service must be ready.
     ready = json.loads(ready_body)

@@ -1,0 +1,256 @@
+"""Servers of a test's own, for tests that stop, pause or silence one: the shared stack's broker and
+Redis serve every other test running at the same time, so they are never stopped or paused.
+
+- :func:`private_redis`: a ``redis-server`` on a free port, without persistence, in tmp_path.
+- :func:`private_kafka`: a single-node KRaft broker (the jars scripts/stack.sh uses) on free
+  ports, with its own data dir under tmp_path and a small heap (~3 s to start here).
+- :class:`Silent`: a port that accepts TCP connections and never answers (a hung server, as the
+  client sees it).
+- :func:`get_timed`: an HTTP GET and how long it took.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get_timed(url: str, timeout: float = 5.0) -> tuple[int, bytes, float]:
+    """(status, body, seconds); a 4xx/5xx is a status, not an error."""
+    began = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read(), time.monotonic() - began
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), time.monotonic() - began
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(step)
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what}", pytrace=False)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGCONT)  # a paused server cannot handle SIGTERM
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class PrivateRedis:
+    """A ``redis-server`` of the test's own in ``workdir``, with RDB snapshots only: ``SAVE``
+    marks a point in time, and :meth:`restart` after a ``kill -9`` comes back at that point, as
+    Redis does after a power loss with ``appendfsync everysec`` or a failover to a lagging
+    replica. ``args``: more redis-server options."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        server = shutil.which("redis-server")
+        if server is None:
+            pytest.fail("redis-server not found: run scripts/bootstrap.sh", pytrace=False)
+        self.proc = proc = subprocess.Popen(
+            [
+                *(
+                    server,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ),
+                *("--dir", str(self.dir), "--dbfilename", "dump.rdb", "--daemonize", "no"),
+                *("--logfile", str(self.dir / "redis.log"), *self.args),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def answers() -> bool:
+            assert proc.poll() is None, (self.dir / "redis.log").read_text(errors="replace")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        wait_for(answers, 10, f"redis-server on port {self.port}")
+        return self
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL: whatever was written since the last SAVE is gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        """Killed and started again on the same port and directory (from its last snapshot)."""
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+
+@contextlib.contextmanager
+def private_redis(tmp_path: Path, *args: str) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path / f"redis-{free_port()}", *args)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@dataclass
+class PrivateKafka:
+    proc: subprocess.Popen[bytes]
+    port: int
+    logs: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL, and wait until the process is gone: the broker dies, as in a crash."""
+        self.proc.kill()
+        self.proc.wait()
+
+
+_KAFKA_JAVA = [
+    "-Xmx256m",
+    "-Xms64m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",  # starts in ~2 s instead of ~4 s; throughput is not the point
+    "-Djava.awt.headless=true",
+    f"-Dlog4j2.configurationFile={ROOT / 'config' / 'kafka' / 'log4j2.properties'}",
+]
+
+
+@contextlib.contextmanager
+def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
+    """A broker of the test's own, from config/kafka/server.properties (as scripts/stack.sh)."""
+    if shutil.which("java") is None or not list(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
+        pytest.fail(f"java or Kafka jars in {KAFKA_LIBS} missing: run scripts/bootstrap.sh", pytrace=False)
+    port, controller = free_port(), free_port()
+    home = tmp_path / f"kafka-{port}"
+    data, logs = home / "data", home / "logs"
+    data.mkdir(parents=True)
+    logs.mkdir()
+    template = (ROOT / "config" / "kafka" / "server.properties").read_text()
+    props = home / "server.properties"
+    props.write_text(
+        template.replace("@KAFKA_PORT@", str(port))
+        .replace("@KAFKA_CONTROLLER_PORT@", str(controller))
+        .replace("@KAFKA_DATA_DIR@", str(data))
+    )
+    java = ["java", *_KAFKA_JAVA, f"-Dkafka.logs.dir={logs}", "-cp", f"{KAFKA_LIBS}/*"]
+    fmt = subprocess.run(
+        [
+            *(*java, "kafka.tools.StorageTool", "format", "--cluster-id", "c2Vnc3RyZWFtLXRlc3RzLQ"),
+            *("--config", str(props), "--ignore-formatted"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+    proc = subprocess.Popen(
+        [*java, "kafka.Kafka", str(props)],
+        stdin=subprocess.DEVNULL,
+        stdout=(logs / "kafka.out").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a Ctrl-C of pytest does not reach it before the teardown does
+    )
+    try:
+        check = (
+            "from kafka import KafkaAdminClient\n"
+            f"a = KafkaAdminClient(bootstrap_servers='127.0.0.1:{port}', bootstrap_timeout_ms=2000)\n"
+            "a.describe_cluster(); a.close()\n"
+        )
+
+        def answers() -> bool:
+            assert proc.poll() is None, (logs / "kafka.out").read_text(errors="replace")[-2000:]
+            probe = subprocess.run([sys.executable, "-c", check], capture_output=True, check=False)
+            return probe.returncode == 0
+
+        wait_for(answers, 90, f"the private broker on port {port}", step=0.3)
+        yield PrivateKafka(proc, port, logs)
+    finally:
+        _stop(proc, timeout=30)
+
+
+class Silent:
+    """A listening port that never accepts: connecting succeeds (the kernel's backlog), and no
+    byte ever comes back."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = int(self._sock.getsockname()[1])
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Silent:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
