@@ -452,6 +452,10 @@ class FeatureStore:
     def watermark_key(self, p: int) -> str:
         return f"{self._tag(p)}:wm"
 
+    def topic_key(self, p: int) -> str:
+        """The id of the input topic partition ``p``'s state was built from."""
+        return f"{self._tag(p)}:topic"
+
     def due_key(self, p: int) -> str:
         """The partition's due index: bucket -> its earliest due time."""
         return f"{self._tag(p)}:due"
@@ -569,7 +573,7 @@ class FeatureStore:
 
     def topic_id(self, p: int) -> str:
         """The id of the input topic partition ``p``'s state was built from ("" = none recorded)."""
-        v = self.client.get(f"{self._tag(p)}:topic")
+        v = self.client.get(self.topic_key(p))
         return v.decode() if v is not None else ""
 
     def adopt_topic(self, p: int, topic_id: str, applied: int) -> None:

@@ -17,7 +17,8 @@ from kafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.errors import ServiceUnavailable
-from stream.kafka_io import make_consumer
+from stream.integrity import PartitionFacts, Where, first_problem, topic_id
+from stream.kafka_io import make_admin, make_consumer
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class PartitionStatus:
     end: int | None = None
     applied: int | None = None  # last offset applied to Redis (-1: none)
     watermark: int | None = None  # event-time seconds
+    stored_topic: str = ""  # the input topic id the state was built from
+    begin: int | None = None
 
     @property
     def lag_messages(self) -> int | None:
@@ -132,12 +135,16 @@ def _redis_part(settings: Settings, report: StatusReport) -> int:
         for p in range(n):
             pipe.get(store.offset_key(p))
             pipe.get(store.watermark_key(p))
+            pipe.get(store.topic_key(p))
         res = pipe.execute()
         for p in range(n):
-            off, wm = res[2 * p], res[2 * p + 1]
+            off, wm, tid = res[3 * p : 3 * p + 3]
             report.partitions.append(
                 PartitionStatus(
-                    p, applied=int(off) if off is not None else -1, watermark=int(wm) if wm else None
+                    p,
+                    applied=int(off) if off is not None else -1,
+                    watermark=int(wm) if wm else None,
+                    stored_topic=tid.decode() if tid else "",
                 )
             )
         counts = store.segment_counts(n)
@@ -171,6 +178,7 @@ def _kafka_part(settings: Settings, report: StatusReport, partitions: int) -> No
             return
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         end = consumer.end_offsets(tps)
+        begin = consumer.beginning_offsets(tps)
         by_p = {ps.partition: ps for ps in report.partitions}
         for tp in tps:
             ps = by_p.get(tp.partition)
@@ -178,12 +186,31 @@ def _kafka_part(settings: Settings, report: StatusReport, partitions: int) -> No
                 ps = PartitionStatus(tp.partition)
                 report.partitions.append(ps)
             ps.end = end.get(tp)
+            ps.begin = begin.get(tp)
             ps.committed = consumer.committed(tp)
         if len(tps) != partitions:
             report.notes.append(f"topic has {len(tps)} partitions, the namespace records {partitions}")
         report.partitions.sort(key=lambda ps: ps.partition)
+        _integrity_notes(settings, report)
     finally:
         consumer.close()
+
+
+def _integrity_notes(settings: Settings, report: StatusReport) -> None:
+    """What would stop the service (a recreated topic, lost state), said here too."""
+    admin = make_admin(settings)
+    try:
+        current = topic_id(admin, report.topic)
+    finally:
+        admin.close()
+    where = Where(report.topic, report.namespace, report.group)
+    facts = [
+        PartitionFacts(ps.partition, ps.applied, ps.stored_topic, current, ps.committed, ps.begin, ps.end)
+        for ps in report.partitions
+        if ps.applied is not None
+    ]
+    if (problem := first_problem(facts, where)) is not None:
+        report.notes.append(f"`segstream run` would stop: {problem}")
 
 
 def scrape(url: str, timeout: float = 2.0) -> dict[str, float]:

@@ -300,6 +300,9 @@ def test_a_recreated_input_topic_stops_the_service_until_adopted(
     line = error_line(res)
     assert "deleted and created again" in line and "segstream recover --adopt-topic" in line, line
     assert events_applied(redis_client, ns) == len(first)  # nothing of the new topic applied
+    status = run_cli(settings_env, "status", "--json", "--metrics-url", "")
+    notes = json.loads(status.stdout)["notes"]
+    assert any("would stop" in n and "created again" in n for n in notes), notes
 
     fixed = run_cli(settings_env, "recover", "--adopt-topic")
     assert fixed.returncode == 0, fixed.stderr[-2000:]
