@@ -96,8 +96,7 @@ def iter_views(store: Any, partitions: int, params: FeatureParams) -> Iterator[d
     saved = store.load_model()
     engine = SegmentEngine.restore(saved[1]) if saved is not None else None
     for p in range(partitions):
-        raw_wm = store.client.get(store.watermark_key(p))
-        wms = {p: int(raw_wm or 0)}
+        wms = {p: store.watermark(p)}
         ids = store.customer_ids(p)
         for i in range(0, len(ids), CHUNK):
             chunk = ids[i : i + CHUNK]
