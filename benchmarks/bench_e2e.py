@@ -75,7 +75,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.events import InteractionEvent, SegmentChange, SegmentRef  # noqa: E402
+from models.contracts import InteractionEvent, SegmentChange, SegmentRef  # noqa: E402
 from models.features import CustomerState, apply_event, evaluate, fact_of  # noqa: E402
 from models.generator import generate  # noqa: E402
 from models.segments.engine import SegmentEngine  # noqa: E402

@@ -52,7 +52,7 @@ from models.features import (
     next_due,
     schedule_after_event,
 )
-from models.state_batch import BatchEvents, StateBatch
+from models.features.batch import BatchEvents, StateBatch
 from stream.feature_store import FeatureStore, OrderedIO, PartitionWrite
 from stream.service import tune_runtime
 

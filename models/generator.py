@@ -3,7 +3,7 @@
 Every customer is given one planted persona (behaviour parameters: session rate, channel mix,
 purchase funnel, basket size, promo response, time-of-day pattern, activity trend...), and the
 generator draws their interactions over ``days`` days. The result is a list of Kafka-ready
-records (key = customer id, value = compact JSON of an :class:`~models.events.InteractionEvent`)
+records (key = customer id, value = compact JSON of an :class:`~models.contracts.InteractionEvent`)
 sorted by event time, plus the ground truth ``customer_id -> persona``. Same arguments, same bytes.
 
 >>> log = generate(customers=50, days=30, seed=7)
@@ -63,7 +63,7 @@ SCENARIOS = ("stationary", "gradual_drift", "sudden_shift", "new_persona", "pers
 CURRENCY = "EUR"
 CATEGORIES = ("electronics", "fashion", "home", "beauty", "grocery", "sports", "toys", "books")
 
-# Codes used in the columnar simulation; the names are the wire values of models.events.
+# Codes used in the columnar simulation; the names are the wire values of models.contracts.
 _CHANNELS = ("web", "app", "email", "sms", "push", "social", "store", "ads", "call_center")
 _TYPES = (
     "page_view",

@@ -120,7 +120,7 @@ def topics_create(obj: Ctx) -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Directory to write one .json file per schema.")
 def schema(out: Path | None) -> None:
     """Print (or write) the JSON Schemas of the input and output events."""
-    from models.events import json_schemas
+    from models.contracts import json_schemas
 
     schemas = json_schemas()
     if out is None:

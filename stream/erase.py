@@ -1,6 +1,6 @@
 """Erase a customer: features, segment, a tombstone on segments.current, an erase change.
 
-``segstream forget CUSTOMER_ID`` publishes an ``erase`` :class:`~models.events.SegmentChange`
+``segstream forget CUSTOMER_ID`` publishes an ``erase`` :class:`~models.contracts.SegmentChange`
 (previous = the customer's segment, current = None) to ``segments.changes`` and a tombstone to
 the compacted ``segments.current``, waits for the broker's acknowledgement, and only then deletes
 the customer's state key, its inactivity schedule entry and its place in the partition's segment
@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from models.events import SegmentChange, SegmentRef
+from models.contracts import SegmentChange, SegmentRef
 from models.features import CustomerState
 from stream.cli import Ctx, _partitions, _store, cli, console
 from stream.errors import SegstreamError

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from models.events import DeadLetter, SegmentChange
+from models.contracts import DeadLetter, SegmentChange
 from models.features import DAY, FEATURE_INDEX, CustomerState, evaluate_many, snapshot
 from models.segments.engine import EngineParams, SegmentEngine
 from stream.feature_store import MemoryFeatureStore

@@ -9,7 +9,7 @@ touches lives in one Redis Cluster slot and the same scripts run on Cluster):
                               time, for the same customers
 - ``ns:{p}:due``              sorted set: bucket b -> the earliest time in ``ns:{p}:db:<b>``
 - ``ns:{p}:offset``           last applied source offset of partition p
-- ``ns:{p}:wm``               event-time watermark of partition p (seconds; see models.clock)
+- ``ns:{p}:wm``               event-time watermark of partition p (seconds; see models.features.clock)
 - ``ns:{p}:clock``            the customers with the newest event times, which the watermark follows
 - ``ns:{p}:topic``            id of the input topic the partition's state was built from
 - ``ns:{p}:segcount``         hash: segment id -> customers currently in it

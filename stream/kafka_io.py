@@ -20,7 +20,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.net.compat import KafkaNetClient
 from kafka.partitioner.default import murmur2
 
-from models.events import DeadLetter, SegmentChange
+from models.contracts import DeadLetter, SegmentChange
 from stream.errors import SegstreamError, ServiceUnavailable
 from stream.settings import Settings
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # The largest record segstream writes: a model snapshot with the largest sample (16,384
 # customers) is a few megabytes; the producer and the model topic allow this much.
 MAX_OUTPUT_RECORD_BYTES = 16 * 1024 * 1024
-# A dead letter is bounded (models.events.DEAD_LETTER_ORIGINAL_BYTES of the record, its hash and
+# A dead letter is bounded (models.contracts.DEAD_LETTER_ORIGINAL_BYTES of the record, its hash and
 # size, a reason of at most 1,000 characters): a few kilobytes fit any topic, whatever the record.
 DEAD_LETTER_TOPIC_BYTES = 1024 * 1024
 

@@ -29,8 +29,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import ValidationError
 
-from models.clock import PartitionClock
-from models.events import (
+from models.contracts import (
     KIND_OF_TYPE,
     DeadLetter,
     DecodedEvent,
@@ -52,9 +51,10 @@ from models.features import (
     snapshot,
     threshold_offsets,
 )
+from models.features.batch import BatchEvents, StateBatch
+from models.features.clock import PartitionClock
 from models.segments.engine import Assignment, Chunk, ModelEvent, SegmentEngine
 from models.segments.population import customer_key
-from models.state_batch import BatchEvents, StateBatch
 from stream.feature_store import (
     OrderedIO,
     PartitionView,

@@ -94,7 +94,7 @@ class FeatureSettings(_Frozen):
     # A record dated more than this after the machine's clock is a FutureEvent (a clock bug).
     max_future_hours: float = Field(default=24.0, ge=0)
     # The partition watermark (inactivity re-scoring) is the newest event time this many
-    # customers have reached: no single customer moves it (models.clock).
+    # customers have reached: no single customer moves it (models.features.clock).
     watermark_customers: int = Field(default=3, ge=1, le=100)
     inactivity_thresholds_days: tuple[float, ...] = (
         3.0,

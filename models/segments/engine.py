@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from models.events import RFMScore
-from models.features import FeatureParams, evaluate_many
+from models.contracts import RFMScore
+from models.features import FeatureParams, evaluate_many, feature_label, format_value
 from models.segments.alignment import SourceAligner
 from models.segments.hierarchy import Hierarchy
 from models.segments.microclusters import sq_distances
@@ -236,23 +236,6 @@ class _Version:
     const: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-_LABELS = {
-    "recency_purchase_days": ("days since last purchase", "days"),
-    "recency_days": ("recency", "days"),
-    "tenure_days": ("tenure", "days"),
-    "purchases": ("purchases", ""),
-    "spend": ("spend", "money"),
-    "purchases_decayed": ("recent purchases", ""),
-    "spend_decayed": ("spend (decayed)", "money"),
-    "aov": ("average order value", "money"),
-    "browse_decayed": ("browsing", ""),
-    "cart_decayed": ("cart activity", ""),
-    "engage_decayed": ("engagement", ""),
-    "support_decayed": ("support contacts", ""),
-    "engagement_trend": ("engagement trend", "ratio"),
-}
-
-
 def _canonical_order(Z: np.ndarray, C: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Clusters ordered by the first row (rows sorted by customer key) among each one's closer
     half of members, so that births are numbered by who is in a segment, not by the order a
@@ -269,22 +252,6 @@ def _canonical_order(Z: np.ndarray, C: np.ndarray, labels: np.ndarray) -> tuple[
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return C[order], rank[labels]
-
-
-def _label(feature: str) -> str:
-    return _LABELS.get(feature, (feature.replace("_", " "), "share"))[0]
-
-
-def _value(feature: str, value: float) -> str:
-    """A feature value in its unit: "18 days", "1,240", "35%", "0.72"."""
-    unit = _LABELS.get(feature, (feature, "share"))[1]
-    if unit == "days":
-        return f"{value:.0f} days"
-    if unit == "money":  # never negative (net spend is floored at 0); no "-0" from rounding
-        return f"{max(value, 0.0):,.0f}"
-    if unit == "share":
-        return f"{max(value, 0.0):.0%}"
-    return f"{value:.2f}" if unit == "ratio" else f"{max(value, 0.0):.1f}"
 
 
 class SegmentEngine:
@@ -678,11 +645,11 @@ class SegmentEngine:
                 if contrib[i, f] <= 0:
                     break
                 name = self.feature_names[f]
-                text = f"{_label(name)} {_value(name, float(raw[i, f]))}"
+                text = f"{feature_label(name)} {format_value(name, float(raw[i, f]))}"
                 if known:
                     # Against the old segment's typical value: the customer's own previous value
                     # is not known here, so no "rose"/"fell".
-                    text += f" (typical of {from_name}: {_value(name, float(typical[from_row, f]))})"
+                    text += f" (typical of {from_name}: {format_value(name, float(typical[from_row, f]))})"
                 parts.append(text)
             lead = "" if known else f"closest to {v.names.get(to_id, to_id)}: "
             out.append(lead + ("; ".join(parts) if parts else "small changes across many features"))

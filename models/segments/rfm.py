@@ -20,7 +20,7 @@ from bisect import bisect_left
 
 import numpy as np
 
-from models.events import RFMScore
+from models.contracts import RFMScore
 
 __all__ = ["RFMScore", "RFMScorer", "rfm_group"]
 

@@ -24,44 +24,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from models.features import FEATURE_NAMES
+from models.features.table import CLIP_RANGES, FEATURE_NAMES, LOG_FEATURES
 
 __all__ = ["CLIP_RANGES", "DEFAULT_FEATURES", "LOG_FEATURES", "Vectorizer"]
 
 # The feature vector the service computes (models/features.py), in its order.
 DEFAULT_FEATURES: tuple[str, ...] = FEATURE_NAMES
-
-# Heavy-tailed, non-negative: modelled as log1p(x).
-LOG_FEATURES: frozenset[str] = frozenset(
-    {
-        "recency_purchase_days",
-        "recency_days",
-        "tenure_days",
-        "purchases",
-        "spend",
-        "purchases_decayed",
-        "spend_decayed",
-        "aov",
-        "browse_decayed",
-        "cart_decayed",
-        "engage_decayed",
-        "support_decayed",
-    }
-)
-
-# Bounded features: clipped into their range (no other shaping).
-CLIP_RANGES: dict[str, tuple[float, float]] = {
-    "share_web": (0.0, 1.0),
-    "share_app": (0.0, 1.0),
-    "share_email": (0.0, 1.0),
-    "share_store": (0.0, 1.0),
-    "share_social": (0.0, 1.0),
-    "share_other": (0.0, 1.0),
-    "promo_share": (0.0, 1.0),
-    "refund_rate": (0.0, 1.0),
-    "cart_abandonment": (0.0, 1.0),
-    "engagement_trend": (0.0, 5.0),
-}
 
 _MIN_STD = 1e-3
 

@@ -22,7 +22,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from models.events import InteractionEvent
+from models.contracts import InteractionEvent
 from models.features import DAY, CustomerState, FeatureParams, apply_event, evaluate, fact_of
 from models.generator import GeneratedRecord, generate
 from stream.erase import partition_of

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import redis
 
-from models.events import DEAD_LETTER_ORIGINAL_BYTES, InteractionEvent, json_schemas
+from models.contracts import DEAD_LETTER_ORIGINAL_BYTES, InteractionEvent, json_schemas
 from models.features import CustomerState, FeatureParams, apply_event, evaluate, fact_of
 from models.generator import generate
 from stream.feature_store import FeatureStore

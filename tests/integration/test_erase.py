@@ -7,7 +7,7 @@ from pathlib import Path
 
 import redis
 
-from models.events import SegmentChange
+from models.contracts import SegmentChange
 from models.features import CustomerState
 from models.generator import generate
 from stream.erase import partition_of

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from models.events import SegmentChange
+from models.contracts import SegmentChange
 from models.features import DAY, CustomerState
 from models.generator import GeneratedRecord
 from stream.erase import partition_of

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from models.events import DeadLetter, RFMScore, SegmentChange, SegmentRef
+from models.contracts import DeadLetter, RFMScore, SegmentChange, SegmentRef
 from stream.kafka_io import KafkaSink, OutputSink, ensure_topics, make_producer
 from stream.publisher import ProcessSink, PublisherError
 from stream.settings import KafkaSettings, Settings, TopicSettings

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from models.cdnow import cdnow_events, parse_cdnow
-from models.events import InteractionEvent
+from models.contracts import InteractionEvent
 from models.generator import GeneratedRecord
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cdnow" / "CDNOW_master.txt"

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from models.events import EventType, InteractionEvent, decode_fast, describe_validation_error
+from models.contracts import EventType, InteractionEvent, decode_fast, describe_validation_error
 from models.generator import generate
 
 ROOT = Path(__file__).resolve().parents[2]

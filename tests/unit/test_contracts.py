@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from models.events import InteractionEvent, describe_validation_error, json_schemas
+from models.contracts import InteractionEvent, describe_validation_error, json_schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from models.cdnow import cdnow_events
-from models.events import DeadLetter, DecodedEvent, InteractionEvent, decode_fast
+from models.contracts import DeadLetter, DecodedEvent, InteractionEvent, decode_fast
 from models.generator import generate
 from models.segments.engine import SegmentEngine
 from stream.evaluation import CollectSink

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from models.events import InteractionEvent
+from models.contracts import InteractionEvent
 from models.generator import (
     DEFAULT_PERSONA_WEIGHTS,
     DEFAULT_START,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.features import CustomerState, Fact, FeatureParams, admit, apply_event, snapshot
-from models.state_batch import MIN_ROUND, BatchEvents, StateBatch
+from models.features.batch import MIN_ROUND, BatchEvents, StateBatch
 
 P = FeatureParams(monetary_half_life_days=45.0, channel_half_life_days=11.0)
 T0 = 1_767_225_600  # 2026-01-01

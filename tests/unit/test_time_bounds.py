@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from models.clock import PartitionClock
-from models.events import DeadLetter
+from models.contracts import DeadLetter
 from models.features import DAY, CustomerState
+from models.features.clock import PartitionClock
 from models.segments.engine import SegmentEngine
 from stream.evaluation import CollectSink
 from stream.feature_store import MemoryFeatureStore

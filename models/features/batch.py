@@ -39,7 +39,7 @@ from typing import Final
 
 import numpy as np
 
-from models.features import (
+from models.features.state import (
     _BASE_SIZE,
     _D,
     _FORMAT,
@@ -51,12 +51,11 @@ from models.features import (
     CHANNEL_GROUPS,
     DECAYED,
     DEDUPE_WINDOW,
-    SNAPSHOT_WIDTH,
     CustomerState,
     FeatureParams,
     apply_values,
-    snapshot,
 )
+from models.features.vector import SNAPSHOT_WIDTH, snapshot
 
 RECORD: Final = _LAYOUTS[DEDUPE_WINDOW].size  # a packed state with a full dedupe window
 _N_INTS: Final = 9  # first_ts last_ts last_purchase_ts ref_ts events purchases refunds promo carts

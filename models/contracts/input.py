@@ -1,7 +1,9 @@
-"""Wire contracts: the input interaction event and the output events.
+"""The input contract: one omnichannel interaction event (topic ``interactions``, key = customer_id).
 
 Validation is strict and explicit so that a bad record is rejected with a reason that names the
 problem (it then goes to the dead-letter topic) and never reaches the feature state.
+:class:`InteractionEvent` is the contract and the only source of dead-letter reasons;
+:func:`decode_fast` is the pipeline's fast path over a strict subset of it.
 
 >>> e = InteractionEvent.model_validate_json(
 ...     '{"event_id": "e1", "customer_id": "c1", "ts": "2026-01-02T10:00:00Z",'
@@ -12,13 +14,11 @@ problem (it then goes to the dead-letter topic) and never reaches the feature st
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from pydantic import (
@@ -208,112 +208,6 @@ class InteractionEvent(BaseModel):
         return self.campaign_id is not None or bool(self.discount)
 
 
-class SegmentRef(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    id: int = Field(description="Stable segment id; -1 while the model warms up.")
-    name: str
-
-
-ChangeReason = Literal["event", "inactivity", "model_update", "erase"]
-
-
-class SegmentChange(BaseModel):
-    """A customer's segment changed (topic ``segments.changes``, key = customer_id).
-
-    Deterministic: the same input log gives the same ``change_id`` and payload; the wall-clock
-    emit time travels as the Kafka header ``emitted_at``.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    change_id: str
-    customer_id: str
-    seq: int = Field(ge=1, description="Per-customer sequence number of changes.")
-    previous: SegmentRef | None
-    current: SegmentRef | None = Field(description="None after an erase.")
-    membership: dict[str, float] = Field(default_factory=dict, description="segment id -> probability")
-    confidence: float = Field(ge=0, le=1)
-    outlier: bool = False
-    reason: ChangeReason
-    explanation: str
-    rfm: RFMScore | None = None
-    model_version: int
-    event_time: datetime
-    source_topic: str
-    source_partition: int
-    source_offset: int
-
-
-class RFMScore(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    r: int = Field(ge=1, le=5)
-    f: int = Field(ge=1, le=5)
-    m: int = Field(ge=1, le=5)
-    group: str
-
-
-# A dead letter carries at most this much of the original record: the whole record may be as
-# large as the broker accepts (megabytes), and its dead letter must always fit the dead-letter
-# topic, whatever the record.
-DEAD_LETTER_ORIGINAL_BYTES = 4096
-
-
-class DeadLetter(BaseModel):
-    """A record that could not be processed (topic ``interactions.dlq``).
-
-    Bounded whatever the record: ``original`` holds at most the first
-    ``DEAD_LETTER_ORIGINAL_BYTES`` of it, ``original_size`` and ``original_sha256`` identify the
-    whole; the source coordinates say where to read it again.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    key: str | None = Field(
-        description="The record key (UTF-8, invalid bytes replaced), at most 128 characters."
-    )
-    original: str = Field(description="The original bytes (at most the first 4096), base64.")
-    original_size: int = Field(ge=0, description="Size of the whole original record value in bytes.")
-    original_sha256: str = Field(description="SHA-256 of the whole original record value, hex.")
-    original_truncated: bool = Field(description="True when `original` holds only a prefix.")
-    error_class: str
-    reason: str = Field(max_length=1000)
-
-    @classmethod
-    def of(
-        cls,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        error_class: str,
-        reason: str,
-    ) -> DeadLetter:
-        """The dead letter of one record: a bounded prefix of it, its size and its hash."""
-        body = value or b""
-        head = body[:DEAD_LETTER_ORIGINAL_BYTES]
-        return cls(
-            source_topic=topic,
-            source_partition=partition,
-            source_offset=offset,
-            key=key.decode("utf-8", "replace")[:128] if key is not None else None,
-            original=base64.b64encode(head).decode(),
-            original_size=len(body),
-            original_sha256=hashlib.sha256(body).hexdigest(),
-            original_truncated=len(head) < len(body),
-            error_class=error_class,
-            reason=reason[:1000],
-        )
-
-
-SegmentChange.model_rebuild()
-
-
 # ----------------------------------------------------------------------------- the hot path
 # pydantic validation cost ~3 us per event, the largest single cost of a consuming worker. The
 # pipeline decodes with msgspec first, into a plain struct, and checks by hand a strict subset
@@ -450,12 +344,3 @@ def describe_validation_error(err: ValidationError) -> str:
         hint = _FIELD_HINTS.get((loc, e["type"])) or _HINTS.get(e["type"], "")
         parts.append(f"{loc}: {_printable(e['msg'])}{hint}")
     return "; ".join(parts)[:500]
-
-
-def json_schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schemas of every contract, for other services to validate against."""
-    return {
-        "interaction_event": InteractionEvent.model_json_schema(),
-        "segment_change": SegmentChange.model_json_schema(),
-        "dead_letter": DeadLetter.model_json_schema(),
-    }

@@ -1,4 +1,4 @@
-"""Per-customer behavioural features: state, event-time update, evaluation, compact packing.
+"""Per-customer state: the event-time update, the dedupe window and the compact packing.
 
 The state keeps exponentially decayed sums referenced to ``ref_ts`` (the newest event time the
 customer has seen). A newer event decays the sums forward and adds its weight; a late event adds
@@ -10,9 +10,8 @@ allowed lateness yields the state that in-order arrival would have given (up to 
 >>> apply_event(s, p, Fact(ts=1_767_225_600, kind="purchase", channel="web", amount=40.0,
 ...                        promo=False, event_hash=1), )
 True
->>> v = evaluate(s, p, at_ts=1_767_225_600 + 10 * 86400)
->>> float(v[FEATURE_INDEX["recency_purchase_days"]]), float(v[FEATURE_INDEX["purchases"]])
-(10.0, 1.0)
+>>> s.purchases, s.spend, CustomerState.unpack(s.pack()) == s
+(1, 40.0, True)
 """
 
 from __future__ import annotations
@@ -22,12 +21,10 @@ import struct
 import zlib
 from bisect import insort
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Final
 
-import numpy as np
-
-from models.events import EventType, InteractionEvent
+from models.contracts import EventType, InteractionEvent
 
 DAY: Final = 86400.0
 NEVER_PURCHASED_DAYS: Final = 730.0  # recency cap and the value for "never purchased"
@@ -54,57 +51,6 @@ _CHANNEL_GROUP_OF = {
     "sms": "email",
     "store": "store",
     "social": "social",
-}
-
-FEATURE_NAMES: Final = (
-    "recency_purchase_days",
-    "recency_days",
-    "tenure_days",
-    "purchases",
-    "spend",
-    "purchases_decayed",
-    "spend_decayed",
-    "aov",
-    "share_web",
-    "share_app",
-    "share_email",
-    "share_store",
-    "share_social",
-    "share_other",
-    "browse_decayed",
-    "cart_decayed",
-    "engage_decayed",
-    "support_decayed",
-    "promo_share",
-    "refund_rate",
-    "cart_abandonment",
-    "engagement_trend",
-)
-FEATURE_INDEX: Final = {name: i for i, name in enumerate(FEATURE_NAMES)}
-
-FEATURE_UNITS: Final = {
-    "recency_purchase_days": "days since the last purchase (730 = never)",
-    "recency_days": "days since the last interaction of any kind",
-    "tenure_days": "days since the first interaction",
-    "purchases": "lifetime purchase count",
-    "spend": "lifetime spend net of refunds, in the event currency",
-    "purchases_decayed": "purchases, exponentially decayed (monetary half-life)",
-    "spend_decayed": "net spend, exponentially decayed (monetary half-life)",
-    "aov": "average order value (net spend / purchases)",
-    "share_web": "share of recent interactions on the web (channel half-life)",
-    "share_app": "share on app and push",
-    "share_email": "share on email and sms",
-    "share_store": "share in store",
-    "share_social": "share on social",
-    "share_other": "share on ads, call centre and others",
-    "browse_decayed": "page/product views, searches, store visits (channel half-life)",
-    "cart_decayed": "add-to-cart and checkout events (channel half-life)",
-    "engage_decayed": "email/push/app/social/ad engagement (channel half-life)",
-    "support_decayed": "support contacts (channel half-life)",
-    "promo_share": "share of purchases with a campaign or discount",
-    "refund_rate": "refunds per purchase (capped at 1)",
-    "cart_abandonment": "share of add-to-carts not followed by a purchase",
-    "engagement_trend": "short over long half-life activity rate: 1 steady, <1 fading, >1 rising",
 }
 
 
@@ -424,137 +370,3 @@ def feature_differences(a: CustomerState, b: CustomerState, rel: float = 1e-9) -
     if sorted(a.recent) != sorted(b.recent):
         bad.append(f"recent: {a.recent} != {b.recent}")
     return bad
-
-
-_SNAP_FIELDS: Final = (*_COUNTERS, "spend", "refunded")
-SNAPSHOT_WIDTH: Final = len(_SNAP_FIELDS) + len(DECAYED)
-
-
-def snapshot(state: CustomerState) -> list[float]:
-    """The numbers :func:`evaluate_many` needs, copied: rows of a batch are evaluated together."""
-    return [
-        state.first_ts,
-        state.last_ts,
-        state.last_purchase_ts,
-        state.ref_ts,
-        state.events,
-        state.purchases,
-        state.refunds,
-        state.promo_purchases,
-        state.carts,
-        state.spend,
-        state.refunded,
-        *state.decayed,
-    ]
-
-
-def evaluate(state: CustomerState, params: FeatureParams, at_ts: float) -> np.ndarray:
-    """The feature vector (FEATURE_NAMES order, original units) as of event time ``at_ts``."""
-    return evaluate_many(np.array([snapshot(state)]), params, np.array([float(at_ts)]))[0]
-
-
-def evaluate_many(snaps: np.ndarray, params: FeatureParams, at_ts: np.ndarray) -> np.ndarray:
-    """Feature vectors of many snapshots at once, each as of its own event time (vectorised)."""
-    n = len(snaps)
-    first, last, last_purchase, ref, events, purchases, refunds, promo, carts, spend, refunded = (
-        snaps[:, i] for i in range(len(_SNAP_FIELDS))
-    )
-    dec = snaps[:, len(_SNAP_FIELDS) :]
-    at = np.maximum(at_ts, ref)
-    halves = np.array(params.group_half_lives)[list(_GROUP)]
-    d = dec * np.exp2(-(at - ref)[:, None] / halves[None, :])
-    seen = events > 0
-    bought = purchases > 0
-    safe_p = np.where(bought, purchases, 1.0)
-    net = np.maximum(spend - refunded, 0.0)
-    ch = d[:, _D["ch_web"] : _D["ch_other"] + 1]
-    ch_total = ch.sum(axis=1, keepdims=True)
-    shares = np.divide(ch, ch_total, out=np.zeros_like(ch), where=ch_total > 0)
-    # Activity rates per day from the decayed counts, corrected for tenure: a customer younger
-    # than the long half-life has not filled its window yet, and must not look "rising".
-    tenure = np.where(seen, np.maximum((at - first) / DAY, 1.0), 1.0)
-    rate_short = d[:, _D["act_short"]] / _window(params.short_half_life_days, tenure)
-    rate_long = d[:, _D["act_long"]] / _window(params.long_half_life_days, tenure)
-    trend = np.where(
-        rate_long > 1e-12, np.minimum(rate_short / np.where(rate_long > 1e-12, rate_long, 1.0), 5.0), 0.0
-    )
-    out = np.empty((n, len(FEATURE_NAMES)))
-    out[:, 0] = np.where(
-        bought, np.minimum((at - last_purchase) / DAY, NEVER_PURCHASED_DAYS), NEVER_PURCHASED_DAYS
-    )
-    out[:, 1] = np.where(seen, (at - last) / DAY, NEVER_PURCHASED_DAYS)
-    out[:, 2] = np.where(seen, (at - first) / DAY, 0.0)
-    out[:, 3] = purchases
-    out[:, 4] = net
-    out[:, 5] = d[:, _D["purchases_d"]]
-    out[:, 6] = np.maximum(d[:, _D["spend_d"]], 0.0)
-    out[:, 7] = np.where(bought, net / safe_p, 0.0)
-    out[:, 8:14] = shares
-    out[:, 14:18] = d[:, _D["kind_browse"] : _D["kind_support"] + 1]
-    out[:, 18] = np.where(bought, promo / safe_p, 0.0)
-    out[:, 19] = np.where(bought, np.minimum(refunds / safe_p, 1.0), np.where(refunds > 0, 1.0, 0.0))
-    out[:, 20] = np.where(
-        carts > 0, np.maximum(carts - purchases, 0.0) / np.where(carts > 0, carts, 1.0), 0.0
-    )
-    out[:, 21] = trend
-    return out
-
-
-def _window(half_life_days: float, tenure_days: np.ndarray) -> np.ndarray:
-    """Decayed count a rate of one event per day accumulates over ``tenure_days``."""
-    tau = half_life_days / math.log(2)
-    return tau * (1.0 - np.exp(-tenure_days / tau))
-
-
-def next_due(state: CustomerState, thresholds_days: tuple[float, ...], after_ts: float) -> int:
-    """Event time of the next inactivity threshold crossing strictly after ``after_ts`` (0 = none)."""
-    return due_after(state.last_ts, threshold_offsets(tuple(thresholds_days)), after_ts)
-
-
-def due_after(last_ts: int, offsets: tuple[int, ...], after_ts: float) -> int:
-    """:func:`next_due` on plain numbers; ``offsets``: the thresholds in seconds, ascending."""
-    for offset in offsets:
-        if last_ts + offset > after_ts:
-            return last_ts + offset
-    return 0
-
-
-def schedule_after_event(state: CustomerState, offsets: tuple[int, ...], watermark: int) -> bool:
-    """Update the inactivity schedule after an event; True when ``state.next_due`` changed (and
-    the schedule in the store must be written).
-
-    The schedule is lazy: it may hold a time before the next threshold crossing, never after.
-    An active customer's every event pushes the crossing later; rewriting the schedule each time
-    was three sorted-set writes per event in Redis. Instead the old entry stays, and when it comes
-    due, :func:`is_crossing` tells a real crossing (re-score) from an early look (reschedule), at
-    most once per shortest threshold. ``offsets``: the thresholds in seconds, ascending.
-    """
-    due = due_after_event(state.last_ts, state.next_due, offsets, watermark)
-    if due != state.next_due:
-        state.next_due = due
-        return True
-    return False
-
-
-def due_after_event(last_ts: int, due: int, offsets: tuple[int, ...], watermark: int) -> int:
-    """:func:`schedule_after_event` on plain numbers: the schedule's new due time (or ``due``)."""
-    for off in offsets:
-        crossing = last_ts + off
-        if crossing > watermark:
-            return crossing if due == 0 or crossing < due else due
-    return due
-
-
-def is_crossing(state: CustomerState, offsets: tuple[int, ...], at_ts: int) -> bool:
-    """Whether ``at_ts`` is one of the customer's inactivity threshold crossings."""
-    return crosses(state.last_ts, offsets, at_ts)
-
-
-def crosses(last_ts: int, offsets: tuple[int, ...], at_ts: int) -> bool:
-    """:func:`is_crossing` on plain numbers."""
-    return (at_ts - last_ts) in offsets
-
-
-@lru_cache(maxsize=32)
-def threshold_offsets(thresholds_days: tuple[float, ...]) -> tuple[int, ...]:
-    return tuple(int(days * DAY) for days in sorted(thresholds_days))
