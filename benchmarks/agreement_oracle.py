@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.generator import generate  # noqa: E402
 from models.segments.engine import SegmentEngine  # noqa: E402
+from models.sim import generate  # noqa: E402
 from stream.evaluation import CollectSink, customer_vectors, log_records  # noqa: E402
 from stream.feature_store import MemoryFeatureStore  # noqa: E402
 from stream.metrics import Metrics  # noqa: E402

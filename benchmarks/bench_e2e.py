@@ -77,8 +77,8 @@ if str(ROOT) not in sys.path:
 
 from models.contracts import InteractionEvent, SegmentChange, SegmentRef  # noqa: E402
 from models.features import CustomerState, apply_event, evaluate, fact_of  # noqa: E402
-from models.generator import generate  # noqa: E402
 from models.segments.engine import SegmentEngine  # noqa: E402
+from models.sim import generate  # noqa: E402
 from stream.feature_store import FeatureStore  # noqa: E402
 from stream.kafka_io import ensure_topics, make_admin, make_consumer, make_producer  # noqa: E402
 from stream.service import Service, tune_runtime  # noqa: E402

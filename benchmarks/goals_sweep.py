@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.generator import SCENARIOS, generate  # noqa: E402
+from models.sim import SCENARIOS, generate  # noqa: E402
 from stream.errors import ConfigError  # noqa: E402
 from stream.evaluation import ModelReport, evaluate_log, log_records  # noqa: E402
 from stream.service import engine_params  # noqa: E402

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from models.generator import generate  # noqa: E402
+from models.sim import generate  # noqa: E402
 from stream.export import iter_views, write_jsonl  # noqa: E402
 from stream.feature_store import MemoryFeatureStore  # noqa: E402
 from stream.kafka_io import OutputSink, SourceRecord, partition_for_key  # noqa: E402

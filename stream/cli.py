@@ -162,8 +162,8 @@ def generate(
     to_kafka: bool,
 ) -> None:
     """Generate seeded omnichannel demo events from planted personas."""
-    from models.generator import generate as gen
-    from models.generator import write_truth_csv
+    from models.sim import generate as gen
+    from models.sim import write_truth_csv
 
     if out is None and not to_kafka:
         raise click.UsageError("give --out FILE and/or --to-kafka")
@@ -205,7 +205,7 @@ def produce(obj: Ctx, path: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL(.gz) to write.")
 def cdnow_cmd(source: Path, out: Path) -> None:
     """Turn the real CDNOW purchase log into interaction events (sorted by time)."""
-    from models.cdnow import cdnow_events
+    from models.sim.cdnow import cdnow_events
     from stream.logfiles import write_lines
 
     if not source.exists():

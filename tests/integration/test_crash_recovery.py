@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from models.generator import generate
+from models.sim import generate
 
 from .conftest import Stack
 from .test_e2e_sigterm import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from models.generator import generate
+from models.sim import generate
 from stream.cli import main
 from stream.logfiles import write_lines
 

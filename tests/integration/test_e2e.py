@@ -14,7 +14,7 @@ import redis
 
 from models.contracts import DEAD_LETTER_ORIGINAL_BYTES, InteractionEvent, json_schemas
 from models.features import CustomerState, FeatureParams, apply_event, evaluate, fact_of
-from models.generator import generate
+from models.sim import generate
 from stream.feature_store import FeatureStore
 from tests.integration.util import produce, read_topic, run_cli
 

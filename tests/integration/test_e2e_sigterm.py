@@ -22,7 +22,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from models.features import CustomerState, feature_differences
-from models.generator import GeneratedRecord, generate
+from models.sim import GeneratedRecord, generate
 from stream.feature_store import FeatureStore
 
 from .conftest import ROOT, Stack, unique

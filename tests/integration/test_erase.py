@@ -9,7 +9,7 @@ import redis
 
 from models.contracts import SegmentChange
 from models.features import CustomerState
-from models.generator import generate
+from models.sim import generate
 from stream.erase import partition_of
 from stream.feature_store import FeatureStore
 

@@ -18,7 +18,7 @@ import redis
 
 from models.contracts import SegmentChange
 from models.features import DAY, CustomerState
-from models.generator import GeneratedRecord
+from models.sim import GeneratedRecord
 from stream.erase import partition_of
 from stream.feature_store import FeatureStore
 

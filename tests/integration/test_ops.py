@@ -13,7 +13,7 @@ import redis
 from kafka import KafkaAdminClient
 
 from models.features import FEATURE_NAMES
-from models.generator import generate
+from models.sim import generate
 from stream.cli import main
 from stream.diff import NamespaceSnapshot, Segment, compare
 from stream.logfiles import write_lines

@@ -15,7 +15,7 @@ import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from models.generator import generate
+from models.sim import generate
 from stream.cli import main
 from stream.logfiles import write_lines
 

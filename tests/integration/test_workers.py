@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from models.features import CustomerState
-from models.generator import generate
 from models.segments.engine import SegmentEngine
+from models.sim import generate
 from stream.feature_store import FeatureStore
 from stream.service import Service, engine_params
 from stream.settings import load

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from models.cdnow import cdnow_events, parse_cdnow
 from models.contracts import InteractionEvent
-from models.generator import GeneratedRecord
+from models.sim import GeneratedRecord
+from models.sim.cdnow import cdnow_events, parse_cdnow
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cdnow" / "CDNOW_master.txt"
 

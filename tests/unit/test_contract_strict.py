@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from models.contracts import EventType, InteractionEvent, decode_fast, describe_validation_error
-from models.generator import generate
+from models.sim import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE: dict[str, Any] = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.generator import generate
+from models.sim import generate
 from stream.cli import dead_letter_text, main
 from stream.evaluation import evaluate_log, log_records, params_for
 from stream.logfiles import write_lines

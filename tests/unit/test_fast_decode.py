@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from models.cdnow import cdnow_events
 from models.contracts import DeadLetter, DecodedEvent, InteractionEvent, decode_fast
-from models.generator import generate
 from models.segments.engine import SegmentEngine
+from models.sim import generate
+from models.sim.cdnow import cdnow_events
 from stream.evaluation import CollectSink
 from stream.feature_store import MemoryFeatureStore
 from stream.kafka_io import SourceRecord

@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from models.features import CustomerState
-from models.generator import DEFAULT_START, generate
 from models.segments.engine import SegmentEngine
+from models.sim import DEFAULT_START, generate
 from stream.errors import ModelConflict
 from stream.evaluation import CollectSink
 from stream.feature_store import MemoryFeatureStore

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from models.contracts import InteractionEvent
-from models.generator import (
+from models.sim import (
     DEFAULT_PERSONA_WEIGHTS,
     DEFAULT_START,
     MALFORMED_KINDS,

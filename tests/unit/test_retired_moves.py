@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from models.features import CustomerState
-from models.generator import generate
 from models.segments.engine import SegmentEngine
+from models.sim import generate
 from stream.evaluation import CollectSink, log_records
 from stream.feature_store import MemoryFeatureStore
 from stream.kafka_io import SourceRecord

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from models.generator import GeneratedRecord
+from models.sim.generator import GeneratedRecord
 
 __all__ = ["CDNOW_YEAR_SHIFT", "CdnowRow", "cdnow_events", "parse_cdnow"]
 
@@ -70,7 +70,7 @@ def cdnow_events(lines: Iterable[str], year_shift: int = CDNOW_YEAR_SHIFT) -> li
     years (the Gregorian cycle of weekdays and leap years within 1901-2099) maps 1997-01-01 to
     2025-01-01, both Wednesdays: weekdays and the calendar are preserved exactly.
 
-    Records are :class:`~models.generator.GeneratedRecord` (key = customer id bytes, value =
+    Records are :class:`~models.sim.generator.GeneratedRecord` (key = customer id bytes, value =
     compact sorted-key JSON of a valid InteractionEvent, ``persona`` = ``"cdnow"``).
     """
     rows = sorted(parse_cdnow(lines), key=lambda r: (r.date, r.customer, r.row))
