@@ -14,16 +14,15 @@ between the read and the delete, the command reads again and retries.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from models.contracts import SegmentChange, SegmentRef
+from models.contracts import SegmentChange
 from models.features import CustomerState
+from models.segments.changes import erase_change
 from stream.cli import Ctx, _partitions, _store, cli, console
 from stream.errors import SegstreamError
 from stream.kafka_io import partition_for_key
@@ -31,8 +30,6 @@ from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ERASE_SOURCE = "erase"
-EXPLANATION = "erased on request"
 _MAX_ATTEMPTS = 5
 
 
@@ -48,12 +45,6 @@ def partition_of(customer_id: str, partitions: int) -> int:
     return partition_for_key(customer_id.encode(), partitions)
 
 
-def erase_change_id(partition: int, offset: int, customer_id: str, seq: int) -> str:
-    """Deterministic: erasing the same state at the same applied offset gives the same id."""
-    key = f"{ERASE_SOURCE}|{partition}|{offset}|{customer_id}|{seq}"
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
 def _segment_names(store: Any) -> tuple[int, dict[int, str]]:
     from models.segments.engine import SegmentEngine
 
@@ -63,35 +54,6 @@ def _segment_names(store: Any) -> tuple[int, dict[int, str]]:
     version, blob = saved
     engine = SegmentEngine.restore(blob)
     return version, engine.live_names()
-
-
-def build_erase_change(
-    customer_id: str, partition: int, applied_offset: int, state: CustomerState, version: int, names: dict
-) -> SegmentChange:
-    previous = (
-        SegmentRef(id=state.segment, name=names.get(state.segment, f"segment {state.segment}"))
-        if state.segment >= 0
-        else None
-    )
-    seq = state.seq + 1
-    return SegmentChange(
-        change_id=erase_change_id(partition, applied_offset, customer_id, seq),
-        customer_id=customer_id,
-        seq=seq,
-        previous=previous,
-        current=None,
-        membership={},
-        confidence=1.0,
-        outlier=False,
-        reason="erase",
-        explanation=EXPLANATION,
-        rfm=None,
-        model_version=version,
-        event_time=datetime.fromtimestamp(state.last_ts, UTC),
-        source_topic=ERASE_SOURCE,
-        source_partition=partition,
-        source_offset=max(applied_offset, 0),
-    )
 
 
 def forget_customer(settings: Settings, store: Any, sink: Any, customer_id: str) -> EraseResult:
@@ -109,7 +71,9 @@ def forget_customer(settings: Settings, store: Any, sink: Any, customer_id: str)
                 f"unknown customer {customer_id!r} in namespace {settings.redis.namespace!r}"
             )
         state = CustomerState.unpack(blob)
-        change = build_erase_change(customer_id, p, applied, state, version, names)
+        change = erase_change(
+            customer_id, p, applied, state.segment, state.seq, state.last_ts, version, names
+        )
         # Outputs first: a crash before the delete leaves the customer here, and a re-run
         # republishes the same change_id; the reverse order could lose the erase event.
         sink.change(change)

@@ -12,7 +12,6 @@ The caller commits the Kafka offsets last.
 from __future__ import annotations
 
 import gc
-import hashlib
 import heapq
 import itertools
 import logging
@@ -53,6 +52,8 @@ from models.features import (
 )
 from models.features.batch import BatchEvents, StateBatch
 from models.features.clock import PartitionClock
+from models.segments.changes import segment_change
+from models.segments.decide import Move, decide_moves, learn_mask, record_move
 from models.segments.engine import Assignment, Chunk, ModelEvent, SegmentEngine
 from models.segments.population import customer_key
 from stream.feature_store import (
@@ -117,10 +118,6 @@ def _iso(ts: str) -> str:
 
 def _iso_seconds(ts: float) -> str:
     return datetime.fromtimestamp(int(ts), UTC).isoformat()
-
-
-# A decided move: (row index in the chunk, row, from segment, to segment, reason, customer seq).
-_Move = tuple[int, _Row, int | None, int, str, int]
 
 
 @dataclass
@@ -540,39 +537,22 @@ class BatchProcessor:
                 self._checked_retired[p] = len(engine.registry.retired)
                 first = rows[chunk.lo]
                 moved_out |= self._move_retired(batch, chunk.lo, first.at, first.offset, live, deltas, result)
-            column = {int(sid): j for j, sid in enumerate(assignment.ids.tolist())}
-            best_ids = assignment.segment_ids.tolist()
-            distances = assignment.distances
-            moves: list[_Move] = []
-            for k, row in enumerate(rows[chunk.lo : chunk.hi]):
-                best = best_ids[k]
-                if best < 0:
-                    continue  # warming up: no id is published as if it meant something
-                i = row.index
-                current = segment[i] if segment[i] >= 0 else None
-                if best == current:
-                    continue  # already there: nothing to decide (the common case, kept cheap)
-                reason = row.reason
-                if current is not None and current not in live:
-                    target: int | None = best  # the customer's segment was retired by a model update
-                    reason = "model_update"
-                else:
-                    d_cur = float(distances[k, column[current]]) if current in column else math.inf
-                    since = float(segment_since[i]) if current is not None else None
-                    target = engine.decide_distances(
-                        current, since, best, float(distances[k, column[best]]), d_cur, row.at
-                    )
-                if target is None or target == current:
-                    continue
-                segment[i] = target
-                segment_since[i] = int(row.at)
-                seq[i] += 1
-                if current is not None:
-                    deltas[current] = deltas.get(current, 0) - 1
-                deltas[target] = deltas.get(target, 0) + 1
-                moves.append((k, row, current, target, reason, seq[i]))
+            chunk_rows = rows[chunk.lo : chunk.hi]
+            moves = decide_moves(
+                chunk_rows,
+                assignment.segment_ids.tolist(),
+                assignment.distances,
+                {int(sid): j for j, sid in enumerate(assignment.ids.tolist())},
+                live,
+                segment,
+                segment_since,
+                seq,
+                deltas,
+                engine.params.margin,
+                engine.params.min_dwell_days,
+            )
             if moves:
-                self._publish_moves(p, chunk.lo, raw, assignment, moves, live, now, result)
+                self._publish_moves(p, chunk.lo, raw, assignment, chunk_rows, moves, live, now, result)
         self._publish_model_events(engine.trailing_events)
         return deltas, moved_out
 
@@ -652,8 +632,12 @@ class BatchProcessor:
         times = np.array([f[4] for f in found])
         raw = evaluate_many(np.array([f[3] for f in found]), self.params, times)
         assignment = self.engine.assign(raw)
-        moves: list[_Move] = []
+        moves: list[Move] = []
         moved_out: dict[str, bytes] = {}
+        found_rows = [
+            _Row(cid, -1 if pos is None else pos, 0, moved_at, "model_update", offset)
+            for cid, pos, _, _, moved_at in found
+        ]
         for j, (cid, pos, held, _, moved_at) in enumerate(found):
             target = int(assignment.segment_ids[j])
             if target < 0:
@@ -671,12 +655,12 @@ class BatchProcessor:
                 held.seq += 1
                 seq = held.seq
                 moved_out[cid] = held.pack()
-            deltas[current] = deltas.get(current, 0) - 1
-            deltas[target] = deltas.get(target, 0) + 1
-            row = _Row(cid, -1 if pos is None else pos, 0, moved_at, "model_update", offset)
-            moves.append((j, row, current, target, "model_update", seq))
+            record_move(deltas, current, target)
+            moves.append(Move(j, current, target, "model_update", seq))
         if moves:
-            self._publish_moves(p, 0, raw, assignment, moves, live, time.time(), result, retired_moves=True)
+            self._publish_moves(
+                p, 0, raw, assignment, found_rows, moves, live, time.time(), result, retired_moves=True
+            )
         return moved_out
 
     def _publish_moves(
@@ -685,68 +669,60 @@ class BatchProcessor:
         lo: int,
         raw: np.ndarray,
         assignment: Assignment,
-        moves: list[_Move],
+        rows: Sequence[_Row],
+        moves: list[Move],
         live: dict[int, str],
         now: float,
         result: BatchResult,
         retired_moves: bool = False,
     ) -> None:
-        """Publish one chunk's segment changes; explanations are computed for all of them at once.
+        """Publish one chunk's segment changes (``moves`` of ``rows``, assigned by ``assignment``
+        from ``raw[lo:]``); explanations are computed for all of them at once.
         ``retired_moves``: moves out of a retired segment (_move_retired), whose change ids name
         the segment left instead of the row's offset: where they happen depends on when the
         process saw the retirement, and a batch redone after a crash must publish the same ids."""
         engine = self.engine
         topic = self.settings.topics.interactions
-        vectors = raw[[lo + k for k, *_ in moves]]
-        explanations = engine.explain_many(vectors, [m[2] for m in moves], [m[3] for m in moves])
-        memberships = assignment.memberships([m[0] for m in moves])
-        for (k, row, current, target, reason, seq), vector, explanation, membership in zip(
-            moves, vectors, explanations, memberships, strict=True
-        ):
+        vectors = raw[[lo + m.row for m in moves]]
+        explanations = engine.explain_many(vectors, [m.previous for m in moves], [m.segment for m in moves])
+        memberships = assignment.memberships([m.row for m in moves])
+        for m, vector, explanation, membership in zip(moves, vectors, explanations, memberships, strict=True):
+            row = rows[m.row]
             self.sink.change(
-                SegmentChange(
-                    change_id=_change_id(
-                        topic, p, f"retired {current}" if retired_moves else row.offset, row.customer_id, seq
-                    ),
+                segment_change(
                     customer_id=row.customer_id,
-                    seq=seq,
-                    previous=SegmentRef(id=current, name=engine.name_of(current))
-                    if current is not None
+                    seq=m.seq,
+                    previous=SegmentRef(id=m.previous, name=engine.name_of(m.previous))
+                    if m.previous is not None
                     else None,
-                    current=SegmentRef(id=target, name=live.get(target, f"segment {target}")),
+                    current=SegmentRef(id=m.segment, name=live.get(m.segment, f"segment {m.segment}")),
                     membership=membership,
-                    confidence=round(float(assignment.confidence[k]), 4),
-                    outlier=bool(assignment.outlier[k]),
-                    reason=reason,
+                    confidence=round(float(assignment.confidence[m.row]), 4),
+                    outlier=bool(assignment.outlier[m.row]),
+                    reason=m.reason,  # type: ignore[arg-type]
                     explanation=explanation,
                     rfm=engine.rfm(vector),
-                    model_version=int(assignment.versions[k]),
-                    event_time=datetime.fromtimestamp(row.at, UTC),
+                    model_version=int(assignment.versions[m.row]),
+                    event_time=row.at,
                     source_topic=topic,
                     source_partition=p,
                     source_offset=row.offset,
+                    position=f"retired {m.previous}" if retired_moves else None,
                 )
             )
             result.changes += 1
-            self.metrics.changes.labels(reason=reason).inc()
-            if reason == "event":
+            self.metrics.changes.labels(reason=m.reason).inc()
+            if m.reason == "event":
                 self.metrics.latency.observe(max(now - row.at, 0.0))
 
     def _learn_mask(self, rows: list[_Row], states: StateBatch, start: int) -> np.ndarray:
-        """Learn from each customer at most once per interval, so segments describe customers
-        rather than events (a daily shopper would otherwise outweigh a monthly one 30 to 1).
-        One entry per row from ``start`` on (the rows before it are not learned)."""
-        mask = np.zeros(len(rows) - start, dtype=bool)
+        """What the model learns from (:func:`~models.segments.decide.learn_mask`), one entry
+        per row from ``start`` on (the rows before it are not learned)."""
         if not self.learns:
-            return mask  # a follower: the learner's versions come from the store (Service)
-        last_learned = states.last_learned
-        interval = self._learn_interval
-        for k, row in enumerate(rows[start:]):
-            i = row.index
-            if row.reason == "inactivity" or row.at - last_learned[i] >= interval:
-                mask[k] = True
-                last_learned[i] = int(row.at)
-        return mask
+            return np.zeros(
+                len(rows) - start, dtype=bool
+            )  # a follower: the learner's versions come from the store
+        return learn_mask(rows[start:], states.last_learned, self._learn_interval)
 
     def _publish_model_events(self, events: list[ModelEvent]) -> None:
         version = self.engine.version
@@ -782,9 +758,3 @@ class BatchProcessor:
                 self.store.clear_erased(erased)
             self.metrics.model_version.set(version)
             self.metrics.model_updated.set(time.time())
-
-
-def _change_id(topic: str, partition: int, position: int | str, customer_id: str, seq: int) -> str:
-    """Deterministic: the same source position (or retired segment) and customer sequence give
-    the same id."""
-    return hashlib.sha256(f"{topic}|{partition}|{position}|{customer_id}|{seq}".encode()).hexdigest()[:32]

@@ -27,37 +27,50 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from models.contracts import RFMScore
-from models.features import FeatureParams, evaluate_many, feature_label, format_value
+from models.features import FeatureParams, evaluate_many
 from models.segments.alignment import SourceAligner
+from models.segments.assignment import Assignment, AssignmentRow, Chunk
+from models.segments.catalog import make_model
+from models.segments.decide import hysteresis
+from models.segments.explain import explain_many
 from models.segments.hierarchy import Hierarchy
-from models.segments.microclusters import sq_distances
 from models.segments.naming import SegmentNamer, qualify_duplicates, suggest_name
+from models.segments.params import DAY, EngineParams
 from models.segments.population import PopulationSample, fit_population
 from models.segments.registry import ModelEvent, SegmentRegistry
 from models.segments.rfm import RFMScorer
-from models.segments.river_models import MODEL_NAMES, ModelSummary, make_model, member_variances
+from models.segments.river_models import ModelSummary, member_variances
 from models.segments.vectorize import DEFAULT_FEATURES, Vectorizer
+from models.segments.version import (
+    WARMING_UP,
+    ModelVersion,
+    SegmentProfile,
+    canonical_order,
+    make_version,
+    unassigned,
+)
 
 __all__ = [
     "DEFAULT_FEATURES",
     "Assignment",
     "AssignmentRow",
+    "Chunk",
     "EngineParams",
     "ModelEvent",
     "SegmentEngine",
     "SegmentProfile",
 ]
 
-DAY = 86400.0
-WARMING_UP = "warming up"
+# Snapshots written before the version type moved to models.segments.version unpickle through
+# this name (the model format is pickle until it becomes documented data).
+_Version = ModelVersion
+
 _SNAPSHOT_MAGIC = b"segstream-engine/1\n"
-_VAR_FLOOR = 1e-2
 # Bounds of the event-time alignment of sources, for a partition neither progressing nor known to
 # be read to its end: it holds the others back by at most this much event time, and at most this
 # many rows wait per queue (~50 MB of learned rows; SourceAligner). A catch-up read leaves
@@ -65,193 +78,6 @@ _VAR_FLOOR = 1e-2
 # reading the crash test's 100-day log left them up to 56 days apart.
 ALIGN_MAX_SKEW_DAYS = 90.0
 ALIGN_MAX_HELD = 250_000
-
-
-@dataclass(frozen=True)
-class EngineParams:
-    """Every knob of the engine (frozen: one value per model configuration)."""
-
-    n_segments: int = 8
-    max_micro: int = 150
-    half_life_days: float = 60.0
-    update_every: int = 2000
-    update_days: float = 0.0  # and at most this much event time between versions (0: rows only)
-    warmup_vectors: int = 2000
-    warmup_days: float = 0.0  # event-time span the first version waits for (behaviour needs history)
-    margin: float = 0.15
-    min_dwell_days: float = 7.0
-    outlier_quantile: float = 0.99
-    gate: float = 0.5
-    drift: float = 0.25
-    model: str = "microclusters"
-    seed: int = 42
-    feature_weights: tuple[tuple[str, float], ...] = ()
-    n_super: int = 3
-    n_init: int = 10  # k-means++ restarts of the macro step (a third of them on warm versions)
-    restart_gain: float = 0.05
-    # Opt-in: a row with recency r days (an inactivity re-scoring) counts max(1, quiet_weight * r)
-    # times, for the quiet days it stands for, so the model's population is closer to a snapshot
-    # of the customers (0: every learned row counts once). Measured on the 600-customer logs,
-    # 0.5 lowers SSQ/k-means 1.34 -> 1.13 and raises ARI 0.63 -> 0.67 but lowers id agreement
-    # 0.89 -> 0.70 and raises flapping 0.2% -> 1-4%: not the default.
-    quiet_weight: float = 0.0
-    # Fit each version on a sample of the customers as they are at the version's event time
-    # (the latest state of the `population` customers with the smallest key hashes, aged to the
-    # version's time) instead of on the micro-clusters of the event stream; 0 turns it off.
-    # A warm version moves its centroids `population_step` of the way to the sample's fit.
-    population: int = 0
-    population_step: float = 0.5
-    population_restart_gain: float = 0.2  # a restart must cut the sample's SSQ by this share
-    # D > 0: `population_step` is the share moved per D days of event time instead of per
-    # version (a version dt days after the last moves 1 - (1 - step) ** (dt / D)), so the
-    # centroids' smoothing does not depend on how often versions come.
-    population_step_days: float = 0.0
-    # Learning from several sources (partitions, see SegmentEngine.align_sources): rows wait
-    # until every source's clock is past them by this much, then are learned in event-time order,
-    # so versions do not depend on how the sources' records interleave (None: arrival order).
-    align_lateness_days: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {MODEL_NAMES}")
-        if self.n_segments < 1 or self.update_every < 1 or self.warmup_vectors < 1:
-            raise ValueError("n_segments, update_every and warmup_vectors must be >= 1")
-        if not 0.0 <= self.margin < 1.0:
-            raise ValueError("margin must be in [0, 1)")
-        if self.population < 0 or not 0.0 < self.population_step <= 1.0:
-            raise ValueError("population must be >= 0 and population_step in (0, 1]")
-
-
-@dataclass(frozen=True)
-class AssignmentRow:
-    """One customer's assignment: best id, soft membership and distances over the version's ids."""
-
-    segment_id: int
-    version: int
-    membership: dict[int, float]
-    distances: dict[int, float]
-    confidence: float
-    outlier: bool
-
-
-@dataclass
-class Assignment:
-    """Assignments of a batch. Columns of ``membership``/``distances`` follow ``ids``; a column
-    whose id did not exist in a row's version has probability 0 and distance ``inf``."""
-
-    segment_ids: np.ndarray
-    membership: np.ndarray
-    ids: np.ndarray
-    confidence: np.ndarray
-    outlier: np.ndarray
-    distances: np.ndarray
-    versions: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.segment_ids)
-
-    def memberships(self, rows: list[int], min_prob: float = 0.005) -> list[dict[str, float]]:
-        """The rows' memberships as published: ``{"id": probability}`` by id, rounded to 4
-        places, without the ids under ``min_prob`` or not in the row's version (one numpy pass
-        for all the rows)."""
-        order = np.argsort(self.ids, kind="stable")
-        names = [str(sid) for sid in self.ids[order].tolist()]
-        probs = self.membership[rows][:, order]
-        keep = (np.isfinite(self.distances[rows][:, order]) & (probs >= min_prob)).tolist()
-        return [
-            {name: round(p, 4) for name, p, k in zip(names, row, kept, strict=True) if k}
-            for row, kept in zip(probs.tolist(), keep, strict=True)
-        ]
-
-    def row(self, i: int) -> AssignmentRow:
-        ok = np.isfinite(self.distances[i])
-        ids = self.ids[ok].tolist()
-        return AssignmentRow(
-            segment_id=int(self.segment_ids[i]),
-            version=int(self.versions[i]),
-            membership=dict(zip(ids, self.membership[i, ok].tolist(), strict=True)),
-            distances=dict(zip(ids, self.distances[i, ok].tolist(), strict=True)),
-            confidence=float(self.confidence[i]),
-            outlier=bool(self.outlier[i]),
-        )
-
-    @staticmethod
-    def concat(parts: list[Assignment]) -> Assignment:
-        if len(parts) == 1:
-            return parts[0]
-        ids = np.array(sorted({int(i) for p in parts for i in p.ids.tolist()}), dtype=np.int64)
-        mem, dist = [], []
-        for p in parts:
-            m = np.zeros((len(p), len(ids)))
-            d = np.full((len(p), len(ids)), np.inf)
-            cols = np.searchsorted(ids, p.ids)
-            m[:, cols] = p.membership
-            d[:, cols] = p.distances
-            mem.append(m)
-            dist.append(d)
-        return Assignment(
-            segment_ids=np.concatenate([p.segment_ids for p in parts]),
-            membership=np.vstack(mem),
-            ids=ids,
-            confidence=np.concatenate([p.confidence for p in parts]),
-            outlier=np.concatenate([p.outlier for p in parts]),
-            distances=np.vstack(dist),
-            versions=np.concatenate([p.versions for p in parts]),
-        )
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Rows ``lo:hi`` of a :meth:`SegmentEngine.process_chunks` call, all assigned by one version."""
-
-    lo: int
-    hi: int
-    assignment: Assignment
-    events_before: list[ModelEvent]  # model events of the build that preceded this chunk
-
-
-@dataclass(frozen=True)
-class SegmentProfile:
-    id: int
-    name: str
-    size: float
-    share: float
-    centroid: dict[str, float]
-    parent: int | None
-
-
-@dataclass
-class _Version:
-    number: int
-    ids: np.ndarray
-    centroids: np.ndarray
-    variances: np.ndarray
-    weights: np.ndarray
-    thresholds: np.ndarray
-    names: dict[int, str] = field(default_factory=dict)
-    parents: dict[int, int] = field(default_factory=dict)
-    # Precomputed Gaussian terms for the soft membership.
-    inv_var: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-    mu_inv_var: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-    const: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-
-def _canonical_order(Z: np.ndarray, C: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Clusters ordered by the first row (rows sorted by customer key) among each one's closer
-    half of members, so that births are numbered by who is in a segment, not by the order a
-    fit happened to produce: two fits of about the same customers (a replay, a learner resumed
-    from a checkpoint after a crash) give their new segments the same ids."""
-    d2 = ((Z - C[labels]) ** 2).sum(axis=1)
-    first = np.full(len(C), len(Z))
-    for j in range(len(C)):
-        members = np.flatnonzero(labels == j)
-        if len(members):
-            core = members[d2[members] <= np.median(d2[members])]
-            first[j] = core[0]
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return C[order], rank[labels]
 
 
 class SegmentEngine:
@@ -308,7 +134,7 @@ class SegmentEngine:
         self._t_hi = -np.inf
         self._version_t = -np.inf  # event time of the row the last version was built at
         self.trailing_events: list[ModelEvent] = []
-        self._current: _Version | None = None
+        self._current: ModelVersion | None = None
         self.retired_names: dict[int, str] = {}  # last name of each id a model update retired
         idx = {f: i for i, f in enumerate(self.feature_names)}
         self._rfm_cols = [idx.get(f) for f in ("recency_purchase_days", "purchases", "spend")]
@@ -534,38 +360,9 @@ class SegmentEngine:
     def assign(self, raw: np.ndarray) -> Assignment:
         """Read-only assignment with the current version (ids -1 while warming up)."""
         raw = np.asarray(raw, dtype=np.float64)
-        n = len(raw)
-        v = self._current
-        if v is None:
-            return Assignment(
-                segment_ids=np.full(n, -1, dtype=np.int64),
-                membership=np.zeros((n, 0)),
-                ids=np.zeros(0, dtype=np.int64),
-                confidence=np.zeros(n),
-                outlier=np.zeros(n, dtype=bool),
-                distances=np.zeros((n, 0)),
-                versions=np.zeros(n, dtype=np.int64),
-            )
-        Z = self.vectorizer.transform(raw)
-        d2 = sq_distances(Z, v.centroids)
-        best = np.argmin(d2, axis=1)
-        rows = np.arange(n)
-        dist = np.sqrt(d2)
-        # Diagonal Gaussian mixture: log w_k - 0.5 * sum(log var) - 0.5 * Mahalanobis^2.
-        q = (Z * Z) @ v.inv_var.T - 2.0 * (Z @ v.mu_inv_var.T) + v.const[None, :]
-        q -= q.max(axis=1, keepdims=True)
-        p = np.exp(q)
-        p /= p.sum(axis=1, keepdims=True)
-        order = np.argsort(v.ids)
-        return Assignment(
-            segment_ids=v.ids[best],
-            membership=p[:, order],
-            ids=v.ids[order],
-            confidence=p[rows, best],
-            outlier=dist[rows, best] > v.thresholds[best],
-            distances=dist[:, order],
-            versions=np.full(n, v.number, dtype=np.int64),
-        )
+        if self._current is None:
+            return unassigned(len(raw))
+        return self._current.assign(self.vectorizer.transform(raw))
 
     def decide(
         self, current_id: int | None, current_since: float | None, row: AssignmentRow, t: float
@@ -591,20 +388,11 @@ class SegmentEngine:
         d_current: float,
         t: float,
     ) -> int | None:
-        """:meth:`decide` on plain numbers (the hot path: no per-row dicts).
-
-        ``d_current`` is ``inf`` when the current segment does not exist in the row's version.
-        """
-        if best < 0:
-            return current_id
-        if current_id is None or not math.isfinite(d_current):
-            return best
-        if best == current_id:
-            return current_id
-        dwelt = current_since is None or t - current_since >= self.params.min_dwell_days * DAY
-        if dwelt and d_best <= (1.0 - self.params.margin) * d_current:
-            return best
-        return current_id
+        """:meth:`decide` on plain numbers (:func:`~models.segments.decide.hysteresis` with this
+        engine's margin and dwell); ``d_current`` is ``inf`` when the current segment does not
+        exist in the row's version."""
+        p = self.params
+        return hysteresis(current_id, current_since, best, d_best, d_current, t, p.margin, p.min_dwell_days)
 
     def explain(self, raw_row: np.ndarray, from_id: int | None, to_id: int) -> str:
         """Plain words: the features that contribute most to ``to_id`` beating ``from_id``."""
@@ -613,47 +401,8 @@ class SegmentEngine:
     def explain_many(
         self, raw_rows: np.ndarray, from_ids: Sequence[int | None], to_ids: Sequence[int]
     ) -> list[str]:
-        """:meth:`explain` for many rows at once: one transform and one ranking for the batch's
-        changes instead of a handful of numpy calls per change (the change path's main cost)."""
-        v = self._current
-        n = len(to_ids)
-        if v is None:
-            return ["model warming up"] * n
-        if n == 0:
-            return []
-        pos = {int(s): i for i, s in enumerate(v.ids.tolist())}
-        raw = np.asarray(raw_rows, dtype=np.float64).reshape(n, -1)
-        z = self.vectorizer.transform(raw)
-        # Row of each segment in the centroid table; the zero vector stands for "no old segment".
-        zero = len(v.centroids)
-        table = np.vstack([v.centroids, np.zeros((1, v.centroids.shape[1]))])
-        from_rows = np.array([pos.get(f, zero) if f is not None else zero for f in from_ids])
-        to_rows = np.array([pos.get(t, zero) for t in to_ids])
-        contrib = (z - table[from_rows]) ** 2 - (z - table[to_rows]) ** 2
-        top = np.argsort(-contrib, axis=1, kind="stable")[:, :3].tolist()
-        typical = self.vectorizer.inverse(v.centroids)  # each segment's typical values, raw units
-        out = []
-        for i, (from_id, to_id) in enumerate(zip(from_ids, to_ids, strict=True)):
-            if to_id not in pos:
-                out.append(f"segment {to_id} is not in model version {v.number}")
-                continue
-            from_row = -1 if from_id is None else pos.get(from_id, -1)
-            known = from_row >= 0
-            from_name = v.names.get(from_id, f"segment {from_id}") if from_id is not None else None
-            parts = []
-            for f in top[i]:
-                if contrib[i, f] <= 0:
-                    break
-                name = self.feature_names[f]
-                text = f"{feature_label(name)} {format_value(name, float(raw[i, f]))}"
-                if known:
-                    # Against the old segment's typical value: the customer's own previous value
-                    # is not known here, so no "rose"/"fell".
-                    text += f" (typical of {from_name}: {format_value(name, float(typical[from_row, f]))})"
-                parts.append(text)
-            lead = "" if known else f"closest to {v.names.get(to_id, to_id)}: "
-            out.append(lead + ("; ".join(parts) if parts else "small changes across many features"))
-        return out
+        """:meth:`explain` for many rows at once (:func:`~models.segments.explain.explain_many`)."""
+        return explain_many(self._current, self.vectorizer, self.feature_names, raw_rows, from_ids, to_ids)
 
     def name_of(self, segment_id: int) -> str:
         """A segment's name: the live one, else the last it had before a model update retired it
@@ -677,22 +426,7 @@ class SegmentEngine:
         v = self._current
         if v is None:
             return [SegmentProfile(-1, WARMING_UP, 0.0, 0.0, {}, None)]
-        total = float(v.weights.sum()) or 1.0
-        raw_c = self.vectorizer.inverse(v.centroids)
-        out = []
-        for i in np.argsort(v.ids).tolist():
-            sid = int(v.ids[i])
-            out.append(
-                SegmentProfile(
-                    id=sid,
-                    name=v.names.get(sid, str(sid)),
-                    size=float(v.weights[i]),
-                    share=float(v.weights[i]) / total,
-                    centroid=dict(zip(self.feature_names, raw_c[i].tolist(), strict=True)),
-                    parent=v.parents.get(sid),
-                )
-            )
-        return out
+        return v.profiles(self.vectorizer.inverse(v.centroids), self.feature_names)
 
     def hierarchy(self) -> Hierarchy:
         v = self._current
@@ -791,7 +525,7 @@ class SegmentEngine:
             s.member_labels,
             s.member_weights,
         )
-        version = self._make_version(s, ids, Z)
+        version = make_version(self.version, s, ids, Z, self.params.outlier_quantile)
         names, name_events = self.namer.update(self._suggest_names(version), self.version, self.t_max)
         version.names = names
         if self._current is not None:  # remember the last name of every id this version retires
@@ -850,7 +584,7 @@ class SegmentEngine:
         )
         k = len(fit.centroids)
         counts = np.bincount(fit.labels, minlength=k).astype(np.float64)
-        C, labels = _canonical_order(Z, fit.centroids[counts > 0], (np.cumsum(counts > 0) - 1)[fit.labels])
+        C, labels = canonical_order(Z, fit.centroids[counts > 0], (np.cumsum(counts > 0) - 1)[fit.labels])
         self._population_centroids = C
         return ModelSummary(
             centroids=C,
@@ -861,36 +595,7 @@ class SegmentEngine:
             member_weights=np.ones(len(keys)),
         )
 
-    def _make_version(self, s: ModelSummary, ids: np.ndarray, Z: np.ndarray) -> _Version:
-        var = np.maximum(s.variances, _VAR_FLOOR)
-        inv = 1.0 / var
-        mu_inv = s.centroids * inv
-        w = np.maximum(s.weights, 1e-12)
-        const = np.log(w / w.sum()) - 0.5 * np.log(var).sum(axis=1) - 0.5 * (s.centroids * mu_inv).sum(axis=1)
-        # The Mahalanobis term enters with -0.5: fold it into the matrices used by assign().
-        d2 = sq_distances(Z, s.centroids)
-        best = np.argmin(d2, axis=1)
-        dist = np.sqrt(d2[np.arange(len(Z)), best])
-        q = self.params.outlier_quantile
-        glob = float(np.quantile(dist, q)) if len(dist) else np.inf
-        thresholds = np.full(len(ids), glob)
-        for j in range(len(ids)):
-            members = dist[best == j]
-            if len(members) >= 20:
-                thresholds[j] = float(np.quantile(members, q))
-        return _Version(
-            number=self.version,
-            ids=ids.astype(np.int64),
-            centroids=s.centroids,
-            variances=var,
-            weights=s.weights,
-            thresholds=thresholds,
-            inv_var=-0.5 * inv,
-            mu_inv_var=-0.5 * mu_inv,
-            const=const,
-        )
-
-    def _suggest_names(self, v: _Version) -> dict[int, str]:
+    def _suggest_names(self, v: ModelVersion) -> dict[int, str]:
         raw_c = self.vectorizer.inverse(v.centroids)
         z = self.vectorizer.standardised(v.centroids)
         out = {}

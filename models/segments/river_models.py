@@ -5,7 +5,8 @@ per-segment variances (plus micro-cluster membership where the model has it), wh
 registry and the soft membership need. River models learn with ``learn_one`` (slower).
 
 >>> import numpy as np
->>> m = make_model("kmeans", n_clusters=2, seed=1)
+>>> from river import cluster
+>>> m = RiverAdapter("kmeans", cluster.KMeans(n_clusters=2, halflife=0.02, sigma=1.0, seed=1), True)
 >>> X = np.vstack([np.zeros((20, 3)), np.ones((20, 3)) * 5])
 >>> m.learn_many(X, np.zeros(40))
 >>> s = m.summary(X, 0.0)
@@ -19,21 +20,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from river import base, cluster
+from river import base
 
 from models.segments.microclusters import MicroClusterKMeans, sq_distances
 
 __all__ = [
-    "MODEL_NAMES",
     "MicroAdapter",
     "ModelSummary",
     "RiverAdapter",
     "SegmentModel",
-    "make_model",
     "member_variances",
 ]
 
-MODEL_NAMES = ("microclusters", "kmeans", "streamkmeans", "clustream", "denstream", "dbstream")
 _VAR_FLOOR = 1e-3
 
 
@@ -114,27 +112,13 @@ def member_variances(X: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return var
 
 
-def _river_model(name: str, n_clusters: int, seed: int) -> base.Clusterer:
-    if name == "kmeans":
-        return cluster.KMeans(n_clusters=n_clusters, halflife=0.02, sigma=1.0, seed=seed)
-    if name == "streamkmeans":
-        return cluster.STREAMKMeans(chunk_size=50, n_clusters=n_clusters, halflife=0.5, sigma=1.0, seed=seed)
-    if name == "clustream":
-        return cluster.CluStream(n_macro_clusters=n_clusters, max_micro_clusters=100, time_gap=500, seed=seed)
-    if name == "denstream":
-        return cluster.DenStream(decaying_factor=0.01, beta=0.5, mu=2.5, epsilon=1.5, n_samples_init=500)
-    if name == "dbstream":
-        return cluster.DBSTREAM(clustering_threshold=2.5, fading_factor=0.001, cleanup_interval=1000)
-    raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
-
-
 class RiverAdapter:
     """A River clusterer: learns row by row with ``learn_one``; summarised from its ``centers``."""
 
-    def __init__(self, name: str, n_clusters: int, seed: int) -> None:
+    def __init__(self, name: str, model: base.Clusterer, supports_rescale: bool = False) -> None:
         self.name = name
-        self.model = _river_model(name, n_clusters, seed)
-        self.supports_rescale = name == "kmeans"
+        self.model = model
+        self.supports_rescale = supports_rescale
 
     def learn_many(self, X: np.ndarray, t: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
         learn = self.model.learn_one  # River's clusterers take no weights
@@ -167,17 +151,3 @@ class RiverAdapter:
         var = member_variances(recent, lab, k)
         keep = cnt > 0
         return ModelSummary(centroids=C[keep], weights=cnt[keep], variances=np.maximum(var[keep], _VAR_FLOOR))
-
-
-def make_model(
-    name: str,
-    n_clusters: int,
-    seed: int,
-    max_micro: int = 150,
-    half_life: float = 60 * 86400.0,
-    n_init: int = 10,
-    restart_gain: float = 0.05,
-) -> SegmentModel:
-    if name == "microclusters":
-        return MicroAdapter(n_clusters, seed, max_micro, half_life, n_init, restart_gain)
-    return RiverAdapter(name, n_clusters, seed)

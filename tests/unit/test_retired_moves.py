@@ -9,13 +9,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from models.features import CustomerState
+from models.segments.changes import change_id
 from models.segments.engine import SegmentEngine
 from models.sim import generate
 from stream.evaluation import CollectSink, log_records
 from stream.feature_store import MemoryFeatureStore
 from stream.kafka_io import SourceRecord
 from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor, _change_id
+from stream.pipeline import BatchProcessor
 from stream.service import engine_params
 from stream.settings import load
 
@@ -97,7 +98,7 @@ def test_the_moves_do_not_depend_on_the_batch_size(
     assert (other_engine.version, other_engine.live_names()) == (engine.version, engine.live_names())
 
 
-def test_a_move_at_another_row_keeps_its_change_id(
+def test_a_move_at_another_row_keeps_itschange_id(
     replayed: tuple[MemoryFeatureStore, SegmentEngine, CollectSink],
 ) -> None:
     """Moves made by the check name the segment left, not the row: a batch redone after a crash
@@ -108,8 +109,8 @@ def test_a_move_at_another_row_keeps_its_change_id(
         if c.reason != "model_update":
             continue
         assert c.previous is not None
-        at_row = _change_id("interactions", 0, c.source_offset, c.customer_id, c.seq)
-        left = _change_id("interactions", 0, f"retired {c.previous.id}", c.customer_id, c.seq)
+        at_row = change_id("interactions", 0, c.source_offset, c.customer_id, c.seq)
+        left = change_id("interactions", 0, f"retired {c.previous.id}", c.customer_id, c.seq)
         assert c.change_id in (at_row, left)  # at_row: the customer's own row found it there
         by_segment += c.change_id == left
     assert by_segment > 0
