@@ -36,12 +36,13 @@ if str(ROOT) not in sys.path:
 
 from models.segments.engine import SegmentEngine  # noqa: E402
 from models.sim import generate  # noqa: E402
-from stream.evaluation import CollectSink, customer_vectors, log_records  # noqa: E402
-from stream.feature_store import MemoryFeatureStore  # noqa: E402
-from stream.metrics import Metrics  # noqa: E402
-from stream.pipeline import BatchProcessor  # noqa: E402
-from stream.service import engine_params  # noqa: E402
-from stream.settings import load  # noqa: E402
+from stream.config import load  # noqa: E402
+from stream.io.sinks.collect import CollectSink  # noqa: E402
+from stream.ops.evaluate import customer_vectors, log_records  # noqa: E402
+from stream.runtime.engines import engine_params  # noqa: E402
+from stream.runtime.metrics import Metrics  # noqa: E402
+from stream.runtime.pipeline import BatchProcessor  # noqa: E402
+from stream.state import MemoryFeatureStore  # noqa: E402
 
 STEP = 250  # records between looks at the engine's version
 

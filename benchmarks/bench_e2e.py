@@ -79,10 +79,11 @@ from models.contracts import InteractionEvent, SegmentChange, SegmentRef  # noqa
 from models.features import CustomerState, apply_event, evaluate, fact_of  # noqa: E402
 from models.segments.engine import SegmentEngine  # noqa: E402
 from models.sim import generate  # noqa: E402
-from stream.feature_store import FeatureStore  # noqa: E402
-from stream.kafka_io import ensure_topics, make_admin, make_consumer, make_producer  # noqa: E402
-from stream.service import Service, tune_runtime  # noqa: E402
-from stream.settings import Settings, load  # noqa: E402
+from stream.config import Settings, load  # noqa: E402
+from stream.io.kafka import ensure_topics, make_admin, make_consumer, make_producer  # noqa: E402
+from stream.runtime.engines import tune_runtime  # noqa: E402
+from stream.runtime.service import Service  # noqa: E402
+from stream.state import FeatureStore  # noqa: E402
 
 PARTITIONS = 4
 GOAL_FULL_RAW = 0.3

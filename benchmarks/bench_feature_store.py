@@ -53,8 +53,8 @@ from models.features import (
     schedule_after_event,
 )
 from models.features.batch import BatchEvents, StateBatch
-from stream.feature_store import FeatureStore, OrderedIO, PartitionWrite
-from stream.service import tune_runtime
+from stream.runtime.engines import tune_runtime
+from stream.state import FeatureStore, OrderedIO, PartitionWrite
 
 PARTITIONS = 4
 THRESHOLDS = (14.0, 30.0, 60.0, 90.0)

@@ -4,7 +4,7 @@ Not a speed benchmark. One seed says little here: which k-means optimum an onlin
 moves with small changes of its path, so a change that helps seed 3 can hurt seed 7. This replays
 ``generate(customers, days, seed)`` for every stationary seed and each drift scenario (seed 5,
 scored on customers active in the last 30 days, as the README's table) through
-``segstream evaluate``'s pipeline (:func:`stream.evaluation.evaluate_log`), prints one row per log
+``segstream evaluate``'s pipeline (:func:`stream.ops.evaluate.evaluate_log`), prints one row per log
 with each goal it meets or misses, then how many logs meet each goal.
 
 Goals checked (issue #4): stationary SSQ <= 1.05x the offline k-means, ARI >= 0.95x the
@@ -34,10 +34,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.sim import SCENARIOS, generate  # noqa: E402
+from stream.config import load  # noqa: E402
 from stream.errors import ConfigError  # noqa: E402
-from stream.evaluation import ModelReport, evaluate_log, log_records  # noqa: E402
-from stream.service import engine_params  # noqa: E402
-from stream.settings import load  # noqa: E402
+from stream.ops.evaluate import ModelReport, evaluate_log, log_records  # noqa: E402
+from stream.runtime.engines import engine_params  # noqa: E402
 
 DRIFT_SEED = 5
 DRIFT_WINDOW_DAYS = 30.0

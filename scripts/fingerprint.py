@@ -25,13 +25,14 @@ sys.path.insert(0, str(ROOT))
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from models.sim import generate  # noqa: E402
-from stream.export import iter_views, write_jsonl  # noqa: E402
-from stream.feature_store import MemoryFeatureStore  # noqa: E402
-from stream.kafka_io import OutputSink, SourceRecord, partition_for_key  # noqa: E402
-from stream.metrics import Metrics  # noqa: E402
-from stream.pipeline import BatchProcessor  # noqa: E402
-from stream.service import new_engine  # noqa: E402
-from stream.settings import load  # noqa: E402
+from stream.config import load  # noqa: E402
+from stream.io.kafka import SourceRecord, partition_for_key  # noqa: E402
+from stream.io.sinks import OutputSink  # noqa: E402
+from stream.ops.export import iter_views, write_jsonl  # noqa: E402
+from stream.runtime.engines import new_engine  # noqa: E402
+from stream.runtime.metrics import Metrics  # noqa: E402
+from stream.runtime.pipeline import BatchProcessor  # noqa: E402
+from stream.state import MemoryFeatureStore  # noqa: E402
 
 PARTITIONS = 4
 

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from models.contracts import RFMScore
-from models.features import FeatureParams, evaluate_many
+from models.features import FeatureParams
+from models.segments.aligned import AlignedLearning
 from models.segments.alignment import SourceAligner
 from models.segments.assignment import Assignment, AssignmentRow, Chunk
 from models.segments.catalog import make_model
@@ -41,16 +42,15 @@ from models.segments.explain import explain_many
 from models.segments.hierarchy import Hierarchy
 from models.segments.naming import SegmentNamer, qualify_duplicates, suggest_name
 from models.segments.params import DAY, EngineParams
-from models.segments.population import PopulationSample, fit_population
+from models.segments.population import PopulationSample, sample_version
 from models.segments.registry import ModelEvent, SegmentRegistry
 from models.segments.rfm import RFMScorer
-from models.segments.river_models import ModelSummary, member_variances
+from models.segments.river_models import ModelSummary
 from models.segments.vectorize import DEFAULT_FEATURES, Vectorizer
 from models.segments.version import (
     WARMING_UP,
     ModelVersion,
     SegmentProfile,
-    canonical_order,
     make_version,
     unassigned,
 )
@@ -71,16 +71,9 @@ __all__ = [
 _Version = ModelVersion
 
 _SNAPSHOT_MAGIC = b"segstream-engine/1\n"
-# Bounds of the event-time alignment of sources, for a partition neither progressing nor known to
-# be read to its end: it holds the others back by at most this much event time, and at most this
-# many rows wait per queue (~50 MB of learned rows; SourceAligner). A catch-up read leaves
-# partitions far apart in event time: kafka-python shares fetches out by bytes, not by time, and
-# reading the crash test's 100-day log left them up to 56 days apart.
-ALIGN_MAX_SKEW_DAYS = 90.0
-ALIGN_MAX_HELD = 250_000
 
 
-class SegmentEngine:
+class SegmentEngine(AlignedLearning):
     """Online segmentation with stable ids, soft membership, hysteresis, names, hierarchy and RFM.
 
     Parameters
@@ -289,74 +282,6 @@ class SegmentEngine:
         for source in np.unique(src).tolist():  # one per call from the pipeline
             clock[source] = max(clock.get(source, -np.inf), float(times[src == source].max()))
 
-    # -- several sources, learned in event-time order ----------------------------------------
-    def align_sources(self, sources: Iterable[int] | None, drained: Iterable[int] = ()) -> None:
-        """The sources (partitions) this learner reads, and those of them read to their end.
-        With two or more sources and ``align_lateness_days`` set, rows are learned in event-time
-        order across them once every source not drained has passed them
-        (:class:`~models.segments.alignment.SourceAligner`); otherwise in the order they come."""
-        self._align_sources = frozenset(sources or ())
-        self._align_drained = frozenset(drained) & self._align_sources
-
-    def _aligning(self) -> bool:
-        return self.params.align_lateness_days is not None and len(self._align_sources) > 1
-
-    def _hold(
-        self,
-        raw: np.ndarray,
-        times: np.ndarray,
-        mask: np.ndarray,
-        keys: np.ndarray | None,
-        snaps: np.ndarray | None,
-        sources: np.ndarray,
-    ) -> None:
-        """Keep the rows the model learns from, and those the customer sample may take, until
-        every source has passed them."""
-        if self._aligner is None:
-            self._aligner = SourceAligner(
-                ("learn", "sample"),
-                (self.params.align_lateness_days or 0.0) * DAY,
-                ALIGN_MAX_SKEW_DAYS * DAY,
-                ALIGN_MAX_HELD,
-            )
-        src = np.asarray(sources, dtype=np.int64)
-        self._tick(times, src)  # arrival clocks decide what is released
-        rows = {"learn": {"raw": raw}}
-        masks = {"learn": mask}
-        if keys is not None and snaps is not None and self.population is not None:
-            rows["sample"] = {"key": np.asarray(keys, dtype=np.uint64), "snap": np.asarray(snaps)}
-            masks["sample"] = self.population.could_take(keys)
-        self._aligner.add(times, src, rows, masks)
-
-    def _learn_ready(self, end: int) -> Iterator[Chunk]:
-        """Learn the released rows in order, one version at a time; each build is yielded as an
-        empty chunk at ``end`` carrying its events (the rows left stay in the aligner, so a
-        snapshot taken meanwhile has them)."""
-        aligner = self._aligner
-        assert aligner is not None
-        while aligner.ready_rows():
-            hit, last = False, (np.inf, 0, 0)
-            learn = aligner.ready["learn"]
-            if learn:
-                j, hit = self._next_boundary(learn["t"], np.ones(len(learn["t"]), dtype=bool))
-                last = (float(learn["t"][j - 1]), int(learn["source"][j - 1]), int(learn["seq"][j - 1]))
-                rows = aligner.take("learn", j)
-            else:
-                rows = {}
-            # The sample's rows up to the same point of the order (all of them without a version).
-            snaps = aligner.take("sample", aligner.count_through("sample", *last) if hit else None)
-            if rows:
-                every = np.ones(len(rows["t"]), dtype=bool)
-                self._learn_block(rows["raw"], rows["t"], every, rows["source"], None)
-            if snaps and self.population is not None:
-                self.population.update(snaps["key"], snaps["snap"], snaps["source"])
-                # Not the span: taken up to the release cut, not to a learned row, it would make
-                # the warm-up's end depend on when releases happen.
-                self._tick(snaps["t"], snaps["source"])
-            if hit:
-                empty = np.zeros((0, len(self.feature_names)))
-                yield Chunk(end, end, self.assign(empty), self._build_at(last[0]))
-
     def assign(self, raw: np.ndarray) -> Assignment:
         """Read-only assignment with the current version (ids -1 while warming up)."""
         raw = np.asarray(raw, dtype=np.float64)
@@ -551,49 +476,25 @@ class SegmentEngine:
 
     def _population_summary(self) -> ModelSummary:
         """The version fitted on the customer sample, each state aged to its source's newest event
-        time (at most the version's)."""
+        time (at most the version's): :func:`~models.segments.population.sample_version`."""
         assert self.population is not None
-        keys, snaps = self.population.held()
-        order = np.argsort(keys, kind="stable")  # smallest keys first: any head is a uniform sample
-        keys, snaps = keys[order], snaps[order]
-        if self._aligning():
-            # Learned in event-time order: every source's rows up to the version's time are in
-            # (a source read to its end has no more), so every customer is as of that time.
-            at = np.full(len(keys), self.t_max)
-        else:
-            # Each customer as of its source's progress, at most the version's time.
-            clock = self._source_t
-            sources = self.population.held_sources()[order].tolist()
-            at = np.minimum([clock.get(src, self.t_max) for src in sources], self.t_max)
-        raw = evaluate_many(snaps, self.feature_params, at)
-        Z = self.vectorizer.transform(raw)
         p = self.params
-        step = p.population_step
-        if p.population_step_days > 0 and np.isfinite(self._population_t):
-            elapsed = max(self.t_max - self._population_t, 0.0) / (p.population_step_days * DAY)
-            step = 1.0 - (1.0 - step) ** elapsed
-        self._population_t = self.t_max
-        fit = fit_population(
-            Z,
-            p.n_segments,
+        summary, self._population_centroids, self._population_t = sample_version(
+            self.population,
+            self.vectorizer,
+            self.feature_params,
+            self.t_max,
+            None if self._aligning() else self._source_t,
             self._population_centroids,
+            self._population_t,
             self._population_rng,
-            p.n_init,
-            p.population_restart_gain,
-            min(step, 1.0),
+            n_segments=p.n_segments,
+            step=p.population_step,
+            step_days=p.population_step_days,
+            n_init=p.n_init,
+            restart_gain=p.population_restart_gain,
         )
-        k = len(fit.centroids)
-        counts = np.bincount(fit.labels, minlength=k).astype(np.float64)
-        C, labels = canonical_order(Z, fit.centroids[counts > 0], (np.cumsum(counts > 0) - 1)[fit.labels])
-        self._population_centroids = C
-        return ModelSummary(
-            centroids=C,
-            weights=np.bincount(labels, minlength=len(C)).astype(np.float64),
-            variances=member_variances(Z, labels, len(C)),
-            member_uids=keys.view(np.int64),
-            member_labels=labels,
-            member_weights=np.ones(len(keys)),
-        )
+        return summary
 
     def _suggest_names(self, v: ModelVersion) -> dict[int, str]:
         raw_c = self.vectorizer.inverse(v.centroids)

@@ -30,7 +30,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from models.features import DAY, FeatureParams, evaluate_many
 from models.segments.microclusters import kmeans_pp, nearest
+from models.segments.river_models import ModelSummary, member_variances
+from models.segments.vectorize import Vectorizer
+from models.segments.version import canonical_order
 
 __all__ = ["PopulationFit", "PopulationSample", "customer_key", "fit_population"]
 
@@ -229,3 +233,53 @@ def fit_population(
     assert previous is not None
     C = previous + step * (warm[0] - previous)
     return PopulationFit(C, nearest(Z, C)[0], restarted=False)
+
+
+def sample_version(
+    sample: PopulationSample,
+    vectorizer: Vectorizer,
+    feature_params: FeatureParams,
+    t_max: float,
+    source_clocks: dict[int, float] | None,
+    previous: np.ndarray | None,
+    previous_t: float,
+    rng: np.random.Generator,
+    *,
+    n_segments: int,
+    step: float,
+    step_days: float,
+    n_init: int,
+    restart_gain: float,
+) -> tuple[ModelSummary, np.ndarray, float]:
+    """A version fitted on the customer sample: each sampled state aged to its source's newest
+    event time (``source_clocks``; at most ``t_max``), or to ``t_max`` for all of them when the
+    learner aligns its sources (``None``: every source's rows up to the version's time are in).
+    A warm fit moves ``previous`` centroids ``step`` of the way (per ``step_days`` of event time
+    since ``previous_t`` when that is > 0). Returns the summary, its centroids (the next
+    version's ``previous``) and the fit's event time."""
+    keys, snaps = sample.held()
+    order = np.argsort(keys, kind="stable")  # smallest keys first: any head is a uniform sample
+    keys, snaps = keys[order], snaps[order]
+    if source_clocks is None:
+        at = np.full(len(keys), t_max)
+    else:
+        sources = sample.held_sources()[order].tolist()
+        at = np.minimum([source_clocks.get(src, t_max) for src in sources], t_max)
+    raw = evaluate_many(snaps, feature_params, at)
+    Z = vectorizer.transform(raw)
+    if step_days > 0 and np.isfinite(previous_t):
+        elapsed = max(t_max - previous_t, 0.0) / (step_days * DAY)
+        step = 1.0 - (1.0 - step) ** elapsed
+    fit = fit_population(Z, n_segments, previous, rng, n_init, restart_gain, min(step, 1.0))
+    k = len(fit.centroids)
+    counts = np.bincount(fit.labels, minlength=k).astype(np.float64)
+    C, labels = canonical_order(Z, fit.centroids[counts > 0], (np.cumsum(counts > 0) - 1)[fit.labels])
+    summary = ModelSummary(
+        centroids=C,
+        weights=np.bincount(labels, minlength=len(C)).astype(np.float64),
+        variances=member_variances(Z, labels, len(C)),
+        member_uids=keys.view(np.int64),
+        member_labels=labels,
+        member_weights=np.ones(len(keys)),
+    )
+    return summary, C, t_max

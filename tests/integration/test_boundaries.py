@@ -25,7 +25,7 @@ from kafka.errors import TopicAlreadyExistsError
 from models.contracts import InteractionEvent
 from models.features import DAY, CustomerState, FeatureParams, apply_event, evaluate, fact_of
 from models.sim import GeneratedRecord, generate
-from stream.erase import partition_of
+from stream.ops.erase import partition_of
 
 from .conftest import Stack, create_topics, delete_topics, unique
 from .servers import private_redis

@@ -11,7 +11,7 @@ from kafka import KafkaAdminClient
 
 from models.sim import generate
 from stream.cli import main
-from stream.logfiles import write_lines
+from stream.io.logfiles import write_lines
 
 from .conftest import delete_topics
 

@@ -15,7 +15,7 @@ import redis
 from models.contracts import DEAD_LETTER_ORIGINAL_BYTES, InteractionEvent, json_schemas
 from models.features import CustomerState, FeatureParams, apply_event, evaluate, fact_of
 from models.sim import generate
-from stream.feature_store import FeatureStore
+from stream.state import FeatureStore
 from tests.integration.util import produce, read_topic, run_cli
 
 FAST_MODEL = {"SEGSTREAM_MODEL__WARMUP_VECTORS": "500", "SEGSTREAM_MODEL__UPDATE_EVERY": "1000"}

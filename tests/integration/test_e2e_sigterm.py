@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from models.features import CustomerState, feature_differences
 from models.sim import GeneratedRecord, generate
-from stream.feature_store import FeatureStore
+from stream.state import FeatureStore
 
 from .conftest import ROOT, Stack, unique
 

@@ -10,8 +10,8 @@ import redis
 from models.contracts import SegmentChange
 from models.features import CustomerState
 from models.sim import generate
-from stream.erase import partition_of
-from stream.feature_store import FeatureStore
+from stream.ops.erase import partition_of
+from stream.state import FeatureStore
 
 from .conftest import ROOT, Stack
 from .test_e2e_sigterm import SEGSTREAM, applied_offsets, produce, read_topic, run_to_end, service_env

@@ -8,7 +8,7 @@ import pytest
 
 from models.segments.population import customer_key
 from stream.errors import ModelConflict, StateConflict, StateLost, TopicChanged
-from stream.feature_store import DEFAULT_BUCKETS, FeatureStore, MemoryFeatureStore, PartitionWrite
+from stream.state import DEFAULT_BUCKETS, FeatureStore, MemoryFeatureStore, PartitionWrite
 
 from .conftest import Stack
 

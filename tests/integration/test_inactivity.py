@@ -19,8 +19,8 @@ import redis
 from models.contracts import SegmentChange
 from models.features import DAY, CustomerState
 from models.sim import GeneratedRecord
-from stream.erase import partition_of
-from stream.feature_store import FeatureStore
+from stream.ops.erase import partition_of
+from stream.state import FeatureStore
 
 from .conftest import Stack
 from .test_e2e_sigterm import produce, read_topic, run_to_end, service_env

@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.sim import generate
-from stream.feature_store import MAX_UNWRITTEN_BATCHES
+from stream.state import MAX_UNWRITTEN_BATCHES
 
 from .conftest import ROOT, Stack
 

@@ -15,8 +15,8 @@ from kafka import KafkaAdminClient
 from models.features import FEATURE_NAMES
 from models.sim import generate
 from stream.cli import main
-from stream.diff import NamespaceSnapshot, Segment, compare
-from stream.logfiles import write_lines
+from stream.io.logfiles import write_lines
+from stream.ops.diff import NamespaceSnapshot, Segment, compare
 
 from .conftest import delete_topics
 

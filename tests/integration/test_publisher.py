@@ -1,4 +1,4 @@
-"""The publisher process (stream.publisher.ProcessSink) against the real broker.
+"""The publisher process (stream.io.sinks.process.ProcessSink) against the real broker.
 
 It must publish exactly what the in-process KafkaSink publishes (topics, partitions, keys,
 values, headers, order within a partition), make ``flush`` mean "acknowledged", fail loudly
@@ -21,9 +21,11 @@ import pytest
 from kafka import KafkaAdminClient
 
 from models.contracts import DeadLetter, RFMScore, SegmentChange, SegmentRef
-from stream.kafka_io import KafkaSink, OutputSink, ensure_topics, make_producer
-from stream.publisher import ProcessSink, PublisherError
-from stream.settings import KafkaSettings, Settings, TopicSettings
+from stream.config import KafkaSettings, Settings, TopicSettings
+from stream.io.kafka import ensure_topics, make_producer
+from stream.io.sinks import OutputSink
+from stream.io.sinks.kafka import KafkaSink
+from stream.io.sinks.process import ProcessSink, PublisherError
 
 from .conftest import ROOT, Stack, delete_topics, unique
 from .test_e2e_sigterm import SEGSTREAM, start_service, tail, wait_until

@@ -17,7 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from models.sim import generate
 from stream.cli import main
-from stream.logfiles import write_lines
+from stream.io.logfiles import write_lines
 
 from .conftest import Stack, delete_topics, unique
 

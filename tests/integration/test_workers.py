@@ -23,9 +23,10 @@ import redis
 from models.features import CustomerState
 from models.segments.engine import SegmentEngine
 from models.sim import generate
-from stream.feature_store import FeatureStore
-from stream.service import Service, engine_params
-from stream.settings import load
+from stream.config import load
+from stream.runtime.engines import engine_params
+from stream.runtime.service import Service
+from stream.state import FeatureStore
 
 from .conftest import ROOT, Stack
 from .test_e2e_sigterm import SEGSTREAM, applied_offsets, end_offsets, tail, wait_until
@@ -167,7 +168,9 @@ def supervisor(env: dict[str, str], port: int, log_path: Path) -> Iterator[subpr
 
 def _workers_of(sup: subprocess.Popen[bytes], port: int, log_path: Path) -> list[int]:
     wait_until(lambda: ready(port) and ready(port + 1), 90, f"both workers ready\n{tail(log_path)}", step=0.2)
-    workers = [p for p in children_of(sup.pid) if "stream.workers" in Path(f"/proc/{p}/cmdline").read_text()]
+    workers = [
+        p for p in children_of(sup.pid) if "stream.runtime.workers" in Path(f"/proc/{p}/cmdline").read_text()
+    ]
     assert len(workers) == 2, workers
     return sorted(workers, key=lambda p: Path(f"/proc/{p}/cmdline").read_text())
 

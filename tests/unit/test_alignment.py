@@ -11,13 +11,14 @@ from prometheus_client import CollectorRegistry
 from models.segments.alignment import SourceAligner
 from models.segments.engine import SegmentEngine
 from models.segments.population import customer_key
-from stream.evaluation import CollectSink
-from stream.feature_store import MemoryFeatureStore
-from stream.kafka_io import SourceRecord
-from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor
-from stream.service import Service, new_engine
-from stream.settings import Settings, load
+from stream.config import Settings, load
+from stream.io.kafka import SourceRecord
+from stream.io.sinks.collect import CollectSink
+from stream.runtime.engines import new_engine
+from stream.runtime.metrics import Metrics
+from stream.runtime.pipeline import BatchProcessor
+from stream.runtime.service import Service
+from stream.state import MemoryFeatureStore
 from tests.unit.test_follower import records
 
 DAY = 86400.0

@@ -117,7 +117,7 @@ def test_a_redis_error_is_one_line(
     """A command Redis refuses (here a full memory) ends in one line naming Redis, not a traceback."""
     import redis
 
-    import stream.cli
+    import stream.cli.lookups
 
     class FullRedis:
         def __getattr__(self, name: str) -> Any:
@@ -126,7 +126,7 @@ def test_a_redis_error_is_one_line(
 
             return refuse
 
-    monkeypatch.setattr(stream.cli, "_store", lambda settings: FullRedis())
+    monkeypatch.setattr(stream.cli.lookups, "open_store", lambda settings: FullRedis())
     code, _, err = run(capsys, "segments")
     assert code == 1
     assert one_line_error(err) == (
@@ -176,7 +176,7 @@ def test_prometheus_scrapes_every_compose_worker() -> None:
 def test_the_docker_profile_differs_from_the_default_only_in_where_the_services_are() -> None:
     """docker-compose runs with config/docker.yaml: every engine and feature setting must be the
     local default's, or a Docker user would run a different model from the one documented."""
-    from stream.settings import load
+    from stream.config import load
 
     root = Path(__file__).resolve().parents[2]
     default = load(root / "config" / "default.yaml").model_dump()

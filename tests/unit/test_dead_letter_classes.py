@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from models.sim import generate
-from stream.cli import dead_letter_text, main
-from stream.evaluation import evaluate_log, log_records, params_for
-from stream.logfiles import write_lines
-from stream.replay import ReplaySummary
-from stream.service import engine_params
-from stream.settings import load
+from stream.cli import main
+from stream.cli.common import dead_letter_text
+from stream.config import load
+from stream.io.logfiles import write_lines
+from stream.ops.evaluate import evaluate_log, log_records, params_for
+from stream.ops.replay import ReplaySummary
+from stream.runtime.engines import engine_params
 
 SMALL_MODEL = {"warmup_vectors": 300, "update_every": 300}
 JSON_KINDS = {"not_json", "truncated_json"}  # the generator's kinds that are not JSON at all

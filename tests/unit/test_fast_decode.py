@@ -21,13 +21,13 @@ from models.contracts import DeadLetter, DecodedEvent, InteractionEvent, decode_
 from models.segments.engine import SegmentEngine
 from models.sim import generate
 from models.sim.cdnow import cdnow_events
-from stream.evaluation import CollectSink
-from stream.feature_store import MemoryFeatureStore
-from stream.kafka_io import SourceRecord
-from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor
-from stream.service import engine_params
-from stream.settings import load
+from stream.config import load
+from stream.io.kafka import SourceRecord
+from stream.io.sinks.collect import CollectSink
+from stream.runtime.engines import engine_params
+from stream.runtime.metrics import Metrics
+from stream.runtime.pipeline import BatchProcessor
+from stream.state import MemoryFeatureStore
 
 CDNOW = Path(__file__).resolve().parent.parent / "data" / "cdnow" / "CDNOW_master.txt"
 BASE: dict[str, Any] = {

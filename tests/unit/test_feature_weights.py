@@ -9,9 +9,9 @@ import pytest
 
 from models.features import FEATURE_INDEX
 from models.segments.engine import SegmentEngine
-from stream.feature_store import MemoryFeatureStore
-from stream.service import engine_params, load_engine, new_engine
-from stream.settings import load
+from stream.config import load
+from stream.runtime.engines import engine_params, load_engine, new_engine
+from stream.state import MemoryFeatureStore
 
 SMALL = {"warmup_vectors": 300, "update_every": 300, "warmup_days": 0}
 
@@ -56,7 +56,7 @@ def test_a_checkpoint_keeps_its_weights_and_says_the_settings_differ(
     built = built_engine({"engagement_trend": 0.5})
     store.save_model(built.snapshot(), built.version)
     changed = load(overrides={"model": {**SMALL, "feature_weights": {"engagement_trend": 0.9}}})
-    with caplog.at_level(logging.WARNING, logger="stream.service"):
+    with caplog.at_level(logging.WARNING, logger="stream.runtime.service"):
         restored = load_engine(changed, store)
     assert restored.params.feature_weights == (("engagement_trend", 0.5),)
     assert restored.vectorizer.weights[FEATURE_INDEX["engagement_trend"]] == 0.5
@@ -64,6 +64,6 @@ def test_a_checkpoint_keeps_its_weights_and_says_the_settings_differ(
 
     caplog.clear()
     same = load(overrides={"model": {**SMALL, "feature_weights": {"engagement_trend": 0.5}}})
-    with caplog.at_level(logging.WARNING, logger="stream.service"):
+    with caplog.at_level(logging.WARNING, logger="stream.runtime.service"):
         load_engine(same, store)
     assert caplog.text == ""

@@ -10,15 +10,15 @@ from prometheus_client import CollectorRegistry
 from models.features import CustomerState
 from models.segments.engine import SegmentEngine
 from models.sim import DEFAULT_START, generate
+from stream.config import Settings, load
 from stream.errors import ModelConflict
-from stream.evaluation import CollectSink
-from stream.feature_store import MemoryFeatureStore
-from stream.kafka_io import SourceRecord, partition_for_key
-from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor
-from stream.service import engine_params
-from stream.settings import Settings, load
-from stream.workers import worker_partitions, worker_settings
+from stream.io.kafka import SourceRecord, partition_for_key
+from stream.io.sinks.collect import CollectSink
+from stream.runtime.engines import engine_params
+from stream.runtime.metrics import Metrics
+from stream.runtime.pipeline import BatchProcessor
+from stream.runtime.workers import worker_partitions, worker_settings
+from stream.state import MemoryFeatureStore
 
 
 def settings(role: str) -> Settings:
@@ -102,7 +102,7 @@ def test_a_second_learner_fails_at_its_first_checkpoint() -> None:
 def test_a_restored_model_takes_the_settings_version_cadence() -> None:
     """An operator may change update_every at any version: a restart takes the settings' value,
     not the one the checkpoint was built with (the checkpoint carries its own parameters)."""
-    from stream.service import load_engine
+    from stream.runtime.engines import load_engine
 
     store = MemoryFeatureStore()
     engine = SegmentEngine(engine_params(settings("learner")))

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from stream.http import Health, serve
+from stream.runtime.http import Health, serve
 
 
 class FakeClock:
@@ -104,7 +104,7 @@ def test_grafana_dashboard_uses_only_exported_series() -> None:
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from stream.metrics import Metrics
+    from stream.runtime.metrics import Metrics
 
     registry = CollectorRegistry()
     Metrics(registry)

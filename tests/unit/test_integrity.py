@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from stream.errors import SegstreamError, StateLost, TopicChanged
-from stream.integrity import PartitionFacts, Where, diagnose, first_problem
-from stream.recover import plan
+from stream.ops.recover import plan
+from stream.runtime.integrity import PartitionFacts, Where, diagnose, first_problem
 
 WHERE = Where("interactions", "seg", "segstream")
 

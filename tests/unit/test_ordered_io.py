@@ -7,13 +7,7 @@ import threading
 import pytest
 
 from stream.errors import StateConflict
-from stream.feature_store import (
-    MAX_UNWRITTEN_BATCHES,
-    MemoryFeatureStore,
-    OrderedIO,
-    PartitionView,
-    PartitionWrite,
-)
+from stream.state import MAX_UNWRITTEN_BATCHES, MemoryFeatureStore, OrderedIO, PartitionView, PartitionWrite
 
 
 def _write(

@@ -12,13 +12,13 @@ from prometheus_client import CollectorRegistry
 from models.features import CustomerState, FeatureParams, evaluate_many, snapshot
 from models.segments.engine import EngineParams, SegmentEngine
 from models.segments.population import PopulationSample, customer_key, fit_population, lloyd
-from stream.erase import forget_customer
-from stream.evaluation import CollectSink
-from stream.feature_store import MemoryFeatureStore
-from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor
-from stream.service import new_engine
-from stream.settings import Settings, load
+from stream.config import Settings, load
+from stream.io.sinks.collect import CollectSink
+from stream.ops.erase import forget_customer
+from stream.runtime.engines import new_engine
+from stream.runtime.metrics import Metrics
+from stream.runtime.pipeline import BatchProcessor
+from stream.state import MemoryFeatureStore
 from tests.unit.test_follower import records
 
 
@@ -166,7 +166,7 @@ def test_population_versions_do_not_depend_on_batch_cuts_and_restore_exactly() -
 def test_population_step_days_smooths_per_event_time_not_per_version(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import models.segments.engine as engine_module
+    import models.segments.population as population_module
 
     calls: list[tuple[float, float]] = []  # (version time, step passed to the fit)
 
@@ -174,7 +174,7 @@ def test_population_step_days_smooths_per_event_time_not_per_version(
         calls.append((engine.t_max, float(args[-1])))  # type: ignore[arg-type]
         return fit_population(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(engine_module, "fit_population", spy)
+    monkeypatch.setattr(population_module, "fit_population", spy)
     raw, t, keys, snaps = synthetic_stream(3000, 400, seed=5)
     params = EngineParams(
         n_segments=4, warmup_vectors=500, update_every=300, population=128, population_step_days=7.0
@@ -195,7 +195,7 @@ def test_each_sampled_customer_is_aged_by_its_own_partitions_clock(
     # Partitions are read at different speeds: when a version is built, a lagging partition's
     # customers are known only up to its newest event, and aging them to the newest event of any
     # partition would make them look days quieter than they are.
-    import models.segments.engine as engine_module
+    import models.segments.population as population_module
 
     seen: list[tuple[np.ndarray, np.ndarray]] = []  # (keys in the fit's order, their clocks)
 
@@ -205,7 +205,7 @@ def test_each_sampled_customer_is_aged_by_its_own_partitions_clock(
         seen.append((held, np.asarray(at, dtype=np.float64).copy()))
         return evaluate_many(snaps, params, at)
 
-    monkeypatch.setattr(engine_module, "evaluate_many", spy)
+    monkeypatch.setattr(population_module, "evaluate_many", spy)
     raw, t, keys, snaps = synthetic_stream(3000, 400, seed=5)
     sources = (keys % np.uint64(2)).astype(np.int64)
     lagging = (sources == 1) & (t > t[1500])  # partition 1 stops half-way; partition 0 goes on

@@ -9,11 +9,11 @@ import pytest
 from kafka.errors import KafkaConnectionError, NodeNotReadyError
 from prometheus_client import CollectorRegistry, generate_latest
 
+from stream.config import load
 from stream.errors import ServiceUnavailable
-from stream.kafka_io import make_admin
-from stream.metrics import Metrics
-from stream.probes import Probe, Prober
-from stream.settings import load
+from stream.io.kafka import make_admin
+from stream.runtime.metrics import Metrics
+from stream.runtime.probes import Probe, Prober
 
 
 class FakeClock:

@@ -7,7 +7,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from stream.publisher import ProcessSink, PublisherError
+from stream.io.sinks.process import ProcessSink, PublisherError
 
 
 def _sink_on_a_pipe() -> tuple[ProcessSink, Connection]:

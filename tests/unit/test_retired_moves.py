@@ -12,13 +12,14 @@ from models.features import CustomerState
 from models.segments.changes import change_id
 from models.segments.engine import SegmentEngine
 from models.sim import generate
-from stream.evaluation import CollectSink, log_records
-from stream.feature_store import MemoryFeatureStore
-from stream.kafka_io import SourceRecord
-from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor
-from stream.service import engine_params
-from stream.settings import load
+from stream.config import load
+from stream.io.kafka import SourceRecord
+from stream.io.sinks.collect import CollectSink
+from stream.ops.evaluate import log_records
+from stream.runtime.engines import engine_params
+from stream.runtime.metrics import Metrics
+from stream.runtime.pipeline import BatchProcessor
+from stream.state import MemoryFeatureStore
 
 # A small population with frequent, unsmoothed versions: this log's model merges segments three
 # times, and without the move 20 customers are still in a retired segment at the end.

@@ -13,9 +13,9 @@ import redis
 from kafka import TopicPartition
 
 from models.segments.engine import EngineParams, SegmentEngine
+from stream.config import load
 from stream.errors import ModelConflict, StateConflict
-from stream.service import Service
-from stream.settings import load
+from stream.runtime.service import Service
 
 TOPIC = "in"
 

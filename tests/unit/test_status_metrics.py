@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream import status
-from stream.http import Health, serve
-from stream.metrics import Metrics
+from stream.ops import status
+from stream.runtime.http import Health, serve
+from stream.runtime.metrics import Metrics
 
 
 @pytest.fixture

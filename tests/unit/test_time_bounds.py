@@ -21,13 +21,13 @@ from models.contracts import DeadLetter
 from models.features import DAY, CustomerState
 from models.features.clock import PartitionClock
 from models.segments.engine import SegmentEngine
-from stream.evaluation import CollectSink
-from stream.feature_store import MemoryFeatureStore
-from stream.kafka_io import SourceRecord
-from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor
-from stream.service import engine_params
-from stream.settings import load as load_settings
+from stream.config import load as load_settings
+from stream.io.kafka import SourceRecord
+from stream.io.sinks.collect import CollectSink
+from stream.runtime.engines import engine_params
+from stream.runtime.metrics import Metrics
+from stream.runtime.pipeline import BatchProcessor
+from stream.state import MemoryFeatureStore
 
 HOUR = 3600
 START = datetime(2026, 1, 5, tzinfo=UTC).timestamp()

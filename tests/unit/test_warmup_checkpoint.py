@@ -7,13 +7,14 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry
 
 from models.segments.engine import SegmentEngine
-from stream.evaluation import CollectSink
-from stream.feature_store import MemoryFeatureStore
-from stream.kafka_io import SourceRecord
-from stream.metrics import Metrics
-from stream.pipeline import WARMUP_CHECKPOINT_SECONDS, BatchProcessor
-from stream.service import load_engine
-from stream.settings import load
+from stream.config import load
+from stream.io.kafka import SourceRecord
+from stream.io.sinks.collect import CollectSink
+from stream.runtime.batch import WARMUP_CHECKPOINT_SECONDS
+from stream.runtime.engines import load_engine
+from stream.runtime.metrics import Metrics
+from stream.runtime.pipeline import BatchProcessor
+from stream.state import MemoryFeatureStore
 from tests.unit.test_follower import records
 
 BATCH = 500

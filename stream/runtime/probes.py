@@ -21,7 +21,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from stream.settings import Settings
+from stream.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class _KafkaClient:
         self._admin: Any = None
 
     def check(self) -> None:
-        from stream.kafka_io import make_admin
+        from stream.io.kafka import make_admin
 
         if self._admin is None:
             self._admin = make_admin(

@@ -22,13 +22,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from stream.cli import Ctx, cli, console, dead_letter_text, err_console
+from stream.cli.common import Ctx, console, dead_letter_text, err_console, open_store, partitions_of
 from stream.errors import SegstreamError
 
 # ---------------------------------------------------------------- replay
 
 
-@cli.command()
+@click.command()
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--namespace", "ns", required=True, help="Redis namespace to replay into (a shadow).")
 @click.option(
@@ -78,7 +78,7 @@ def replay(
     segstream replay events.jsonl.gz --namespace shadow --model-config what-if.yaml
     segstream replay --namespace rebuild --from-time 2026-01-01T00:00:00Z --fresh
     """
-    from stream import replay as rp
+    from stream.ops import replay as rp
 
     kafka_mode = topic is not None or from_offset is not None or from_time is not None
     if files and kafka_mode:
@@ -130,12 +130,12 @@ def replay(
 
 
 def _ns_settings(obj: Ctx, namespace: str) -> Any:
-    from stream.replay import with_overrides
+    from stream.ops.replay import with_overrides
 
     return with_overrides(obj.settings, {"redis": {"namespace": namespace}})
 
 
-@cli.command()
+@click.command()
 @click.argument("ns_a")
 @click.argument("ns_b")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -145,15 +145,14 @@ def _ns_settings(obj: Ctx, namespace: str) -> Any:
 @click.pass_obj
 def diff(obj: Ctx, ns_a: str, ns_b: str, as_json: bool, features: int) -> None:
     """Compare the segmentations of namespaces NS_A and NS_B (exit 0 either way)."""
-    from stream import diff as df
-    from stream.cli import _partitions, _store
+    from stream.ops import diff as df
 
     snaps = []
     for ns in (ns_a, ns_b):
         settings = _ns_settings(obj, ns)
-        store = _store(settings)
+        store = open_store(settings)
         try:
-            snap = df.snapshot(store, _partitions(settings, store))
+            snap = df.snapshot(store, partitions_of(settings, store))
         finally:
             store.close()
         if not snap.customers and snap.model_version is None:
@@ -209,19 +208,18 @@ def _print_diff(r: Any, n_features: int) -> None:
 # ---------------------------------------------------------------- export
 
 
-@cli.command()
+@click.command()
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="File to write (default: stdout).")
 @click.pass_obj
 def export(obj: Ctx, fmt: str, out: Path | None) -> None:
     """Every customer of the namespace: features, segment, membership, outlier, RFM."""
-    from stream import export as ex
-    from stream.cli import _partitions, _store
+    from stream.ops import export as ex
 
     settings = obj.settings
-    store = _store(settings)
+    store = open_store(settings)
     try:
-        views = ex.iter_views(store, _partitions(settings, store), settings.features.params())
+        views = ex.iter_views(store, partitions_of(settings, store), settings.features.params())
         write = ex.write_csv if fmt == "csv" else ex.write_jsonl
         if out is None:
             n = write(views, sys.stdout)
@@ -240,7 +238,7 @@ def export(obj: Ctx, fmt: str, out: Path | None) -> None:
 # ---------------------------------------------------------------- recover
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--resume", "mode", flag_value="resume", help="Redis lost state: re-read what it lost from the log."
 )
@@ -264,7 +262,7 @@ def recover(obj: Ctx, mode: str | None, dry_run: bool, as_json: bool) -> None:
                    retention before its records were read: every customer's features are kept
                    and each partition reads the topic from its current beginning.
     """
-    from stream import recover as rc
+    from stream.ops import recover as rc
 
     if mode is None:
         raise click.UsageError("give --resume or --adopt-topic (see segstream recover --help)")
@@ -297,7 +295,7 @@ def recover(obj: Ctx, mode: str | None, dry_run: bool, as_json: bool) -> None:
 # ---------------------------------------------------------------- status
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--metrics-url",
     multiple=True,
@@ -318,7 +316,7 @@ def status(obj: Ctx, metrics_url: tuple[str, ...], interval: float, as_json: boo
       1  Kafka or Redis did not answer: what could be gathered is printed, then one line on stderr
       2  a usage error
     """
-    from stream import status as st
+    from stream.ops import status as st
 
     settings = obj.settings
     svc = settings.service
@@ -339,7 +337,7 @@ def status(obj: Ctx, metrics_url: tuple[str, ...], interval: float, as_json: boo
 def _print_status(r: Any) -> None:
     from rich.table import Table
 
-    from stream import status as st
+    from stream.ops import status as st
 
     total = r.total_lag
     console.print(
@@ -386,3 +384,39 @@ def _print_status(r: Any) -> None:
         )
     for note in r.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+
+
+# ---------------------------------------------------------------- forget
+
+
+@click.command("forget")
+@click.argument("customer_id")
+@click.pass_obj
+def forget(obj: Ctx, customer_id: str) -> None:
+    """Erase a customer: delete its state and publish an erase change and a tombstone."""
+    from stream.io.kafka import make_producer
+    from stream.io.sinks.kafka import KafkaSink
+    from stream.ops.erase import forget_customer, partition_of
+
+    settings = obj.settings
+    store = open_store(settings)
+    try:
+        if store.get_state(partition_of(customer_id, partitions_of(settings, store)), customer_id) is None:
+            raise SegstreamError(
+                f"unknown customer {customer_id!r} in namespace {settings.redis.namespace!r}"
+            )
+        sink = KafkaSink(settings, make_producer(settings))
+        try:
+            result = forget_customer(settings, store, sink, customer_id)
+        finally:
+            sink.close()
+    finally:
+        store.close()
+    prev = result.change.previous
+    console.print(
+        f"erased {customer_id} (partition {result.partition}, segment "
+        f"{f'{prev.name} ({prev.id})' if prev else '-'}): state deleted, erase change "
+        f"{result.change.change_id} on {settings.topics.out('changes')}, "
+        f"tombstone on {settings.topics.out('current')}",
+        soft_wrap=True,
+    )

@@ -4,7 +4,7 @@ Why: one service process is bound to about one core by its GIL (features, assign
 kafka-python's record decoding all run under it), while Redis, the broker and the publisher
 leave the machine's other cores mostly idle. Partitions are the unit of parallelism.
 
-Worker ``i`` is a fresh interpreter (``python -m stream.workers``; not a fork: a worker has
+Worker ``i`` is a fresh interpreter (``python -m stream.runtime.workers``; not a fork: a worker has
 threads) that reads the partitions ``p`` with ``p % N == i``. They are assigned, not subscribed:
 siblings never rebalance against each other, and worker 0 always has partition 0. Worker 0 is the
 learner: it learns the model from its customers (a hash sample of all of them) and checkpoints
@@ -34,8 +34,8 @@ import traceback
 from dataclasses import asdict
 from typing import IO, Any
 
+from stream.config import Settings
 from stream.errors import ConfigError, SegstreamError
-from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def run_workers(
     procs: list[subprocess.Popen[bytes]] = []
     for i in range(n):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.workers", str(i), str(n)],
+            [sys.executable, "-m", "stream.runtime.workers", str(i), str(n)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -146,7 +146,7 @@ def _stop_on_eof(stop: Any) -> None:
 
 
 def _worker(index: int, count: int) -> int:
-    from stream.service import Service
+    from stream.runtime.service import Service
 
     settings, until_idle, max_records = pickle.load(sys.stdin.buffer)
     logging.basicConfig(

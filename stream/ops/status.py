@@ -16,10 +16,10 @@ from typing import Any
 from kafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream.config import Settings
 from stream.errors import ServiceUnavailable
-from stream.integrity import PartitionFacts, Where, first_problem, topic_id
-from stream.kafka_io import make_admin, make_consumer
-from stream.settings import Settings
+from stream.io.kafka import make_admin, make_consumer
+from stream.runtime.integrity import PartitionFacts, Where, first_problem, topic_id
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class StatusReport:
 def _redis_part(settings: Settings, report: StatusReport) -> int:
     """Fill applied offsets, watermarks, model and segments; returns the partition count."""
     from models.segments.engine import SegmentEngine
-    from stream.feature_store import FeatureStore
+    from stream.state import FeatureStore
 
     r = settings.redis
     store = FeatureStore(r.url.get_secret_value(), r.namespace).start(r.connect_timeout_seconds)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import signal
-import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -25,112 +23,28 @@ from kafka import (
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from models.segments.engine import EngineParams, SegmentEngine
+from models.segments.engine import SegmentEngine
+from stream.config import Settings
 from stream.errors import (
     ModelConflict,
-    SegstreamError,
     ServiceUnavailable,
     StateConflict,
     StateLost,
-    TopicChanged,
 )
-from stream.feature_store import FeatureStore, model_conflict
-from stream.http import Health, serve
-from stream.integrity import PartitionFacts, Where, first_problem, topic_id
-from stream.kafka_io import OutputSink, Record, ensure_topics, make_admin, make_consumer
-from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor
-from stream.probes import Prober
-from stream.publisher import PublisherError, open_sink
-from stream.settings import Settings
+from stream.io.kafka import Record, ensure_topics, make_admin, make_consumer
+from stream.io.sinks import OutputSink, open_sink
+from stream.io.sinks.process import PublisherError
+from stream.runtime.engines import load_engine, tune_runtime
+from stream.runtime.guard import IntegrityMixin, _KafkaUnavailable
+from stream.runtime.http import Health, serve
+from stream.runtime.integrity import topic_id
+from stream.runtime.metrics import Metrics
+from stream.runtime.pipeline import BatchProcessor
+from stream.runtime.positions import PositionsMixin
+from stream.runtime.probes import Prober
+from stream.state import FeatureStore, model_conflict
 
 log = logging.getLogger(__name__)
-
-
-def engine_params(settings: Settings) -> EngineParams:
-    m = settings.model
-    return EngineParams(
-        model=m.model,
-        n_segments=m.n_segments,
-        max_micro=m.max_micro,
-        half_life_days=m.half_life_days,
-        update_every=m.update_every,
-        update_days=m.update_days,
-        warmup_vectors=m.warmup_vectors,
-        warmup_days=m.warmup_days,
-        margin=m.margin,
-        min_dwell_days=m.min_dwell_days,
-        outlier_quantile=m.outlier_quantile,
-        seed=m.seed,
-        population=m.population,
-        population_step=m.population_step,
-        population_step_days=m.population_step_days,
-        feature_weights=m.feature_weights,
-        align_lateness_days=align_lateness_days(settings),
-    )
-
-
-def align_lateness_days(settings: Settings) -> float | None:
-    """How long a learner's rows wait for its other partitions (None: no waiting); a partition's
-    rows come at most the allowed lateness behind its watermark, so that long is enough."""
-    return settings.features.allowed_lateness_hours / 24 if settings.model.align_partitions else None
-
-
-def tune_runtime() -> None:
-    """Interpreter settings for a long-running batch loop (the service and replays).
-
-    Each batch allocates hundreds of thousands of short-lived objects; with the default
-    thresholds the collector rescans the long-lived heap (model, clients) many times per batch.
-    Freeze what start-up built and collect young objects less often (-25% per event).
-    The store's I/O thread (OrderedIO) needs the GIL for a moment after each Redis reply; with the
-    default 5 ms switch interval it waits behind the computing thread that long, and the next
-    batch's loads with it (bench_feature_store: 25.6k -> 28k events/s at 0.5 ms).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-    sys.setswitchinterval(0.0005)
-
-
-def load_engine(settings: Settings, store: FeatureStore) -> SegmentEngine:
-    """The checkpointed model if the namespace has one (ids and version survive), else a new one."""
-    saved = store.load_model()
-    if saved is not None:
-        version, blob = saved
-        engine = SegmentEngine.restore(blob)
-        # The checkpoint carries the parameters it was built with; the cadence of versions and
-        # the alignment of partitions are safe to change at any point (with --workers they depend
-        # on the number of workers).
-        m = settings.model
-        engine.params = replace(
-            engine.params,
-            update_every=m.update_every,
-            update_days=m.update_days,
-            align_lateness_days=align_lateness_days(settings),
-        )
-        log.info("restored model version %d of namespace %s", version, settings.redis.namespace)
-        differ = checkpoint_differs(engine.params, engine_params(settings))
-        if differ:
-            log.warning(
-                "the checkpoint was built with other model settings (%s); it keeps them: replay the "
-                "log into a fresh namespace to rebuild with these settings",
-                ", ".join(differ),
-            )
-        return engine
-    return new_engine(settings)
-
-
-def checkpoint_differs(restored: EngineParams, configured: EngineParams) -> list[str]:
-    """The engine parameters a restored checkpoint keeps although the settings say otherwise."""
-    return [
-        f"{f.name}: {getattr(restored, f.name)!r} (settings: {getattr(configured, f.name)!r})"
-        for f in fields(EngineParams)
-        if getattr(restored, f.name) != getattr(configured, f.name)
-    ]
-
-
-def new_engine(settings: Settings) -> SegmentEngine:
-    return SegmentEngine(engine_params(settings), feature_params=settings.features.params())
 
 
 @dataclass
@@ -150,10 +64,6 @@ REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 REDIS_REFUSED = (redis.AuthenticationError, redis.exceptions.AuthorizationError)
 
 
-class _KafkaUnavailable(SegstreamError):
-    """A check before processing could not ask the broker: the loop retries."""
-
-
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -166,10 +76,10 @@ class _Rebalance(ConsumerRebalanceListener):
         self.service.on_assigned(list(assigned))
 
 
-class Service:
+class Service(IntegrityMixin, PositionsMixin):
     """One consumer process. ``partitions`` None: it joins the consumer group (subscribe), and
     the group spreads partitions over instances; a list: it reads exactly those (a worker of
-    ``segstream run --workers N``, see :mod:`stream.workers`)."""
+    ``segstream run --workers N``, see :mod:`stream.runtime.workers`)."""
 
     def __init__(
         self,
@@ -247,7 +157,7 @@ class Service:
         tune_runtime()
 
     # The checks run on the HTTP server's threads: they only read what others recorded, so that
-    # every probe answers at once whatever Kafka and Redis do (stream.probes asks them).
+    # every probe answers at once whatever Kafka and Redis do (stream.runtime.probes asks them).
     def _redis_check(self) -> str | None:
         if self.store is None:
             return "not connected"
@@ -289,71 +199,6 @@ class Service:
         # (_verify: the blocking calls it needs cannot run on kafka-python's IO thread).
         self._unverified = set(self._assigned)
         log.info("partitions assigned: %s", sorted(self._assigned))
-
-    def _verify(self) -> None:
-        """Before the first record of newly assigned partitions (or after Redis came back): stop
-        with one line if the namespace's state is not the state of this topic (recreated,
-        truncated, trimmed by retention) or holds less than the group committed (lost)."""
-        assert self.consumer is not None and self.store is not None and self.processor is not None
-        assert self._admin is not None
-        parts = sorted(self._unverified & self._assigned)
-        if not parts:
-            self._unverified.clear()
-            return
-        s = self.settings
-        topic = s.topics.interactions
-        tps = [TopicPartition(topic, p) for p in parts]
-        try:
-            current = topic_id(self._admin, topic)
-            begin = self.consumer.beginning_offsets(tps, timeout_ms=10_000)
-            end = self.consumer.end_offsets(tps, timeout_ms=10_000)
-            group = self._admin.list_group_offsets({s.kafka.group_id: tps}).get(s.kafka.group_id, {})
-            committed = {tp.partition: o.offset for tp, o in group.items() if o is not None and o.offset >= 0}
-        except (KafkaError, ServiceUnavailable) as e:
-            raise _KafkaUnavailable(f"could not read the input partitions' offsets: {e}") from e
-        where = Where(topic, s.redis.namespace, s.kafka.group_id)
-        facts = []
-        for tp in tps:
-            p = tp.partition
-            # What this process itself saw Redis confirm counts as committed too (commits are async).
-            known = [o for o in (committed.get(p), self._written.get(p)) if o is not None]
-            facts.append(
-                PartitionFacts(
-                    partition=p,
-                    applied=self.store.applied_offset(p),
-                    stored_topic=self.store.topic_id(p),
-                    topic=current,
-                    committed=max(known) if known else None,
-                    begin=begin.get(tp),
-                    end=end.get(tp),
-                )
-            )
-        problem = first_problem(facts, where)
-        if problem is not None:
-            raise problem
-        if current and current != self.processor.topic_id:
-            log.info("input topic %s has id %s", topic, current)
-            self.processor.topic_id = current
-        self._unverified.difference_update(parts)
-
-    def _check_topic(self) -> None:
-        """After a poll that returned records, before they are processed: the input topic is
-        still the one the partitions' state was built from. kafka-python (3.0) keeps fetching a
-        deleted and recreated topic at its old position without noticing, so the broker is asked
-        each time (~0.6 ms): records fetched after a recreation are never applied."""
-        assert self.processor is not None and self._admin is not None
-        known = self.processor.topic_id
-        if not known:
-            return  # a broker without topic ids
-        current = topic_id(self._admin, self.settings.topics.interactions)
-        if current != known:
-            raise TopicChanged(
-                f"input topic {self.settings.topics.interactions!r} was deleted while the service ran "
-                f"(topic id {current or 'none'} now, {known} before): its offsets started over and no "
-                "record of it was applied; keep every customer's features and read it from its "
-                "beginning with `segstream recover --adopt-topic`, or rebuild into a fresh namespace "
-                "with `segstream replay --from-offset 0 --namespace NEW`"
-            )
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Forget revoked (or lost) partitions: the loop must not seek or commit them any more.
@@ -461,71 +306,6 @@ class Service:
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _caught_up(self) -> bool:
-        """Every owned partition read up to its end as the broker last reported it. Quiet polls
-        alone are not enough for --until-idle: a broker restart or a rebalance is quiet too, and
-        a replay must not stop half way (with exit 0) because Kafka was away for a while."""
-        assert self.consumer is not None
-        if not self._assigned:
-            return False
-        topic = self.settings.topics.interactions
-        ends = self._ends(sorted(self._assigned), max_age=0.0)
-        if any(end is None for end in ends.values()):
-            return False
-        try:
-            behind = {
-                p: (position, end)
-                for p, end in ends.items()
-                if (position := self.consumer.position(TopicPartition(topic, p), timeout_ms=1000)) is None
-                or position < end
-            }
-        except (KafkaError, TypeError):  # revoked meanwhile, or the position is unknown
-            return False
-        if behind and time.monotonic() - self._behind_logged > 30:
-            self._behind_logged = time.monotonic()
-            log.info("idle but not at the end yet (partition: (position, end)): %s", behind)
-        return not behind
-
-    def _drained(self, records: list[Record]) -> frozenset[int]:
-        """Owned partitions this batch reads up to the end the broker last reported: the
-        learner need not wait for them to pass a row (SegmentEngine.align_sources). In a replay
-        of a finished log such a partition has nothing more to deliver; at the head of a live
-        topic every partition is drained between polls, and rows are learned as they come."""
-        assert self.consumer is not None
-        if len(self._assigned) < 2:
-            return frozenset()
-        last: dict[int, int] = {}
-        for r in records:
-            last[r.partition] = max(last.get(r.partition, -1), r.offset)
-        drained = set()
-        for p, end in self._ends(sorted(self._assigned), max_age=5.0).items():
-            nxt = last[p] + 1 if p in last else self._next_offset.get(p)
-            if end is not None and (end == 0 or (nxt is not None and nxt >= end)):
-                drained.add(p)
-        return frozenset(drained)
-
-    def _ends(self, partitions: list[int], max_age: float) -> dict[int, int | None]:
-        """Each partition's end offset: the fetcher's highwater, else the broker's answer, asked
-        at most every ``max_age`` seconds (None while unknown). The fetcher learns an end only
-        from a fetch response that lists the partition, and an incremental fetch session leaves
-        out partitions with nothing new: one whose first response was dropped (a seek after a
-        rebalance) never reports it."""
-        assert self.consumer is not None
-        topic = self.settings.topics.interactions
-        ends = {p: self.consumer.highwater(TopicPartition(topic, p)) for p in partitions}
-        unknown = [p for p, end in ends.items() if end is None]
-        now = time.monotonic()
-        if unknown and now - self._ends_asked_at >= max_age:
-            self._ends_asked_at = now
-            try:
-                got = self.consumer.end_offsets([TopicPartition(topic, p) for p in unknown], timeout_ms=2000)
-                self._asked.update({tp.partition: end for tp, end in got.items()})
-                log.debug("no fetched end offset for partitions %s: asked the broker", unknown)
-            except (KafkaError, TypeError) as e:  # TypeError: revoked meanwhile
-                log.debug("end offsets not available: %s", e)
-                return ends
-        return {p: self._asked.get(p) if end is None else end for p, end in ends.items()}
-
     def _follow_model(self) -> None:
         """A follower swaps to the learner's newest checkpointed version between two batches."""
         assert self.processor is not None and self.store is not None
@@ -550,17 +330,6 @@ class Service:
             self.processor.move_retired_idle(self._assigned)
         except StateConflict as e:
             self._resync(e)
-
-    def _rewind(self) -> None:
-        """Seek every owned partition back to the first record the loop has not processed."""
-        assert self.consumer is not None and self.store is not None
-        topic = self.settings.topics.interactions
-        owned = self.consumer.assignment()
-        for p in sorted(self._assigned):
-            tp = TopicPartition(topic, p)
-            if tp in owned:
-                nxt = self._next_offset.get(p)
-                self.consumer.seek(tp, nxt if nxt is not None else self.store.applied_offset(p) + 1)
 
     def _process(self, records: list[Record], summary: RunSummary) -> None:
         assert self.consumer is not None and self.processor is not None and self.store is not None
@@ -652,24 +421,6 @@ class Service:
                 log.warning("another pending write failed as well: %s", later)
         self._durable.clear()
 
-    def _reseek(self) -> None:
-        assert self.consumer is not None and self.store is not None
-        # Only partitions the consumer still owns: a zombie woken after its session expired has
-        # lost them, whatever this loop last heard. A partition assigned again later is sought to
-        # Redis's applied offset by on_assigned. (The rebalance listener runs on kafka-python's
-        # IO thread but only while this thread waits in poll() or close(); the ValueError guard
-        # is insurance against a kafka-python version that does otherwise.)
-        topic = self.settings.topics.interactions
-        owned = self.consumer.assignment()
-        for p in sorted(self._assigned):
-            tp = TopicPartition(topic, p)
-            if tp not in owned:
-                continue
-            try:
-                self.consumer.seek(tp, self.store.applied_offset(p) + 1)
-            except ValueError:  # kafka-python: "Unassigned partition"
-                log.info("partition %d was revoked during the re-seek", p)
-
     def _drain(self) -> None:
         if self.processor is None:
             return
@@ -715,31 +466,6 @@ class Service:
         except KafkaError as e:  # e.g. partitions already reassigned: Redis holds the truth anyway
             log.warning("final offset commit failed: %s", e)
         self._uncommitted.clear()
-
-    def _update_lag(self, offsets: dict[int, int], watermarks: dict[int, int]) -> None:
-        assert self.consumer is not None and self.store is not None
-        topic = self.settings.topics.interactions
-        now = time.time()
-        for p, pos in offsets.items():
-            end = self.consumer.highwater(TopicPartition(topic, p))
-            if end is not None:
-                self.metrics.lag_messages.labels(partition=str(p)).set(max(end - pos, 0))
-            # Lag in seconds: how far the event time this partition has reached trails the clock.
-            # The batch wrote it (no Redis round trip); a batch that skipped the partition did not.
-            wm = watermarks.get(p)
-            if wm is None:
-                wm = self.store.watermark(p)
-            if wm:
-                self.metrics.lag_seconds.labels(partition=str(p)).set(max(now - wm, 0.0))
-        if now - self._sizes_at >= 5.0:  # segment sizes: one small Redis read every few seconds
-            self._sizes_at = now
-            # This instance's partitions only: the dashboard sums the gauge over instances.
-            counts = self.store.segment_counts(sorted(self._assigned))
-            for seg in self._sized - counts.keys():  # emptied (or retired) since: 0, not stale
-                self.metrics.segment_size.labels(segment=str(seg)).set(0)
-            for seg, n in counts.items():
-                self.metrics.segment_size.labels(segment=str(seg)).set(n)
-            self._sized = set(counts)
 
 
 def _to_records(polled: dict[Any, list[Any]]) -> list[Record]:

@@ -17,39 +17,17 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from models.contracts import DeadLetter, SegmentChange
+from models.contracts import SegmentChange
 from models.features import DAY, FEATURE_INDEX, CustomerState, evaluate_many, snapshot
 from models.segments.engine import EngineParams, SegmentEngine
-from stream.feature_store import MemoryFeatureStore
-from stream.kafka_io import SourceRecord
-from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor
-from stream.settings import Settings
+from stream.config import Settings
+from stream.io.kafka import SourceRecord
+from stream.io.sinks.collect import CollectSink
+from stream.runtime.metrics import Metrics
+from stream.runtime.pipeline import BatchProcessor
+from stream.state import MemoryFeatureStore
 
 FLAP_WINDOW = 30 * DAY
-
-
-@dataclass
-class CollectSink:
-    engine: SegmentEngine
-    changes: list[SegmentChange] = field(default_factory=list)
-    model_events: list[dict[str, Any]] = field(default_factory=list)
-    snapshots: list[bytes] = field(default_factory=list)
-
-    def change(self, change: SegmentChange) -> None:
-        self.changes.append(change)
-
-    def dead_letter(self, dl: DeadLetter) -> None:
-        pass
-
-    def model_event(self, payload: dict[str, Any]) -> None:
-        self.model_events.append(payload)
-
-    def model_snapshot(self, version: int, snapshot: bytes) -> None:
-        self.snapshots.append(snapshot)
-
-    def flush(self, timeout: float = 60.0) -> None:
-        pass
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class KafkaSettings(_Frozen):
     # keep it short (kafka-python's 45 s default made every crash cost ~40 s of stall).
     session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=100_000)
-    # "process": outputs are published by a child process (stream.publisher), off the service's
+    # "process": outputs are published by a child process (stream.io.sinks.process), off the service's
     # GIL; "inline": by a producer in the service's own process (one process, slower changes).
     publisher: Literal["process", "inline"] = "process"
     # How long a client waits for the broker's first answer (kafka-python's bootstrap) before the
@@ -205,7 +205,7 @@ class ServiceSettings(_Frozen):
     workers: int = Field(default=1, ge=1, le=64)
     metrics_host: str = "127.0.0.1"
     stall_seconds: float = Field(default=60.0, gt=0)
-    # /readyz is 503 once Kafka or Redis has not answered the health prober (stream.probes, a
+    # /readyz is 503 once Kafka or Redis has not answered the health prober (stream.runtime.probes, a
     # request every second on clients of its own) for this long.
     dependency_silence_seconds: float = Field(default=5.0, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -18,15 +18,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import click
-
 from models.contracts import SegmentChange
 from models.features import CustomerState
 from models.segments.changes import erase_change
-from stream.cli import Ctx, _partitions, _store, cli, console
+from stream.config import Settings
 from stream.errors import SegstreamError
-from stream.kafka_io import partition_for_key
-from stream.settings import Settings
+from stream.io.kafka import partition_for_key
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +58,7 @@ def forget_customer(settings: Settings, store: Any, sink: Any, customer_id: str)
 
     Raises :class:`SegstreamError` for an unknown customer.
     """
-    partitions = _partitions(settings, store)
+    partitions = int(store.meta().get("partitions", settings.topics.partitions))
     p = partition_of(customer_id, partitions)
     version, names = _segment_names(store)
     for _ in range(_MAX_ATTEMPTS):
@@ -89,35 +86,4 @@ def forget_customer(settings: Settings, store: Any, sink: Any, customer_id: str)
     raise SegstreamError(
         f"customer {customer_id!r} kept changing during {_MAX_ATTEMPTS} erase attempts: "
         "is the pipeline still receiving its events?"
-    )
-
-
-@cli.command("forget")
-@click.argument("customer_id")
-@click.pass_obj
-def forget(obj: Ctx, customer_id: str) -> None:
-    """Erase a customer: delete its state and publish an erase change and a tombstone."""
-    from stream.kafka_io import KafkaSink, make_producer
-
-    settings = obj.settings
-    store = _store(settings)
-    try:
-        if store.get_state(partition_of(customer_id, _partitions(settings, store)), customer_id) is None:
-            raise SegstreamError(
-                f"unknown customer {customer_id!r} in namespace {settings.redis.namespace!r}"
-            )
-        sink = KafkaSink(settings, make_producer(settings))
-        try:
-            result = forget_customer(settings, store, sink, customer_id)
-        finally:
-            sink.close()
-    finally:
-        store.close()
-    prev = result.change.previous
-    console.print(
-        f"erased {customer_id} (partition {result.partition}, segment "
-        f"{f'{prev.name} ({prev.id})' if prev else '-'}): state deleted, erase change "
-        f"{result.change.change_id} on {settings.topics.out('changes')}, "
-        f"tombstone on {settings.topics.out('current')}",
-        soft_wrap=True,
     )

@@ -1,15 +1,12 @@
-"""Kafka clients: consumer and producer factories, topic creation, the output sink."""
+"""Kafka clients: consumer, producer and admin factories, topic creation, records and keys."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
-import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -20,9 +17,8 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.net.compat import KafkaNetClient
 from kafka.partitioner.default import murmur2
 
-from models.contracts import DeadLetter, SegmentChange
+from stream.config import Settings
 from stream.errors import SegstreamError, ServiceUnavailable
-from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -242,123 +238,3 @@ def partition_for_key(key: bytes | None, partitions: int) -> int:
     if partitions <= 1 or key is None:
         return 0
     return key_hash(key) % partitions
-
-
-class OutputSink:
-    """The pipeline's outputs as bytes: each method serializes, then hands over with :meth:`_emit`
-    (published here by :class:`KafkaSink`, or by a child process: ``stream.publisher``)."""
-
-    def change(self, change: SegmentChange) -> None:
-        # The wall-clock emit time travels as a header (the payload is deterministic).
-        emitted_ms = int(time.time() * 1000)
-        payload = change.model_dump_json().encode()
-        self._emit("change", change.customer_id.encode(), payload, change.current is None, emitted_ms)
-
-    def dead_letter(self, dl: DeadLetter) -> None:
-        # Keyless records (unreadable ones) are keyed by their source partition, so that the
-        # dead-letter topic's partitioning, and order within it, is the same on every replay.
-        key = dl.key or f"{dl.source_topic}/{dl.source_partition}"
-        self._emit("dead_letter", key.encode(), dl.model_dump_json().encode())
-
-    def model_event(self, payload: dict[str, Any]) -> None:
-        self._emit("model_event", json.dumps(payload, sort_keys=True).encode())
-
-    def model_snapshot(self, version: int, snapshot: bytes) -> None:
-        body = json.dumps({"version": version, "snapshot_b64": base64.b64encode(snapshot).decode()})
-        self._emit("model_snapshot", body.encode())
-
-    def _emit(self, kind: str, *args: Any) -> None:
-        raise NotImplementedError
-
-    def ship(self) -> None:
-        """Hand what was emitted to whoever sends it (a no-op where each call sends)."""
-
-    def problem(self) -> str | None:
-        """Why the sink cannot publish now (for /readyz), or None."""
-        return None
-
-    def flush(self, timeout: float = 60.0) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class KafkaSink(OutputSink):
-    """Publishes outputs with a producer of this process; ``flush()`` returns once the broker
-    acknowledged all of them."""
-
-    def __init__(self, settings: Settings, producer: KafkaProducer) -> None:
-        t = settings.topics
-        self._producer = producer
-        self.changes_topic = t.out("changes")
-        self.current_topic = t.out("current")
-        self.dlq_topic = t.out("dlq")
-        self.model_topic = t.out("model")
-        self.model_events_topic = t.out("model_events")
-        self._futures: list[Any] = []
-        self._futures_lock = threading.Lock()
-        self._partitions: dict[str, int] = {}  # topic -> partition count, read once
-        self._publish: dict[str, Callable[..., None]] = {
-            "change": self._change,
-            "dead_letter": self._dead_letter,
-            "model_event": self._model_event,
-            "model_snapshot": self._model_snapshot,
-        }
-
-    def _emit(self, kind: str, *args: Any) -> None:
-        self._publish[kind](*args)
-
-    def _send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list | None = None,
-        partition: int | None = None,
-    ) -> None:
-        future = self._producer.send(topic, key=key, value=value, headers=headers, partition=partition)
-        with self._futures_lock:  # flush() may run on the store's I/O thread
-            self._futures.append(future)
-
-    def _partition_count(self, topic: str) -> int:
-        n = self._partitions.get(topic)
-        if n is None:
-            n = self._partitions[topic] = len(self._producer.partitions_for(topic))
-        return n
-
-    def warm_up(self) -> None:
-        """Fetch the output topics' metadata now rather than inside the first batch that publishes."""
-        for topic in (self.changes_topic, self.current_topic, self.dlq_topic):
-            self._partition_count(topic)
-
-    def _change(self, key: bytes, payload: bytes, erased: bool, emitted_ms: int) -> None:
-        headers = [("emitted_at", str(emitted_ms).encode())]
-        # The Java client's default partitioning (murmur2 of the key), hashed once for both
-        # topics: kafka-python's partitioner is pure Python and cost a third of every send.
-        h = key_hash(key)
-        for topic, value in (
-            (self.changes_topic, payload),
-            # The compacted topic holds the latest segment per customer; erase leaves a tombstone.
-            (self.current_topic, None if erased else payload),
-        ):
-            self._send(topic, key, value, headers, h % self._partition_count(topic))
-
-    def _dead_letter(self, key: bytes, value: bytes) -> None:
-        self._send(self.dlq_topic, key, value)
-
-    def _model_event(self, value: bytes) -> None:
-        self._send(self.model_events_topic, b"model", value)
-
-    def _model_snapshot(self, value: bytes) -> None:
-        self._send(self.model_topic, b"model", value)
-
-    def flush(self, timeout: float = 60.0) -> None:
-        with self._futures_lock:
-            futures, self._futures = self._futures, []
-        self._producer.flush(timeout=timeout)
-        for f in futures:
-            f.get(timeout=timeout)  # raises if the broker refused a record
-
-    def close(self) -> None:
-        self._producer.close(timeout=10)

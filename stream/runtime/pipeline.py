@@ -19,56 +19,45 @@ import math
 import operator
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Protocol
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from pydantic import ValidationError
 
 from models.contracts import (
     KIND_OF_TYPE,
-    DeadLetter,
     DecodedEvent,
     EventType,
     InteractionEvent,
-    SegmentChange,
-    SegmentRef,
     decode_fast,
     describe_validation_error,
 )
 from models.features import (
-    CustomerState,
     FeatureParams,
     admit,
     crosses,
     due_after,
     due_after_event,
     evaluate_many,
-    snapshot,
     threshold_offsets,
 )
 from models.features.batch import BatchEvents, StateBatch
 from models.features.clock import PartitionClock
-from models.segments.changes import segment_change
-from models.segments.decide import Move, decide_moves, learn_mask, record_move
-from models.segments.engine import Assignment, Chunk, ModelEvent, SegmentEngine
+from models.segments.decide import decide_moves, learn_mask
+from models.segments.engine import Chunk, SegmentEngine
 from models.segments.population import customer_key
-from stream.feature_store import (
-    OrderedIO,
-    PartitionView,
-    PartitionWrite,
-    StateStore,
-    model_conflict,
-    topic_changed,
-)
-from stream.kafka_io import Record
-from stream.metrics import Metrics
-from stream.settings import Settings
+from stream.config import Settings
+from stream.io.kafka import Record
+from stream.io.sinks import Sink
+from stream.runtime.batch import BatchResult, PartitionBatch, Row, iso, iso_seconds
+from stream.runtime.metrics import Metrics
+from stream.runtime.outputs import OutputsMixin
+from stream.runtime.retired import RetiredMovesMixin
+from stream.state import OrderedIO, PartitionView, PartitionWrite, StateStore, topic_changed
 
 log = logging.getLogger(__name__)
+
+_OFFSET = operator.attrgetter("offset")
 
 # Event type -> (feature kind, is an add-to-cart): what fact_of derives from the type, looked up once.
 _TYPE_INFO: dict[EventType, tuple[str, bool]] = {
@@ -76,67 +65,7 @@ _TYPE_INFO: dict[EventType, tuple[str, bool]] = {
 }
 
 
-class Sink(Protocol):
-    def change(self, change: SegmentChange) -> None: ...
-    def dead_letter(self, dl: DeadLetter) -> None: ...
-    def model_event(self, payload: dict) -> None: ...
-    def model_snapshot(self, version: int, snapshot: bytes) -> None: ...
-    def flush(self, timeout: float = 60.0) -> None: ...
-
-
-@dataclass(slots=True)
-class _Row:
-    customer_id: str
-    index: int  # the customer's position in the batch's StateBatch
-    applied: int  # the row shows the state after this many of the customer's events in the batch
-    at: float
-    reason: str  # "event" | "inactivity"
-    offset: int
-    clock: int = 0  # the partition's watermark once the row was made (0: none yet)
-
-
-_offset = operator.attrgetter("offset")
-
-
-@dataclass(slots=True)
-class _PartitionBatch:
-    """One partition's part of a batch, as the segment step sees it."""
-
-    partition: int
-    ids: list[str]  # the customers loaded, in StateBatch order
-    loaded: dict[str, bytes | None]  # their states as loaded (before the batch)
-    states: StateBatch
-    rows: list[_Row]
-    snaps: np.ndarray  # each row's state snapshot
-    dirty: set[int]  # StateBatch positions to write
-
-
-def _iso(ts: str) -> str:
-    """An event time in the one form dead-letter reasons use, whichever decoder read it."""
-    return datetime.fromisoformat(ts).isoformat()
-
-
-def _iso_seconds(ts: float) -> str:
-    return datetime.fromtimestamp(int(ts), UTC).isoformat()
-
-
-@dataclass
-class BatchResult:
-    offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to commit
-    watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark written
-    applied: int = 0
-    dead_letters: int = 0
-    dead_letter_classes: dict[str, int] = field(default_factory=dict)  # error class -> count
-    changes: int = 0
-    # Done when the batch's state is in the store: Kafka offsets may be committed from then on.
-    durable: Future[None] | None = None
-
-
-# Event time between two checkpoints of a warming model: what a crash during warm-up can lose.
-WARMUP_CHECKPOINT_SECONDS = 86_400
-
-
-class BatchProcessor:
+class BatchProcessor(RetiredMovesMixin, OutputsMixin):
     def __init__(
         self,
         settings: Settings,
@@ -177,14 +106,9 @@ class BatchProcessor:
         # broker has usually acknowledged them and the flush returns at once.
         self.io = OrderedIO(store, before_write=self._flush_outputs)
         # A sink that publishes from another process takes each partition's outputs as they are
-        # made (OutputSink.ship; stream.publisher); minimal sinks (tests, evaluation) send on
+        # made (OutputSink.ship; stream.io.sinks.process); minimal sinks (tests, evaluation) send on
         # each call and need not have it.
         self._ship: Callable[[], None] = getattr(sink, "ship", lambda: None)
-
-    def _flush_outputs(self) -> None:
-        started = time.perf_counter()
-        self.sink.flush()
-        self.metrics.flush_seconds.observe(time.perf_counter() - started)
 
     def drain(self) -> None:
         """Wait until every processed batch's state is in the store (raises a failed commit)."""
@@ -196,14 +120,6 @@ class BatchProcessor:
         self.io.close()
 
     # ---- decode ----
-    def _dead(self, rec: Record, error_class: str, reason: str, result: BatchResult) -> None:
-        self.sink.dead_letter(
-            DeadLetter.of(rec.topic, rec.partition, rec.offset, rec.key, rec.value, error_class, reason)
-        )
-        self.metrics.dead_letters.labels(reason=error_class).inc()
-        result.dead_letters += 1
-        result.dead_letter_classes[error_class] = result.dead_letter_classes.get(error_class, 0) + 1
-
     def _decode(self, rec: Record, result: BatchResult) -> InteractionEvent | None:
         """The slow path of a record the fast path refused: the contract's decision, and for a bad
         record its dead letter with the reason."""
@@ -270,7 +186,7 @@ class BatchProcessor:
         decode = self._decode_quiet
         work = []
         for p in sorted(by_partition):
-            recs = sorted(by_partition[p], key=_offset)
+            recs = sorted(by_partition[p], key=_OFFSET)
             # (record, event, event time in whole seconds): the time is computed once per event.
             events = [(r, *d) if (d := decode(r)) else (r, None, 0) for r in recs]
             customers = sorted({e.customer_id for _, e, _ in events if e is not None})
@@ -303,15 +219,6 @@ class BatchProcessor:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
 
-    def _checkpoint_warmup(self, watermark: int) -> None:
-        """Before its first version the model has no checkpoint, so a crash would throw the whole
-        warm-up away (the rows learned and the event-time span seen) and start it over, weeks of
-        event time later. Save the warming engine as version 0 once per day of event time."""
-        if watermark - self._warmup_saved_at < WARMUP_CHECKPOINT_SECONDS:
-            return
-        self._warmup_saved_at = watermark
-        self.store.save_model(self.engine.snapshot(), 0, after=0)  # fails if a version exists
-
     def _process_partition(
         self,
         p: int,
@@ -331,7 +238,7 @@ class BatchProcessor:
         ids = list(view.states)
         states = StateBatch([view.states[c] for c in ids])
         rows, snaps, dirty, due_updates, clock = self._apply(view, ids, states, fresh, result)
-        batch = _PartitionBatch(p, ids, view.states, states, rows, snaps, dirty)
+        batch = PartitionBatch(p, ids, view.states, states, rows, snaps, dirty)
         deltas, moved_out = self._assign(batch, result)
         self._ship()
         order = sorted(dirty, key=ids.__getitem__)
@@ -371,7 +278,7 @@ class BatchProcessor:
         states: StateBatch,
         decoded: Sequence[tuple[Record, DecodedEvent | None, int]],
         result: BatchResult,
-    ) -> tuple[list[_Row], np.ndarray, set[int], dict[str, int], PartitionClock]:
+    ) -> tuple[list[Row], np.ndarray, set[int], dict[str, int], PartitionClock]:
         """The per-event loop: dead letters, duplicates, the watermark, the inactivity schedule and
         the rows to assign, in stream order, on the batch's plain columns; the feature arithmetic
         itself runs vectorised in StateBatch.apply (rows' snapshots are taken there).
@@ -382,7 +289,7 @@ class BatchProcessor:
         any length costs nothing and a record far off in time costs only its own customer. The
         watermark (inactivity re-scoring) is the partition's :class:`PartitionClock`."""
         index = {c: i for i, c in enumerate(ids)}
-        rows: list[_Row] = []
+        rows: list[Row] = []
         dirty: set[int] = set()
         due_updates: dict[str, int] = {}
         due_heap: list[tuple[int, str]] = list(view.due)
@@ -416,8 +323,8 @@ class BatchProcessor:
                 self._dead(
                     rec,
                     "FutureEvent",
-                    f"event time {_iso(event.ts)} is {(ts - now) / 3600:,.1f} h ahead of this machine's "
-                    f"clock ({_iso_seconds(now)}); at most {self._future / 3600:g} h allowed",
+                    f"event time {iso(event.ts)} is {(ts - now) / 3600:,.1f} h ahead of this machine's "
+                    f"clock ({iso_seconds(now)}); at most {self._future / 3600:g} h allowed",
                     result,
                 )
                 continue
@@ -428,8 +335,8 @@ class BatchProcessor:
                 self._dead(
                     rec,
                     "LateEvent",
-                    f"event time {_iso(event.ts)} is {(newest - ts) / 3600:,.1f} h behind this customer's "
-                    f"newest event ({_iso_seconds(newest)}); allowed lateness is {lateness / 3600:g} h",
+                    f"event time {iso(event.ts)} is {(newest - ts) / 3600:,.1f} h behind this customer's "
+                    f"newest event ({iso_seconds(newest)}); allowed lateness is {lateness / 3600:g} h",
                     result,
                 )
                 continue
@@ -452,7 +359,7 @@ class BatchProcessor:
             if ts > newest:
                 last_ts[i] = newest = ts
             wm = observe(cid, ts)
-            add_row(_Row(cid, i, n, float(ts), "event", rec.offset, wm))
+            add_row(Row(cid, i, n, float(ts), "event", rec.offset, wm))
             due = due_after_event(newest, next_due[i], offsets, wm)
             if due != next_due[i]:
                 next_due[i] = due_updates[cid] = due
@@ -465,7 +372,7 @@ class BatchProcessor:
                 if next_due[qi] != due_ts:
                     continue  # stale heap entry: rescheduled since
                 if crosses(last_ts[qi], offsets, due_ts):  # a crossing, not an early look
-                    add_row(_Row(qcid, qi, events.applied(qi), float(due_ts), "inactivity", rec.offset, wm))
+                    add_row(Row(qcid, qi, events.applied(qi), float(due_ts), "inactivity", rec.offset, wm))
                     self.metrics.reevaluations.inc()
                 # else an early look of the lazy schedule: the customer was active since.
                 next_due[qi] = due_updates[qcid] = due_after(last_ts[qi], offsets, due_ts)
@@ -479,7 +386,7 @@ class BatchProcessor:
         snaps = states.apply(self.params, events, [(r.index, r.applied) for r in rows])
         return rows, snaps, dirty, due_updates, clock
 
-    def _assign(self, batch: _PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:
+    def _assign(self, batch: PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:
         """Assign the batch's rows chunk by chunk; returns the segment count deltas and the states
         of customers outside the batch that were moved out of a retired segment."""
         p, rows, snaps, states = batch.partition, batch.rows, batch.snaps, batch.states
@@ -556,166 +463,7 @@ class BatchProcessor:
         self._publish_model_events(engine.trailing_events)
         return deltas, moved_out
 
-    def move_retired_idle(self, partitions: Iterable[int]) -> int:
-        """While no records come (the service is idle): the same move for these partitions, as of
-        each one's watermark and applied offset, written at once (outputs flushed first). A
-        follower that adopts a version retiring segments after its partitions' last records, or
-        a learner whose last batch built one, would otherwise leave the members where they are
-        until the partition's next record. Returns how many customers moved."""
-        n_retired = len(self.engine.registry.retired)
-        todo = [p for p in sorted(partitions) if self._checked_retired.get(p) != n_retired]
-        if not todo or not self.engine.warmed_up:
-            return 0
-        live = self.engine.live_names()
-        result = BatchResult()
-        for p in todo:
-            self._checked_retired[p] = n_retired
-            applied = self.store.applied_offset(p)
-            if applied < 0:
-                continue  # nothing read yet, nobody in a segment
-            wm = self.store.watermark(p)
-            deltas: dict[int, int] = {}
-            batch = _PartitionBatch(p, [], {}, StateBatch([]), [], np.zeros((0, 0)), set())
-            moved_out = self._move_retired(batch, 0, float(wm), applied, live, deltas, result)
-            if moved_out:
-                self._ship()
-                self._flush_outputs()  # outputs first, state second, as for a batch
-                self.store.commit(PartitionWrite(p, applied, applied, wm, moved_out, {}, deltas))
-        return result.changes
-
-    def _move_retired(
-        self,
-        batch: _PartitionBatch,
-        lo: int,
-        at: float,
-        offset: int,
-        live: dict[int, str],
-        deltas: dict[int, int],
-        result: BatchResult,
-    ) -> dict[str, bytes]:
-        """Move the partition's customers still in a segment no live version has (a model update
-        retired it) to their nearest segment, as of the chunk's first row (event time ``at``,
-        source ``offset``).
-
-        Runs at the first row a partition reaches after a retirement (and once after a start), so
-        a replay moves the same customers at the same row whatever its batch size: each customer
-        is taken as it is at that row (its last row before it in the batch, else as loaded, else
-        as stored) and moves at that row's event time, or at its own last event if later.
-        Customers outside the batch are read from the store, which is first brought up to date
-        (every earlier batch written); their new states go out with the batch's write. The model
-        does not learn from these moves."""
-        p, rows, states = batch.partition, batch.rows, batch.states
-        self.io.drain()  # every earlier batch written: the counts and states read next are current
-        counts = self.store.segment_counts([p])
-        for sid, d in deltas.items():
-            counts[sid] = counts.get(sid, 0) + d
-        retired = {sid for sid, n in counts.items() if n > 0 and sid not in live}
-        if not retired:
-            return {}
-        last_row = {rows[k].index: k for k in range(lo)}  # each customer's last row before the chunk
-        index = {c: i for i, c in enumerate(batch.ids)}
-        found: list[tuple[str, int | None, CustomerState | None, np.ndarray, float]] = []
-        for i, cid in enumerate(batch.ids):
-            if states.segment[i] not in retired:
-                continue
-            if (k := last_row.get(i)) is not None:
-                found.append((cid, i, None, batch.snaps[k], max(at, rows[k].at)))
-            else:  # no row before the chunk: as loaded (a customer in a segment has a state)
-                loaded = CustomerState.unpack(batch.loaded[cid] or b"")
-                found.append((cid, i, None, np.array(snapshot(loaded)), max(at, float(loaded.last_ts))))
-        for cid, blob in self.store.partition_states(p):
-            if cid not in index and (stored := CustomerState.unpack(blob)).segment in retired:
-                found.append((cid, None, stored, np.array(snapshot(stored)), max(at, float(stored.last_ts))))
-        if not found:
-            return {}
-        found.sort(key=operator.itemgetter(0))
-        times = np.array([f[4] for f in found])
-        raw = evaluate_many(np.array([f[3] for f in found]), self.params, times)
-        assignment = self.engine.assign(raw)
-        moves: list[Move] = []
-        moved_out: dict[str, bytes] = {}
-        found_rows = [
-            _Row(cid, -1 if pos is None else pos, 0, moved_at, "model_update", offset)
-            for cid, pos, _, _, moved_at in found
-        ]
-        for j, (cid, pos, held, _, moved_at) in enumerate(found):
-            target = int(assignment.segment_ids[j])
-            if target < 0:
-                continue
-            if pos is not None:
-                current = int(states.segment[pos])
-                states.segment[pos], states.segment_since[pos] = target, int(moved_at)
-                states.seq[pos] += 1
-                seq = int(states.seq[pos])
-                batch.dirty.add(pos)
-            else:
-                assert held is not None
-                current = held.segment
-                held.segment, held.segment_since = target, int(moved_at)
-                held.seq += 1
-                seq = held.seq
-                moved_out[cid] = held.pack()
-            record_move(deltas, current, target)
-            moves.append(Move(j, current, target, "model_update", seq))
-        if moves:
-            self._publish_moves(
-                p, 0, raw, assignment, found_rows, moves, live, time.time(), result, retired_moves=True
-            )
-        return moved_out
-
-    def _publish_moves(
-        self,
-        p: int,
-        lo: int,
-        raw: np.ndarray,
-        assignment: Assignment,
-        rows: Sequence[_Row],
-        moves: list[Move],
-        live: dict[int, str],
-        now: float,
-        result: BatchResult,
-        retired_moves: bool = False,
-    ) -> None:
-        """Publish one chunk's segment changes (``moves`` of ``rows``, assigned by ``assignment``
-        from ``raw[lo:]``); explanations are computed for all of them at once.
-        ``retired_moves``: moves out of a retired segment (_move_retired), whose change ids name
-        the segment left instead of the row's offset: where they happen depends on when the
-        process saw the retirement, and a batch redone after a crash must publish the same ids."""
-        engine = self.engine
-        topic = self.settings.topics.interactions
-        vectors = raw[[lo + m.row for m in moves]]
-        explanations = engine.explain_many(vectors, [m.previous for m in moves], [m.segment for m in moves])
-        memberships = assignment.memberships([m.row for m in moves])
-        for m, vector, explanation, membership in zip(moves, vectors, explanations, memberships, strict=True):
-            row = rows[m.row]
-            self.sink.change(
-                segment_change(
-                    customer_id=row.customer_id,
-                    seq=m.seq,
-                    previous=SegmentRef(id=m.previous, name=engine.name_of(m.previous))
-                    if m.previous is not None
-                    else None,
-                    current=SegmentRef(id=m.segment, name=live.get(m.segment, f"segment {m.segment}")),
-                    membership=membership,
-                    confidence=round(float(assignment.confidence[m.row]), 4),
-                    outlier=bool(assignment.outlier[m.row]),
-                    reason=m.reason,  # type: ignore[arg-type]
-                    explanation=explanation,
-                    rfm=engine.rfm(vector),
-                    model_version=int(assignment.versions[m.row]),
-                    event_time=row.at,
-                    source_topic=topic,
-                    source_partition=p,
-                    source_offset=row.offset,
-                    position=f"retired {m.previous}" if retired_moves else None,
-                )
-            )
-            result.changes += 1
-            self.metrics.changes.labels(reason=m.reason).inc()
-            if m.reason == "event":
-                self.metrics.latency.observe(max(now - row.at, 0.0))
-
-    def _learn_mask(self, rows: list[_Row], states: StateBatch, start: int) -> np.ndarray:
+    def _learn_mask(self, rows: list[Row], states: StateBatch, start: int) -> np.ndarray:
         """What the model learns from (:func:`~models.segments.decide.learn_mask`), one entry
         per row from ``start`` on (the rows before it are not learned)."""
         if not self.learns:
@@ -723,38 +471,3 @@ class BatchProcessor:
                 len(rows) - start, dtype=bool
             )  # a follower: the learner's versions come from the store
         return learn_mask(rows[start:], states.last_learned, self._learn_interval)
-
-    def _publish_model_events(self, events: list[ModelEvent]) -> None:
-        version = self.engine.version
-        if events and (stored := self.store.model_version()) != version - 1:
-            # One learner per namespace: a second one stops before publishing anything of its own
-            # (the checkpoint below checks again, atomically, for a race between the two).
-            raise model_conflict(version, version - 1, stored)
-        for ev in events:
-            self.sink.model_event(
-                {
-                    "kind": ev.kind,
-                    "version": ev.version,
-                    "segment_id": ev.segment_id,
-                    "related_ids": list(ev.related_ids),
-                    "detail": ev.detail,
-                    "event_time": datetime.fromtimestamp(ev.event_time, UTC).isoformat(),
-                }
-            )
-            self.metrics.model_events.labels(kind=ev.kind).inc()
-        if events:
-            # Erased customers leave the customer sample before the checkpoint is written (the
-            # set is emptied without a sample too: it holds only the erasures since the last
-            # version).
-            erased = self.store.erased_keys(self.settings.topics.partitions)
-            if erased:
-                self.engine.forget_customers(set().union(*erased.values()))
-            snapshot = self.engine.snapshot()
-            self.sink.model_snapshot(version, snapshot)
-            # Each build is one version: the store must still hold the previous one (one learner).
-            self.store.save_model(snapshot, version, after=version - 1)
-            self.metrics.model_checkpoint_bytes.set(len(snapshot))
-            if erased:
-                self.store.clear_erased(erased)
-            self.metrics.model_version.set(version)
-            self.metrics.model_updated.set(time.time())

@@ -19,12 +19,15 @@ Redis holds the batch, so in a healthy deployment the group is never ahead of Re
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from stream.errors import ServiceUnavailable, StateLost, TopicChanged
+
+log = logging.getLogger(__name__)
 
 # Kafka's "no id" (a broker without topic ids answers with the zero UUID).
 _NO_ID = {"", "00000000-0000-0000-0000-000000000000", "AAAAAAAAAAAAAAAAAAAAAA"}

@@ -5,11 +5,11 @@ kafka-python spends ~100 us of Python per record between ``send``, its accumulat
 sender thread, all under the service's GIL. At 5k events/s with 15% of them changing segment
 that was a third of the service's time, and it decided the event-to-change latency.
 
-:class:`ProcessSink` has the sink interface of :class:`~stream.kafka_io.KafkaSink`. It serializes
+:class:`ProcessSink` has the sink interface of :class:`~stream.io.kafka.KafkaSink`. It serializes
 every output in the service (the same bytes, the ``emitted_at`` header taken when the change is
 made), queues them, and ships the queue to the child at the end of each partition's work
 (:meth:`ProcessSink.ship`), in one message over a socket pair. The child, a fresh interpreter
-(``python -m stream.publisher``; not a fork: the service has threads, a fork could copy a held
+(``python -m stream.io.sinks.process``; not a fork: the service has threads, a fork could copy a held
 lock), publishes them in order with its own ``KafkaSink``. :meth:`ProcessSink.flush` returns
 once the child has flushed its producer: every output shipped before the call is acknowledged by
 the broker, or the call raises. The pipeline's order "outputs, then state, then offsets" holds.
@@ -35,9 +35,11 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from stream.config import Settings
 from stream.errors import ServiceUnavailable
-from stream.kafka_io import KafkaSink, OutputSink, make_producer
-from stream.settings import Settings
+from stream.io.kafka import make_producer
+from stream.io.sinks.base import OutputSink
+from stream.io.sinks.kafka import KafkaSink
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class ProcessSink(OutputSink):
     def __init__(self, settings: Settings) -> None:
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.publisher", str(theirs.fileno())],
+            [sys.executable, "-m", "stream.io.sinks.process", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
         )
@@ -140,15 +142,6 @@ class ProcessSink(OutputSink):
             raise ServiceUnavailable(detail)
         if status != "ok":
             raise PublisherError(detail)
-
-
-def open_sink(settings: Settings) -> OutputSink:
-    """The sink the settings ask for (``kafka.publisher``)."""
-    if settings.kafka.publisher == "process":
-        return ProcessSink(settings)
-    sink = KafkaSink(settings, make_producer(settings))
-    sink.warm_up()
-    return sink
 
 
 def _receive(conn: Connection, inbox: queue.SimpleQueue[bytes | None]) -> None:

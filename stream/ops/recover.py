@@ -1,7 +1,7 @@
 """``segstream recover``: the way out after the service stopped on a state it cannot trust.
 
 The service refuses to resume when the namespace's state is not the state of its input topic
-(:mod:`stream.integrity`). Two documented ways forward, both with the deployment stopped:
+(:mod:`stream.runtime.integrity`). Two documented ways forward, both with the deployment stopped:
 
 - ``--resume``: Redis lost state (flushed, a failover, its last writes). Each partition resumes
   from what Redis holds (its applied offset), the beginning of the topic where Redis holds
@@ -26,11 +26,11 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError, NoError
 from kafka.structs import OffsetAndMetadata
 
+from stream.config import Settings
 from stream.errors import SegstreamError
-from stream.feature_store import FeatureStore
-from stream.integrity import topic_id
-from stream.kafka_io import make_admin, make_consumer
-from stream.settings import Settings
+from stream.io.kafka import make_admin, make_consumer
+from stream.runtime.integrity import topic_id
+from stream.state import FeatureStore
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Sources are JSONL(.gz) files or a Kafka topic read from an offset or a point in time up to the end
 offsets seen at the start (``assign``, no consumer group, nothing committed). Records go through the
-same :class:`~stream.pipeline.BatchProcessor` as the service, into a shadow Redis namespace and
+same :class:`~stream.runtime.pipeline.BatchProcessor` as the service, into a shadow Redis namespace and
 output topics with a suffix, beside production.
 
 Determinism: the processor keeps state per partition and the segment engine learns at fixed
@@ -26,20 +26,14 @@ from kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from stream.config import Settings
 from stream.errors import ConfigError, SegstreamError
-from stream.feature_store import FeatureStore
-from stream.kafka_io import (
-    OutputSink,
-    SourceRecord,
-    ensure_topics,
-    make_consumer,
-    partition_for_key,
-)
-from stream.logfiles import read_lines
-from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor
-from stream.publisher import open_sink
-from stream.settings import Settings
+from stream.io.kafka import SourceRecord, ensure_topics, make_consumer, partition_for_key
+from stream.io.logfiles import read_lines
+from stream.io.sinks import OutputSink, open_sink
+from stream.runtime.metrics import Metrics
+from stream.runtime.pipeline import BatchProcessor
+from stream.state import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +331,8 @@ def replay(
                 )
             n = clear_namespace(store)
             log.info("deleted %d keys of namespace %s", n, ns)
-        from stream.service import load_engine, tune_runtime  # the service's wiring, one definition
+        from stream.runtime.engines import load_engine
+        from stream.runtime.service import tune_runtime  # the service's wiring, one definition
 
         engine = load_engine(settings, store)
         ensure_topics(settings, only=list(outputs.values()))

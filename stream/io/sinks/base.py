@@ -1,0 +1,67 @@
+"""The pipeline's outputs: the sink protocol and the base every sink serializes through.
+
+A sink takes segment changes, dead letters, model events and model snapshots as they are made,
+and ``flush()`` returns once they are published (acknowledged): the pipeline writes a batch's
+state only after that. Sinks: :mod:`~stream.io.sinks.kafka` (a producer in this process),
+:mod:`~stream.io.sinks.process` (a publisher child process), :mod:`~stream.io.sinks.collect`
+(in memory, for evaluation and tests).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any, Protocol
+
+from models.contracts import DeadLetter, SegmentChange
+
+__all__ = ["OutputSink", "Sink"]
+
+
+class Sink(Protocol):
+    def change(self, change: SegmentChange) -> None: ...
+    def dead_letter(self, dl: DeadLetter) -> None: ...
+    def model_event(self, payload: dict) -> None: ...
+    def model_snapshot(self, version: int, snapshot: bytes) -> None: ...
+    def flush(self, timeout: float = 60.0) -> None: ...
+
+
+class OutputSink:
+    """The pipeline's outputs as bytes: each method serializes, then hands over with :meth:`_emit`
+    (published here by :class:`KafkaSink`, or by a child process: ``stream.io.sinks.process``)."""
+
+    def change(self, change: SegmentChange) -> None:
+        # The wall-clock emit time travels as a header (the payload is deterministic).
+        emitted_ms = int(time.time() * 1000)
+        payload = change.model_dump_json().encode()
+        self._emit("change", change.customer_id.encode(), payload, change.current is None, emitted_ms)
+
+    def dead_letter(self, dl: DeadLetter) -> None:
+        # Keyless records (unreadable ones) are keyed by their source partition, so that the
+        # dead-letter topic's partitioning, and order within it, is the same on every replay.
+        key = dl.key or f"{dl.source_topic}/{dl.source_partition}"
+        self._emit("dead_letter", key.encode(), dl.model_dump_json().encode())
+
+    def model_event(self, payload: dict[str, Any]) -> None:
+        self._emit("model_event", json.dumps(payload, sort_keys=True).encode())
+
+    def model_snapshot(self, version: int, snapshot: bytes) -> None:
+        body = json.dumps({"version": version, "snapshot_b64": base64.b64encode(snapshot).decode()})
+        self._emit("model_snapshot", body.encode())
+
+    def _emit(self, kind: str, *args: Any) -> None:
+        raise NotImplementedError
+
+    def ship(self) -> None:
+        """Hand what was emitted to whoever sends it (a no-op where each call sends)."""
+
+    def problem(self) -> str | None:
+        """Why the sink cannot publish now (for /readyz), or None."""
+        return None
+
+    def flush(self, timeout: float = 60.0) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,144 @@
+"""What the pipeline publishes: dead letters, segment changes, model events and checkpoints.
+
+A mixin of :class:`~stream.runtime.pipeline.BatchProcessor` (it reads the processor's engine,
+sink, store, metrics and settings).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+
+from models.contracts import DeadLetter, SegmentRef
+from models.segments.changes import segment_change
+from models.segments.decide import Move
+from models.segments.engine import Assignment, ModelEvent, SegmentEngine
+from stream.config import Settings
+from stream.io.kafka import Record
+from stream.io.sinks import Sink
+from stream.runtime.batch import WARMUP_CHECKPOINT_SECONDS, BatchResult, Row
+from stream.runtime.metrics import Metrics
+from stream.state import StateStore, model_conflict
+
+__all__ = ["OutputsMixin"]
+
+
+class OutputsMixin:
+    settings: Settings
+    store: StateStore
+    engine: SegmentEngine
+    sink: Sink
+    metrics: Metrics
+    _warmup_saved_at: float
+
+    def _flush_outputs(self) -> None:
+        started = time.perf_counter()
+        self.sink.flush()
+        self.metrics.flush_seconds.observe(time.perf_counter() - started)
+
+    def _dead(self, rec: Record, error_class: str, reason: str, result: BatchResult) -> None:
+        self.sink.dead_letter(
+            DeadLetter.of(rec.topic, rec.partition, rec.offset, rec.key, rec.value, error_class, reason)
+        )
+        self.metrics.dead_letters.labels(reason=error_class).inc()
+        result.dead_letters += 1
+        result.dead_letter_classes[error_class] = result.dead_letter_classes.get(error_class, 0) + 1
+
+    def _publish_moves(
+        self,
+        p: int,
+        lo: int,
+        raw: np.ndarray,
+        assignment: Assignment,
+        rows: Sequence[Row],
+        moves: list[Move],
+        live: dict[int, str],
+        now: float,
+        result: BatchResult,
+        retired_moves: bool = False,
+    ) -> None:
+        """Publish one chunk's segment changes (``moves`` of ``rows``, assigned by ``assignment``
+        from ``raw[lo:]``); explanations are computed for all of them at once.
+        ``retired_moves``: moves out of a retired segment (_move_retired), whose change ids name
+        the segment left instead of the row's offset: where they happen depends on when the
+        process saw the retirement, and a batch redone after a crash must publish the same ids."""
+        engine = self.engine
+        topic = self.settings.topics.interactions
+        vectors = raw[[lo + m.row for m in moves]]
+        explanations = engine.explain_many(vectors, [m.previous for m in moves], [m.segment for m in moves])
+        memberships = assignment.memberships([m.row for m in moves])
+        for m, vector, explanation, membership in zip(moves, vectors, explanations, memberships, strict=True):
+            row = rows[m.row]
+            self.sink.change(
+                segment_change(
+                    customer_id=row.customer_id,
+                    seq=m.seq,
+                    previous=SegmentRef(id=m.previous, name=engine.name_of(m.previous))
+                    if m.previous is not None
+                    else None,
+                    current=SegmentRef(id=m.segment, name=live.get(m.segment, f"segment {m.segment}")),
+                    membership=membership,
+                    confidence=round(float(assignment.confidence[m.row]), 4),
+                    outlier=bool(assignment.outlier[m.row]),
+                    reason=m.reason,  # type: ignore[arg-type]
+                    explanation=explanation,
+                    rfm=engine.rfm(vector),
+                    model_version=int(assignment.versions[m.row]),
+                    event_time=row.at,
+                    source_topic=topic,
+                    source_partition=p,
+                    source_offset=row.offset,
+                    position=f"retired {m.previous}" if retired_moves else None,
+                )
+            )
+            result.changes += 1
+            self.metrics.changes.labels(reason=m.reason).inc()
+            if m.reason == "event":
+                self.metrics.latency.observe(max(now - row.at, 0.0))
+
+    def _publish_model_events(self, events: list[ModelEvent]) -> None:
+        version = self.engine.version
+        if events and (stored := self.store.model_version()) != version - 1:
+            # One learner per namespace: a second one stops before publishing anything of its own
+            # (the checkpoint below checks again, atomically, for a race between the two).
+            raise model_conflict(version, version - 1, stored)
+        for ev in events:
+            self.sink.model_event(
+                {
+                    "kind": ev.kind,
+                    "version": ev.version,
+                    "segment_id": ev.segment_id,
+                    "related_ids": list(ev.related_ids),
+                    "detail": ev.detail,
+                    "event_time": datetime.fromtimestamp(ev.event_time, UTC).isoformat(),
+                }
+            )
+            self.metrics.model_events.labels(kind=ev.kind).inc()
+        if events:
+            # Erased customers leave the customer sample before the checkpoint is written (the
+            # set is emptied without a sample too: it holds only the erasures since the last
+            # version).
+            erased = self.store.erased_keys(self.settings.topics.partitions)
+            if erased:
+                self.engine.forget_customers(set().union(*erased.values()))
+            snapshot = self.engine.snapshot()
+            self.sink.model_snapshot(version, snapshot)
+            # Each build is one version: the store must still hold the previous one (one learner).
+            self.store.save_model(snapshot, version, after=version - 1)
+            self.metrics.model_checkpoint_bytes.set(len(snapshot))
+            if erased:
+                self.store.clear_erased(erased)
+            self.metrics.model_version.set(version)
+            self.metrics.model_updated.set(time.time())
+
+    def _checkpoint_warmup(self, watermark: int) -> None:
+        """Before its first version the model has no checkpoint, so a crash would throw the whole
+        warm-up away (the rows learned and the event-time span seen) and start it over, weeks of
+        event time later. Save the warming engine as version 0 once per day of event time."""
+        if watermark - self._warmup_saved_at < WARMUP_CHECKPOINT_SECONDS:
+            return
+        self._warmup_saved_at = watermark
+        self.store.save_model(self.engine.snapshot(), 0, after=0)  # fails if a version exists
