@@ -1,7 +1,15 @@
-"""One frozen settings model: YAML file, then SEGSTREAM_* environment, then CLI flags.
+"""One frozen settings model, the only place a default lives: code defaults, then a profile file
+(``--config FILE`` or ``SEGSTREAM_CONFIG``), then ``SEGSTREAM_*`` environment, then flags.
 
-Nested fields use ``__`` in the environment: ``SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS``.
-Secrets are ``SecretStr`` and print masked.
+The defaults are those of the local stack (``scripts/stack.sh``); a profile holds only what it
+overrides (``config/docker.yaml``: where the services are). No file is read implicitly, so a
+command gives the same settings from whatever directory it runs in. Nested fields use ``__`` in
+the environment: ``SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS``. Secrets are ``SecretStr`` and print
+masked. :func:`sources` says where each effective value came from (``segstream config --sources``).
+
+>>> s = load(overrides={"model": {"margin": 0.4}})
+>>> s.model.margin, s.model.min_dwell_days
+(0.4, 21.0)
 """
 
 from __future__ import annotations
@@ -29,10 +37,30 @@ from pydantic_settings import (
 )
 
 from models.features import FEATURE_NAMES, FeatureParams
+from models.segments.catalog import model_names
 from stream.errors import ConfigError
 
-DEFAULT_CONFIG = Path("config/default.yaml")
+CONFIG_ENV = "SEGSTREAM_CONFIG"  # a profile file, when no --config is given
+ENV_PREFIX = "SEGSTREAM_"
 MAX_FEATURE_WEIGHT = 100.0  # bounded input: a weight past this drowns every other feature
+# The thresholds of silence (days after a customer's newest event) at which a quiet customer is
+# re-scored: out to two years, so a customer quiet for a year is seen as such.
+INACTIVITY_THRESHOLDS_DAYS = (
+    3.0,
+    7.0,
+    14.0,
+    21.0,
+    30.0,
+    45.0,
+    60.0,
+    90.0,
+    120.0,
+    180.0,
+    270.0,
+    365.0,
+    540.0,
+    730.0,
+)
 
 
 class _Frozen(BaseModel):
@@ -40,73 +68,91 @@ class _Frozen(BaseModel):
 
 
 class KafkaSettings(_Frozen):
-    bootstrap_servers: str = "localhost:19092"
-    group_id: str = "segstream"
-    client_id: str = "segstream"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    max_poll_records: int = Field(default=2000, ge=1, le=100_000)
-    poll_timeout_ms: int = Field(default=500, ge=10, le=60_000)
-    max_record_bytes: int = Field(default=64 * 1024, ge=256, description="bigger records are dead-lettered")
+    bootstrap_servers: str = Field("localhost:19092", description="the broker `scripts/stack.sh` starts")
+    group_id: str = Field("segstream", description="consumer group: one per deployment or replay")
+    client_id: str = Field("segstream", description="client id the broker sees")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how clients talk to the broker"
+    )
+    sasl_mechanism: str | None = Field(
+        None, description="e.g. SCRAM-SHA-512, with the user and password below"
+    )
+    sasl_username: str | None = Field(None, description="SASL user")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (printed masked)")
+    max_poll_records: int = Field(2000, ge=1, le=100_000, description="upper bound of a batch")
+    poll_timeout_ms: int = Field(500, ge=10, le=60_000, description="how long a poll waits for records")
+    max_record_bytes: int = Field(
+        64 * 1024, ge=256, description="larger records are dead-lettered as `RecordTooLarge`"
+    )
     # A restarted instance gets its partitions back after the old member's session expires:
-    # keep it short (kafka-python's 45 s default made every crash cost ~40 s of stall).
-    session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
-    heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=100_000)
-    # "process": outputs are published by a child process (stream.io.sinks.process), off the service's
-    # GIL; "inline": by a producer in the service's own process (one process, slower changes).
-    publisher: Literal["process", "inline"] = "process"
-    # How long a client waits for the broker's first answer (kafka-python's bootstrap) before the
-    # command fails with one line: an unreachable broker costs this, not kafka-python's 30 s.
-    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # kafka-python's 45 s default made every crash cost ~40 s of stall.
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        le=300_000,
+        description="consumer group session: how long a dead member holds its partitions",
+    )
+    heartbeat_interval_ms: int = Field(3_000, ge=100, le=100_000, description="consumer group heartbeat")
+    publisher: Literal["process", "inline"] = Field(
+        "process",
+        description="`process`: outputs are sent by a child process, off the service's GIL; "
+        "`inline`: by a producer in the service's own process",
+    )
+    connect_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="a broker that does not answer this long fails a command with one line"
+    )
 
 
 class RedisSettings(_Frozen):
-    url: SecretStr = SecretStr("redis://localhost:16379/0")
-    namespace: str = Field(default="seg", pattern=r"^[A-Za-z0-9_\-]{1,32}$")
-    # How long connecting and the first PING may take before the command fails with one line
-    # (a server that accepts connections but does not answer, e.g. paused, included).
-    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    url: SecretStr = Field(
+        SecretStr("redis://localhost:16379/0"), description="the Redis `scripts/stack.sh` starts"
+    )
+    namespace: str = Field(
+        "seg", pattern=r"^[A-Za-z0-9_\-]{1,32}$", description="prefix of every key: a replay runs in its own"
+    )
+    connect_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="connecting and the first PING, then a command fails with one line"
+    )
 
 
 class TopicSettings(_Frozen):
-    interactions: str = "interactions"
-    dlq: str = "interactions.dlq"
-    changes: str = "segments.changes"
-    current: str = "segments.current"
-    model: str = "segments.model"
-    model_events: str = "segments.model-events"
-    suffix: str = Field(default="", description="appended to every output topic (shadow replays)")
-    partitions: int = Field(default=4, ge=1, le=1024)
+    interactions: str = Field("interactions", description="the input topic")
+    dlq: str = Field("interactions.dlq", description="dead letters")
+    changes: str = Field("segments.changes", description="segment changes (a stream)")
+    current: str = Field("segments.current", description="the latest change per customer (compacted)")
+    model: str = Field("segments.model", description="model snapshots (compacted)")
+    model_events: str = Field(
+        "segments.model-events", description="births, deaths, splits, merges, drift, renames"
+    )
+    suffix: str = Field("", description="appended to every output topic (shadow replays)")
+    partitions: int = Field(4, ge=1, le=1024, description="partitions of the topics segstream creates")
 
     def out(self, name: str) -> str:
         return f"{getattr(self, name)}{self.suffix}"
 
 
 class FeatureSettings(_Frozen):
-    monetary_half_life_days: float = Field(default=90.0, gt=0)
-    channel_half_life_days: float = Field(default=30.0, gt=0)
-    short_half_life_days: float = Field(default=7.0, gt=0)
-    long_half_life_days: float = Field(default=60.0, gt=0)
-    # A record more than this before its own customer's newest event is a LateEvent.
-    allowed_lateness_hours: float = Field(default=48.0, ge=0)
-    # A record dated more than this after the machine's clock is a FutureEvent (a clock bug).
-    max_future_hours: float = Field(default=24.0, ge=0)
-    # The partition watermark (inactivity re-scoring) is the newest event time this many
-    # customers have reached: no single customer moves it (models.features.clock).
-    watermark_customers: int = Field(default=3, ge=1, le=100)
-    inactivity_thresholds_days: tuple[float, ...] = (
-        3.0,
-        7.0,
-        14.0,
-        21.0,
-        30.0,
-        45.0,
-        60.0,
-        90.0,
-        120.0,
-        180.0,
+    monetary_half_life_days: float = Field(90.0, gt=0, description="decay of spend and purchase counts")
+    channel_half_life_days: float = Field(
+        30.0, gt=0, description="decay of the channel mix and kinds of interaction"
+    )
+    short_half_life_days: float = Field(7.0, gt=0, description="short activity rate (engagement trend)")
+    long_half_life_days: float = Field(60.0, gt=0, description="long activity rate (engagement trend)")
+    allowed_lateness_hours: float = Field(
+        48.0, ge=0, description="an event this much older than its own customer's newest is a `LateEvent`"
+    )
+    max_future_hours: float = Field(
+        24.0, ge=0, description="an event dated this far after the machine's clock is a `FutureEvent`"
+    )
+    watermark_customers: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="a partition's watermark is the newest time this many customers reached",
+    )
+    inactivity_thresholds_days: tuple[float, ...] = Field(
+        INACTIVITY_THRESHOLDS_DAYS,
+        description="quiet customers are re-scored when their silence crosses these",
     )
 
     @field_validator("inactivity_thresholds_days")
@@ -126,53 +172,60 @@ class FeatureSettings(_Frozen):
 
 
 class ModelSettings(_Frozen):
-    model: Literal["microclusters", "kmeans", "streamkmeans", "clustream", "denstream", "dbstream"] = (
-        "microclusters"
-    )
-    n_segments: int = Field(default=8, ge=2, le=64)
-    max_micro: int = Field(default=150, ge=8, le=5000)
-    half_life_days: float = Field(default=21.0, gt=0)
-    update_every: int = Field(default=2000, ge=10)
+    model: str = Field("microclusters", description="the clustering model, from models.segments.catalog")
+    n_segments: int = Field(8, ge=2, le=64, description="segments the model aims for")
+    max_micro: int = Field(150, ge=8, le=5000, description="micro-clusters the default model keeps")
+    half_life_days: float = Field(21.0, gt=0, description="micro-cluster memory in event time")
+    update_every: int = Field(2000, ge=10, description="a model version every this many learned rows")
     update_days: float = Field(
-        default=0.0, ge=0, description="a version also after this much event time with learned rows (0: off)"
+        0.0, ge=0, description="also a version after this much event time with learned rows (0: off)"
     )
-    warmup_vectors: int = Field(default=2000, ge=10)
-    warmup_days: float = Field(default=21.0, ge=0, description="event-time history before the first version")
+    warmup_vectors: int = Field(2000, ge=10, description="learned rows before the first version")
+    warmup_days: float = Field(21.0, ge=0, description="event-time history before the first version")
     learn_interval_hours: float = Field(
-        default=24.0, ge=0, description="the model learns from a customer at most once per interval"
+        24.0, ge=0, description="the model learns from a customer at most once per interval"
     )
     population: int = Field(
-        default=2048,
+        2048,
         ge=0,
         le=16384,
-        description="customers in the sample each version is fitted on (0: fit the micro-clusters)",
+        description="customers in the sample each version is fitted on (0: the micro-clusters)",
     )
     population_step: float = Field(
-        default=0.5, gt=0, le=1, description="how far a version moves its centroids towards the sample's fit"
+        0.5, gt=0, le=1, description="how far a version moves its centroids towards the sample's fit"
     )
     population_step_days: float = Field(
-        default=0.0,
-        ge=0,
-        description="D > 0: population_step is the share moved per D days of event time, not per version",
+        0.0, ge=0, description="D > 0: `population_step` is the share moved per D days of event time"
     )
     align_partitions: bool = Field(
-        default=True,
-        description="a learner reading several partitions learns from them in event-time order, "
-        "once all have passed a row by features.allowed_lateness_hours (versions then do not "
-        "depend on how the partitions' records interleave)",
+        True,
+        description="a learner reading several partitions learns from them in event-time order "
+        "(its versions do not depend on how their records interleave)",
     )
-    margin: float = Field(default=0.55, ge=0, lt=1)
-    min_dwell_days: float = Field(default=21.0, ge=0)
-    # How much each feature counts in distances, after standardisation (1 if not listed; 0
-    # leaves it out). A checkpoint keeps the weights it was built with: replay to change them.
-    # A mapping in YAML and env (JSON); kept as sorted pairs so the settings stay hashable.
-    feature_weights: tuple[tuple[str, float], ...] = ()
-    outlier_quantile: float = Field(default=0.99, gt=0.5, lt=1)
-    seed: int = 42
-    # One instance learns the model (from its partitions' customers: a hash sample of all of
-    # them) and checkpoints every version to Redis; followers assign with the newest version
-    # there and never learn, so every instance segments with the same model.
-    role: Literal["learner", "follower"] = "learner"
+    margin: float = Field(
+        0.55, ge=0, lt=1, description="hysteresis: the new segment must be this much closer"
+    )
+    min_dwell_days: float = Field(21.0, ge=0, description="hysteresis: days in a segment before a move")
+    # A mapping in YAML and env (JSON); kept as sorted pairs so the settings stay hashable. A
+    # checkpoint keeps the weights it was built with: replay to change them.
+    feature_weights: tuple[tuple[str, float], ...] = Field(
+        (), description="how much a feature counts in distances (1 if not listed, 0 leaves it out)"
+    )
+    outlier_quantile: float = Field(
+        0.99, gt=0.5, lt=1, description="beyond this quantile of member distances: outlier"
+    )
+    seed: int = Field(42, description="every random choice of the model")
+    role: Literal["learner", "follower"] = Field(
+        "learner",
+        description="`follower`: assign with the learner's newest checkpointed version, never learn",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in model_names():
+            raise ValueError(f"unknown model {v!r}; choose from {list(model_names())}")
+        return v
 
     @field_validator("feature_weights", mode="before")
     @classmethod
@@ -199,23 +252,29 @@ class ModelSettings(_Frozen):
 
 
 class ServiceSettings(_Frozen):
-    metrics_port: int = Field(default=9108, ge=0, le=65535)
-    # Processes `segstream run` starts: worker i owns the partitions p with p % workers == i and
-    # serves its metrics on metrics_port + i; worker 0 learns the model, the others follow it.
-    workers: int = Field(default=1, ge=1, le=64)
-    metrics_host: str = "127.0.0.1"
-    stall_seconds: float = Field(default=60.0, gt=0)
-    # /readyz is 503 once Kafka or Redis has not answered the health prober (stream.runtime.probes, a
-    # request every second on clients of its own) for this long.
-    dependency_silence_seconds: float = Field(default=5.0, gt=0, le=3600)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="`/metrics`, `/healthz`, `/readyz` (worker i: +i)"
+    )
+    workers: int = Field(
+        1, ge=1, le=64, description="processes `segstream run` starts; worker 0 learns, the others follow"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the endpoints listen on")
+    stall_seconds: float = Field(
+        60.0, gt=0, description="`/healthz` is 503 when the loop has not turned this long"
+    )
+    dependency_silence_seconds: float = Field(
+        5.0, gt=0, le=3600, description="`/readyz` is 503 once Kafka or Redis has been silent this long"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="the service's log level"
+    )
 
 
 _FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("segstream_file_values", default=None)
 
 
 class _FileSource(PydanticBaseSettingsSource):
-    """Values read from the YAML file by :func:`load` (lowest precedence)."""
+    """Values read from the profile file by :func:`load` (lowest precedence after the defaults)."""
 
     def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
         super().__init__(settings_cls)
@@ -230,7 +289,7 @@ class _FileSource(PydanticBaseSettingsSource):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SEGSTREAM_", env_nested_delimiter="__", frozen=True, extra="forbid"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
     kafka: KafkaSettings = KafkaSettings()
@@ -249,7 +308,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # First wins: flags (init kwargs), then SEGSTREAM_* env, then the YAML file.
+        # First wins: flags (init kwargs), then SEGSTREAM_* env, then the profile file.
         return init_settings, env_settings, _FileSource(settings_cls, _FILE_VALUES.get() or {})
 
     def masked(self) -> dict[str, Any]:
@@ -257,6 +316,16 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["redis"]["url"] = _mask_url(self.redis.url.get_secret_value())
         return data
+
+
+SECTIONS: dict[str, type[_Frozen]] = {
+    "kafka": KafkaSettings,
+    "redis": RedisSettings,
+    "topics": TopicSettings,
+    "features": FeatureSettings,
+    "model": ModelSettings,
+    "service": ServiceSettings,
+}
 
 
 def _mask_url(url: str) -> str:
@@ -269,33 +338,67 @@ def _mask_url(url: str) -> str:
     return f"{scheme}://{user}:****@{host}"
 
 
+def profile_path(config: Path | None) -> Path | None:
+    """The profile file: ``--config``, else ``$SEGSTREAM_CONFIG``, else none."""
+    if config is not None:
+        return config
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else None
+
+
+def read_profile(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except yaml.YAMLError as e:
+        detail = " ".join(str(e).split())
+        raise ConfigError(f"config file {path} is not valid YAML: {detail}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return raw
+
+
 def load(config: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Settings from a YAML file, then SEGSTREAM_* env, then ``overrides`` (CLI flags)."""
-    file_values: dict[str, Any] = {}
-    path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    if path is not None:
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError as e:
-            raise ConfigError(f"config file not found: {path}") from e
-        except yaml.YAMLError as e:
-            detail = " ".join(str(e).split())
-            raise ConfigError(f"config file {path} is not valid YAML: {detail}") from e
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        file_values = raw
-    token = _FILE_VALUES.set(file_values)
+    """Settings from the code defaults, a profile file, then SEGSTREAM_* env, then ``overrides``
+    (CLI flags)."""
+    path = profile_path(config)
+    token = _FILE_VALUES.set(read_profile(path))
     try:
         return Settings(**(overrides or {}))
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors(include_url=False)
         )
-        where = f" (from {path}, SEGSTREAM_* env or flags)" if path else ""
+        where = f" (from {path}, SEGSTREAM_* env or flags)" if path else " (from SEGSTREAM_* env or flags)"
         raise ConfigError(f"invalid settings{where}: {problems}") from e
     finally:
         _FILE_VALUES.reset(token)
 
 
+def sources(config: Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, str]:
+    """Where each setting's effective value came from: ``default``, ``file <path>``,
+    ``env SEGSTREAM_<SECTION>__<FIELD>`` or ``flag`` (the precedence :func:`load` applies)."""
+    path = profile_path(config)
+    profile = read_profile(path)
+    env = {k.upper() for k in os.environ if k.upper().startswith(ENV_PREFIX)}
+    out: dict[str, str] = {}
+    for section, model in SECTIONS.items():
+        for name in model.model_fields:
+            key = f"{section}.{name}"
+            var = f"{ENV_PREFIX}{section}__{name}".upper()
+            if name in ((overrides or {}).get(section) or {}):
+                out[key] = "flag"
+            elif var in env or f"{ENV_PREFIX}{section}".upper() in env:
+                out[key] = f"env {var}"
+            elif name in (profile.get(section) or {}):
+                out[key] = f"file {path}"
+            else:
+                out[key] = "default"
+    return out
+
+
 def env_overrides_present() -> list[str]:
-    return sorted(k for k in os.environ if k.startswith("SEGSTREAM_"))
+    return sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k != CONFIG_ENV)

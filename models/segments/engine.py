@@ -11,7 +11,7 @@ Times are event times in seconds (e.g. epoch seconds); parameters in days are co
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
->>> params = EngineParams(n_segments=3, warmup_vectors=300, update_every=300)
+>>> params = EngineParams(n_segments=3, warmup_vectors=300, update_every=300, warmup_days=0, population=0)
 >>> engine = SegmentEngine(params)
 >>> raw = np.abs(rng.normal(1.0, 0.5, (600, len(DEFAULT_FEATURES))))
 >>> result, events = engine.process(raw, np.arange(600.0))

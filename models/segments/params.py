@@ -13,17 +13,22 @@ DAY = 86400.0
 
 @dataclass(frozen=True)
 class EngineParams:
-    """Every knob of the engine (frozen: one value per model configuration)."""
+    """Every knob of the engine (frozen: one value per model configuration).
+
+    The defaults are the shipped settings' (``stream.config.ModelSettings``; a test holds them
+    equal): ``EngineParams()`` is the engine ``segstream run`` builds with no settings changed.
+    The knobs without a setting (``gate``, ``drift``, ``n_super``, ``n_init``...) are the
+    engine's own."""
 
     n_segments: int = 8
     max_micro: int = 150
-    half_life_days: float = 60.0
+    half_life_days: float = 21.0
     update_every: int = 2000
     update_days: float = 0.0  # and at most this much event time between versions (0: rows only)
     warmup_vectors: int = 2000
-    warmup_days: float = 0.0  # event-time span the first version waits for (behaviour needs history)
-    margin: float = 0.15
-    min_dwell_days: float = 7.0
+    warmup_days: float = 21.0  # event-time span the first version waits for (behaviour needs history)
+    margin: float = 0.55
+    min_dwell_days: float = 21.0
     outlier_quantile: float = 0.99
     gate: float = 0.5
     drift: float = 0.25
@@ -43,7 +48,7 @@ class EngineParams:
     # (the latest state of the `population` customers with the smallest key hashes, aged to the
     # version's time) instead of on the micro-clusters of the event stream; 0 turns it off.
     # A warm version moves its centroids `population_step` of the way to the sample's fit.
-    population: int = 0
+    population: int = 2048
     population_step: float = 0.5
     population_restart_gain: float = 0.2  # a restart must cut the sample's SSQ by this share
     # D > 0: `population_step` is the share moved per D days of event time instead of per
@@ -53,7 +58,7 @@ class EngineParams:
     # Learning from several sources (partitions, see SegmentEngine.align_sources): rows wait
     # until every source's clock is past them by this much, then are learned in event-time order,
     # so versions do not depend on how the sources' records interleave (None: arrival order).
-    align_lateness_days: float | None = None
+    align_lateness_days: float | None = 2.0
 
     def __post_init__(self) -> None:
         if self.model not in model_names():

@@ -20,9 +20,24 @@ from stream.errors import SegstreamError
 
 @click.command("config")
 @click.pass_obj
-def config_cmd(obj: Ctx) -> None:
-    """Print the effective settings (secrets masked)."""
-    console.print_json(json.dumps(obj.settings.masked()))
+@click.option("--sources", is_flag=True, help="One line per setting: its value and where it came from.")
+def config_cmd(obj: Ctx, sources: bool) -> None:
+    """Print the effective settings (secrets masked): the code's defaults, then the profile file
+    (--config or $SEGSTREAM_CONFIG), then SEGSTREAM_* environment, then flags."""
+    from stream.config import sources as where_from
+
+    masked = obj.settings.masked()
+    if not sources:
+        console.print_json(json.dumps(masked))
+        return
+    origin = where_from(obj.config, obj.overrides)
+    rows = [
+        (key, json.dumps(masked[key.split(".")[0]][key.split(".")[1]]), origin[key]) for key in sorted(origin)
+    ]
+    width = max(len(k) for k, _, _ in rows)
+    value_width = min(max(len(v) for _, v, _ in rows), 60)
+    for key, value, source in rows:
+        click.echo(f"{key:<{width}}  {value:<{value_width}}  {source}")
 
 
 @click.group()

@@ -15,17 +15,14 @@ from stream.cli.common import (
 )
 from stream.errors import SegstreamError
 
-MODELS = ("microclusters", "kmeans", "streamkmeans", "clustream", "denstream", "dbstream")
-
 
 @click.command("evaluate")
 @click.argument("log_file", type=click.Path(path_type=Path))
 @click.option("--truth", type=click.Path(path_type=Path), help="customer_id,persona CSV (for ARI).")
 @click.option(
     "--models",
-    default="microclusters,kmeans,streamkmeans,dbstream",
-    show_default=True,
-    help=f"Comma-separated, from: {', '.join(MODELS)} (clustream and denstream take ~2 ms per event).",
+    help="Comma-separated model names from the catalog (default: its models marked for evaluation; "
+    "slow ones such as clustream and denstream only when named).",
 )
 @click.option(
     "--window-days", type=click.FloatRange(min=0, min_open=True), help="Score recent customers only."
@@ -37,7 +34,7 @@ def evaluate_cmd(
     obj: Ctx,
     log_file: Path,
     truth: Path | None,
-    models: str,
+    models: str | None,
     window_days: float | None,
     limit: int | None,
     as_json: bool,
@@ -46,14 +43,20 @@ def evaluate_cmd(
     import dataclasses
     import itertools
 
+    from models.segments.catalog import CATALOG, model_names
     from stream.io.logfiles import read_lines
     from stream.ops.evaluate import evaluate_log, log_records, params_for
     from stream.runtime.engines import engine_params
 
-    chosen = [m.strip() for m in models.split(",") if m.strip()]
-    unknown = sorted(set(chosen) - set(MODELS))
+    if models is None:
+        chosen = [name for name, spec in CATALOG.items() if spec.in_evaluate]
+    else:
+        chosen = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = sorted(set(chosen) - set(model_names()))
     if unknown:
-        raise click.UsageError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+        raise click.UsageError(
+            f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(model_names())}"
+        )
     lines = itertools.islice(read_lines(log_file), limit)
     records = log_records(log_file.name, lines)
     labels = None

@@ -173,22 +173,51 @@ def test_prometheus_scrapes_every_compose_worker() -> None:
     assert targets == [f"segstream:{9108 + i}" for i in range(workers)]
 
 
-def test_the_docker_profile_differs_from_the_default_only_in_where_the_services_are() -> None:
-    """docker-compose runs with config/docker.yaml: every engine and feature setting must be the
-    local default's, or a Docker user would run a different model from the one documented."""
-    from stream.config import load
+def test_the_docker_profile_holds_only_where_the_services_are() -> None:
+    """docker-compose runs with config/docker.yaml: a profile holds only its overrides, so a
+    Docker user runs the documented model, and a default changed in code reaches Docker too."""
+    import yaml
 
     root = Path(__file__).resolve().parents[2]
-    default = load(root / "config" / "default.yaml").model_dump()
-    docker = load(root / "config" / "docker.yaml").model_dump()
-    where = {("kafka", "bootstrap_servers"), ("redis", "url"), ("service", "metrics_host")}
-    differ = {
-        (section, key)
-        for section in default
-        for key in default[section]
-        if default[section][key] != docker[section][key]
-    }
-    assert differ == where
+    profile = yaml.safe_load((root / "config" / "docker.yaml").read_text())
+    keys = {(section, key) for section, values in profile.items() for key in values}
+    assert keys == {("kafka", "bootstrap_servers"), ("redis", "url"), ("service", "metrics_host")}
+
+
+def test_settings_are_the_same_from_any_directory(tmp_path: Path) -> None:
+    """No file is read implicitly: `segstream config` prints the same settings from the
+    repository's root and from elsewhere, and says where each value came from."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
+    env["PYTHONPATH"] = str(root)
+
+    def config(cwd: Path, *args: str) -> str:
+        cmd = [sys.executable, "-m", "stream", *args, "config", *(["--sources"] if args else [])]
+        res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=True, timeout=60)
+        return res.stdout
+
+    here, there = json.loads(config(root)), json.loads(config(tmp_path))
+    assert here == there and here["model"]["margin"] == 0.55
+    env["SEGSTREAM_MODEL__MARGIN"] = "0.4"
+    table = config(tmp_path, "--config", str(root / "config" / "docker.yaml"))
+    rows = {line.split()[0]: line for line in table.splitlines() if line.strip() and "." in line.split()[0]}
+    assert "file" in rows["kafka.bootstrap_servers"] and "docker.yaml" in rows["kafka.bootstrap_servers"]
+    assert "env SEGSTREAM_MODEL__MARGIN" in rows["model.margin"] and "0.4" in rows["model.margin"]
+    assert rows["model.min_dwell_days"].split()[-1] == "default"
+
+
+def test_the_engine_defaults_are_the_shipped_settings() -> None:
+    """One set of defaults: the engine built from the shipped settings is EngineParams()."""
+    from models.segments.params import EngineParams
+    from stream.config import load
+    from stream.runtime.engines import engine_params
+
+    assert engine_params(load()) == EngineParams()
 
 
 def test_evaluate_compares_models_on_a_generated_log(

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from models.features import CustomerState, FeatureParams, evaluate_many, snapshot
-from models.segments.engine import EngineParams, SegmentEngine
+from models.segments.engine import SegmentEngine
 from models.segments.population import PopulationSample, customer_key, fit_population, lloyd
 from stream.config import Settings, load
 from stream.io.sinks.collect import CollectSink
@@ -19,6 +19,7 @@ from stream.runtime.engines import new_engine
 from stream.runtime.metrics import Metrics
 from stream.runtime.pipeline import BatchProcessor
 from stream.state import MemoryFeatureStore
+from tests.helpers import mechanics_params
 from tests.unit.test_follower import records
 
 
@@ -127,7 +128,7 @@ def synthetic_stream(
 
 def test_population_versions_do_not_depend_on_batch_cuts_and_restore_exactly() -> None:
     raw, t, keys, snaps = synthetic_stream(3000, 400, seed=5)
-    params = EngineParams(n_segments=4, warmup_vectors=500, update_every=500, population=128)
+    params = mechanics_params(n_segments=4, warmup_vectors=500, update_every=500, population=128)
     whole = SegmentEngine(params)
     out_whole, _ = whole.process(raw, t, None, keys, snaps)
     assert whole.version == 6 and whole.population is not None and len(whole.population) == 128
@@ -176,7 +177,7 @@ def test_population_step_days_smooths_per_event_time_not_per_version(
 
     monkeypatch.setattr(population_module, "fit_population", spy)
     raw, t, keys, snaps = synthetic_stream(3000, 400, seed=5)
-    params = EngineParams(
+    params = mechanics_params(
         n_segments=4, warmup_vectors=500, update_every=300, population=128, population_step_days=7.0
     )
     engine = SegmentEngine(params)
@@ -210,7 +211,9 @@ def test_each_sampled_customer_is_aged_by_its_own_partitions_clock(
     sources = (keys % np.uint64(2)).astype(np.int64)
     lagging = (sources == 1) & (t > t[1500])  # partition 1 stops half-way; partition 0 goes on
     keep = ~lagging
-    engine = SegmentEngine(EngineParams(n_segments=4, warmup_vectors=500, update_every=300, population=400))
+    engine = SegmentEngine(
+        mechanics_params(n_segments=4, warmup_vectors=500, update_every=300, population=400)
+    )
     engine.process(raw[keep], t[keep], None, keys[keep], snaps[keep], sources[keep])
     assert engine.population is not None and engine.version >= 3 and seen
     held_keys, at = seen[-1]  # the last version's customers and the times they were aged to
@@ -250,7 +253,7 @@ def test_the_sample_holds_each_customers_latest_state_not_its_last_learned_row()
 
 def test_population_off_and_other_models_keep_their_own_summaries() -> None:
     assert replay(500, population=0).engine.population is None
-    assert SegmentEngine(EngineParams(model="kmeans", population=64)).population is None
+    assert SegmentEngine(mechanics_params(model="kmeans", population=64)).population is None
 
 
 @pytest.mark.parametrize("population", [64, 0])
@@ -293,7 +296,9 @@ def test_new_segments_are_numbered_by_their_members_not_by_the_fits_order() -> N
     raw, t, keys, snaps = synthetic_stream(3000, 400, seed=5)
     ids = []
     for seed in (1, 2, 3, 4):
-        params = EngineParams(n_segments=4, warmup_vectors=500, update_every=500, population=400, seed=seed)
+        params = mechanics_params(
+            n_segments=4, warmup_vectors=500, update_every=500, population=400, seed=seed
+        )
         e = SegmentEngine(params)
         e.process(raw, t, None, keys, snaps)
         ids.append(e.assign(raw).segment_ids)

@@ -8,10 +8,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.segments.engine import DAY, EngineParams, SegmentEngine
+from models.segments.engine import DAY, SegmentEngine
 from models.segments.naming import SegmentNamer, suggest_name
 from models.segments.rfm import RFMScorer, rfm_group
 from models.segments.vectorize import DEFAULT_FEATURES
+from tests.helpers import mechanics_params
 
 FEATS = tuple(f"f{i}" for i in range(6))
 CENTRES = np.random.default_rng(100).normal(0, 6.0, (5, 6))
@@ -26,7 +27,7 @@ def stream(n: int, blobs: list[int], seed: int) -> np.ndarray:
 def engine(**kw: object) -> SegmentEngine:
     base: dict[str, object] = dict(n_segments=3, warmup_vectors=400, update_every=400, seed=3)
     base.update(kw)
-    return SegmentEngine(EngineParams(**base), FEATS)  # type: ignore[arg-type]
+    return SegmentEngine(mechanics_params(**base), FEATS)  # type: ignore[arg-type]
 
 
 def test_stationary_ids_are_stable_and_quiet() -> None:
@@ -221,7 +222,7 @@ def test_rfm_obvious_cases() -> None:
 
 
 def test_engine_rfm() -> None:
-    e = SegmentEngine(EngineParams(n_segments=2, warmup_vectors=200, update_every=200))
+    e = SegmentEngine(mechanics_params(n_segments=2, warmup_vectors=200, update_every=200))
     rng = np.random.default_rng(0)
     raw = np.abs(rng.normal(1.0, 1.0, (200, len(DEFAULT_FEATURES)))) * 10
     e.process(raw, np.zeros(200))
@@ -269,11 +270,11 @@ def test_quiet_rows_weigh_the_days_they_stand_for() -> None:
     """An inactivity row (recency r days) counts max(1, quiet_weight * r); 0 turns it off."""
     feats = ("recency_days", "f1")
     raw = np.array([[0.0, 1.0], [0.5, 1.0], [14.0, 1.0], [30.0, 2.0]])
-    on = SegmentEngine(EngineParams(n_segments=2, quiet_weight=0.5), feats)
+    on = SegmentEngine(mechanics_params(n_segments=2, quiet_weight=0.5), feats)
     weights = on._row_weights(raw)
     assert weights is not None
     assert weights.tolist() == [1.0, 1.0, 7.0, 15.0]
-    assert SegmentEngine(EngineParams(n_segments=2, quiet_weight=0.0), feats)._row_weights(raw) is None
+    assert SegmentEngine(mechanics_params(n_segments=2, quiet_weight=0.0), feats)._row_weights(raw) is None
 
 
 def test_a_retired_segment_keeps_its_last_name() -> None:

@@ -9,8 +9,10 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from models.segments.engine import EngineParams, SegmentEngine
+from models.segments.catalog import CATALOG
+from models.segments.engine import SegmentEngine
 from models.segments.microclusters import MicroClusterKMeans, sq_distances
+from tests.helpers import mechanics_params
 
 FEATS = tuple(f"f{i}" for i in range(6))
 
@@ -85,13 +87,14 @@ def test_quality_vs_offline_kmeans() -> None:
 
 # -- every engine model passes the same contract ---------------------------------------------
 
-# CluStream and DenStream (~2 ms per learn_one) are left to the evaluation run to keep this suite fast.
-MODELS = ["microclusters", "kmeans", "streamkmeans", "dbstream"]
+# Every model of the catalog marked for evaluation (CluStream and DenStream, ~2 ms per
+# learn_one, are left to the evaluation run to keep this suite fast).
+MODELS = [name for name, spec in CATALOG.items() if spec.in_evaluate]
 
 
 def _engine(model: str) -> SegmentEngine:
     return SegmentEngine(
-        EngineParams(n_segments=3, warmup_vectors=300, update_every=300, model=model, seed=5), FEATS
+        mechanics_params(n_segments=3, warmup_vectors=300, update_every=300, model=model, seed=5), FEATS
     )
 
 

@@ -1,0 +1,28 @@
+"""Helpers shared by test modules (test modules never import each other).
+
+Integration tests have their own in tests/integration/harness.py (servers, topics, the CLI).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.segments.params import EngineParams
+
+# The engine's knobs as unit tests of its mechanics need them: synthetic streams whose times are
+# seconds, with no weeks of history, fitted on the rows themselves. The shipped defaults
+# (EngineParams()) wait 21 days of event time for the first version, hold customers with a 55%
+# margin for 21 days and fit versions on a customer sample the synthetic rows do not feed.
+MECHANICS: dict[str, Any] = {
+    "warmup_days": 0.0,
+    "margin": 0.15,
+    "min_dwell_days": 7.0,
+    "half_life_days": 60.0,
+    "population": 0,
+    "align_lateness_days": None,
+}
+
+
+def mechanics_params(**kw: Any) -> EngineParams:
+    """EngineParams for a unit test of the engine's mechanics: :data:`MECHANICS`, then ``kw``."""
+    return EngineParams(**{**MECHANICS, **kw})
