@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command (CI and the README use it):
 #   scripts/test.sh [pytest args...]
-# bootstrap -> start the local stack -> promtool, ruff check, ruff format --check, mypy, pytest.
+# bootstrap -> start the local stack -> promtool, ruff check, ruff format --check, mypy,
+# lint-imports (the layers contract in pyproject.toml), pytest.
 # Every check runs even after one failed (one run shows all problems); the exit code is the
 # first failure's. The stack is stopped at the end only if this script started it, so a
 # developer's running stack survives. pytest's exit 5 (no tests collected) is a failure: CI
@@ -38,6 +39,7 @@ step "promtool check config" promtool check config --syntax-only config/promethe
 step "ruff check" ruff check .
 step "ruff format --check" ruff format --check .
 step "mypy" mypy
+step "import layers" lint-imports
 step "pytest" pytest "$@"
 
 if ((first_rc != 0)); then

@@ -14,7 +14,7 @@ import click
 import redis
 
 from stream.cli import data, evaluate, lookups, ops, run
-from stream.cli.common import Ctx, _overrides, err_console, log
+from stream.cli.common import Ctx, err_console, flag_overrides, log
 from stream.errors import SegstreamError
 
 
@@ -50,7 +50,7 @@ def cli(
     # failed in one line, and the service logs what it does about it. Theirs only with -v.
     for library in ("kafka", "redis"):
         logging.getLogger(library).setLevel(logging.INFO if verbose else logging.CRITICAL + 1)
-    ctx.obj = Ctx(config, _overrides(bootstrap, redis_url, namespace, group, suffix))
+    ctx.obj = Ctx(config, flag_overrides(bootstrap, redis_url, namespace, group, suffix))
 
 
 for command in (

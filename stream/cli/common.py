@@ -30,7 +30,7 @@ class Ctx:
         return self._settings
 
 
-def _overrides(
+def flag_overrides(
     bootstrap: str | None,
     redis_url: str | None,
     namespace: str | None,

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 __all__ = ["IntegrityMixin"]
 
 
-class _KafkaUnavailable(SegstreamError):
+class KafkaUnavailable(SegstreamError):
     """A check before processing could not ask the broker: the loop retries."""
 
 
@@ -59,7 +59,7 @@ class IntegrityMixin:
             group = self._admin.list_group_offsets({s.kafka.group_id: tps}).get(s.kafka.group_id, {})
             committed = {tp.partition: o.offset for tp, o in group.items() if o is not None and o.offset >= 0}
         except (KafkaError, ServiceUnavailable) as e:
-            raise _KafkaUnavailable(f"could not read the input partitions' offsets: {e}") from e
+            raise KafkaUnavailable(f"could not read the input partitions' offsets: {e}") from e
         where = Where(topic, s.redis.namespace, s.kafka.group_id)
         facts = []
         for tp in tps:

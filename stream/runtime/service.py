@@ -35,7 +35,7 @@ from stream.io.kafka import Record, ensure_topics, make_admin, make_consumer
 from stream.io.sinks import OutputSink, open_sink
 from stream.io.sinks.process import PublisherError
 from stream.runtime.engines import load_engine, tune_runtime
-from stream.runtime.guard import IntegrityMixin, _KafkaUnavailable
+from stream.runtime.guard import IntegrityMixin, KafkaUnavailable
 from stream.runtime.http import Health, serve
 from stream.runtime.integrity import topic_id
 from stream.runtime.metrics import Metrics
@@ -290,7 +290,7 @@ class Service(IntegrityMixin, PositionsMixin):
                 self._recover_from_redis(e)
                 idle_since = time.monotonic()
                 continue
-            except _KafkaUnavailable as e:  # a check could not ask the broker: nothing was processed
+            except KafkaUnavailable as e:  # a check could not ask the broker: nothing was processed
                 self.metrics.errors.labels(component="kafka").inc()
                 self._kafka_error = str(e)
                 log.warning("%s; reading the polled records again once Kafka answers", e)
@@ -336,7 +336,7 @@ class Service(IntegrityMixin, PositionsMixin):
         try:
             self._check_topic()
         except ServiceUnavailable as e:
-            raise _KafkaUnavailable(str(e)) from e
+            raise KafkaUnavailable(str(e)) from e
         self._follow_model()
         if self.processor.learns:
             self.processor.drained = self._drained(records)
