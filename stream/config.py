@@ -402,3 +402,30 @@ def sources(config: Path | None = None, overrides: dict[str, Any] | None = None)
 
 def env_overrides_present() -> list[str]:
     return sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k != CONFIG_ENV)
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (setting, default, meaning), from the model itself: the
+    README's table is this text (scripts/settings_table.py writes it; a test compares)."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for section, model in SECTIONS.items():
+        for name, field in model.model_fields.items():
+            default = field.default
+            if isinstance(default, SecretStr):
+                default = default.get_secret_value()
+            if isinstance(default, tuple) and name == "feature_weights":
+                default = dict(default)
+            if default is None:
+                shown = "none"
+            else:
+                shown = "empty" if default in ("", (), {}) else f"`{_plain(default)}`"
+            rows.append(f"| `{section}.{name}` | {shown} | {field.description or ''} |")
+    return "\n".join(rows) + "\n"
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(_plain(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

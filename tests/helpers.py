@@ -5,9 +5,12 @@ Integration tests have their own in tests/integration/harness.py (servers, topic
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from models.segments.params import EngineParams
+from models.sim import DEFAULT_START, generate
+from stream.io.kafka import SourceRecord, partition_for_key
 
 # The engine's knobs as unit tests of its mechanics need them: synthetic streams whose times are
 # seconds, with no weeks of history, fitted on the rows themselves. The shipped defaults
@@ -26,3 +29,15 @@ MECHANICS: dict[str, Any] = {
 def mechanics_params(**kw: Any) -> EngineParams:
     """EngineParams for a unit test of the engine's mechanics: :data:`MECHANICS`, then ``kw``."""
     return EngineParams(**{**MECHANICS, **kw})
+
+
+def partitioned_log(customers: int, seed: int, later: bool = False) -> list[SourceRecord]:
+    """A generated log by partition; ``later``: the 45 days after the default log, at offsets past it."""
+    offsets = [10**6 if later else 0] * 4
+    start = DEFAULT_START + timedelta(days=45 if later else 0)
+    out = []
+    for r in generate(customers=customers, days=45, seed=seed, start=start).records:
+        p = partition_for_key(r.key, 4)
+        out.append(SourceRecord("in", p, offsets[p], r.key, r.value))
+        offsets[p] += 1
+    return out

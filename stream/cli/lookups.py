@@ -8,6 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from models.features import FEATURES, format_value
 from stream.cli.common import (
     Ctx,
     console,
@@ -62,18 +63,9 @@ def segments(obj: Ctx, as_json: bool, tree: bool) -> None:
     table = Table(
         title=f"segments (model version {engine.version}, namespace {obj.settings.redis.namespace})"
     )
-    for col in (
-        "id",
-        "name",
-        "customers",
-        "recency d",
-        "orders",
-        "spend",
-        "aov",
-        "promo",
-        "top channel",
-        "trend",
-    ):
+    # The profile columns are the feature table's (a feature with a `column` heading shows here).
+    shown = [f for f in FEATURES if f.column]
+    for col in ("id", "name", "customers", *(f.column or f.name for f in shown), "top channel"):
         table.add_column(col, justify="left" if col in ("name", "top channel") else "right")
     for s in sorted(profiles, key=lambda s: -counts.get(s.id, 0)):
         c = s.centroid  # max(..., 0) below: these are non-negative; inverse transforms can dip below
@@ -83,13 +75,8 @@ def segments(obj: Ctx, as_json: bool, tree: bool) -> None:
             str(s.id),
             s.name,
             f"{counts.get(s.id, 0):,}",
-            f"{max(c.get('recency_days', 0.0), 0.0):.0f}",
-            f"{max(c.get('purchases', 0.0), 0.0):.1f}",
-            f"{max(c.get('spend', 0.0), 0.0):,.0f}",
-            f"{max(c.get('aov', 0.0), 0.0):,.0f}",
-            f"{max(c.get('promo_share', 0.0), 0.0):.0%}",
+            *(format_value(f.name, max(c.get(f.name, 0.0), 0.0), unit=False) for f in shown),
             f"{top} {shares.get(top, 0):.0%}" if shares else "-",
-            f"{max(c.get('engagement_trend', 0.0), 0.0):.2f}",
         )
     console.print(table)
     if retired:

@@ -10,97 +10,46 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import subprocess
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import redis
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from models.contracts import InteractionEvent
-from models.features import DAY, CustomerState, FeatureParams, apply_event, evaluate, fact_of
+from models.features import DAY, CustomerState
 from models.sim import GeneratedRecord, generate
 from stream.ops.erase import partition_of
 
-from .conftest import Stack, create_topics, delete_topics, unique
-from .servers import private_redis
-from .test_e2e_sigterm import (
+from .harness import (
+    Stack,
     applied_count,
+    assert_features_equal,
+    create_topics,
     customer_states,
+    customers_of,
     delete_namespace,
+    delete_topics,
+    direct_states,
+    error_line,
+    event,
     exit_code,
     kill_all,
     produce,
     read_topic,
+    run_cli,
     run_to_end,
     service_env,
     start_service,
     tail,
+    unique,
     wait_until,
 )
-from .util import run_cli
+from .servers import private_redis
 
 HOUR = 3600
-
-
-def event(
-    n: int, customer: str, ts: float, typ: str = "page_view", amount: float | None = None, **extra: object
-) -> GeneratedRecord:
-    body: dict[str, object] = {
-        "event_id": f"e{n}",
-        "customer_id": customer,
-        "ts": datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z"),
-        "channel": "web",
-        "type": typ,
-        **extra,
-    }
-    if amount is not None:
-        body |= {"amount": amount, "currency": "EUR"}
-    value = json.dumps(body, separators=(",", ":")).encode()
-    return GeneratedRecord(customer.encode(), value, False, customer, "test", float(ts))
-
-
-def customers_of(partition: int, n: int, prefix: str = "c") -> list[str]:
-    out: list[str] = []
-    i = 0
-    while len(out) < n:
-        c = f"{prefix}{i:05d}"
-        if partition_of(c, 4) == partition:
-            out.append(c)
-        i += 1
-    return out
-
-
-def direct_states(records: Iterable[GeneratedRecord]) -> dict[str, CustomerState]:
-    """Each customer's state computed directly from its events, in log order (no service)."""
-    params = FeatureParams()
-    states: dict[str, CustomerState] = {}
-    for r in records:
-        e = InteractionEvent.model_validate_json(r.value)
-        apply_event(states.setdefault(e.customer_id, CustomerState.new()), params, fact_of(e))
-    return states
-
-
-def assert_features_equal(stored: dict[str, bytes], direct: dict[str, CustomerState]) -> None:
-    """Every customer of the log, with counts and spend exact and every feature within 1e-9."""
-    assert set(stored) >= set(direct), f"missing customers: {sorted(set(direct) - set(stored))[:10]}"
-    params = FeatureParams()
-    for cid, want in direct.items():
-        got = CustomerState.unpack(stored[cid])
-        assert (got.events, got.purchases, got.first_ts, got.last_ts) == (
-            want.events,
-            want.purchases,
-            want.first_ts,
-            want.last_ts,
-        ), cid
-        assert got.spend == want.spend, (cid, got.spend, want.spend)
-        at = want.last_ts
-        np.testing.assert_allclose(evaluate(got, params, at), evaluate(want, params, at), rtol=1e-9)
 
 
 def dead_letters(stack: Stack, topic: str) -> list[dict]:
@@ -266,14 +215,6 @@ def recreate_topic(admin: KafkaAdminClient, name: str, partitions: int = 4) -> N
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-
-
-def error_line(res: subprocess.CompletedProcess) -> str:
-    """The one line a failed command ends with (and no traceback before it)."""
-    assert "Traceback" not in res.stderr, res.stderr[-3000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert lines and lines[-1].startswith("segstream: error: "), res.stderr[-3000:]
-    return lines[-1]
 
 
 def events_applied(client: redis.Redis, ns: str) -> int:

@@ -19,8 +19,8 @@ import redis
 
 from models.sim import generate
 
-from .conftest import Stack
-from .test_e2e_sigterm import (
+from .harness import (
+    Stack,
     applied_count,
     assert_exact_state,
     end_offsets,

@@ -13,7 +13,7 @@ from models.sim import generate
 from stream.cli import main
 from stream.io.logfiles import write_lines
 
-from .conftest import delete_topics
+from .harness import delete_topics
 
 JSON_KINDS = {"not_json", "truncated_json"}
 

@@ -16,7 +16,10 @@ from models.contracts import DEAD_LETTER_ORIGINAL_BYTES, InteractionEvent, json_
 from models.features import CustomerState, FeatureParams, apply_event, evaluate, fact_of
 from models.sim import generate
 from stream.state import FeatureStore
-from tests.integration.util import produce, read_topic, run_cli
+
+from .harness import produce_pairs as produce
+from .harness import read_records as read_topic
+from .harness import run_cli
 
 FAST_MODEL = {"SEGSTREAM_MODEL__WARMUP_VECTORS": "500", "SEGSTREAM_MODEL__UPDATE_EVERY": "1000"}
 

@@ -13,8 +13,7 @@ from models.sim import generate
 from stream.ops.erase import partition_of
 from stream.state import FeatureStore
 
-from .conftest import ROOT, Stack
-from .test_e2e_sigterm import SEGSTREAM, applied_offsets, produce, read_topic, run_to_end, service_env
+from .harness import ROOT, SEGSTREAM, Stack, applied_offsets, produce, read_topic, run_to_end, service_env
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

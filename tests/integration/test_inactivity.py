@@ -19,27 +19,14 @@ import redis
 from models.contracts import SegmentChange
 from models.features import DAY, CustomerState
 from models.sim import GeneratedRecord
-from stream.ops.erase import partition_of
 from stream.state import FeatureStore
 
-from .conftest import Stack
-from .test_e2e_sigterm import produce, read_topic, run_to_end, service_env
+from .harness import Stack, customers_of, produce, read_topic, run_to_end, service_env
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAYS = 220
 QUIET_STOP_DAY = 60
 THRESHOLDS = (14, 30, 60, 90)
-
-
-def _ids(prefix: str, n: int, partition: int = 0) -> list[str]:
-    out: list[str] = []
-    i = 0
-    while len(out) < n:
-        c = f"{prefix}{i:05d}"
-        if partition_of(c, 4) == partition:
-            out.append(c)
-        i += 1
-    return out
 
 
 def _event(rng: random.Random, n: int, customer: str, ts: int, style: str) -> GeneratedRecord:
@@ -69,7 +56,11 @@ def _event(rng: random.Random, n: int, customer: str, ts: int, style: str) -> Ge
 
 def _log(seed: int = 9) -> tuple[list[GeneratedRecord], list[str], list[str]]:
     rng = random.Random(seed)
-    buyers, browsers, quiet = _ids("b", 150), _ids("w", 150), _ids("q", 60)
+    buyers, browsers, quiet = (
+        customers_of(0, 150, prefix="b"),
+        customers_of(0, 150, prefix="w"),
+        customers_of(0, 60, prefix="q"),
+    )
     evs: list[tuple[int, str, str]] = []
     for group, style, stop_day, rate in (
         (buyers, "buyer", DAYS, 0.6),

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import redis
 
-from .conftest import ROOT, STACK_SH, Stack
-from .test_e2e_sigterm import (
+from .harness import (
+    ROOT,
+    STACK_SH,
+    Stack,
     applied_count,
     assert_exact_state,
     exit_code,

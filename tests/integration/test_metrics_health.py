@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from models.sim import generate
 from stream.state import MAX_UNWRITTEN_BATCHES
 
-from .conftest import ROOT, Stack
+from .harness import ROOT, Stack
 
 MODEL_ENV = {"SEGSTREAM_MODEL__WARMUP_VECTORS": "500", "SEGSTREAM_MODEL__UPDATE_EVERY": "500"}
 

@@ -18,7 +18,7 @@ from stream.cli import main
 from stream.io.logfiles import write_lines
 from stream.ops.diff import NamespaceSnapshot, Segment, compare
 
-from .conftest import delete_topics
+from .harness import delete_topics
 
 CUSTOMERS = 120
 MODEL_ENV = {"SEGSTREAM_MODEL__WARMUP_VECTORS": "300", "SEGSTREAM_MODEL__UPDATE_EVERY": "300"}

@@ -27,9 +27,20 @@ from stream.io.sinks import OutputSink
 from stream.io.sinks.kafka import KafkaSink
 from stream.io.sinks.process import ProcessSink, PublisherError
 
-from .conftest import ROOT, Stack, delete_topics, unique
-from .test_e2e_sigterm import SEGSTREAM, start_service, tail, wait_until
-from .util import alive, children_of, produce, read_topic
+from .harness import (
+    ROOT,
+    SEGSTREAM,
+    Stack,
+    alive,
+    children_of,
+    delete_topics,
+    start_service,
+    tail,
+    unique,
+    wait_until,
+)
+from .harness import produce_pairs as produce
+from .harness import read_records as read_topic
 
 OUTPUTS = ("dlq", "changes", "current", "model", "model_events")
 

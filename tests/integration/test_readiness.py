@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import ROOT, Stack, unique
+from .harness import ROOT, Stack, unique
 from .servers import PrivateRedis, free_port, get_timed, private_kafka, private_redis, wait_for
 
 PROBE_BUDGET = 1.0  # every probe answers within this, whatever the servers do

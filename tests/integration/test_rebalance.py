@@ -17,8 +17,8 @@ from pathlib import Path
 
 import redis
 
-from .conftest import Stack
-from .test_e2e_sigterm import (
+from .harness import (
+    Stack,
     applied_count,
     assert_exact_state,
     exit_code,

@@ -19,7 +19,7 @@ from models.sim import generate
 from stream.cli import main
 from stream.io.logfiles import write_lines
 
-from .conftest import Stack, delete_topics, unique
+from .harness import Stack, delete_topics, unique
 
 CUSTOMERS, DAYS, SEED = 300, 60, 11
 # Small model boundaries so that segments exist (and move) within a small log.

@@ -12,7 +12,7 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
-from .conftest import ROOT, STACK_SH, Stack, create_topics, delete_topics, unique
+from .harness import ROOT, STACK_SH, Stack, create_topics, delete_topics, unique
 
 
 def test_broker_answers(kafka_admin: KafkaAdminClient) -> None:

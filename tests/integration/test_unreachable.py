@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Stack, unique
+from .harness import Stack, run_cli, unique
 from .servers import Silent
-from .util import run_cli
 
 BUDGET = 10.0  # seconds a command may take to give up (kafka.connect_timeout_seconds is 5)
 

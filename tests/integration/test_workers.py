@@ -28,9 +28,21 @@ from stream.runtime.engines import engine_params
 from stream.runtime.service import Service
 from stream.state import FeatureStore
 
-from .conftest import ROOT, Stack
-from .test_e2e_sigterm import SEGSTREAM, applied_offsets, end_offsets, tail, wait_until
-from .util import alive, children_of, cli_env, produce, read_topic, run_cli
+from .harness import (
+    ROOT,
+    SEGSTREAM,
+    Stack,
+    alive,
+    applied_offsets,
+    children_of,
+    cli_env,
+    end_offsets,
+    run_cli,
+    tail,
+    wait_until,
+)
+from .harness import produce_pairs as produce
+from .harness import read_records as read_topic
 
 FAST_MODEL = {"SEGSTREAM_MODEL__WARMUP_VECTORS": "300", "SEGSTREAM_MODEL__UPDATE_EVERY": "400"}
 

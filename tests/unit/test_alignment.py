@@ -19,7 +19,7 @@ from stream.runtime.metrics import Metrics
 from stream.runtime.pipeline import BatchProcessor
 from stream.runtime.service import Service
 from stream.state import MemoryFeatureStore
-from tests.unit.test_follower import records
+from tests.helpers import partitioned_log
 
 DAY = 86400.0
 
@@ -167,7 +167,7 @@ def model_of(engine: SegmentEngine) -> tuple[int, float, list[list[float]], list
 
 @pytest.fixture(scope="module")
 def log() -> list[SourceRecord]:
-    return records(300, seed=6)  # 45 days, 4 partitions
+    return partitioned_log(300, seed=6)  # 45 days, 4 partitions
 
 
 def test_versions_do_not_depend_on_how_the_partitions_interleave(log: list[SourceRecord]) -> None:

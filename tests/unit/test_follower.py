@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from prometheus_client import CollectorRegistry
 
 from models.features import CustomerState
 from models.segments.engine import SegmentEngine
-from models.sim import DEFAULT_START, generate
 from stream.config import Settings, load
 from stream.errors import ModelConflict
-from stream.io.kafka import SourceRecord, partition_for_key
+from stream.io.kafka import SourceRecord
 from stream.io.sinks.collect import CollectSink
 from stream.runtime.engines import engine_params
 from stream.runtime.metrics import Metrics
 from stream.runtime.pipeline import BatchProcessor
 from stream.runtime.workers import worker_partitions, worker_settings
 from stream.state import MemoryFeatureStore
+from tests.helpers import partitioned_log
 
 
 def settings(role: str) -> Settings:
     return load(overrides={"model": {"warmup_vectors": 300, "update_every": 300, "role": role}})
-
-
-def records(customers: int, seed: int, later: bool = False) -> list[SourceRecord]:
-    """A generated log by partition; ``later``: the 45 days after the default log, at offsets past it."""
-    offsets = [10**6 if later else 0] * 4
-    start = DEFAULT_START + timedelta(days=45 if later else 0)
-    out = []
-    for r in generate(customers=customers, days=45, seed=seed, start=start).records:
-        p = partition_for_key(r.key, 4)
-        out.append(SourceRecord("in", p, offsets[p], r.key, r.value))
-        offsets[p] += 1
-    return out
 
 
 def learner(store: MemoryFeatureStore) -> BatchProcessor:
@@ -51,7 +37,7 @@ def run(processor: BatchProcessor, recs: list[SourceRecord]) -> None:
 
 def test_a_follower_uses_the_learners_version_and_never_learns() -> None:
     taught = learner(MemoryFeatureStore())
-    run(taught, records(150, seed=3))
+    run(taught, partitioned_log(150, seed=3))
     assert taught.learns and taught.engine.version >= 2
 
     store = MemoryFeatureStore()
@@ -59,7 +45,7 @@ def test_a_follower_uses_the_learners_version_and_never_learns() -> None:
     sink = CollectSink(engine)
     before = (engine.version, engine.learned, engine._pending_n, len(engine._pending_raw))
     follower = BatchProcessor(settings("follower"), store, engine, sink, Metrics(CollectorRegistry()))
-    run(follower, records(150, seed=4))
+    run(follower, partitioned_log(150, seed=4))
 
     assert not follower.learns
     assert (engine.version, engine.learned, engine._pending_n, len(engine._pending_raw)) == before
@@ -87,12 +73,12 @@ def test_a_second_learner_fails_at_its_first_checkpoint() -> None:
     finds the first one's checkpoint and stops with a clear error instead of overwriting it."""
     store = MemoryFeatureStore()
     first = learner(store)
-    run(first, records(150, seed=3))
+    run(first, partitioned_log(150, seed=3))
     built = first.engine.version
     assert built >= 2 and store.load_model() is not None
     second = learner(store)
     with pytest.raises(ModelConflict, match=f"holds version {built}, not 0.*exactly one instance"):
-        run(second, records(150, seed=4, later=True))
+        run(second, partitioned_log(150, seed=4, later=True))
     saved = store.load_model()
     assert saved is not None and saved[0] == built
     assert isinstance(second.sink, CollectSink)

@@ -19,8 +19,7 @@ from stream.runtime.engines import new_engine
 from stream.runtime.metrics import Metrics
 from stream.runtime.pipeline import BatchProcessor
 from stream.state import MemoryFeatureStore
-from tests.helpers import mechanics_params
-from tests.unit.test_follower import records
+from tests.helpers import mechanics_params, partitioned_log
 
 
 def test_the_sample_holds_the_smallest_keys_whatever_the_order_and_cuts() -> None:
@@ -97,7 +96,7 @@ def replay(batch: int, **model: object) -> BatchProcessor:
     processor = BatchProcessor(
         s, MemoryFeatureStore(), engine, CollectSink(engine), Metrics(CollectorRegistry())
     )
-    recs = records(150, seed=3)
+    recs = partitioned_log(150, seed=3)
     for lo in range(0, len(recs), batch):
         processor.process(recs[lo : lo + batch])
     processor.close()
@@ -263,7 +262,7 @@ def test_an_erased_customer_leaves_the_sample_at_the_next_version(population: in
     engine = new_engine(s)
     sink = CollectSink(engine)
     processor = BatchProcessor(s, store, engine, sink, Metrics(CollectorRegistry()))
-    recs = records(150, seed=3)
+    recs = partitioned_log(150, seed=3)
     half = len(recs) // 2
     for lo in range(0, half, 500):
         processor.process(recs[lo : min(lo + 500, half)])

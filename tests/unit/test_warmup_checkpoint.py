@@ -15,7 +15,7 @@ from stream.runtime.engines import load_engine
 from stream.runtime.metrics import Metrics
 from stream.runtime.pipeline import BatchProcessor
 from stream.state import MemoryFeatureStore
-from tests.unit.test_follower import records
+from tests.helpers import partitioned_log
 
 BATCH = 500
 
@@ -38,7 +38,7 @@ def run(store: MemoryFeatureStore, recs: list[SourceRecord]) -> CollectSink:
 
 
 def test_a_learner_that_crashes_during_warm_up_resumes_it_from_a_checkpoint() -> None:
-    recs = records(400, seed=4)  # 45 days; the default warm-up needs 21 days and 2,000 rows
+    recs = partitioned_log(400, seed=4)  # 45 days; the default warm-up needs 21 days and 2,000 rows
     whole = run(MemoryFeatureStore(), recs)
     warmed_at = first_version_at(whole)
 

@@ -1,4 +1,5 @@
-"""One contract, two implementations: the Redis feature store and the in-memory one."""
+"""One contract, every store: the in-memory store (always) and the Redis store with its default
+and with tiny buckets (marked integration: they need the stack)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import pytest
 from models.segments.population import customer_key
 from stream.errors import ModelConflict, StateConflict, StateLost, TopicChanged
 from stream.state import DEFAULT_BUCKETS, FeatureStore, MemoryFeatureStore, PartitionWrite
+from tests.integration.harness import Stack
 
-from .conftest import Stack
 
-
-@pytest.fixture(params=["redis", "redis-2-buckets", "memory"])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("redis-2-buckets", marks=pytest.mark.integration),
+    ]
+)
 def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore | MemoryFeatureStore]:
     if request.param == "memory":
         yield MemoryFeatureStore()
@@ -178,6 +184,7 @@ def test_erase_customer(store: FeatureStore | MemoryFeatureStore) -> None:
     assert store.erased_keys(2) == {}
 
 
+@pytest.mark.integration
 def test_the_due_index_is_a_skiplist_and_buckets_are_listpacks(stack: Stack, namespace: str) -> None:
     """The index takes one update per touched bucket per batch: as a listpack of a few hundred
     buckets each update moved the whole set (~6 us against ~0.5 us); the never-due member that

@@ -1,0 +1,440 @@
+"""What the integration tests share: the stack, topics, producing and reading, running the CLI
+and the service as a user does, comparing states. Test modules import from here (and from
+servers.py for servers of their own), never from each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import UnknownTopicOrPartitionError
+
+from models.contracts import InteractionEvent
+from models.features import CustomerState, FeatureParams, apply_event, evaluate, fact_of, feature_differences
+from models.sim import GeneratedRecord, generate
+from stream.ops.erase import partition_of
+from stream.state import FeatureStore
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK_SH = ROOT / "scripts" / "stack.sh"
+# `python -m stream` from the repository root: the checkout under test, whatever is installed.
+SEGSTREAM = [sys.executable, "-m", "stream"]
+PARTITIONS = 4
+
+
+@dataclass(frozen=True)
+class Stack:
+    bootstrap: str
+    redis_url: str
+
+
+def unique(prefix: str = "t") -> str:
+    return prefix + uuid.uuid4().hex[:10]
+
+
+def create_topics(admin: KafkaAdminClient, topics: list[NewTopic], timeout_s: float = 30.0) -> None:
+    """Create topics and wait until the broker's metadata lists all of them."""
+    admin.create_topics(topics, timeout_ms=int(timeout_s * 1000))
+    names = {t.name for t in topics}
+    deadline = time.monotonic() + timeout_s
+    while not names <= set(admin.list_topics()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics not visible after {timeout_s}s: {sorted(names)}")
+        time.sleep(0.05)
+
+
+def delete_topics(admin: KafkaAdminClient, names: list[str]) -> None:
+    # Already gone is fine: cleanup must not fail a test.
+    with contextlib.suppress(UnknownTopicOrPartitionError):
+        admin.delete_topics(names, timeout_ms=30000)
+
+
+# ---------------------------------------------------------------- records in and out
+
+
+def produce_pairs(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
+    n = 0
+    for key, value in records:
+        producer.send(topic, key=key, value=value)
+        n += 1
+    producer.flush(timeout=120)
+    producer.close()
+    return n
+
+
+def read_records(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list:
+    """Every record of the topic up to its end offsets at call time, in partition then offset order."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000)
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    end = consumer.end_offsets(parts)
+    out: dict[int, list] = {tp.partition: [] for tp in parts}
+    remaining = {tp for tp in parts if end[tp] > 0}
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while remaining and time.monotonic() < deadline:
+        for tp, msgs in consumer.poll(timeout_ms=500).items():
+            for m in msgs:
+                if m.offset < end[tp]:
+                    out[tp.partition].append(m)
+            if consumer.position(tp) >= end[tp]:
+                remaining.discard(tp)
+    consumer.close()
+    assert not remaining, f"could not read {topic} to its end"
+    return [m for p in sorted(out) for m in out[p]]
+
+
+def cli_env(settings_env: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(settings_env)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def run_cli(settings_env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SEGSTREAM, *args],
+        env=cli_env(settings_env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# ---------------------------------------------------------------- the service, states
+
+
+def produce(stack: Stack, topic: str, records: Iterable[GeneratedRecord]) -> int:
+    producer = KafkaProducer(
+        bootstrap_servers=stack.bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024
+    )
+    n = 0
+    for r in records:
+        producer.send(topic, key=r.key, value=r.value)
+        n += 1
+    producer.flush(timeout=120)
+    producer.close()
+    return n
+
+
+def service_env(settings_env: dict[str, str], **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(settings_env)
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_service(env: dict[str, str], log_path: Path, until_idle: float = 8.0) -> subprocess.Popen[bytes]:
+    """``segstream run`` as a subprocess, its output appended to ``log_path``."""
+    out = log_path.open("ab")
+    try:
+        return subprocess.Popen(
+            [*SEGSTREAM, "run", "--until-idle", str(until_idle), "--metrics-port", "0"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        out.close()  # the child holds its own descriptor
+
+
+def run_to_end(env: dict[str, str], log_path: Path, until_idle: float = 5.0, timeout: float = 300) -> None:
+    proc = start_service(env, log_path, until_idle)
+    try:
+        rc = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 0, f"segstream run exited {rc}: {tail(log_path)}"
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no output)"
+
+
+def exit_code(proc: subprocess.Popen[bytes], timeout: float, out: Path, name: str = "segstream run") -> int:
+    """The process's exit code; a process still running after ``timeout`` fails the test with the
+    end of its log (a bare TimeoutExpired would hide why it did not stop)."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name} still running after {timeout:.0f} s:\n{tail(out)}")
+
+
+def applied_offsets(client: redis.Redis, ns: str, partitions: int = PARTITIONS) -> list[int]:
+    raw = client.mget([f"{ns}:{{{p}}}:offset" for p in range(partitions)])
+    return [int(v) if v is not None else -1 for v in raw]
+
+
+def applied_count(client: redis.Redis, ns: str) -> int:
+    """Records applied so far over every partition (from the applied offsets)."""
+    return sum(o + 1 for o in applied_offsets(client, ns))
+
+
+def end_offsets(stack: Stack, topic: str, partitions: int = PARTITIONS) -> list[int]:
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = consumer.end_offsets(tps)
+        return [int(ends[tp]) for tp in tps]
+    finally:
+        consumer.close()
+
+
+def committed_offsets(stack: Stack, topic: str, group: str, partitions: int = PARTITIONS) -> list[int]:
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        out = []
+        for p in range(partitions):
+            c = consumer.committed(TopicPartition(topic, p))
+            out.append(int(c) if c is not None else -1)
+        return out
+    finally:
+        consumer.close(autocommit=False)
+
+
+def customer_states(client: redis.Redis, ns: str, partitions: int = PARTITIONS) -> dict[str, bytes]:
+    """customer id -> packed state, for every customer of the namespace."""
+    return {c: blob for _, c, blob in FeatureStore.from_client(client, ns).scan_customers(partitions)}
+
+
+def read_topic(
+    stack: Stack, topic: str, partitions: int = PARTITIONS, idle_s: float = 3.0
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) of a topic, from the beginning, until it has been quiet for ``idle_s``."""
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ends = consumer.end_offsets(tps)
+    got: list[tuple[bytes | None, bytes | None]] = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            for msgs in consumer.poll(timeout_ms=int(idle_s * 1000)).values():
+                got.extend((m.key, m.value) for m in msgs)
+            if all(consumer.position(tp) >= ends[tp] for tp in tps):
+                break
+    finally:
+        consumer.close()
+    return got
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def compare_states(got: dict[str, bytes], want: dict[str, bytes]) -> tuple[list[str], dict[str, int]]:
+    """(feature problems, segment agreement counts) between two namespaces' states."""
+    problems: list[str] = []
+    if set(got) != set(want):
+        problems.append(
+            f"customer sets differ: {len(set(got) - set(want))} extra, {len(set(want) - set(got))} missing"
+        )
+    seg = {"customers": 0, "segment": 0, "seq": 0, "segment_since": 0}
+    for cid in sorted(set(got) & set(want)):
+        a, b = CustomerState.unpack(got[cid]), CustomerState.unpack(want[cid])
+        for m in feature_differences(a, b):
+            problems.append(f"{cid}: {m}")
+        seg["customers"] += 1
+        seg["segment"] += a.segment == b.segment
+        seg["seq"] += a.seq == b.seq
+        seg["segment_since"] += a.segment_since == b.segment_since
+    return problems, seg
+
+
+def second_env(settings_env: dict[str, str], stack: Stack) -> tuple[dict[str, str], str]:
+    """Settings for an uninterrupted reference run: same topics, its own namespace and group
+    (the caller deletes the namespace's keys)."""
+    ns = unique("ref")
+    env = dict(settings_env)
+    env["SEGSTREAM_REDIS__NAMESPACE"] = ns
+    env["SEGSTREAM_KAFKA__GROUP_ID"] = unique("g")
+    # Reference output goes to the same topics with a suffix-free name: harmless, the test
+    # compares Redis state only.
+    return env, ns
+
+
+def delete_namespace(client: redis.Redis, ns: str) -> None:
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{ns}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            client.delete(*batch)
+            batch.clear()
+    if batch:
+        client.delete(*batch)
+
+
+def valid_count(records: Sequence[GeneratedRecord]) -> int:
+    return sum(1 for r in records if not r.malformed)
+
+
+def produce_generated(
+    stack: Stack, settings_env: dict[str, str], customers: int, seed: int
+) -> tuple[list[GeneratedRecord], list[int]]:
+    """A generated 90-day log (0.2% malformed) in the test's interactions topic: its records and
+    the topic's end offsets."""
+    records = generate(customers=customers, days=90, seed=seed, malformed_fraction=0.002).records
+    topic = settings_env["SEGSTREAM_TOPICS__INTERACTIONS"]
+    produce(stack, topic, records)
+    ends = end_offsets(stack, topic)
+    assert sum(ends) == len(records)
+    return records, ends
+
+
+def kill_all(*procs: subprocess.Popen[bytes] | None) -> None:
+    """At the end of a test, whatever still runs: woken (if it was stopped) and killed."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+
+
+def assert_exact_state(
+    stack: Stack,
+    client: redis.Redis,
+    ns: str,
+    settings_env: dict[str, str],
+    records: Sequence[GeneratedRecord],
+    ends: list[int],
+    tmp_path: Path,
+    until_idle: float = 5.0,
+) -> dict[str, int]:
+    """Effectively-once, checked: every offset applied, every valid event applied once, and every
+    customer's features equal to those of an uninterrupted run of the same log (in a namespace
+    of its own). Returns the segment agreement counts with that run (compare_states)."""
+    assert applied_offsets(client, ns) == [e - 1 for e in ends]
+    got = customer_states(client, ns)
+    events = sum(CustomerState.unpack(v).events for v in got.values())
+    assert events == valid_count(records), f"{events} events applied, {valid_count(records)} valid records"
+    ref_env, ref_ns = second_env(settings_env, stack)
+    try:
+        run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=until_idle)
+        assert applied_offsets(client, ref_ns) == applied_offsets(client, ns)
+        problems, seg = compare_states(got, customer_states(client, ref_ns))
+        assert not problems, f"{len(problems)} feature differences, first: {problems[:5]}"
+    finally:
+        delete_namespace(client, ref_ns)
+    return seg
+
+
+# ---------------------------------------------------------------- logs and direct computation
+
+
+def event(
+    n: int, customer: str, ts: float, typ: str = "page_view", amount: float | None = None, **extra: object
+) -> GeneratedRecord:
+    body: dict[str, object] = {
+        "event_id": f"e{n}",
+        "customer_id": customer,
+        "ts": datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z"),
+        "channel": "web",
+        "type": typ,
+        **extra,
+    }
+    if amount is not None:
+        body |= {"amount": amount, "currency": "EUR"}
+    value = json.dumps(body, separators=(",", ":")).encode()
+    return GeneratedRecord(customer.encode(), value, False, customer, "test", float(ts))
+
+
+def customers_of(partition: int, n: int, prefix: str = "c") -> list[str]:
+    out: list[str] = []
+    i = 0
+    while len(out) < n:
+        c = f"{prefix}{i:05d}"
+        if partition_of(c, 4) == partition:
+            out.append(c)
+        i += 1
+    return out
+
+
+def direct_states(records: Iterable[GeneratedRecord]) -> dict[str, CustomerState]:
+    """Each customer's state computed directly from its events, in log order (no service)."""
+    params = FeatureParams()
+    states: dict[str, CustomerState] = {}
+    for r in records:
+        e = InteractionEvent.model_validate_json(r.value)
+        apply_event(states.setdefault(e.customer_id, CustomerState.new()), params, fact_of(e))
+    return states
+
+
+def assert_features_equal(stored: dict[str, bytes], direct: dict[str, CustomerState]) -> None:
+    """Every customer of the log, with counts and spend exact and every feature within 1e-9."""
+    assert set(stored) >= set(direct), f"missing customers: {sorted(set(direct) - set(stored))[:10]}"
+    params = FeatureParams()
+    for cid, want in direct.items():
+        got = CustomerState.unpack(stored[cid])
+        assert (got.events, got.purchases, got.first_ts, got.last_ts) == (
+            want.events,
+            want.purchases,
+            want.first_ts,
+            want.last_ts,
+        ), cid
+        assert got.spend == want.spend, (cid, got.spend, want.spend)
+        at = want.last_ts
+        np.testing.assert_allclose(evaluate(got, params, at), evaluate(want, params, at), rtol=1e-9)
+
+
+def error_line(res: subprocess.CompletedProcess) -> str:
+    """The one line a failed command ends with (and no traceback before it)."""
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("segstream: error: "), res.stderr[-3000:]
+    return lines[-1]
