@@ -3,7 +3,7 @@
 Not a speed benchmark. One seed says little here: which k-means optimum an online model settles in
 moves with small changes of its path, so a change that helps seed 3 can hurt seed 7. This replays
 ``generate(customers, days, seed)`` for every stationary seed and each drift scenario (seed 5,
-scored on customers active in the last 30 days, as the README's table) through
+scored on customers active in the last 30 days, as docs/engine.md's table) through
 ``segstream evaluate``'s pipeline (:func:`stream.ops.evaluate.evaluate_log`), prints one row per log
 with each goal it meets or misses, then how many logs meet each goal.
 

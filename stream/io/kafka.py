@@ -70,9 +70,7 @@ def _security(settings: Settings) -> dict[str, Any]:
 def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
     k = settings.kafka
     conf: dict[str, Any] = {
-        "bootstrap_servers": k.bootstrap_servers.split(","),
         "group_id": k.group_id,
-        "client_id": k.client_id,
         "enable_auto_commit": False,  # offsets commit last, after Redis and the producer
         "auto_offset_reset": "earliest",
         "max_poll_records": k.max_poll_records,
@@ -84,36 +82,24 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         # assignment, which Service.on_assigned takes as the partitions it owns. A cooperative
         # assignor would report only the partitions added.
         "partition_assignment_strategy": (RangePartitionAssignor, RoundRobinPartitionAssignor),
-        **_security(settings),
         **overrides,
     }
     return _connect(KafkaConsumer, settings, conf)
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
-    k = settings.kafka
     conf: dict[str, Any] = {
-        "bootstrap_servers": k.bootstrap_servers.split(","),
-        "client_id": k.client_id,
         "acks": "all",
         "linger_ms": 5,
         "batch_size": 256 * 1024,
         "max_request_size": MAX_OUTPUT_RECORD_BYTES,
-        **_security(settings),
         **overrides,
     }
     return _connect(KafkaProducer, settings, conf)
 
 
 def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
-    k = settings.kafka
-    conf: dict[str, Any] = {
-        "bootstrap_servers": k.bootstrap_servers.split(","),
-        "client_id": k.client_id,
-        **_security(settings),
-        **overrides,
-    }
-    return _connect(KafkaAdminClient, settings, conf)
+    return _connect(KafkaAdminClient, settings, dict(overrides))
 
 
 _Client = TypeVar("_Client", KafkaConsumer, KafkaProducer, KafkaAdminClient)
@@ -125,8 +111,16 @@ def _connect(cls: type[_Client], settings: Settings, conf: dict[str, Any]) -> _C
 
     The constructors start their IO thread before bootstrapping and leave it running when the
     bootstrap fails; the factory below keeps hold of it so that a failed attempt stops it (the
-    health prober retries every second for as long as a broker is away)."""
-    timeout = settings.kafka.connect_timeout_seconds
+    health prober retries every second for as long as a broker is away). Every client gets the
+    brokers, the client id and the security settings; ``conf`` adds to them or overrides them."""
+    k = settings.kafka
+    conf = {
+        "bootstrap_servers": k.bootstrap_servers.split(","),
+        "client_id": k.client_id,
+        **_security(settings),
+        **conf,
+    }
+    timeout = k.connect_timeout_seconds
     conf.setdefault("bootstrap_timeout_ms", int(timeout * 1000))
     made: list[KafkaNetClient] = []
 

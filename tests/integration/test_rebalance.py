@@ -3,7 +3,7 @@
 README's Guarantees say the state stays effectively-once when partitions change owner: the new
 owner seeks to Redis's applied offset + 1, and a batch the old owner computed on a state that
 moved on fails its compare-and-set (the old owner then re-seeks). This drives a real group
-rebalance twice on one log: instance A (the learner) starts alone; B (a follower, as README's
+rebalance twice on one log: instance A (the learner) starts alone; B (a follower, as docs/operating.md's
 Scaling out asks of every instance but one) joins mid-log and takes some partitions; A then
 stops with SIGTERM mid-log and B takes the rest and runs to the end. Every event must be applied
 exactly once and every feature must equal an uninterrupted run's.
@@ -99,7 +99,7 @@ def test_a_paused_instance_that_wakes_up_as_a_zombie_leaves_the_state_exact(
 ) -> None:
     """A zombie: A is frozen (SIGSTOP) mid-batch past its session timeout, B takes all of A's
     partitions and moves on, then A wakes up with the batches it had in hand. Those writes fail
-    the compare-and-set (README: "A failed step ... re-seeks"; A logs it, the count is printed:
+    the compare-and-set (docs/operating.md: "A failed step ... re-seeks"; A logs it, the count is printed:
     a freeze between two batches with nothing in hand would have nothing to fence) and the
     state stays exact."""
     records, ends = produce_generated(stack, settings_env, customers=1200, seed=8)
