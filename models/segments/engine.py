@@ -25,22 +25,21 @@ True
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
 from models.contracts import RFMScore
 from models.features import FeatureParams
+from models.segments import checkpoint
 from models.segments.aligned import AlignedLearning
 from models.segments.alignment import SourceAligner
 from models.segments.assignment import Assignment, AssignmentRow, Chunk
 from models.segments.catalog import make_model
-from models.segments.decide import hysteresis
+from models.segments.decide import Move, RowLike, decide_moves, hysteresis
 from models.segments.explain import explain_many
 from models.segments.hierarchy import Hierarchy
-from models.segments.naming import SegmentNamer, qualify_duplicates, suggest_name
+from models.segments.naming import SegmentNamer, suggest_names
 from models.segments.params import DAY, EngineParams
 from models.segments.population import PopulationSample, sample_version
 from models.segments.registry import ModelEvent, SegmentRegistry
@@ -69,8 +68,6 @@ __all__ = [
 # Snapshots written before the version type moved to models.segments.version unpickle through
 # this name (the model format is pickle until it becomes documented data).
 _Version = ModelVersion
-
-_SNAPSHOT_MAGIC = b"segstream-engine/1\n"
 
 
 class SegmentEngine(AlignedLearning):
@@ -145,6 +142,40 @@ class SegmentEngine(AlignedLearning):
     @property
     def warmed_up(self) -> bool:
         return self._current is not None
+
+    def model_space(self, raw: np.ndarray) -> np.ndarray:
+        """Raw feature rows in the current version's model space (shaped, standardised, weighted)."""
+        return self.vectorizer.transform(np.asarray(raw, dtype=np.float64))
+
+    @property
+    def retired_count(self) -> int:
+        """How many segment ids model updates have retired so far (it only grows)."""
+        return len(self.registry.retired)
+
+    def decide_moves(
+        self,
+        rows: Sequence[RowLike],
+        assignment: Assignment,
+        segment: list[int],
+        segment_since: list[int],
+        seq: list[int],
+        deltas: dict[int, int],
+    ) -> list[Move]:
+        """:func:`~models.segments.decide.decide_moves` for rows this engine assigned, with its
+        hysteresis (margin, dwell) and its live segments."""
+        return decide_moves(
+            rows,
+            assignment.segment_ids.tolist(),
+            assignment.distances,
+            {int(sid): j for j, sid in enumerate(assignment.ids.tolist())},
+            self.live_names(),
+            segment,
+            segment_since,
+            seq,
+            deltas,
+            self.params.margin,
+            self.params.min_dwell_days,
+        )
 
     def process(
         self,
@@ -385,37 +416,13 @@ class SegmentEngine(AlignedLearning):
         return self.population.forget(keys)
 
     def snapshot(self, waiting: bool = False) -> bytes:
-        """The exact engine state (pickled; restore only snapshots this service wrote).
-
-        Rows waiting for other partitions (``align_sources``) are left out unless ``waiting``:
-        during a catch-up read they can be weeks of rows, tens of megabytes, too much for every
-        version's checkpoint and Kafka record. A graceful shutdown keeps them; a crash loses
-        them, as it loses the rows learned since the last version."""
-        state = self.__dict__
-        if not waiting and self._aligner is not None:
-            state = {**state, "_aligner": None}
-        return _SNAPSHOT_MAGIC + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        """The exact engine state (:func:`~models.segments.checkpoint.dump`); rows waiting for
+        other partitions only with ``waiting`` (a graceful shutdown)."""
+        return checkpoint.dump(self, waiting)
 
     @classmethod
     def restore(cls, data: bytes) -> SegmentEngine:
-        if not data.startswith(_SNAPSHOT_MAGIC):
-            raise ValueError("not a segstream engine snapshot")
-        state: dict[str, Any] = pickle.loads(data[len(_SNAPSHOT_MAGIC) :])
-        engine = cls.__new__(cls)
-        # Attributes newer than some snapshots written by earlier releases.
-        engine.retired_names = {}
-        engine.feature_params = FeatureParams()
-        engine.population = None
-        engine._version_t = -np.inf
-        engine._population_centroids = None
-        engine._population_t = -np.inf
-        engine._source_t = {}
-        engine._align_sources = frozenset()
-        engine._align_drained = frozenset()
-        engine._aligner = None
-        engine._population_rng = np.random.default_rng(state["params"].seed)
-        engine.__dict__.update(state)
-        return engine
+        return checkpoint.load(cls, data)
 
     # -- model versions ---------------------------------------------------------------------
     def _build(self) -> list[ModelEvent]:
@@ -451,7 +458,11 @@ class SegmentEngine(AlignedLearning):
             s.member_weights,
         )
         version = make_version(self.version, s, ids, Z, self.params.outlier_quantile)
-        names, name_events = self.namer.update(self._suggest_names(version), self.version, self.t_max)
+        names, name_events = self.namer.update(
+            suggest_names(version.ids, version.centroids, self.vectorizer, self.feature_names),
+            self.version,
+            self.t_max,
+        )
         version.names = names
         if self._current is not None:  # remember the last name of every id this version retires
             self.retired_names.update({sid: n for sid, n in self._current.names.items() if sid not in names})
@@ -495,15 +506,3 @@ class SegmentEngine(AlignedLearning):
             restart_gain=p.population_restart_gain,
         )
         return summary
-
-    def _suggest_names(self, v: ModelVersion) -> dict[int, str]:
-        raw_c = self.vectorizer.inverse(v.centroids)
-        z = self.vectorizer.standardised(v.centroids)
-        out = {}
-        zs: dict[int, dict[str, float]] = {}
-        raws: dict[int, dict[str, float]] = {}
-        for i, sid in enumerate(v.ids.tolist()):
-            zs[sid] = dict(zip(self.feature_names, z[i].tolist(), strict=True))
-            raws[sid] = dict(zip(self.feature_names, raw_c[i].tolist(), strict=True))
-            out[sid] = suggest_name(raws[sid], zs[sid])
-        return qualify_duplicates(out, zs, raws)

@@ -14,9 +14,12 @@ consecutive versions (then the segment is renamed and a drift event says so).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from models.segments.registry import ModelEvent
+from models.segments.vectorize import Vectorizer
 
 __all__ = ["SegmentNamer", "qualify_duplicates", "suggest_name"]
 
@@ -194,3 +197,20 @@ class SegmentNamer:
             seen[b] = seen.get(b, 0) + 1
             out[sid] = b if seen[b] == 1 else f"{b} {seen[b]}"
         return out
+
+
+def suggest_names(
+    ids: np.ndarray, centroids: np.ndarray, vectorizer: Vectorizer, feature_names: Sequence[str]
+) -> dict[int, str]:
+    """A name for each segment of a version, from where its centroid sits against the population
+    (standardised) and in original units; segments sharing a name get qualifiers."""
+    raw_c = vectorizer.inverse(centroids)
+    z = vectorizer.standardised(centroids)
+    out = {}
+    zs: dict[int, dict[str, float]] = {}
+    raws: dict[int, dict[str, float]] = {}
+    for i, sid in enumerate(ids.tolist()):
+        zs[sid] = dict(zip(feature_names, z[i].tolist(), strict=True))
+        raws[sid] = dict(zip(feature_names, raw_c[i].tolist(), strict=True))
+        out[sid] = suggest_name(raws[sid], zs[sid])
+    return qualify_duplicates(out, zs, raws)

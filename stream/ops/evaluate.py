@@ -107,7 +107,7 @@ def _evaluate_one(
     assignment = engine.assign(raw)
     d = np.where(np.isfinite(assignment.distances), assignment.distances, np.inf)
     ssq = float((d.min(axis=1) ** 2).sum())
-    Z = engine.vectorizer.transform(raw)
+    Z = engine.model_space(raw)
     reference = KMeans(k, init="k-means++", n_init=10, random_state=params.seed).fit(Z)
     ari = ari_ref = None
     if truth:

@@ -43,7 +43,7 @@ from models.features import (
 )
 from models.features.batch import BatchEvents, StateBatch
 from models.features.clock import PartitionClock
-from models.segments.decide import decide_moves, learn_mask
+from models.segments.decide import learn_mask
 from models.segments.engine import Chunk, SegmentEngine
 from models.segments.population import customer_key
 from stream.config import Settings
@@ -440,24 +440,12 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             self._publish_model_events(chunk.events_before)
             assignment = chunk.assignment
             live = engine.live_names()
-            if chunk.hi > chunk.lo and self._checked_retired.get(p) != len(engine.registry.retired):
-                self._checked_retired[p] = len(engine.registry.retired)
+            if chunk.hi > chunk.lo and self._checked_retired.get(p) != engine.retired_count:
+                self._checked_retired[p] = engine.retired_count
                 first = rows[chunk.lo]
                 moved_out |= self._move_retired(batch, chunk.lo, first.at, first.offset, live, deltas, result)
             chunk_rows = rows[chunk.lo : chunk.hi]
-            moves = decide_moves(
-                chunk_rows,
-                assignment.segment_ids.tolist(),
-                assignment.distances,
-                {int(sid): j for j, sid in enumerate(assignment.ids.tolist())},
-                live,
-                segment,
-                segment_since,
-                seq,
-                deltas,
-                engine.params.margin,
-                engine.params.min_dwell_days,
-            )
+            moves = engine.decide_moves(chunk_rows, assignment, segment, segment_since, seq, deltas)
             if moves:
                 self._publish_moves(p, chunk.lo, raw, assignment, chunk_rows, moves, live, now, result)
         self._publish_model_events(engine.trailing_events)

@@ -39,7 +39,7 @@ class RetiredMovesMixin(OutputsMixin):
         follower that adopts a version retiring segments after its partitions' last records, or
         a learner whose last batch built one, would otherwise leave the members where they are
         until the partition's next record. Returns how many customers moved."""
-        n_retired = len(self.engine.registry.retired)
+        n_retired = self.engine.retired_count
         todo = [p for p in sorted(partitions) if self._checked_retired.get(p) != n_retired]
         if not todo or not self.engine.warmed_up:
             return 0
