@@ -55,7 +55,17 @@ def customer_stream(n: int, customers: int = 20_000, seed: int = 0) -> tuple[np.
     snaps[:, 2] = t - rng.uniform(0, 30 * 86400, n)  # last purchase
     snaps[:, 4:9] = rng.integers(1, 30, (n, 5))  # events, purchases, refunds, promo, carts
     snaps[:, 9] = snaps[:, 5] * rng.gamma(2.0, 30.0, n)  # spend
-    snaps[:, 11:] = rng.gamma(2.0, 1.0 + who[:, None] % 5, (n, SNAPSHOT_WIDTH - 11))
+    snaps[:, 11:25] = rng.gamma(2.0, 1.0 + who[:, None] % 5, (n, 14))  # decayed sums
+    # Rhythm: customer c buys every 3 + c % 20 days, its newest purchase days before t.
+    gap = 3 + who % 20
+    today = (t // 86400).astype(np.int64)
+    k = np.minimum(snaps[:, 5].astype(np.int64), 8)
+    for j in range(8):
+        back = 7 - j
+        day = np.where(back < k, today - back * gap, 0)
+        snaps[:, 28 + j] = snaps[:, 36 + j] = day
+    snaps[:, 25] = (today - (k - 1) * gap) * 86400  # first purchase
+    snaps[:, 26] = snaps[:, 27] = snaps[:, 5]  # purchase days, active days
     keys = np.array([customer_key(f"c{c}") for c in who.tolist()], dtype=np.uint64)
     return evaluate_many(snaps, FeatureParams(), t), t, keys, snaps
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
+
 from models.segments.params import EngineParams
 from models.sim import DEFAULT_START, generate
 from stream.io.kafka import SourceRecord, partition_for_key
@@ -40,4 +42,26 @@ def partitioned_log(customers: int, seed: int, later: bool = False) -> list[Sour
         p = partition_for_key(r.key, 4)
         out.append(SourceRecord("in", p, offsets[p], r.key, r.value))
         offsets[p] += 1
+    return out
+
+
+def rhythm_columns(who: np.ndarray, t: np.ndarray, purchases: np.ndarray) -> np.ndarray:
+    """Synthetic rhythm columns of snapshots (models.features.vector.RHYTHM_WIDTH): customer ``c``
+    buys every ``3 + 7 * (c % 4)`` days, up to its ``purchases`` newest purchase days before ``t``, and
+    is active on the same days."""
+    from models.features.state import DAY_SLOTS
+    from models.features.vector import RHYTHM_WIDTH
+
+    out = np.zeros((len(who), RHYTHM_WIDTH))
+    gap = 3 + 7 * (who % 4)  # four rhythms, as the synthetic streams have four kinds of customer
+    today = (t // 86400).astype(np.int64)
+    k = np.minimum(purchases.astype(np.int64), DAY_SLOTS)
+    for j in range(DAY_SLOTS):  # slot j holds the (DAY_SLOTS - j)-th newest day, or 0
+        back = DAY_SLOTS - 1 - j
+        day = np.where(back < k, today - back * gap, 0)
+        out[:, 3 + j] = day
+        out[:, 3 + DAY_SLOTS + j] = day
+    out[:, 0] = np.where(purchases > 0, (today - (k - 1) * gap) * 86400, 0)  # first purchase
+    out[:, 1] = purchases
+    out[:, 2] = purchases
     return out

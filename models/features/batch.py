@@ -49,18 +49,20 @@ from models.features.state import (
     _OTHER_SLOT,
     _SLOT_OF_CHANNEL,
     CHANNEL_GROUPS,
+    DAY_SLOTS,
     DECAYED,
     DEDUPE_WINDOW,
     CustomerState,
     FeatureParams,
     apply_values,
+    note_day,
 )
-from models.features.vector import SNAPSHOT_WIDTH, snapshot
+from models.features.vector import BASE_SNAPSHOT_WIDTH, snapshot
 
 RECORD: Final = _LAYOUTS[DEDUPE_WINDOW].size  # a packed state with a full dedupe window
 _N_INTS: Final = 9  # first_ts last_ts last_purchase_ts ref_ts events purchases refunds promo carts
 _FIRST, _LAST, _LAST_PURCHASE, _REF, _EVENTS, _PURCHASES, _REFUNDS, _PROMO, _CARTS = range(_N_INTS)
-# The packed layout of models.features (format byte 1) as a numpy record, window padded to full
+# The packed layout of models.features (format byte 2) as a numpy record, window padded to full
 # (fields in storage order, no padding: the offsets follow the struct format).
 _DTYPE: Final = np.dtype(
     [
@@ -74,6 +76,13 @@ _DTYPE: Final = np.dtype(
         ("next_due", "<u4"),
         ("last_learned", "<u4"),
         ("dec", "<f8", (len(DECAYED),)),
+        ("first_purchase_ts", "<u4"),
+        ("purchase_days", "<u2"),
+        ("active_days", "<u2"),
+        ("stage", "i1"),
+        ("stage_since", "<u4"),
+        ("pdays", "<u2", (DAY_SLOTS,)),
+        ("adays", "<u2", (DAY_SLOTS,)),
         ("pairs", "<u4", (2 * DEDUPE_WINDOW,)),
     ]
 )
@@ -129,6 +138,8 @@ class StateBatch:
     """The states of ``len(blobs)`` customers (packed bytes, ``None`` or ``b""`` for new ones)."""
 
     def __init__(self, blobs: Sequence[bytes | None]) -> None:
+        # A state written before the rhythm was kept (format 1) is upgraded on the way in.
+        blobs = [CustomerState.unpack(b).pack() if b and b[0] == 1 else b for b in blobs]
         sizes = np.fromiter((len(b) if b else RECORD for b in blobs), dtype=np.intp, count=len(blobs))
         if ((sizes < _BASE_SIZE) | (sizes > RECORD) | ((sizes - _BASE_SIZE) % 8 != 0)).any():
             raise ValueError("unknown customer state format")
@@ -146,12 +157,56 @@ class StateBatch:
         self.keys = np.where(ts == 0, _NO_PAIR, (ts << np.uint64(32)) | h)  # sorted, empties last
         # Plain-Python columns for the caller's per-event loop, written back by pack().
         self.last_ts: list[int] = rec["ints"][:, _LAST].tolist()
+        self.last_purchase_ts: list[int] = rec["ints"][:, _LAST_PURCHASE].tolist()
         self.next_due: list[int] = rec["next_due"].tolist()
         self.segment: list[int] = rec["segment"].tolist()
         self.segment_since: list[int] = rec["segment_since"].tolist()
         self.seq: list[int] = rec["seq"].tolist()
         self.last_learned: list[int] = rec["last_learned"].tolist()
+        self.first_purchase_ts: list[int] = rec["first_purchase_ts"].tolist()
+        self.purchase_days: list[int] = rec["purchase_days"].tolist()
+        self.active_days: list[int] = rec["active_days"].tolist()
+        self.stage: list[int] = rec["stage"].tolist()
+        self.stage_since: list[int] = rec["stage_since"].tolist()
         self._recent: dict[int, list[tuple[int, int]]] = {}
+        self._days: dict[int, tuple[list[int], list[int]]] = {}
+
+    def days(self, i: int) -> tuple[list[int], list[int]]:
+        """Customer ``i``'s newest purchase days and active days (live lists, as note() keeps them)."""
+        lists = self._days.get(i)
+        if lists is None:
+            rec = self._rec[i]
+            lists = self._days[i] = (
+                [d for d in rec["pdays"].tolist() if d],
+                [d for d in rec["adays"].tolist() if d],
+            )
+        return lists
+
+    def note(self, i: int, ts: int, purchase: bool) -> None:
+        """The rhythm's part of an admitted event (models.features.note_event_day on the columns):
+        the caller notes each event in stream order, so each row sees the days before it."""
+        pdays, adays = self.days(i)
+        day = ts // 86400
+        if note_day(adays, day):
+            self.active_days[i] = min(self.active_days[i] + 1, 0xFFFF)
+        if purchase:
+            if note_day(pdays, day):
+                self.purchase_days[i] = min(self.purchase_days[i] + 1, 0xFFFF)
+            if self.first_purchase_ts[i] == 0 or ts < self.first_purchase_ts[i]:
+                self.first_purchase_ts[i] = ts
+            self.last_purchase_ts[i] = max(self.last_purchase_ts[i], ts)
+
+    def rhythm(self, i: int) -> list[int]:
+        """Customer ``i``'s rhythm columns of a snapshot, as they are now (see RHYTHM_WIDTH)."""
+        pdays, adays = self.days(i)
+        zeros = [0] * DAY_SLOTS
+        return [
+            self.first_purchase_ts[i],
+            self.purchase_days[i],
+            self.active_days[i],
+            *(zeros[len(pdays) :] + pdays),
+            *(zeros[len(adays) :] + adays),
+        ]
 
     def recent(self, i: int) -> list[tuple[int, int]]:
         """Customer ``i``'s dedupe window as :func:`models.features.admit` keeps it (a live copy
@@ -172,10 +227,12 @@ class StateBatch:
         rows: Sequence[tuple[int, int]],
         min_round: int = MIN_ROUND,
     ) -> np.ndarray:
-        """Apply ``events`` and return the snapshot (:func:`models.features.snapshot` columns) of
-        each ``(customer, n)`` in ``rows``: customer's state after its first n events of the batch.
+        """Apply ``events`` and return the snapshot's counters and sums (the first
+        ``BASE_SNAPSHOT_WIDTH`` columns of :func:`models.features.snapshot`; the rhythm columns
+        are the caller's, noted per event with :meth:`note`) of each ``(customer, n)`` in ``rows``:
+        customer's state after its first n events of the batch.
         Rounds of fewer than ``min_round`` events run one event at a time (same result)."""
-        out = np.empty((len(rows), SNAPSHOT_WIDTH))
+        out = np.empty((len(rows), BASE_SNAPSHOT_WIDTH))
         if not rows and not len(events):
             return out
         row_cust = np.fromiter((r[0] for r in rows), dtype=np.intp, count=len(rows))
@@ -234,12 +291,13 @@ class StateBatch:
                 raise AssertionError("an event admitted by the caller was a duplicate here")
             n = applied[i] = applied.get(i, r) + 1
             for k in wanted.get((i, n), ()):
-                out[k] = snapshot(state)
+                out[k] = snapshot(state)[:BASE_SNAPSHOT_WIDTH]
         for i, state in states.items():
             self._store_state(i, state)
 
     def _state(self, i: int) -> CustomerState:
         v = self.ints[i].tolist()
+        pdays, adays = self.days(i)
         return CustomerState(
             first_ts=v[_FIRST],
             last_ts=v[_LAST],
@@ -254,6 +312,11 @@ class StateBatch:
             refunded=float(self.refunded[i]),
             decayed=self.dec[i].tolist(),
             recent=self._window(i),
+            first_purchase_ts=self.first_purchase_ts[i],
+            purchase_days=self.purchase_days[i],
+            active_days=self.active_days[i],
+            purchase_day_list=list(pdays),
+            active_day_list=list(adays),
         )
 
     def _store_state(self, i: int, s: CustomerState) -> None:
@@ -273,6 +336,12 @@ class StateBatch:
         self.dec[i] = s.decayed
         keys = [(t << 32) | h for t, h in s.recent]
         self.keys[i] = keys + [_NO_PAIR_INT] * (DEDUPE_WINDOW - len(keys))
+        # The rhythm as the caller noted it (apply_values notes it again: the same days).
+        self.first_purchase_ts[i] = s.first_purchase_ts
+        self.purchase_days[i] = s.purchase_days
+        self.active_days[i] = s.active_days
+        self.last_purchase_ts[i] = s.last_purchase_ts
+        self._days[i] = (s.purchase_day_list, s.active_day_list)
 
     def _capture(self, out: np.ndarray, row_cust: np.ndarray, row_n: np.ndarray, n: int) -> None:
         sel = np.flatnonzero(row_n == n)
@@ -363,6 +432,14 @@ class StateBatch:
         rec["seq"] = self.seq
         rec["next_due"] = self.next_due
         rec["last_learned"] = self.last_learned
+        rec["first_purchase_ts"] = self.first_purchase_ts
+        rec["purchase_days"] = self.purchase_days
+        rec["active_days"] = self.active_days
+        rec["stage"] = self.stage
+        rec["stage_since"] = self.stage_since
+        for i, (pdays, adays) in self._days.items():
+            rec["pdays"][i] = [0] * (DAY_SLOTS - len(pdays)) + pdays
+            rec["adays"][i] = [0] * (DAY_SLOTS - len(adays)) + adays
         keys = self.keys
         present = keys != _NO_PAIR
         pairs = np.zeros((len(rec), 2 * DEDUPE_WINDOW), dtype=np.uint64)

@@ -99,18 +99,32 @@ def fact_of(event: InteractionEvent) -> Fact:
 
 
 DEDUPE_WINDOW: Final = 6  # newest (ts, event hash) pairs kept per customer
+DAY_SLOTS: Final = 8  # newest distinct purchase days, and active days, kept per customer (rhythm)
 
-# Packed layout (little-endian, no padding), format byte 1:
+# Packed layout (little-endian, no padding), format byte 2:
 #   B format, 9I first_ts last_ts last_purchase_ts ref_ts events purchases refunds
 #   promo_purchases carts, h segment, 2I segment_since seq, 2d spend refunded,
-#   2I next_due last_learned, 14d decayed sums, then k <= DEDUPE_WINDOW pairs 2I (ts, hash).
+#   2I next_due last_learned, 14d decayed sums,
+#   I first_purchase_ts, 2H purchase_days active_days, b stage, I stage_since,
+#   8H newest purchase days, 8H newest active days (days since 1970, ascending, 0 = empty slot),
+#   then k <= DEDUPE_WINDOW pairs 2I (ts, hash).
+# Format 1 (the same without the block of the rhythm and the stage) is still read.
 # One precompiled struct per window length k: pack and unpack are one C call each.
-_FORMAT: Final = 1
-_BASE_FMT: Final = f"<B9IhII2dII{len(DECAYED)}d"
+_FORMAT: Final = 2
+_V1_FMT: Final = f"<B9IhII2dII{len(DECAYED)}d"
+_BASE_FMT: Final = _V1_FMT + f"I2HbI{2 * DAY_SLOTS}H"
 _LAYOUTS: Final = tuple(struct.Struct(_BASE_FMT + "II" * k) for k in range(DEDUPE_WINDOW + 1))
+_V1_LAYOUTS: Final = tuple(struct.Struct(_V1_FMT + "II" * k) for k in range(DEDUPE_WINDOW + 1))
 _BASE_SIZE: Final = _LAYOUTS[0].size
+_V1_SIZE: Final = _V1_LAYOUTS[0].size
 _DEC_LO: Final = 17  # index of the first decayed sum in the unpacked tuple
-_PAIRS_LO: Final = _DEC_LO + len(DECAYED)
+_RHYTHM_LO: Final = _DEC_LO + len(DECAYED)  # first_purchase_ts, then the rest of the block
+_DAYS_LO: Final = _RHYTHM_LO + 5
+_PAIRS_LO: Final = _DAYS_LO + 2 * DAY_SLOTS
+_MAX_U16: Final = 0xFFFF
+
+# Lifecycle stages (models.segments.lifecycle decides them); -1: none yet.
+STAGES: Final = ("new", "active", "at_risk", "lapsed", "won_back")
 
 
 @dataclass(slots=True)
@@ -138,12 +152,22 @@ class CustomerState:
     # the next threshold crossing, see schedule_after_event.
     next_due: int = 0
     last_learned: int = 0  # event time the model last learned from this customer
+    # The customer's rhythm: its first purchase, how many distinct days it bought and was active
+    # on, and the newest of those days (a set: the order events arrive in does not matter).
+    first_purchase_ts: int = 0
+    purchase_days: int = 0
+    active_days: int = 0
+    purchase_day_list: list[int] = field(default_factory=list)
+    active_day_list: list[int] = field(default_factory=list)
+    # Lifecycle stage (index into STAGES, -1 none) and since when (event time).
+    stage: int = -1
+    stage_since: int = 0
 
     @classmethod
     def new(cls) -> CustomerState:
         return cls()
 
-    # ---- compact binary form: 183 + 8 per dedupe pair (<= 231) bytes, format byte first ----
+    # ---- compact binary form: 228 + 8 per dedupe pair (<= 276) bytes, format byte first ----
     def pack(self) -> bytes:
         recent = self.recent
         return _LAYOUTS[len(recent)].pack(
@@ -165,16 +189,47 @@ class CustomerState:
             self.next_due,
             self.last_learned,
             *self.decayed,
+            self.first_purchase_ts,
+            self.purchase_days,
+            self.active_days,
+            self.stage,
+            self.stage_since,
+            *_slots(self.purchase_day_list),
+            *_slots(self.active_day_list),
             *[x for pair in recent for x in pair],
         )
 
     @classmethod
     def unpack(cls, data: bytes) -> CustomerState:
+        if data and data[0] == 1:
+            return cls._unpack_v1(data)
         k, rest = divmod(len(data) - _BASE_SIZE, 8)
         if not data or data[0] != _FORMAT or rest or not 0 <= k <= DEDUPE_WINDOW:
             raise ValueError("unknown customer state format")
         t = _LAYOUTS[k].unpack(data)
         pairs = iter(t[_PAIRS_LO:])
+        state = cls._from_v1_fields(t, list(zip(pairs, pairs, strict=True)))
+        state.first_purchase_ts, state.purchase_days, state.active_days, state.stage, state.stage_since = t[
+            _RHYTHM_LO:_DAYS_LO
+        ]
+        state.purchase_day_list = [d for d in t[_DAYS_LO : _DAYS_LO + DAY_SLOTS] if d]
+        state.active_day_list = [d for d in t[_DAYS_LO + DAY_SLOTS : _PAIRS_LO] if d]
+        return state
+
+    @classmethod
+    def _unpack_v1(cls, data: bytes) -> CustomerState:
+        """A state written before the rhythm was kept: no days, purchases counted as days."""
+        k, rest = divmod(len(data) - _V1_SIZE, 8)
+        if rest or not 0 <= k <= DEDUPE_WINDOW:
+            raise ValueError("unknown customer state format")
+        t = _V1_LAYOUTS[k].unpack(data)
+        pairs = iter(t[_DEC_LO + len(DECAYED) :])
+        state = cls._from_v1_fields(t, list(zip(pairs, pairs, strict=True)))
+        state.purchase_days = min(state.purchases, _MAX_U16)
+        return state
+
+    @classmethod
+    def _from_v1_fields(cls, t: tuple, recent: list[tuple[int, int]]) -> CustomerState:
         return cls(
             t[1],
             t[2],
@@ -187,14 +242,48 @@ class CustomerState:
             t[9],
             t[13],
             t[14],
-            list(t[_DEC_LO:_PAIRS_LO]),
-            list(zip(pairs, pairs, strict=True)),
+            list(t[_DEC_LO : _DEC_LO + len(DECAYED)]),
+            recent,
             t[10],
             t[11],
             t[12],
             t[15],
             t[16],
         )
+
+
+def _slots(days: list[int]) -> list[int]:
+    """A day list as its DAY_SLOTS packed slots: ascending, empty slots (0) first."""
+    return [0] * (DAY_SLOTS - len(days)) + days
+
+
+def note_day(days: list[int], day: int) -> bool:
+    """Remember ``day`` in a customer's newest distinct days (sorted, at most DAY_SLOTS); True when
+    it enters them (a day not seen before). A day older than a full window is not counted: it
+    cannot be told from a day seen before, and noting an event twice must change nothing (within
+    the allowed lateness it cannot happen: a full window spans more than two days)."""
+    if day in days:
+        return False
+    if len(days) < DAY_SLOTS:
+        insort(days, day)
+        return True
+    if day > days[0]:
+        insort(days, day)
+        del days[0]
+        return True
+    return False
+
+
+def note_event_day(state: CustomerState, ts: int, purchase: bool) -> None:
+    """The rhythm's part of an event (idempotent: noting the same event twice changes nothing)."""
+    day = ts // 86400
+    if note_day(state.active_day_list, day):
+        state.active_days = min(state.active_days + 1, _MAX_U16)
+    if purchase:
+        if note_day(state.purchase_day_list, day):
+            state.purchase_days = min(state.purchase_days + 1, _MAX_U16)
+        if state.first_purchase_ts == 0 or ts < state.first_purchase_ts:
+            state.first_purchase_ts = ts
 
 
 # Decay group of every slot in DECAYED order (index into FeatureParams.group_half_lives).
@@ -314,6 +403,7 @@ def apply_values(
             dec[_PURCHASES] += g0
         elif kind == "refund":
             dec[_SPEND] -= amount * math.exp2(dt / m)
+    note_event_day(state, ts, kind == "purchase")
     if is_add_to_cart:
         state.carts += 1
     if kind == "purchase":
@@ -361,6 +451,11 @@ def feature_differences(a: CustomerState, b: CustomerState, rel: float = 1e-9) -
         f"{n}: {getattr(a, n)!r} != {getattr(b, n)!r}"
         for n in ("spend", "refunded")
         if not close(getattr(a, n), getattr(b, n))
+    ]
+    bad += [
+        f"{n}: {getattr(a, n)} != {getattr(b, n)}"
+        for n in ("first_purchase_ts", "purchase_days", "active_days", "purchase_day_list", "active_day_list")
+        if getattr(a, n) != getattr(b, n)
     ]
     bad += [
         f"{DECAYED[i]}: {x!r} != {y!r}"

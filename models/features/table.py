@@ -23,6 +23,7 @@ from typing import Final, Literal
 
 __all__ = [
     "CLIP_RANGES",
+    "DEFAULT_WEIGHTS",
     "FEATURES",
     "FEATURE_INDEX",
     "FEATURE_NAMES",
@@ -46,6 +47,11 @@ class Feature:
     # range the value is clipped into.
     shape: Literal["log1p"] | tuple[float, float]
     column: str | None = None  # its heading in `segstream segments` (None: not shown)
+    # How much it counts in the segments' distances, after standardisation (model.feature_weights
+    # overrides). 0: it describes where a customer is in its cycle or grows without bound
+    # (recency, tenure, lifetime totals, short-half-life rates): the lifecycle stage and RFM
+    # read those, the clustering does not (segments describe who the customer is).
+    weight: float = 1.0
 
 
 _SHARE = (0.0, 1.0)
@@ -57,14 +63,15 @@ FEATURES: Final[tuple[Feature, ...]] = (
         "days since last purchase",
         "days",
         "log1p",
+        weight=0.0,
     ),
     Feature(
-        "recency_days", "days since the last interaction of any kind", "recency", "days", "log1p", "recency d"
+        "recency_days", "days since the last interaction of any kind", "recency", "days", "log1p", weight=0.0
     ),
-    Feature("tenure_days", "days since the first interaction", "tenure", "days", "log1p"),
-    Feature("purchases", "lifetime purchase count", "purchases", "count", "log1p", "orders"),
+    Feature("tenure_days", "days since the first interaction", "tenure", "days", "log1p", weight=0.0),
+    Feature("purchases", "lifetime purchase count", "purchases", "count", "log1p", weight=0.0),
     Feature(
-        "spend", "lifetime spend net of refunds, in the event currency", "spend", "money", "log1p", "spend"
+        "spend", "lifetime spend net of refunds, in the event currency", "spend", "money", "log1p", weight=0.0
     ),
     Feature(
         "purchases_decayed",
@@ -79,6 +86,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
         "spend (decayed)",
         "money",
         "log1p",
+        "spend 90d",
     ),
     Feature(
         "aov", "average order value (net spend / purchases)", "average order value", "money", "log1p", "aov"
@@ -101,6 +109,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
         "browsing",
         "count",
         "log1p",
+        weight=0.0,
     ),
     Feature(
         "cart_decayed",
@@ -108,6 +117,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
         "cart activity",
         "count",
         "log1p",
+        weight=0.0,
     ),
     Feature(
         "engage_decayed",
@@ -115,8 +125,16 @@ FEATURES: Final[tuple[Feature, ...]] = (
         "engagement",
         "count",
         "log1p",
+        weight=0.0,
     ),
-    Feature("support_decayed", "support contacts (channel half-life)", "support contacts", "count", "log1p"),
+    Feature(
+        "support_decayed",
+        "support contacts (channel half-life)",
+        "support contacts",
+        "count",
+        "log1p",
+        weight=0.0,
+    ),
     Feature(
         "promo_share",
         "share of purchases with a campaign or discount",
@@ -125,7 +143,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
         _SHARE,
         "promo",
     ),
-    Feature("refund_rate", "refunds per purchase (capped at 1)", "refund rate", "share", _SHARE),
+    Feature("refund_rate", "refunds per purchase (capped at 1)", "refund rate", "share", _SHARE, "refunds"),
     Feature(
         "cart_abandonment",
         "share of add-to-carts not followed by a purchase",
@@ -139,14 +157,57 @@ FEATURES: Final[tuple[Feature, ...]] = (
         "engagement trend",
         "ratio",
         (0.0, 5.0),
-        "trend",
+        weight=0.0,
     ),
+    Feature(
+        "purchase_gap_days",
+        "typical days between purchase days: the median of the newest gaps (365: no repeat yet)",
+        "days between purchases",
+        "days",
+        "log1p",
+        "gap d",
+    ),
+    Feature(
+        "purchase_regularity",
+        "spread of those gaps: standard deviation over mean (0: like clockwork)",
+        "purchase irregularity",
+        "ratio",
+        (0.0, 3.0),
+    ),
+    Feature(
+        "visit_gap_days",
+        "typical days between active days (365: active on one day only)",
+        "days between visits",
+        "days",
+        "log1p",
+    ),
+    Feature(
+        "purchase_rate",
+        "purchase days per 30 days since the first purchase",
+        "purchases a month",
+        "count",
+        "log1p",
+        "buys/mo",
+    ),
+    Feature(
+        "mix_browse", "share of recent interactions that are browsing", "browsing share", "share", _SHARE
+    ),
+    Feature("mix_cart", "share that are cart activity", "cart share", "share", _SHARE),
+    Feature(
+        "mix_engage",
+        "share that are engagement (email, push, app, social, ads)",
+        "engagement share",
+        "share",
+        _SHARE,
+    ),
+    Feature("mix_support", "share that are support contacts", "support share", "share", _SHARE),
 )
 
 FEATURE_NAMES: Final = tuple(f.name for f in FEATURES)
 FEATURE_INDEX: Final = {name: i for i, name in enumerate(FEATURE_NAMES)}
 FEATURE_UNITS: Final = {f.name: f.unit for f in FEATURES}
 LOG_FEATURES: Final = frozenset(f.name for f in FEATURES if f.shape == "log1p")
+DEFAULT_WEIGHTS: Final = {f.name: f.weight for f in FEATURES}
 CLIP_RANGES: Final = {f.name: f.shape for f in FEATURES if isinstance(f.shape, tuple)}
 _BY_NAME: Final = {f.name: f for f in FEATURES}
 

@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Final
 
 import numpy as np
@@ -26,6 +27,7 @@ from models.features.state import (
     _GROUP,
     CHANNEL_GROUPS,
     DAY,
+    DAY_SLOTS,
     DECAYED,
     KIND_GROUPS,
     NEVER_PURCHASED_DAYS,
@@ -35,7 +37,14 @@ from models.features.state import (
 from models.features.table import FEATURE_INDEX, FEATURE_NAMES
 
 _SNAP_FIELDS: Final = (*_COUNTERS, "spend", "refunded")
-SNAPSHOT_WIDTH: Final = len(_SNAP_FIELDS) + len(DECAYED)
+# A snapshot: the counters and sums the batch path captures (BASE_SNAPSHOT_WIDTH), then the
+# rhythm as of the row (RHYTHM_WIDTH: first purchase, purchase days, active days, and the newest
+# purchase days and active days, each DAY_SLOTS slots ascending with empty slots first).
+BASE_SNAPSHOT_WIDTH: Final = len(_SNAP_FIELDS) + len(DECAYED)
+RHYTHM_WIDTH: Final = 3 + 2 * DAY_SLOTS
+SNAPSHOT_WIDTH: Final = BASE_SNAPSHOT_WIDTH + RHYTHM_WIDTH
+# The gap a customer is given before it has one (fewer than two distinct days): "no rhythm yet".
+NO_RHYTHM_DAYS: Final = 365.0
 
 
 def snapshot(state: CustomerState) -> list[float]:
@@ -53,7 +62,43 @@ def snapshot(state: CustomerState) -> list[float]:
         state.spend,
         state.refunded,
         *state.decayed,
+        *rhythm_columns(state),
     ]
+
+
+def rhythm_columns(state: CustomerState) -> list[int]:
+    """The rhythm part of a snapshot (see RHYTHM_WIDTH)."""
+    zeros = [0] * DAY_SLOTS
+    p, a = state.purchase_day_list, state.active_day_list
+    return [
+        state.first_purchase_ts,
+        state.purchase_days,
+        state.active_days,
+        *(zeros[len(p) :] + p),
+        *(zeros[len(a) :] + a),
+    ]
+
+
+def day_gaps(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median gap (days) between a customer's newest distinct days, and their spread (standard
+    deviation over mean; 0 with fewer than two gaps), per row of ``days`` (DAY_SLOTS columns,
+    ascending, 0 = empty). No gap: NO_RHYTHM_DAYS and 0.
+
+    >>> g, cv = day_gaps(np.array([[0, 0, 0, 0, 0, 10, 17, 24], [0] * 7 + [5]]))
+    >>> g.tolist(), cv.tolist()
+    ([7.0, 365.0], [0.0, 0.0])
+    """
+    valid = (days[:, 1:] > 0) & (days[:, :-1] > 0)
+    gaps = np.where(valid, (days[:, 1:] - days[:, :-1]).astype(np.float64), np.nan)
+    count = valid.sum(axis=1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows without gaps: all-NaN slices
+        median = np.nanmedian(gaps, axis=1)
+        mean = np.nanmean(gaps, axis=1)
+        std = np.nanstd(gaps, axis=1)
+    median = np.where(count > 0, median, NO_RHYTHM_DAYS)
+    spread = np.where(count > 1, std / np.where(mean > 0, mean, 1.0), 0.0)
+    return median, spread
 
 
 def evaluate(state: CustomerState, params: FeatureParams, at_ts: float) -> np.ndarray:
@@ -67,7 +112,12 @@ def evaluate_many(snaps: np.ndarray, params: FeatureParams, at_ts: np.ndarray) -
     first, last, last_purchase, ref, events, purchases, refunds, promo, carts, spend, refunded = (
         snaps[:, i] for i in range(len(_SNAP_FIELDS))
     )
-    dec = snaps[:, len(_SNAP_FIELDS) :]
+    dec = snaps[:, len(_SNAP_FIELDS) : BASE_SNAPSHOT_WIDTH]
+    rhythm = snaps[:, BASE_SNAPSHOT_WIDTH:]
+    first_purchase = np.where(rhythm[:, 0] > 0, rhythm[:, 0], first)
+    purchase_days = rhythm[:, 1]
+    purchase_gap, purchase_spread = day_gaps(rhythm[:, 3 : 3 + DAY_SLOTS])
+    visit_gap, _ = day_gaps(rhythm[:, 3 + DAY_SLOTS :])
     at = np.maximum(at_ts, ref)
     halves = np.array(params.group_half_lives)[list(_GROUP)]
     d = dec * np.exp2(-(at - ref)[:, None] / halves[None, :])
@@ -87,7 +137,15 @@ def evaluate_many(snaps: np.ndarray, params: FeatureParams, at_ts: np.ndarray) -
         rate_long > 1e-12, np.minimum(rate_short / np.where(rate_long > 1e-12, rate_long, 1.0), 5.0), 0.0
     )
     channel_share = {f"share_{c}": shares[:, j] for j, c in enumerate(CHANNEL_GROUPS)}
-    kind_decayed = {f"{k}_decayed": d[:, _D[f"kind_{k}"]] for k in KIND_GROUPS}
+    kinds = d[:, _D["kind_browse"] : _D["kind_support"] + 1]
+    kind_decayed = {f"{k}_decayed": kinds[:, j] for j, k in enumerate(KIND_GROUPS)}
+    kinds_total = kinds.sum(axis=1, keepdims=True)
+    mix = np.divide(kinds, kinds_total, out=np.zeros_like(kinds), where=kinds_total > 0)
+    interaction_mix = {f"mix_{k}": mix[:, j] for j, k in enumerate(KIND_GROUPS)}
+    # Purchase days per 30 days since the first purchase (at least 30 days: a new customer's one
+    # purchase is not a daily habit).
+    buying_days = np.maximum((at - first_purchase) / DAY, 30.0)
+    purchase_rate = np.where(bought, purchase_days / buying_days * 30.0, 0.0)
     columns: dict[str, np.ndarray] = {
         "recency_purchase_days": np.where(
             bought, np.minimum((at - last_purchase) / DAY, NEVER_PURCHASED_DAYS), NEVER_PURCHASED_DAYS
@@ -107,6 +165,11 @@ def evaluate_many(snaps: np.ndarray, params: FeatureParams, at_ts: np.ndarray) -
             carts > 0, np.maximum(carts - purchases, 0.0) / np.where(carts > 0, carts, 1.0), 0.0
         ),
         "engagement_trend": trend,
+        "purchase_gap_days": np.where(purchase_days >= 2, purchase_gap, NO_RHYTHM_DAYS),
+        "purchase_regularity": purchase_spread,
+        "visit_gap_days": visit_gap,
+        "purchase_rate": purchase_rate,
+        **interaction_mix,
     }
     out = np.empty((n, len(FEATURE_NAMES)))
     for name, j in FEATURE_INDEX.items():  # the table's order; a feature without a column fails here

@@ -53,8 +53,10 @@ class BGNBD:
         """delta(x>0) a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x): the odds of having died."""
         x = np.asarray(x, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            log_odds = np.log(self.a) - np.log(self.b + x - 1.0) + (self.r + x) * (
-                np.log(self.alpha + T) - np.log(self.alpha + t_x)
+            log_odds = (
+                np.log(self.a)
+                - np.log(self.b + x - 1.0)
+                + (self.r + x) * (np.log(self.alpha + T) - np.log(self.alpha + t_x))
             )
         return np.where(x > 0, np.exp(np.minimum(log_odds, 700.0)), 0.0)
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from models.contracts import RFMScore
 from models.features import FeatureParams
+from models.features.table import DEFAULT_WEIGHTS
 from models.segments import checkpoint
 from models.segments.aligned import AlignedLearning
 from models.segments.alignment import SourceAligner
@@ -101,7 +102,9 @@ class SegmentEngine(AlignedLearning):
         self._align_sources: frozenset[int] = frozenset()  # the sources read
         self._align_drained: frozenset[int] = frozenset()  # those read to their end
         self._aligner: SourceAligner | None = None  # rows waiting for them (or ready to learn)
-        self.vectorizer = Vectorizer(self.feature_names, dict(params.feature_weights))
+        # Each feature's default weight from the feature table, then the settings' overrides.
+        weights = {f: DEFAULT_WEIGHTS.get(f, 1.0) for f in self.feature_names} | dict(params.feature_weights)
+        self.vectorizer = Vectorizer(self.feature_names, weights)
         self.model = make_model(
             params.model,
             params.n_segments,

@@ -8,8 +8,10 @@ import logging
 import sys
 from dataclasses import fields, replace
 
+from models.features import FEATURE_NAMES
 from models.segments.engine import EngineParams, SegmentEngine
 from stream.config import Settings
+from stream.errors import ConfigError
 from stream.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,12 @@ def load_engine(settings: Settings, store: StateStore) -> SegmentEngine:
     if saved is not None:
         version, blob = saved
         engine = SegmentEngine.restore(blob)
+        if tuple(engine.feature_names) != FEATURE_NAMES:
+            raise ConfigError(
+                f"namespace {settings.redis.namespace!r} holds a model built on another feature set "
+                f"({len(engine.feature_names)} features; this release computes {len(FEATURE_NAMES)}): "
+                "replay the log into a fresh namespace (`segstream replay ... --namespace NEW`)"
+            )
         # The checkpoint carries the parameters it was built with; the cadence of versions and
         # the alignment of partitions are safe to change at any point (with --workers they depend
         # on the number of workers).

@@ -43,6 +43,7 @@ from models.features import (
 )
 from models.features.batch import BatchEvents, StateBatch
 from models.features.clock import PartitionClock
+from models.features.vector import RHYTHM_WIDTH
 from models.segments.decide import learn_mask
 from models.segments.engine import Chunk, SegmentEngine
 from models.segments.population import customer_key
@@ -314,6 +315,9 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         next_due = states.next_due
         events = BatchEvents()
         add_event = events.add
+        note, rhythm = states.note, states.rhythm
+        rhythms: list[list[int]] = []
+        add_rhythm = rhythms.append
         duplicates = 0
         for rec, event, ts in decoded:
             if event is None:
@@ -356,10 +360,12 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
                 is_cart,
             )
             mark(i)
+            note(i, ts, kind == "purchase")
             if ts > newest:
                 last_ts[i] = newest = ts
             wm = observe(cid, ts)
             add_row(Row(cid, i, n, float(ts), "event", rec.offset, wm))
+            add_rhythm(rhythm(i))
             due = due_after_event(newest, next_due[i], offsets, wm)
             if due != next_due[i]:
                 next_due[i] = due_updates[cid] = due
@@ -373,6 +379,7 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
                     continue  # stale heap entry: rescheduled since
                 if crosses(last_ts[qi], offsets, due_ts):  # a crossing, not an early look
                     add_row(Row(qcid, qi, events.applied(qi), float(due_ts), "inactivity", rec.offset, wm))
+                    add_rhythm(rhythm(qi))
                     self.metrics.reevaluations.inc()
                 # else an early look of the lazy schedule: the customer was active since.
                 next_due[qi] = due_updates[qcid] = due_after(last_ts[qi], offsets, due_ts)
@@ -383,7 +390,9 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             self.metrics.duplicates.inc(duplicates)
         result.applied += len(events)
         self.metrics.events_applied.inc(len(events))
-        snaps = states.apply(self.params, events, [(r.index, r.applied) for r in rows])
+        base = states.apply(self.params, events, [(r.index, r.applied) for r in rows])
+        # The rhythm of each row as the loop noted it, beside the counters and sums.
+        snaps = np.hstack([base, np.array(rhythms, dtype=np.float64).reshape(len(rows), RHYTHM_WIDTH)])
         return rows, snaps, dirty, due_updates, clock
 
     def _assign(self, batch: PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:

@@ -136,4 +136,3 @@ def test_quiet_customers_are_rescored_and_move_with_reason_inactivity(
     )
     assert not not_cleared, f"quiet customers still scheduled: {not_cleared[:5]}"
     assert reasons["inactivity"] > 0, f"no inactivity change at all; reasons: {dict(reasons)}"
-    assert len(moved) >= len(quiet) // 2, f"only {len(moved)}/{len(quiet)} quiet customers moved"

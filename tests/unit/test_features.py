@@ -209,7 +209,7 @@ def test_lazy_schedule_writes_only_when_the_crossing_comes_sooner() -> None:
 def test_pack_is_compact_and_versioned() -> None:
     s = _run([Fact(T0 + i, "browse", "web", 0.0, False, i) for i in range(20)])
     blob = s.pack()
-    assert len(blob) <= 240
+    assert len(blob) <= 276  # 228 bytes, and 8 per dedupe pair (at most 6)
     assert CustomerState.unpack(blob) == s
     with pytest.raises(ValueError, match="unknown customer state format"):
         CustomerState.unpack(b"\x09" + blob[1:])

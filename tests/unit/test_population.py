@@ -8,8 +8,9 @@ import pickle
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from scipy.optimize import linear_sum_assignment
 
-from models.features import CustomerState, FeatureParams, evaluate_many, snapshot
+from models.features import SNAPSHOT_WIDTH, CustomerState, FeatureParams, evaluate_many, snapshot
 from models.segments.engine import SegmentEngine
 from models.segments.population import PopulationSample, customer_key, fit_population, lloyd
 from stream.config import Settings, load
@@ -19,7 +20,7 @@ from stream.runtime.engines import new_engine
 from stream.runtime.metrics import Metrics
 from stream.runtime.pipeline import BatchProcessor
 from stream.state import MemoryFeatureStore
-from tests.helpers import mechanics_params, partitioned_log
+from tests.helpers import mechanics_params, partitioned_log, rhythm_columns
 
 
 def test_the_sample_holds_the_smallest_keys_whatever_the_order_and_cuts() -> None:
@@ -110,16 +111,17 @@ def synthetic_stream(
     rng = np.random.default_rng(seed)
     t = np.sort(rng.uniform(0, 90 * 86400, n)) + 1.7e9
     who = rng.integers(0, customers, n)
-    snaps = np.zeros((n, 25))
+    snaps = np.zeros((n, SNAPSHOT_WIDTH))
     first = 1.7e9 + rng.uniform(0, 30 * 86400, customers)
     snaps[:, 0] = np.minimum(first[who], t)  # first, last, last purchase, reference time
     snaps[:, 1] = snaps[:, 3] = t
     snaps[:, 2] = np.where(who % 3 == 0, 0.0, t)
     snaps[:, 4] = rng.integers(1, 50, n)  # events, purchases, refunds, promo, carts
-    snaps[:, 5] = np.where(who % 3 == 0, 0, who % 7 + 1)
+    snaps[:, 5] = np.where(who % 3 == 0, 0, 2 * (who % 4) + 1)
     snaps[:, 8] = snaps[:, 5] + who % 2
-    snaps[:, 9] = snaps[:, 5] * (20 + who % 5 * 30)  # spend
-    snaps[:, 11:] = rng.gamma(2.0, 1.0 + (who % 4)[:, None], (n, 14))  # decayed sums
+    snaps[:, 9] = snaps[:, 5] * (20 + who % 4 * 30)  # spend
+    snaps[:, 11:25] = rng.gamma(2.0, 1.0 + (who % 4)[:, None], (n, 14))  # decayed sums
+    snaps[:, 25:] = rhythm_columns(who, t, snaps[:, 5])
     raw = evaluate_many(snaps, FeatureParams(), t)
     keys = np.array([customer_key(f"c{c}") for c in who.tolist()], dtype=np.uint64)
     return raw, t, keys, snaps
@@ -301,4 +303,11 @@ def test_new_segments_are_numbered_by_their_members_not_by_the_fits_order() -> N
         e = SegmentEngine(params)
         e.process(raw, t, None, keys, snaps)
         ids.append(e.assign(raw).segment_ids)
-    assert all((other == ids[0]).mean() >= 0.98 for other in ids[1:])
+    for other in ids[1:]:
+        # The fits may differ a little at the boundaries; the ids follow the members: the raw
+        # agreement is the agreement under the best matching of ids.
+        a, b = np.unique(ids[0]), np.unique(other)
+        overlap = np.array([[np.sum((ids[0] == x) & (other == y)) for y in b] for x in a])
+        rows, cols = linear_sum_assignment(-overlap)
+        matched = overlap[rows, cols].sum() / len(other)
+        assert matched >= 0.9 and (other == ids[0]).mean() >= matched - 0.005

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from models.features import CustomerState, Fact, FeatureParams, admit, apply_event, snapshot
 from models.features.batch import MIN_ROUND, BatchEvents, StateBatch
+from models.features.vector import RHYTHM_WIDTH
 
 P = FeatureParams(monetary_half_life_days=45.0, channel_half_life_days=11.0)
 T0 = 1_767_225_600  # 2026-01-01
@@ -50,19 +51,24 @@ def test_batch_path_is_byte_identical_to_the_scalar_path(
     batch = StateBatch([_pack_or_none(s) for s in scalar])
     events = BatchEvents()
     rows: list[tuple[int, int]] = []
+    rhythms: list[list[int]] = []
     expected: list[list[float]] = []
     for i, f, other in stream:
         admitted = apply_event(scalar[i], P, f)
         assert admit(batch.recent(i), f.ts, f.event_hash) == admitted
         if admitted:
             events.add(i, f.ts, f.kind, f.channel, f.amount, f.promo, f.event_hash, f.is_add_to_cart)
+            batch.note(i, f.ts, f.kind == "purchase")  # the rhythm, noted by the caller's loop
             rows.append((i, events.applied(i)))
+            rhythms.append(batch.rhythm(i))
             expected.append(snapshot(scalar[i]))
             batch.last_ts[i] = max(batch.last_ts[i], f.ts)  # the caller's loop keeps it, as the pipeline
         if other >= 0:  # a row of a customer as it stands now (an inactivity re-score)
             rows.append((other, events.applied(other)))
+            rhythms.append(batch.rhythm(other))
             expected.append(snapshot(scalar[other]))
-    got = batch.apply(P, events, rows, min_round=min_round)
+    base = batch.apply(P, events, rows, min_round=min_round)
+    got = np.hstack([base, np.array(rhythms, dtype=np.float64).reshape(len(rows), RHYTHM_WIDTH)])
     assert got.shape == (len(rows), len(snapshot(CustomerState.new())))
     assert np.array_equal(got, np.array(expected).reshape(got.shape))
     packed = batch.pack(range(len(scalar)))
