@@ -77,10 +77,11 @@ def card_html(c: Card, colour: str, profile_chart: str, currency: str | None) ->
         f'<article class="card" id="segment-{c.id}" style="--c:{e(colour)}">',
         f"<h3>{e(c.name)} <span class='muted'>#{c.id}</span></h3>",
         f"<div class='size'><b>{c.customers:,}</b> customers, {c.share:.1%} of all"
-        + (f"; super-segment #{c.super_segment}" if c.super_segment is not None else "")
         + (f"; {c.outliers:,} outliers" if c.outliers else "")
         + "</div>",
     ]
+    if c.grouped_with:
+        parts.append(f"<div class='muted'>super-segment with {e(', '.join(c.grouped_with))}</div>")
     if c.churn_risk is not None or c.predicted_value is not None:
         scores = []
         if c.churn_risk is not None:
@@ -93,7 +94,12 @@ def card_html(c: Card, colour: str, profile_chart: str, currency: str | None) ->
     parts.append(profile_chart)
     if c.rfm:
         total = max(c.customers, 1)
-        mix = ", ".join(f"{e(g)} {n / total:.0%}" for g, n in sorted(c.rfm.items(), key=lambda kv: -kv[1]))
+        ranked = sorted(c.rfm.items(), key=lambda kv: -kv[1])
+        shown = [(g, n) for g, n in ranked if n / total >= 0.005]  # "0%" says nothing
+        rest = total - sum(n for _, n in shown) if len(shown) < len(ranked) else 0
+        mix = ", ".join(f"{e(g)} {n / total:.0%}" for g, n in shown) + (
+            f", others {rest / total:.1%}" if rest else ""
+        )
         parts.append(f"<h4>RFM mix</h4><div>{mix}</div>")
     if c.examples:
         items = "".join(f"<li>{e(x)}</li>" for x in c.examples)

@@ -62,6 +62,7 @@ class Card:
     examples: list[str]  # explanations of recent changes into the segment
     names: list[tuple[str, str]]  # (date, what happened) newest last
     super_segment: int | None
+    grouped_with: list[str] = field(default_factory=list)  # the other segments of its super-segment
     # Where the engine provides them (it does not yet): the card shows them only when present.
     churn_risk: float | None = None
     predicted_value: float | None = None
@@ -172,10 +173,9 @@ def cards(
     raw = engine_rows(engine, pop.raw)
     total = max(len(pop), 1)
     quotes = examples(changes)
+    profiles = [p for p in engine.segments() if p.id >= 0]
     out = []
-    for p in engine.segments():
-        if p.id < 0:
-            continue
+    for p in profiles:
         members = pop.segment == p.id
         n = int(members.sum())
         mix = Counter(g for g, m in zip(rfm, members.tolist(), strict=True) if m)
@@ -191,6 +191,9 @@ def cards(
                 examples=quotes.get(p.id, []),
                 names=name_history(p.id, timeline, events),
                 super_segment=p.parent,
+                grouped_with=[
+                    q.name for q in profiles if p.parent is not None and q.parent == p.parent and q.id != p.id
+                ],
                 churn_risk=getattr(p, "churn_risk", None),
                 predicted_value=getattr(p, "predicted_value", None),
             )
