@@ -45,6 +45,7 @@ def report(
     \b
     segstream report --out report.html
     segstream -n prod report --compare what-if --since 2026-03-01
+    segstream -n shadow --suffix .shadow report --since 14d     (a replay's namespace and topics)
     """
     try:
         from stream.ops.report import build as rb

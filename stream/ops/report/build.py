@@ -210,6 +210,7 @@ def build(
     """Gather the namespace, render its report and write it to ``out`` (atomically); with
     ``compare_with`` (store, partitions, namespace of B) also the what-if pictures."""
     t0 = time.perf_counter()
+    window_start(since, 0.0)  # a malformed --since fails before the reading, not after it
     inputs = gather(settings, store, partitions, currency)
     comparison = None
     if compare_with is not None:
