@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent setup from nothing, for a developer box and for CI's fresh clone:
-#   1. system packages (redis-server, prometheus's promtool, Java 17, Maven) if missing,
+#   1. system packages (redis-server, prometheus's promtool, Java 17, Maven, Chromium) if missing,
 #   2. .venv with the package installed editable with dev extras,
 #   3. the Apache Kafka jars in .cache/kafka/libs (used by scripts/stack.sh).
 # Every step is skipped quickly when already done, so scripts/test.sh runs it every time.
@@ -43,6 +43,8 @@ command -v promtool >/dev/null || pkgs+=(prometheus)
 command -v javac >/dev/null || pkgs+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || pkgs+=(maven)
 command -v python3 >/dev/null && python_ok python3 || pkgs+=(python3 python3-venv)
+# The report's browser test renders `segstream report` in headless Chromium (driven by playwright).
+command -v chromium >/dev/null || pkgs+=(chromium)
 
 if ((${#pkgs[@]})); then
     echo "bootstrap: installing ${pkgs[*]} (apt)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo, from nothing: install what is missing, start Kafka and Redis, generate seeded events
 # from planted personas (1% malformed), produce them, run the service until the log is consumed,
-# then print the segment table and sample changes.
+# then print the segment table and sample changes, and write the HTML report.
 #   scripts/demo.sh [--customers N] [--days D] [--seed S]
 # Each run uses its own topics, consumer group and Redis namespace (demo<unix time>), so runs never
 # mix; the last lines print the environment to keep exploring that run with the CLI.
@@ -38,9 +38,11 @@ echo "== 3/4 running the service (two workers: one learns the model, one follows
 echo "== 4/4 results"
 "${seg[@]}" segments
 "${seg[@]}" changes --limit 8
+"${seg[@]}" report --out "out/$run.report.html"
 cat <<EOM
 
-Explore this run (ground truth of the planted personas: out/$run.truth.csv):
+Explore this run (ground truth of the planted personas: out/$run.truth.csv; the report, to open
+in a browser: out/$run.report.html):
   export SEGSTREAM_REDIS__NAMESPACE=$run SEGSTREAM_KAFKA__GROUP_ID=$run SEGSTREAM_TOPICS__INTERACTIONS=$run.interactions SEGSTREAM_TOPICS__SUFFIX=.$run
   .venv/bin/segstream segments --tree
   .venv/bin/segstream customer c000042

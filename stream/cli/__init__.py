@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import redis
 
-from stream.cli import data, evaluate, lookups, ops, run
+from stream.cli import data, evaluate, lookups, ops, report, run
 from stream.cli.common import Ctx, err_console, flag_overrides, log
 from stream.errors import SegstreamError
 
@@ -68,6 +68,7 @@ for command in (
     ops.replay,
     ops.diff,
     ops.export,
+    report.report,
     ops.recover,
     ops.status,
     ops.forget,

@@ -173,6 +173,14 @@ def _print_diff(r: Any, n_features: int) -> None:
         f"{r.in_both:,} customers in both, {r.only_a:,} only in {r.a}, {r.only_b:,} only in {r.b}; "
         f"{r.changed_segment:,} in another segment, {r.changed_state:,} with different features"
     )
+    m = r.matching
+    if m.total:
+        renumbered = [f"{a}->{b}" for a, b in m.pairs.items() if a != b]
+        console.print(
+            f"segments matched by members: {m.agreement:.1%} of the customers in both stay together "
+            f"({m.agreed:,} of {m.total:,}); {r.changed_segment_id:,} have another raw segment id"
+            + (f"; renumbered {', '.join(renumbered)}" if renumbered else "")
+        )
     if r.identical:
         console.print("no differences")
         return
@@ -186,7 +194,10 @@ def _print_diff(r: Any, n_features: int) -> None:
         for a in a_ids:
             t.add_row(f"{a} {r.names_a.get(a, '')}", *(f"{r.confusion.get((a, b), 0):,}" for b in b_ids))
         console.print(t)
-    t = Table(title=f"segments of {r.a} and where their customers went in {r.b} (centroid B - A)")
+    t = Table(
+        title=f"segments of {r.a} and their match in {r.b} by members, else where most of their "
+        "customers went (* ; centroid B - A)"
+    )
     for col in ("A segment", "A size", "B segment", "B size", "overlap", "largest profile differences"):
         t.add_column(col, justify="right" if col in ("A size", "B size", "overlap") else "left")
     for s in r.segments:
@@ -194,7 +205,7 @@ def _print_diff(r: Any, n_features: int) -> None:
         t.add_row(
             f"{s.a_id} {s.a_name}",
             f"{s.a_size:,}",
-            f"{s.b_id} {s.b_name}" if s.b_id is not None else "-",
+            f"{s.b_id} {s.b_name}{'' if s.matched else ' *'}" if s.b_id is not None else "-",
             f"{s.b_size:,}",
             f"{s.overlap:,}",
             ", ".join(f"{k} {v:+.3g}" for k, v in top if abs(v) > 1e-9) or "same profile",

@@ -220,6 +220,32 @@ def read_latest(settings: Settings, topic: str, limit: int, key: bytes | None = 
         consumer.close()
 
 
+def read_topic(settings: Settings, topic: str) -> list[bytes]:
+    """Every record value of a topic up to its end offsets at call time (tombstones left out),
+    partition by partition in offset order. For reports over a whole stream (``segstream
+    report``): no consumer group, nothing committed."""
+    from kafka import TopicPartition
+
+    consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not parts:
+            raise SegstreamError(f"topic {topic} does not exist: run `segstream topics create`")
+        consumer.assign(parts)
+        end = consumer.end_offsets(parts)
+        consumer.seek_to_beginning(*parts)
+        found: dict[int, list[bytes]] = {tp.partition: [] for tp in parts}
+        pending = {tp for tp in parts if consumer.position(tp) < end[tp]}
+        while pending:
+            for tp, msgs in consumer.poll(timeout_ms=1000).items():
+                out = found[tp.partition]
+                out.extend(m.value for m in msgs if m.offset < end[tp] and m.value is not None)
+            pending = {tp for tp in pending if consumer.position(tp) < end[tp]}
+        return [v for p in sorted(found) for v in found[p]]
+    finally:
+        consumer.close()
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def key_hash(key: bytes) -> int:
     """The default partitioner's hash of a record key (murmur2, positive): partition = hash % count.

@@ -1,10 +1,14 @@
 """Compare the segmentations of two namespaces (e.g. production and a what-if replay).
 
 The comparison is pure (:func:`compare` on two :class:`NamespaceSnapshot`); :func:`snapshot`
-reads one from Redis. Reported: customers in both and in one only, customers whose segment or
-feature state differs, the confusion matrix of segments (A id/name x B id/name), per-segment
-sizes, and the profile (centroid in original units, from each namespace's model snapshot) of
-every A segment against the B segment most of its customers went to.
+reads one from Redis. Two namespaces number their segments independently, so segments are
+matched by their members (:func:`~stream.ops.matching.match_segments`, a Hungarian assignment on
+the confusion matrix), not by raw id: a customer has changed segment when its B segment is not
+the match of its A segment. Reported: customers in both and in one only, customers whose segment
+(under the matching) or feature state differs, the matching and its agreement, the confusion
+matrix of segments (A id/name x B id/name), per-segment sizes, and the profile (centroid in
+original units, from each namespace's model snapshot) of every A segment against its match (or,
+without one, the B segment most of its customers went to).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.features import CustomerState
+from stream.ops.matching import Matching, match_segments
 
 NO_SEGMENT = -1
 SAMPLE = 10  # customer ids listed per category
@@ -47,12 +52,13 @@ class NamespaceSnapshot:
 class SegmentDelta:
     a_id: int
     a_name: str
-    b_id: int | None  # the B segment most of A's customers are in
+    b_id: int | None  # A's match in B, else the B segment most of A's customers are in
     b_name: str | None
     a_size: int
     b_size: int
     overlap: int
     centroid_delta: dict[str, float]  # feature -> B - A (original units)
+    matched: bool = False  # b_id is A's match by members (not only where most of them went)
 
 
 @dataclass
@@ -74,11 +80,19 @@ class DiffReport:
     segments: list[SegmentDelta]
     model_differs: bool
     samples: dict[str, list[str]] = field(default_factory=dict)
+    matching: Matching = field(default_factory=lambda: match_segments({}))
+    changed_segment_id: int = 0  # customers whose raw segment id differs (the count before matching)
 
     @property
     def identical(self) -> bool:
+        # Renumbered segments are not identical: the ids are the contract subscribers act on.
         return not (
-            self.only_a or self.only_b or self.changed_segment or self.changed_state or self.model_differs
+            self.only_a
+            or self.only_b
+            or self.changed_segment
+            or self.changed_state
+            or self.model_differs
+            or self.matching.renumbered
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,6 +108,24 @@ class DiffReport:
                 "changed_state": self.changed_state,
             },
             "model_differs": self.model_differs,
+            "matching": {
+                "agreement": round(self.matching.agreement, 6),
+                "agreed": self.matching.agreed,
+                "renumbered": self.matching.renumbered,
+                # Customers whose raw segment id differs, what `changed_segment` counted before
+                # segments were matched by members.
+                "changed_segment_id": self.changed_segment_id,
+                "pairs": [
+                    {
+                        "a_id": a,
+                        "a_name": self.names_a.get(a, str(a)),
+                        "b_id": b,
+                        "b_name": self.names_b.get(b, str(b)),
+                        "customers": self.matching.overlap.get(a, 0),
+                    }
+                    for a, b in self.matching.pairs.items()
+                ],
+            },
             "confusion": [
                 {
                     "a_id": a,
@@ -117,6 +149,7 @@ class DiffReport:
                     "a_size": s.a_size,
                     "b_size": s.b_size,
                     "overlap": s.overlap,
+                    "matched": s.matched,
                     "centroid_delta": s.centroid_delta,
                 }
                 for s in self.segments
@@ -132,28 +165,32 @@ def _centroids_differ(a: dict[str, float], b: dict[str, float]) -> bool:
 
 
 def compare(a: NamespaceSnapshot, b: NamespaceSnapshot) -> DiffReport:
-    """Everything that differs between the segmentations of ``a`` and ``b``."""
+    """Everything that differs between the segmentations of ``a`` and ``b``, segments matched
+    by their members."""
     both = sorted(a.customers.keys() & b.customers.keys())
     only_a = sorted(a.customers.keys() - b.customers.keys())
     only_b = sorted(b.customers.keys() - a.customers.keys())
     confusion: Counter[tuple[int, int]] = Counter()
-    moved: list[str] = []
     state_changed: list[str] = []
     for cid in both:
         sa, da = a.customers[cid]
         sb, db = b.customers[cid]
         confusion[(sa, sb)] += 1
-        if sa != sb:
-            moved.append(cid)
         if da != db:
             state_changed.append(cid)
+    matching = match_segments(confusion)
+    moved = [cid for cid in both if not matching.same(a.customers[cid][0], b.customers[cid][0])]
+    moved_id = sum(a.customers[cid][0] != b.customers[cid][0] for cid in both)
     sizes_a = Counter(s for s, _ in a.customers.values())
     sizes_b = Counter(s for s, _ in b.customers.values())
     ids = sorted(set(sizes_a) | set(a.segments))
     deltas: list[SegmentDelta] = []
     for sid in ids:
         row = {bid: n for (aid, bid), n in confusion.items() if aid == sid}
-        best = min(row, key=lambda k: (-row[k], k)) if row else None
+        best = matching.pairs.get(sid)
+        matched = best is not None
+        if best is None:
+            best = min(row, key=lambda k: (-row[k], k)) if row else None
         if best is None and sid in b.segments:
             best = sid  # no shared customers: compare with the same id
         ca = a.segments[sid].centroid if sid in a.segments else {}
@@ -169,16 +206,9 @@ def compare(a: NamespaceSnapshot, b: NamespaceSnapshot) -> DiffReport:
                 b_size=sizes_b.get(best, 0) if best is not None else 0,
                 overlap=row.get(best, 0) if best is not None else 0,
                 centroid_delta=delta,
+                matched=matched,
             )
         )
-    model_differs = (
-        a.segments.keys() != b.segments.keys()
-        or any(a.segments[k].name != b.segments[k].name for k in a.segments.keys() & b.segments.keys())
-        or any(
-            _centroids_differ(a.segments[k].centroid, b.segments[k].centroid)
-            for k in a.segments.keys() & b.segments.keys()
-        )
-    )
     return DiffReport(
         a=a.namespace,
         b=b.namespace,
@@ -195,13 +225,28 @@ def compare(a: NamespaceSnapshot, b: NamespaceSnapshot) -> DiffReport:
         sizes_a=dict(sizes_a),
         sizes_b=dict(sizes_b),
         segments=deltas,
-        model_differs=model_differs,
+        model_differs=_models_differ(a, b, matching),
         samples={
             "only_a": only_a[:SAMPLE],
             "only_b": only_b[:SAMPLE],
             "changed_segment": moved[:SAMPLE],
             "changed_state": state_changed[:SAMPLE],
         },
+        matching=matching,
+        changed_segment_id=moved_id,
+    )
+
+
+def _models_differ(a: NamespaceSnapshot, b: NamespaceSnapshot, matching: Matching) -> bool:
+    """Whether the models hold other segments: a live segment without a partner (by members; a
+    segment nobody is in is compared with the same id), or a pair with another name or centroid."""
+    partner = {sid: matching.pairs.get(sid, sid) for sid in a.segments}
+    if sorted(partner.values()) != sorted(b.segments):
+        return True
+    return any(
+        a.segments[sa].name != b.segments[sb].name
+        or _centroids_differ(a.segments[sa].centroid, b.segments[sb].centroid)
+        for sa, sb in partner.items()
     )
 
 
