@@ -29,6 +29,7 @@ from pydantic import (
     ValidationError,
     field_serializer,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -38,6 +39,7 @@ from pydantic_settings import (
 
 from models.features import FEATURE_NAMES, FeatureParams
 from models.segments.catalog import model_names
+from models.segments.lifecycle import LifecycleParams
 from stream.errors import ConfigError
 
 CONFIG_ENV = "SEGSTREAM_CONFIG"  # a profile file, when no --config is given
@@ -171,6 +173,45 @@ class FeatureSettings(_Frozen):
         )
 
 
+_LIFECYCLE = LifecycleParams()
+
+
+class LifecycleSettings(_Frozen):
+    """The lifecycle stage's rules (models.segments.lifecycle): thresholds against each
+    customer's own typical gap between purchase days."""
+
+    at_risk_ratio: float = Field(
+        _LIFECYCLE.at_risk_ratio, gt=1, description="at risk after this many typical gaps of silence"
+    )
+    at_risk_min_days: float = Field(
+        _LIFECYCLE.at_risk_min_days, ge=0, description="never at risk after fewer days than this"
+    )
+    lapsed_ratio: float = Field(
+        _LIFECYCLE.lapsed_ratio, gt=1, description="lapsed after this many typical gaps of silence"
+    )
+    lapsed_min_days: float = Field(
+        _LIFECYCLE.lapsed_min_days, ge=0, description="never lapsed after fewer days than this"
+    )
+    prior_gap_days: float = Field(
+        _LIFECYCLE.prior_gap_days, gt=0, description="the gap assumed before a customer has its own"
+    )
+    prior_weight: float = Field(
+        _LIFECYCLE.prior_weight, ge=0, description="how many gaps the prior gap counts as"
+    )
+    won_back_days: float = Field(
+        _LIFECYCLE.won_back_days, ge=0, description="a returning lapsed customer is `won_back` this long"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LifecycleSettings:
+        if self.lapsed_ratio <= self.at_risk_ratio or self.lapsed_min_days < self.at_risk_min_days:
+            raise ValueError("lapsed thresholds must come after the at-risk ones")
+        return self
+
+    def params(self) -> LifecycleParams:
+        return LifecycleParams(**self.model_dump())
+
+
 class ModelSettings(_Frozen):
     model: str = Field("microclusters", description="the clustering model, from models.segments.catalog")
     n_segments: int = Field(8, ge=2, le=64, description="segments the model aims for")
@@ -296,6 +337,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     topics: TopicSettings = TopicSettings()
     features: FeatureSettings = FeatureSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     model: ModelSettings = ModelSettings()
     service: ServiceSettings = ServiceSettings()
 

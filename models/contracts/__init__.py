@@ -22,11 +22,14 @@ from models.contracts.input import (
 )
 from models.contracts.output import (
     DEAD_LETTER_ORIGINAL_BYTES,
+    ChangeKind,
     ChangeReason,
+    CustomerValue,
     DeadLetter,
     RFMScore,
     SegmentChange,
     SegmentRef,
+    StageName,
 )
 
 __all__ = [
@@ -34,8 +37,10 @@ __all__ = [
     "KIND_OF_TYPE",
     "MAX_PROPERTIES",
     "MONETARY_TYPES",
+    "ChangeKind",
     "ChangeReason",
     "Channel",
+    "CustomerValue",
     "DeadLetter",
     "DecodedEvent",
     "EventType",
@@ -43,6 +48,7 @@ __all__ = [
     "RFMScore",
     "SegmentChange",
     "SegmentRef",
+    "StageName",
     "decode_fast",
     "describe_validation_error",
     "json_schemas",

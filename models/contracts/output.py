@@ -23,10 +23,34 @@ class SegmentRef(BaseModel):
 
 
 ChangeReason = Literal["event", "inactivity", "model_update", "erase"]
+ChangeKind = Literal["segment", "stage"]
+# Lifecycle stages (models.segments.lifecycle decides them).
+StageName = Literal["prospect", "new", "active", "at_risk", "lapsed", "won_back"]
+
+
+class CustomerValue(BaseModel):
+    """Churn risk and predicted value from the model version's Buy-Till-You-Die fit (BG/NBD and
+    Gamma-Gamma on the learner's customer sample); present for customers who bought."""
+
+    model_config = ConfigDict(frozen=True)
+
+    p_alive: float = Field(ge=0, le=1, description="Probability the customer is still a customer.")
+    churn_risk: float = Field(ge=0, le=1, description="1 - p_alive.")
+    purchases_90d: float = Field(ge=0, description="Expected purchase days in the next 90 days.")
+    spend_per_purchase: float = Field(ge=0, description="Expected spend per purchase, event currency.")
+    value_365d: float = Field(
+        ge=0, description="Predicted value of the next 365 days (CLV, undiscounted), event currency."
+    )
 
 
 class SegmentChange(BaseModel):
-    """A customer's segment changed (topic ``segments.changes``, key = customer_id).
+    """A customer's segment or lifecycle stage changed (topic ``segments.changes``, key =
+    customer_id).
+
+    ``kind`` "segment": ``previous`` -> ``current`` (the stage unchanged); ``kind`` "stage":
+    ``previous_stage`` -> ``stage`` (``previous`` and ``current`` both the segment held, None
+    before the first). Every change carries the whole picture (segment, stage, scores), so the
+    newest change per customer (``segments.current``) says all downstream needs.
 
     Deterministic: the same input log gives the same ``change_id`` and payload; the wall-clock
     emit time travels as the Kafka header ``emitted_at``.
@@ -38,13 +62,19 @@ class SegmentChange(BaseModel):
     customer_id: str
     seq: int = Field(ge=1, description="Per-customer sequence number of changes.")
     previous: SegmentRef | None
-    current: SegmentRef | None = Field(description="None after an erase.")
+    current: SegmentRef | None = Field(
+        description="None after an erase, and for a stage change before the first segment."
+    )
+    kind: ChangeKind = "segment"
+    stage: StageName | None = Field(None, description="The lifecycle stage (None after an erase).")
+    previous_stage: StageName | None = None
     membership: dict[str, float] = Field(default_factory=dict, description="segment id -> probability")
     confidence: float = Field(ge=0, le=1)
     outlier: bool = False
     reason: ChangeReason
     explanation: str
     rfm: RFMScore | None = None
+    value: CustomerValue | None = None
     model_version: int
     event_time: datetime
     source_topic: str

@@ -123,9 +123,6 @@ _DAYS_LO: Final = _RHYTHM_LO + 5
 _PAIRS_LO: Final = _DAYS_LO + 2 * DAY_SLOTS
 _MAX_U16: Final = 0xFFFF
 
-# Lifecycle stages (models.segments.lifecycle decides them); -1: none yet.
-STAGES: Final = ("new", "active", "at_risk", "lapsed", "won_back")
-
 
 @dataclass(slots=True)
 class CustomerState:
@@ -159,7 +156,7 @@ class CustomerState:
     active_days: int = 0
     purchase_day_list: list[int] = field(default_factory=list)
     active_day_list: list[int] = field(default_factory=list)
-    # Lifecycle stage (index into STAGES, -1 none) and since when (event time).
+    # Lifecycle stage (index into models.segments.lifecycle.STAGES, -1 none) and since when.
     stage: int = -1
     stage_since: int = 0
 

@@ -190,6 +190,25 @@ FEATURES: Final[tuple[Feature, ...]] = (
         "buys/mo",
     ),
     Feature(
+        "purchase_days",
+        "distinct days with a purchase (the Buy-Till-You-Die model's frequency is this minus 1)",
+        "purchase days",
+        "count",
+        "log1p",
+        weight=0.0,
+    ),
+    Feature(
+        "purchase_span_days",
+        "days from the first purchase to the newest",
+        "buying span",
+        "days",
+        "log1p",
+        weight=0.0,
+    ),
+    Feature(
+        "buyer_age_days", "days since the first purchase (0: none)", "buyer age", "days", "log1p", weight=0.0
+    ),
+    Feature(
         "mix_browse", "share of recent interactions that are browsing", "browsing share", "share", _SHARE
     ),
     Feature("mix_cart", "share that are cart activity", "cart share", "share", _SHARE),

@@ -169,6 +169,9 @@ def evaluate_many(snaps: np.ndarray, params: FeatureParams, at_ts: np.ndarray) -
         "purchase_regularity": purchase_spread,
         "visit_gap_days": visit_gap,
         "purchase_rate": purchase_rate,
+        "purchase_days": np.where(bought, np.maximum(purchase_days, 1.0), 0.0),
+        "purchase_span_days": np.where(bought, np.maximum(last_purchase - first_purchase, 0.0) / DAY, 0.0),
+        "buyer_age_days": np.where(bought, np.maximum(at - first_purchase, 0.0) / DAY, 0.0),
         **interaction_mix,
     }
     out = np.empty((n, len(FEATURE_NAMES)))

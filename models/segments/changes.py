@@ -16,7 +16,15 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from models.contracts import ChangeReason, RFMScore, SegmentChange, SegmentRef
+from models.contracts import (
+    ChangeKind,
+    ChangeReason,
+    CustomerValue,
+    RFMScore,
+    SegmentChange,
+    SegmentRef,
+    StageName,
+)
 
 __all__ = ["ERASE_EXPLANATION", "ERASE_SOURCE", "change_id", "erase_change", "segment_change"]
 
@@ -47,6 +55,10 @@ def segment_change(
     source_partition: int,
     source_offset: int,
     position: int | str | None = None,
+    kind: ChangeKind = "segment",
+    stage: StageName | None = None,
+    previous_stage: StageName | None = None,
+    value: CustomerValue | None = None,
 ) -> SegmentChange:
     """A change, its id from ``position`` (default: the source offset)."""
     return SegmentChange(
@@ -57,12 +69,16 @@ def segment_change(
         seq=seq,
         previous=previous,
         current=current,
+        kind=kind,
+        stage=stage,
+        previous_stage=previous_stage,
         membership=membership,
         confidence=confidence,
         outlier=outlier,
         reason=reason,
         explanation=explanation,
         rfm=rfm,
+        value=value,
         model_version=model_version,
         event_time=datetime.fromtimestamp(event_time, UTC),
         source_topic=source_topic,

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from models.features import FeatureParams
+from models.segments.value import ValueModel
 
 __all__ = ["dump", "load"]
 
@@ -48,5 +49,6 @@ def load(cls: type[E], data: bytes) -> E:
     engine._align_drained = frozenset()
     engine._aligner = None
     engine._population_rng = np.random.default_rng(state["params"].seed)
+    engine.value_model = ValueModel(state["feature_names"])
     engine.__dict__.update(state)
     return engine

@@ -3,7 +3,8 @@
 - :func:`hysteresis`: a customer moves only when the best segment wins by a margin, after a
   minimum stay (boundary customers do not flap);
 - :func:`decide_moves`: the moves of a chunk of rows assigned by one version, applied to the
-  customers' state columns;
+  customers' state columns, with the lifecycle stage changes the rows carry, in row order
+  (a row's stage change before its segment move);
 - :func:`learn_mask`: the model learns from each customer at most once per interval, so that
   segments describe customers, not events.
 
@@ -31,7 +32,8 @@ DAY = 86400.0
 
 class RowLike(Protocol):
     """What the decisions read of a row: its customer's position in the batch's state columns,
-    its event time and why it is there ("event" or "inactivity")."""
+    its event time, why it is there ("event" or "inactivity"), the customer's lifecycle stage
+    after it and, when the row changed the stage, (before, after, why)."""
 
     @property
     def index(self) -> int: ...
@@ -39,14 +41,26 @@ class RowLike(Protocol):
     def at(self) -> float: ...
     @property
     def reason(self) -> str: ...
+    @property
+    def stage(self) -> int: ...
+    @property
+    def stage_move(self) -> tuple[int, int, str] | None: ...
 
 
 class Move(NamedTuple):
+    """One change to publish. ``kind`` "segment": ``previous`` -> ``segment``, the customer in
+    ``stage`` throughout. ``kind`` "stage": ``previous_stage`` -> ``stage``, the customer in
+    ``segment`` (``previous`` the same, -1 when it has none yet)."""
+
     row: int  # position of the row in its chunk
     previous: int | None  # the segment left (None: the customer's first)
     segment: int
     reason: str  # the row's reason, or "model_update" out of a retired segment
     seq: int  # the customer's change sequence number after the move
+    kind: str = "segment"
+    previous_stage: int = -1
+    stage: int = -1
+    why: str = ""  # a stage change's explanation
 
 
 def hysteresis(
@@ -106,29 +120,29 @@ def decide_moves(
     moves: list[Move] = []
     for k, row in enumerate(rows):
         best = best_ids[k]
-        if best < 0:
-            continue  # warming up: no id is published as if it meant something
         i = row.index
+        stage_move = row.stage_move
+        # warming up (best < 0): no id is published as if it meant something; stages still are
         current = segment[i] if segment[i] >= 0 else None
-        if best == current:
-            continue  # already there: nothing to decide (the common case, kept cheap)
-        reason = row.reason
-        if current is not None and current not in live:
-            target: int | None = best
-            reason = "model_update"
-        else:
-            d_cur = float(distances[k, column[current]]) if current in column else math.inf
-            since = float(segment_since[i]) if current is not None else None
-            target = hysteresis(
-                current, since, best, float(distances[k, column[best]]), d_cur, row.at, margin, min_dwell_days
-            )
-        if target is None or target == current:
-            continue
-        segment[i] = target
-        segment_since[i] = int(row.at)
-        seq[i] += 1
-        record_move(deltas, current, target)
-        moves.append(Move(k, current, target, reason, seq[i]))
+        if stage_move is not None:  # the stage first: a segment move of the row is in the new one
+            seq[i] += 1
+            moves.append(Move(k, current, segment[i], row.reason, seq[i], "stage", *stage_move))
+        if best >= 0 and best != current:  # (already there: the common case, kept cheap)
+            reason = row.reason
+            if current is not None and current not in live:
+                target: int | None = best
+                reason = "model_update"
+            else:
+                d_cur = float(distances[k, column[current]]) if current in column else math.inf
+                since = float(segment_since[i]) if current is not None else None
+                d_best = float(distances[k, column[best]])
+                target = hysteresis(current, since, best, d_best, d_cur, row.at, margin, min_dwell_days)
+            if target is not None and target != current:
+                segment[i] = target
+                segment_since[i] = int(row.at)
+                seq[i] += 1
+                record_move(deltas, current, target)
+                moves.append(Move(k, current, target, reason, seq[i], "segment", row.stage, row.stage))
     return moves
 
 

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from models.contracts import RFMScore
+from models.contracts import CustomerValue, RFMScore
 from models.features import FeatureParams
 from models.features.table import DEFAULT_WEIGHTS
 from models.segments import checkpoint
@@ -42,10 +42,11 @@ from models.segments.explain import explain_many
 from models.segments.hierarchy import Hierarchy
 from models.segments.naming import SegmentNamer, suggest_names
 from models.segments.params import DAY, EngineParams
-from models.segments.population import PopulationSample, sample_version
+from models.segments.population import PopulationSample, aged_sample, sample_version
 from models.segments.registry import ModelEvent, SegmentRegistry
 from models.segments.rfm import RFMScorer
 from models.segments.river_models import ModelSummary
+from models.segments.value import ValueModel
 from models.segments.vectorize import DEFAULT_FEATURES, Vectorizer
 from models.segments.version import (
     WARMING_UP,
@@ -117,6 +118,7 @@ class SegmentEngine(AlignedLearning):
         self.registry = SegmentRegistry(gate=params.gate, drift=params.drift)
         self.namer = SegmentNamer()
         self.rfm_scorer = RFMScorer()
+        self.value_model = ValueModel(self.feature_names)  # churn risk and CLV, fitted per version
         self.version = 0
         self.learned = 0
         self.t_max = -np.inf
@@ -405,6 +407,10 @@ class SegmentEngine(AlignedLearning):
             return None
         return self.rfm_scorer.score(recency, purchases, spend)
 
+    def value_many(self, raw_rows: np.ndarray) -> list[CustomerValue | None]:
+        """Churn risk and predicted value of each row (None: never bought, or no fit yet)."""
+        return self.value_model.score(np.asarray(raw_rows, dtype=np.float64).reshape(len(raw_rows), -1))
+
     def waiting_rows(self) -> int:
         """Rows held for other partitions (``align_sources``), not yet learned."""
         return len(self._aligner) if self._aligner is not None else 0
@@ -448,6 +454,10 @@ class SegmentEngine(AlignedLearning):
             self.rfm_scorer.update(*(raw[:, c] for c in self._rfm_cols if c is not None))
         if self.population is not None and len(self.population) >= 4 * self.params.n_segments:
             s = self._population_summary()  # the micro-clusters' macro step is not needed
+            # Churn risk and value from the same sample as of the same time: customers observed
+            # at one moment, not at their purchases (learned rows would all look just-bought).
+            _, sample_rows = aged_sample(self.population, self.feature_params, self.t_max, self._sources())
+            self.value_model.fit(sample_rows)
         else:
             s = self.model.summary(Z, self.t_max)
         self.version += 1
@@ -488,6 +498,10 @@ class SegmentEngine(AlignedLearning):
         )
         return events
 
+    def _sources(self) -> dict[int, float] | None:
+        """Each source's newest event time, to age the sample to (None: all to the version's)."""
+        return None if self._aligning() else self._source_t
+
     def _population_summary(self) -> ModelSummary:
         """The version fitted on the customer sample, each state aged to its source's newest event
         time (at most the version's): :func:`~models.segments.population.sample_version`."""
@@ -498,7 +512,7 @@ class SegmentEngine(AlignedLearning):
             self.vectorizer,
             self.feature_params,
             self.t_max,
-            None if self._aligning() else self._source_t,
+            self._sources(),
             self._population_centroids,
             self._population_t,
             self._population_rng,

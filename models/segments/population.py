@@ -235,6 +235,26 @@ def fit_population(
     return PopulationFit(C, nearest(Z, C)[0], restarted=False)
 
 
+def aged_sample(
+    sample: PopulationSample,
+    feature_params: FeatureParams,
+    t_max: float,
+    source_clocks: dict[int, float] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sample's keys (ascending: any head is a uniform sample) and feature rows, each state
+    aged to its source's newest event time (at most ``t_max``; all to ``t_max`` when
+    ``source_clocks`` is None)."""
+    keys, snaps = sample.held()
+    order = np.argsort(keys, kind="stable")
+    keys, snaps = keys[order], snaps[order]
+    if source_clocks is None:
+        at = np.full(len(keys), t_max)
+    else:
+        sources = sample.held_sources()[order].tolist()
+        at = np.minimum([source_clocks.get(src, t_max) for src in sources], t_max)
+    return keys, evaluate_many(snaps, feature_params, at)
+
+
 def sample_version(
     sample: PopulationSample,
     vectorizer: Vectorizer,
@@ -257,15 +277,7 @@ def sample_version(
     A warm fit moves ``previous`` centroids ``step`` of the way (per ``step_days`` of event time
     since ``previous_t`` when that is > 0). Returns the summary, its centroids (the next
     version's ``previous``) and the fit's event time."""
-    keys, snaps = sample.held()
-    order = np.argsort(keys, kind="stable")  # smallest keys first: any head is a uniform sample
-    keys, snaps = keys[order], snaps[order]
-    if source_clocks is None:
-        at = np.full(len(keys), t_max)
-    else:
-        sources = sample.held_sources()[order].tolist()
-        at = np.minimum([source_clocks.get(src, t_max) for src in sources], t_max)
-    raw = evaluate_many(snaps, feature_params, at)
+    keys, raw = aged_sample(sample, feature_params, t_max, source_clocks)
     Z = vectorizer.transform(raw)
     if step_days > 0 and np.isfinite(previous_t):
         elapsed = max(t_max - previous_t, 0.0) / (step_days * DAY)

@@ -15,7 +15,8 @@ __all__ = ["WARMUP_CHECKPOINT_SECONDS", "BatchResult", "PartitionBatch", "Row", 
 
 @dataclass(slots=True)
 class Row:
-    """One row the segment step assigns: a customer's event, or an inactivity re-scoring."""
+    """One row the segment step assigns: a customer's event, or an inactivity re-scoring (a
+    threshold of silence or a lifecycle stage's crossing)."""
 
     customer_id: str
     index: int  # the customer's position in the batch's StateBatch
@@ -24,6 +25,9 @@ class Row:
     reason: str  # "event" | "inactivity"
     offset: int
     clock: int = 0  # the partition's watermark once the row was made (0: none yet)
+    stage: int = -1  # the customer's lifecycle stage after the row
+    # (stage before, stage after, why) when the row changed the stage
+    stage_move: tuple[int, int, str] | None = None
 
 
 @dataclass(slots=True)

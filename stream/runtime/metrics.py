@@ -34,6 +34,12 @@ class Metrics:
         self.changes = Counter(
             "segstream_segment_changes", "Segment changes published", ["reason"], registry=registry
         )
+        self.stage_changes = Counter(
+            "segstream_stage_changes",
+            "Lifecycle stage changes published, by the stage entered",
+            ["stage"],
+            registry=registry,
+        )
         self.reevaluations = Counter(
             "segstream_inactivity_reevaluations",
             "Customers re-scored because their inactivity crossed a threshold",

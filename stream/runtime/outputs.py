@@ -16,6 +16,7 @@ from models.contracts import DeadLetter, SegmentRef
 from models.segments.changes import segment_change
 from models.segments.decide import Move
 from models.segments.engine import Assignment, ModelEvent, SegmentEngine
+from models.segments.lifecycle import stage_name
 from stream.config import Settings
 from stream.io.kafka import Record
 from stream.io.sinks import Sink
@@ -68,24 +69,52 @@ class OutputsMixin:
         engine = self.engine
         topic = self.settings.topics.interactions
         vectors = raw[[lo + m.row for m in moves]]
-        explanations = engine.explain_many(vectors, [m.previous for m in moves], [m.segment for m in moves])
+        # Segment moves are explained by the features; a stage change by its rule (Move.why).
+        moved = [k for k, m in enumerate(moves) if m.kind == "segment"]
+        explanations = [m.why for m in moves]
+        for k, text in zip(
+            moved,
+            engine.explain_many(
+                vectors[moved], [moves[k].previous for k in moved], [moves[k].segment for k in moved]
+            ),
+            strict=True,
+        ):
+            explanations[k] = text
         memberships = assignment.memberships([m.row for m in moves])
-        for m, vector, explanation, membership in zip(moves, vectors, explanations, memberships, strict=True):
+        values = engine.value_many(vectors)
+        for m, vector, explanation, membership, value in zip(
+            moves, vectors, explanations, memberships, values, strict=True
+        ):
             row = rows[m.row]
+            stage_change = m.kind == "stage"
+            current = (
+                SegmentRef(id=m.segment, name=live.get(m.segment, f"segment {m.segment}"))
+                if m.segment >= 0
+                else None
+            )
+            previous = (
+                current
+                if stage_change
+                else SegmentRef(id=m.previous, name=engine.name_of(m.previous))
+                if m.previous is not None
+                else None
+            )
             self.sink.change(
                 segment_change(
                     customer_id=row.customer_id,
                     seq=m.seq,
-                    previous=SegmentRef(id=m.previous, name=engine.name_of(m.previous))
-                    if m.previous is not None
-                    else None,
-                    current=SegmentRef(id=m.segment, name=live.get(m.segment, f"segment {m.segment}")),
+                    previous=previous,
+                    current=current,
+                    kind="stage" if stage_change else "segment",
+                    stage=stage_name(m.stage),
+                    previous_stage=stage_name(m.previous_stage),
                     membership=membership,
                     confidence=round(float(assignment.confidence[m.row]), 4),
                     outlier=bool(assignment.outlier[m.row]),
                     reason=m.reason,  # type: ignore[arg-type]
                     explanation=explanation,
                     rfm=engine.rfm(vector),
+                    value=value,
                     model_version=int(assignment.versions[m.row]),
                     event_time=row.at,
                     source_topic=topic,
@@ -95,7 +124,10 @@ class OutputsMixin:
                 )
             )
             result.changes += 1
-            self.metrics.changes.labels(reason=m.reason).inc()
+            if stage_change:
+                self.metrics.stage_changes.labels(stage=stage_name(m.stage) or "none").inc()
+            else:
+                self.metrics.changes.labels(reason=m.reason).inc()
             if m.reason == "event":
                 self.metrics.latency.observe(max(now - row.at, 0.0))
 

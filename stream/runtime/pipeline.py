@@ -46,6 +46,7 @@ from models.features.clock import PartitionClock
 from models.features.vector import RHYTHM_WIDTH
 from models.segments.decide import learn_mask
 from models.segments.engine import Chunk, SegmentEngine
+from models.segments.lifecycle import History, describe_stage, next_stage_crossing, stage_at
 from models.segments.population import customer_key
 from stream.config import Settings
 from stream.io.kafka import Record
@@ -89,6 +90,7 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         # onto state built from another topic of the same name fails. "": not checked (files).
         self.topic_id = ""
         self._thresholds = f.inactivity_thresholds_days
+        self._lifecycle = settings.lifecycle.params()
         self._max_bytes = settings.kafka.max_record_bytes
         self._learn_interval = settings.model.learn_interval_hours * 3600
         self.learns = settings.model.role == "learner"
@@ -316,6 +318,7 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         events = BatchEvents()
         add_event = events.add
         note, rhythm = states.note, states.rhythm
+        stage_step = self._stage_step
         rhythms: list[list[int]] = []
         add_rhythm = rhythms.append
         duplicates = 0
@@ -364,9 +367,12 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             if ts > newest:
                 last_ts[i] = newest = ts
             wm = observe(cid, ts)
-            add_row(Row(cid, i, n, float(ts), "event", rec.offset, wm))
+            stage, stage_move, crossing = stage_step(states, i, ts)
+            add_row(Row(cid, i, n, float(ts), "event", rec.offset, wm, stage, stage_move))
             add_rhythm(rhythm(i))
             due = due_after_event(newest, next_due[i], offsets, wm)
+            if crossing and (due == 0 or crossing < due):
+                due = crossing
             if due != next_due[i]:
                 next_due[i] = due_updates[cid] = due
                 heappush(due_heap, (due, cid))
@@ -377,12 +383,29 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
                 qi = index[qcid]
                 if next_due[qi] != due_ts:
                     continue  # stale heap entry: rescheduled since
-                if crosses(last_ts[qi], offsets, due_ts):  # a crossing, not an early look
-                    add_row(Row(qcid, qi, events.applied(qi), float(due_ts), "inactivity", rec.offset, wm))
+                stage, stage_move, crossing = stage_step(states, qi, due_ts)
+                # A threshold of silence or a change of stage; else an early look of the lazy
+                # schedule (the customer was active since).
+                if stage_move is not None or crosses(last_ts[qi], offsets, due_ts):
+                    add_row(
+                        Row(
+                            qcid,
+                            qi,
+                            events.applied(qi),
+                            float(due_ts),
+                            "inactivity",
+                            rec.offset,
+                            wm,
+                            stage,
+                            stage_move,
+                        )
+                    )
                     add_rhythm(rhythm(qi))
                     self.metrics.reevaluations.inc()
-                # else an early look of the lazy schedule: the customer was active since.
-                next_due[qi] = due_updates[qcid] = due_after(last_ts[qi], offsets, due_ts)
+                due = due_after(last_ts[qi], offsets, due_ts)
+                if crossing and (due == 0 or crossing < due):
+                    due = crossing
+                next_due[qi] = due_updates[qcid] = due
                 mark(qi)
                 if next_due[qi]:
                     heappush(due_heap, (next_due[qi], qcid))
@@ -394,6 +417,23 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         # The rhythm of each row as the loop noted it, beside the counters and sums.
         snaps = np.hstack([base, np.array(rhythms, dtype=np.float64).reshape(len(rows), RHYTHM_WIDTH)])
         return rows, snaps, dirty, due_updates, clock
+
+    def _stage_step(
+        self, states: StateBatch, i: int, at: int
+    ) -> tuple[int, tuple[int, int, str] | None, int]:
+        """Customer ``i``'s lifecycle stage as of ``at`` (written to the columns), the move when it
+        changed (before, after, why), and the time of its next crossing (0: none)."""
+        p = self._lifecycle
+        pdays, adays = states.days(i)
+        h = History(states.purchase_days[i], states.last_purchase_ts[i], pdays, states.last_ts[i], adays)
+        old, since = states.stage[i], states.stage_since[i]
+        new = stage_at(old, since, at, h, p)
+        move = None
+        if new != old:
+            since = states.stage_since[i] = max(at, since)
+            states.stage[i] = new
+            move = (old, new, describe_stage(new, at, h, p))
+        return new, move, next_stage_crossing(new, since, h, p)
 
     def _assign(self, batch: PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:
         """Assign the batch's rows chunk by chunk; returns the segment count deltas and the states

@@ -91,18 +91,22 @@ class RetiredMovesMixin(OutputsMixin):
             return {}
         last_row = {rows[k].index: k for k in range(lo)}  # each customer's last row before the chunk
         index = {c: i for i, c in enumerate(batch.ids)}
-        found: list[tuple[str, int | None, CustomerState | None, np.ndarray, float]] = []
+        # (customer, batch position, state from the store, snapshot, move time, stage at that row)
+        found: list[tuple[str, int | None, CustomerState | None, np.ndarray, float, int]] = []
         for i, cid in enumerate(batch.ids):
             if states.segment[i] not in retired:
                 continue
             if (k := last_row.get(i)) is not None:
-                found.append((cid, i, None, batch.snaps[k], max(at, rows[k].at)))
+                found.append((cid, i, None, batch.snaps[k], max(at, rows[k].at), rows[k].stage))
             else:  # no row before the chunk: as loaded (a customer in a segment has a state)
                 loaded = CustomerState.unpack(batch.loaded[cid] or b"")
-                found.append((cid, i, None, np.array(snapshot(loaded)), max(at, float(loaded.last_ts))))
+                found.append(
+                    (cid, i, None, np.array(snapshot(loaded)), max(at, float(loaded.last_ts)), loaded.stage)
+                )
         for cid, blob in self.store.partition_states(p):
             if cid not in index and (stored := CustomerState.unpack(blob)).segment in retired:
-                found.append((cid, None, stored, np.array(snapshot(stored)), max(at, float(stored.last_ts))))
+                moved_at = max(at, float(stored.last_ts))
+                found.append((cid, None, stored, np.array(snapshot(stored)), moved_at, stored.stage))
         if not found:
             return {}
         found.sort(key=operator.itemgetter(0))
@@ -112,10 +116,10 @@ class RetiredMovesMixin(OutputsMixin):
         moves: list[Move] = []
         moved_out: dict[str, bytes] = {}
         found_rows = [
-            Row(cid, -1 if pos is None else pos, 0, moved_at, "model_update", offset)
-            for cid, pos, _, _, moved_at in found
+            Row(cid, -1 if pos is None else pos, 0, moved_at, "model_update", offset, 0, stage)
+            for cid, pos, _, _, moved_at, stage in found
         ]
-        for j, (cid, pos, held, _, moved_at) in enumerate(found):
+        for j, (cid, pos, held, _, moved_at, stage) in enumerate(found):
             target = int(assignment.segment_ids[j])
             if target < 0:
                 continue
@@ -133,7 +137,7 @@ class RetiredMovesMixin(OutputsMixin):
                 seq = held.seq
                 moved_out[cid] = held.pack()
             record_move(deltas, current, target)
-            moves.append(Move(j, current, target, "model_update", seq))
+            moves.append(Move(j, current, target, "model_update", seq, "segment", stage, stage))
         if moves:
             self._publish_moves(
                 p, 0, raw, assignment, found_rows, moves, live, time.time(), result, retired_moves=True

@@ -1,9 +1,11 @@
-"""Customers who go quiet are re-scored in event time and move segment with reason ``inactivity``.
+"""Customers who go quiet are re-scored in event time: their lifecycle stage goes at risk and then
+lapsed at their own rhythm's thresholds, and the inactivity thresholds re-score their segment.
 
 All customers hash to one partition, so the active ones keep that partition's watermark moving
-while a cohort stops. Once the watermark passes the quiet cohort's thresholds (14, 30, 60, 90
-days after their last event), each of them has been re-scored: its due entry is gone (every
-threshold passed) and a change with reason ``inactivity`` was published for it.
+while a cohort stops. Once the watermark passes the quiet cohort's thresholds, each of them has
+been re-scored: its due entry is gone (every threshold passed, and a lapsed customer has no
+further stage), and its stage changes were published at the crossing times, with reason
+``inactivity``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import redis
 
 from models.contracts import SegmentChange
 from models.features import DAY, CustomerState
+from models.segments.lifecycle import ACTIVE, AT_RISK, LAPSED, History, LifecycleParams, next_stage_crossing
 from models.sim import GeneratedRecord
 from stream.state import FeatureStore
 
@@ -84,7 +87,7 @@ def test_quiet_customers_are_rescored_and_move_with_reason_inactivity(
     settings_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    records, quiet, _active = _log()
+    records, quiet, active = _log()
     produce(stack, topic_names["interactions"], records)
     env = service_env(
         settings_env,
@@ -120,19 +123,52 @@ def test_quiet_customers_are_rescored_and_move_with_reason_inactivity(
         assert s.last_ts + 90 * DAY < wm
         if s.next_due != 0 or store.due_of(0, c) != 0:
             not_cleared.append((c, s.next_due))
-    # Inactivity changes happen at a threshold crossing, in event time.
+    # A segment's inactivity re-scoring happens at a threshold crossing, in event time, or at a
+    # change of stage (the same row).
+    stage_times = {(ch.customer_id, ch.event_time) for ch in changes if ch.kind == "stage"}
     for ch in inactivity:
+        if (ch.customer_id, ch.event_time) in stage_times:
+            continue
         blob = store.get_state(0, ch.customer_id)
-        if blob is None:
+        if blob is None or ch.kind != "segment":
             continue
         last = CustomerState.unpack(blob).last_ts
         # (Earlier re-scorings of a quiet customer, during gaps before its last event, are fine.)
         if ch.customer_id in quiet_set and ch.event_time.timestamp() > last:
             assert int(ch.event_time.timestamp()) - last in {d * int(DAY) for d in THRESHOLDS}
+    # Each quiet customer went at risk, then lapsed, at its own rhythm's crossing times.
+    params = LifecycleParams()
+    wrong = []
+    for c in quiet:
+        s = CustomerState.unpack(store.get_state(0, c) or b"")
+        h = History(s.purchase_days, s.last_purchase_ts, s.purchase_day_list, s.last_ts, s.active_day_list)
+        risk_at = next_stage_crossing(ACTIVE, 0, h, params)
+        lapse_at = next_stage_crossing(AT_RISK, risk_at, h, params)
+        path = [
+            (ch.previous_stage, ch.stage, ch.reason, int(ch.event_time.timestamp()))
+            for ch in changes
+            if ch.customer_id == c and ch.kind == "stage"
+        ]
+        expected = [
+            ("active", "at_risk", "inactivity", risk_at),
+            ("at_risk", "lapsed", "inactivity", lapse_at),
+        ]
+        if path[-2:] != expected or s.stage != LAPSED:
+            wrong.append((c, path[-2:], expected))
+    final_stage = {ch.customer_id: ch.stage for ch in changes}
+    # Steady buyers end active; browsers who bought twice long ago may be at risk (as buyers),
+    # but no one still visiting is lapsed.
+    buyers = [c for c in active if c.startswith("b")]
+    steady_active = sum(final_stage.get(c) == "active" for c in buyers)
+    lapsed_visitors = [c for c in active if final_stage.get(c) == "lapsed"]
     print(
         f"\ninactivity: {len(records)} events, change reasons {dict(reasons)}; "
-        f"{len(moved)}/{len(quiet)} quiet customers moved with reason inactivity; "
+        f"{len(moved)}/{len(quiet)} quiet customers changed with reason inactivity; "
+        f"{steady_active}/{len(buyers)} steady buyers end active, {len(lapsed_visitors)} visitors lapsed; "
         f"due entries not cleared: {len(not_cleared)}"
     )
     assert not not_cleared, f"quiet customers still scheduled: {not_cleared[:5]}"
     assert reasons["inactivity"] > 0, f"no inactivity change at all; reasons: {dict(reasons)}"
+    assert not wrong, f"{len(wrong)} quiet customers off their stage crossings, e.g. {wrong[:3]}"
+    assert steady_active >= 0.9 * len(buyers)
+    assert not lapsed_visitors, lapsed_visitors

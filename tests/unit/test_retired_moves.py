@@ -79,14 +79,19 @@ def test_each_move_leaves_a_retired_segment_for_a_live_one_in_sequence(
         assert c.previous.name.endswith("(retired)")
         assert c.current.id != c.previous.id
         assert retired_at.get(c.current.id, c.model_version + 1) > c.model_version  # live then
-    # A customer's changes stay in sequence, one per seq, and each starts where the last ended.
-    last: dict[str, tuple[int, int]] = {}
+    # A customer's changes stay in sequence, one per seq, and each starts where the last ended:
+    # a segment change from the segment held, a stage change in it (none before the first).
+    last: dict[str, tuple[int, int | None]] = {}
     for c in sink.changes:
-        assert c.current is not None
-        if c.customer_id in last:
-            seq, segment = last[c.customer_id]
-            assert c.seq == seq + 1 and c.previous is not None and c.previous.id == segment
-        last[c.customer_id] = (c.seq, c.current.id)
+        seq, segment = last.get(c.customer_id, (0, None))
+        assert c.seq == seq + 1
+        held = c.previous.id if c.previous is not None else None
+        assert held == segment
+        if c.kind == "stage":
+            assert c.current == c.previous and c.stage != c.previous_stage
+        else:
+            assert c.current is not None and c.stage == c.previous_stage
+        last[c.customer_id] = (c.seq, c.current.id if c.current is not None else None)
 
 
 def test_the_moves_do_not_depend_on_the_batch_size(

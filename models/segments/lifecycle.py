@@ -1,0 +1,195 @@
+"""Lifecycle stages: where a customer is in its relationship, judged against its own rhythm.
+
+The behavioural segment says who a customer is (its rhythm, value, basket, channels); the stage
+says where it is now. Stages, in the order their indices are stored:
+
+- ``prospect``: active, never bought;
+- ``new``: bought on one day only, not overdue;
+- ``active``: bought on two days or more, not overdue;
+- ``at_risk``: overdue: silent for ``at_risk_ratio`` times its typical gap (at least
+  ``at_risk_min_days``);
+- ``lapsed``: silent for ``lapsed_ratio`` times its typical gap (at least ``lapsed_min_days``);
+- ``won_back``: came back after lapsing; for ``won_back_days``, then one of the first three.
+
+"Silent" is measured on the customer's purchases once it has bought on two days (its purchase
+rhythm), before that on all its activity (a browser's visits); a buyer still visiting is at
+most at risk, never lapsed (:func:`silence_times`). The typical gap is the median gap
+between its newest distinct days, shrunk toward ``prior_gap_days`` by ``prior_weight`` gaps, so
+that two purchases a day apart do not make a customer overdue after three days.
+
+Hysteresis is in the rules, not in a timer: a customer enters ``at_risk`` and ``lapsed`` only
+when time passes a threshold of its own rhythm, and leaves them only by coming back (the silence
+ends). So a customer flaps between ``active`` and ``at_risk`` only by being overdue and then
+buying, once per real absence. Every transition without an event happens at a time computed
+from the state (:func:`next_stage_crossing`), which the pipeline schedules in event time: the
+stage never depends on when the next record arrives or where a batch was cut.
+
+P(alive) is not a rule here: it depends on the model version's fitted population (a stage would
+change when the model does, not when the customer does) and overreacts for frequent buyers; it
+travels beside the stage as the churn risk.
+
+>>> p = LifecycleParams()
+>>> week = [20000 + 7 * k for k in range(8)]  # a weekly shopper's purchase days
+>>> round(typical_gap_days(week, p), 2)
+9.88
+>>> last = week[-1] * 86400
+>>> h = History(8, last, week, last, week)
+>>> STAGES[stage_at(ACTIVE, 0, last + 10 * 86400, h, p)]
+'active'
+>>> STAGES[stage_at(ACTIVE, 0, last + 30 * 86400, h, p)]
+'at_risk'
+>>> round((next_stage_crossing(ACTIVE, 0, h, p) - last) / 86400, 2)
+24.69
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, NamedTuple, get_args
+
+from models.contracts import StageName
+
+__all__ = [
+    "ACTIVE",
+    "AT_RISK",
+    "LAPSED",
+    "NEW",
+    "PROSPECT",
+    "STAGES",
+    "WON_BACK",
+    "History",
+    "LifecycleParams",
+    "describe_stage",
+    "next_stage_crossing",
+    "silence_times",
+    "stage_at",
+    "stage_name",
+    "typical_gap_days",
+]
+
+STAGES: Final[tuple[StageName, ...]] = get_args(StageName)  # the contract's order is the stored one
+PROSPECT, NEW, ACTIVE, AT_RISK, LAPSED, WON_BACK = range(len(STAGES))
+NO_STAGE: Final = -1
+DAY: Final = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleParams:
+    at_risk_ratio: float = 2.5
+    at_risk_min_days: float = 21.0
+    lapsed_ratio: float = 5.0
+    lapsed_min_days: float = 60.0
+    prior_gap_days: float = 30.0
+    prior_weight: float = 1.0
+    won_back_days: float = 30.0
+
+
+def stage_name(stage: int) -> StageName | None:
+    return STAGES[stage] if 0 <= stage < len(STAGES) else None
+
+
+def typical_gap_days(days: Sequence[int], p: LifecycleParams) -> float:
+    """Median gap between the newest distinct days (ascending, day numbers), shrunk toward the
+    prior gap by ``prior_weight`` gaps."""
+    n = len(days) - 1
+    if n <= 0:
+        return p.prior_gap_days
+    gaps = sorted(days[k + 1] - days[k] for k in range(n))
+    half = n // 2
+    median = gaps[half] if n % 2 else (gaps[half - 1] + gaps[half]) / 2
+    return (n * median + p.prior_weight * p.prior_gap_days) / (n + p.prior_weight)
+
+
+def _thresholds(days: Sequence[int], p: LifecycleParams) -> tuple[int, int]:
+    """Seconds of silence after which the customer is at risk, and lapsed."""
+    gap = typical_gap_days(days, p)
+    return (
+        int(max(p.at_risk_ratio * gap, p.at_risk_min_days) * DAY),
+        int(max(p.lapsed_ratio * gap, p.lapsed_min_days) * DAY),
+    )
+
+
+class History(NamedTuple):
+    """What the stage reads of a customer: its purchase days and activity days, and the newest
+    of each (times in seconds, days as day numbers, ascending)."""
+
+    purchase_days: int
+    last_purchase: int
+    purchase_day_list: Sequence[int]
+    last_active: int
+    active_day_list: Sequence[int]
+
+
+def silence_times(h: History, p: LifecycleParams) -> tuple[int, int]:
+    """When the customer turns at risk, and lapsed, if it stays silent from now on.
+
+    A customer with a purchase rhythm (two purchase days or more) is at risk once its purchases
+    are overdue, and lapsed once they are long overdue and its visits are overdue too: a
+    customer on the site every day is not lapsed, whatever it last bought. Before that, its
+    activity decides both."""
+    risk_a, lapse_a = _thresholds(h.active_day_list, p)
+    if h.purchase_days < 2:
+        return h.last_active + risk_a, h.last_active + lapse_a
+    risk_p, lapse_p = _thresholds(h.purchase_day_list, p)
+    return h.last_purchase + risk_p, max(h.last_purchase + lapse_p, h.last_active + risk_a)
+
+
+def _base(purchase_days: int) -> int:
+    return PROSPECT if purchase_days == 0 else NEW if purchase_days == 1 else ACTIVE
+
+
+def stage_at(stage: int, since: int, at: float, h: History, p: LifecycleParams) -> int:
+    """The stage as of event time ``at`` of a customer in ``stage`` since ``since``.
+
+    A row older than the stage (a late event) is judged as of the stage's start: a stage is
+    never undone by looking back in time."""
+    at = max(at, since)
+    risk, lapse = silence_times(h, p)
+    if at >= lapse:
+        return LAPSED
+    if at >= risk:
+        return LAPSED if stage == LAPSED else AT_RISK
+    if stage == LAPSED:
+        return WON_BACK
+    if stage == WON_BACK and at < since + p.won_back_days * DAY:
+        return WON_BACK
+    return _base(h.purchase_days)
+
+
+def next_stage_crossing(stage: int, since: int, h: History, p: LifecycleParams) -> int:
+    """Event time of the next change of stage if the customer stays silent (0: none, lapsed)."""
+    risk, lapse = silence_times(h, p)
+    if stage == LAPSED:
+        return 0
+    if stage == AT_RISK:
+        return lapse
+    if stage == WON_BACK:
+        return min(risk, since + int(p.won_back_days * DAY))
+    return risk
+
+
+def describe_stage(stage: int, at: float, h: History, p: LifecycleParams) -> str:
+    """One line saying why the customer is in ``stage`` (change events carry it)."""
+    buyer = h.purchase_days >= 2
+    if buyer:
+        last, days, what = h.last_purchase, h.purchase_day_list, "purchase"
+    else:
+        last, days, what = h.last_active, h.active_day_list, "activity"
+    silent = max(at - last, 0) / DAY
+    gap = typical_gap_days(days, p)
+    overdue = f"no {what} for {silent:.0f} days, {silent / gap:.1f}x its typical {gap:.0f}-day gap"
+    if stage == AT_RISK:
+        visits = max(at - h.last_active, 0) / DAY
+        still = f"; last active {visits:.0f} days ago" if buyer and visits < silent else ""
+        return f"at_risk: {overdue}{still}"
+    if stage == LAPSED:
+        quiet = f", no activity for {(at - h.last_active) / DAY:.0f} days" if buyer else ""
+        return f"lapsed: {overdue}{quiet}"
+    if stage == WON_BACK:
+        return f"won back: active again after lapsing (typical gap {gap:.0f} days)"
+    if stage == PROSPECT:
+        return "prospect: active, no purchase yet"
+    if stage == NEW:
+        return "new: first purchase, no repeat yet"
+    return f"active: last {what} {silent:.0f} days ago, typical gap {gap:.0f} days"
