@@ -147,7 +147,7 @@ def _records(
 
     ids = [customer_id(i + 1) for i in range(sim.customers)]
     keys = [s.encode() for s in ids]
-    names = [p.name for p in PERSONA_ORDER]
+    names = sim.persona_names
     ts_str = np.datetime_as_string(sim.t_ms.astype("datetime64[ms]"), unit="ms").tolist()
     chans, types = CHANNELS, TYPES
     monetary = {TYPE_INDEX["purchase"], TYPE_INDEX["refund"]}
