@@ -2,6 +2,7 @@
 
 - :mod:`~models.sim.personas`: the personas as data (one row of parameters each);
 - :mod:`~models.sim.simulate`: the seeded simulation behind the generator;
+- :mod:`~models.sim.rhythm`: the ``rhythm`` scenario's shoppers, closures, peak, pauses, lapses;
 - :mod:`~models.sim.generator`: the public generator (records, ground truth, scenarios);
 - :mod:`~models.sim.cdnow`: the CDNOW purchase log as interaction events.
 """
@@ -10,10 +11,13 @@ from models.sim.generator import (
     MALFORMED_KINDS,
     GeneratedLog,
     GeneratedRecord,
+    RhythmCustomer,
+    RhythmTruth,
     customer_id,
     generate,
     ground_truth,
     iter_records,
+    rhythm_truth,
     write_truth_csv,
 )
 from models.sim.personas import (
@@ -21,8 +25,11 @@ from models.sim.personas import (
     DEFAULT_PERSONA_WEIGHTS,
     DEFAULT_START,
     PERSONAS,
+    RHYTHM_PERSONA_ORDER,
+    RHYTHM_PERSONAS,
     SCENARIOS,
     Persona,
+    RhythmPersona,
 )
 
 __all__ = [
@@ -31,13 +38,19 @@ __all__ = [
     "DEFAULT_START",
     "MALFORMED_KINDS",
     "PERSONAS",
+    "RHYTHM_PERSONAS",
+    "RHYTHM_PERSONA_ORDER",
     "SCENARIOS",
     "GeneratedLog",
     "GeneratedRecord",
     "Persona",
+    "RhythmCustomer",
+    "RhythmPersona",
+    "RhythmTruth",
     "customer_id",
     "generate",
     "ground_truth",
     "iter_records",
+    "rhythm_truth",
     "write_truth_csv",
 ]

@@ -27,6 +27,12 @@ Scenarios (for drift tests of the clustering engine), see :data:`SCENARIOS`:
   appear only in the second half (their first event is after mid-period).
 - ``persona_disappears``: ``browser_no_purchase`` customers stop entirely at mid-period; truth
   keeps their persona (they are the segment that dies).
+- ``rhythm``: a grocery purchase log of shoppers with a purchase rhythm (``twice_weekly``,
+  ``weekly``, ``fortnightly``, ``monthly``; :data:`~models.sim.personas.RHYTHM_PERSONA_ORDER`):
+  same-day repeat baskets, store closures, a December peak, customers who pause for two weeks
+  and come back, customers who lapse for good (:mod:`~models.sim.rhythm`). ``persona_weights``
+  name rhythm personas here. :func:`rhythm_truth` tells each customer's kind (steady, pauser,
+  lapser), its stop and pauses, and the closures and peaks.
 
 The ground truth is the persona each customer has at the end of the period.
 """
@@ -50,6 +56,14 @@ from models.sim.personas import (
     PERSONA_ORDER,
     TYPE_INDEX,
     TYPES,
+)
+from models.sim.rhythm import (
+    NEVER,
+    RHYTHM_KINDS,
+    RHYTHM_NAMES,
+    assign_rhythm_personas,
+    plan_rhythm,
+    simulate_rhythm,
 )
 from models.sim.simulate import (
     Simulation,
@@ -90,6 +104,31 @@ class GeneratedLog:
     records: list[GeneratedRecord]
     truth: dict[str, str]  # customer_id -> persona at the end of the period
     malformed_kinds: dict[int, str] = field(default_factory=dict)  # record index -> kind
+
+
+class RhythmCustomer(NamedTuple):
+    """One customer of the ``rhythm`` scenario, as planned (times in epoch seconds)."""
+
+    persona: str  # twice_weekly | weekly | fortnightly | monthly
+    kind: str  # steady | pauser | lapser
+    stop_ts: float | None  # lapsers: from here on no purchase, visit or refund (emails fade)
+    pauses: tuple[tuple[float, float], ...]  # pausers: [start, end) without shopping, 1 or 2
+
+
+@dataclass(frozen=True)
+class RhythmTruth:
+    """What a lifecycle check needs to know about a ``rhythm`` log (times in epoch seconds)."""
+
+    customers: dict[str, RhythmCustomer]
+    closures: tuple[tuple[float, float], ...]  # [start, end): every store closed, online open
+    peaks: tuple[tuple[float, float], ...]  # [start, end): December, more trips, bigger baskets
+    start_ts: float
+    end_ts: float
+
+    def lapsed(self, quiet_days: float = 90.0) -> list[str]:
+        """The lapsers that stopped at least ``quiet_days`` before the end (sorted ids)."""
+        last = self.end_ts - quiet_days * 86400.0
+        return sorted(c for c, r in self.customers.items() if r.stop_ts is not None and r.stop_ts <= last)
 
 
 def customer_id(i: int) -> str:
@@ -147,7 +186,7 @@ def _records(
 
     ids = [customer_id(i + 1) for i in range(sim.customers)]
     keys = [s.encode() for s in ids]
-    names = [p.name for p in PERSONA_ORDER]
+    names = sim.persona_names
     ts_str = np.datetime_as_string(sim.t_ms.astype("datetime64[ms]"), unit="ms").tolist()
     chans, types = CHANNELS, TYPES
     monetary = {TYPE_INDEX["purchase"], TYPE_INDEX["refund"]}
@@ -202,6 +241,19 @@ def _records(
         )
 
 
+def _simulate(
+    customers: int,
+    days: int,
+    seed: int,
+    start: datetime,
+    scenario: str,
+    persona_weights: Mapping[str, float] | None,
+) -> tuple[np.random.Generator, Simulation]:
+    if scenario == "rhythm":
+        return simulate_rhythm(customers, days, seed, start, persona_weights)
+    return simulate(customers, days, seed, start, scenario, persona_weights)
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -222,14 +274,14 @@ def generate(
     ones (kinds in :data:`MALFORMED_KINDS`, recorded in ``GeneratedLog.malformed_kinds``).
     """
     check_args(customers, days, scenario, malformed_fraction, start)
-    rng, sim = simulate(customers, days, seed, start, scenario, persona_weights)
+    rng, sim = _simulate(customers, days, seed, start, scenario, persona_weights)
     records: list[GeneratedRecord] = []
     kinds: dict[int, str] = {}
     for k, (rec, kind) in enumerate(_records(rng, sim, seed, malformed_fraction)):
         records.append(rec)
         if kind is not None:
             kinds[k] = kind
-    names = [p.name for p in PERSONA_ORDER]
+    names = sim.persona_names
     truth = {customer_id(i + 1): names[p] for i, p in enumerate(sim.truth_idx.tolist())}
     return GeneratedLog(records=records, truth=truth, malformed_kinds=kinds)
 
@@ -249,7 +301,7 @@ def iter_records(
     Get the ground truth with :func:`ground_truth`.
     """
     check_args(customers, days, scenario, malformed_fraction, start)
-    rng, sim = simulate(customers, days, seed, start, scenario, persona_weights)
+    rng, sim = _simulate(customers, days, seed, start, scenario, persona_weights)
     for rec, _kind in _records(rng, sim, seed, malformed_fraction):
         yield rec
 
@@ -263,10 +315,56 @@ def ground_truth(
     """``customer_id -> persona at the end`` of :func:`generate` with the same arguments (cheap)."""
     check_args(customers, 1, scenario, 0.0, DEFAULT_START)
     rng = np.random.default_rng(seed)
+    if scenario == "rhythm":
+        idx = assign_rhythm_personas(rng, customers, persona_weights)
+        return {customer_id(i + 1): RHYTHM_NAMES[p] for i, p in enumerate(idx.tolist())}
     assigned = assign_personas(rng, customers, persona_weights_for(scenario, persona_weights))
     _phases_list, truth = plan_phases(rng, assigned, scenario)
     names = [p.name for p in PERSONA_ORDER]
     return {customer_id(i + 1): names[p] for i, p in enumerate(truth.tolist())}
+
+
+def rhythm_truth(
+    customers: int,
+    days: int,
+    seed: int,
+    start: datetime = DEFAULT_START,
+    persona_weights: Mapping[str, float] | None = None,
+) -> RhythmTruth:
+    """The plan behind ``generate(customers, days, seed, start, scenario="rhythm")`` (cheap: no
+    events). A pauser's pauses leave 2.5 periods to come back before the end; where the log is
+    too short for that, the customer is ``steady``. A lapser stops at 30-85% of the period, so in
+    a year-long log most of them (:meth:`RhythmTruth.lapsed`) are quiet for the last 90 days.
+    """
+    check_args(customers, days, "rhythm", 0.0, start)
+    plan = plan_rhythm(np.random.default_rng(seed), customers, days, start, persona_weights)
+    cal = plan.cal
+    t0 = cal.origin_ms / 1000.0
+
+    def ts(day: int) -> float:
+        return t0 + day * 86400.0
+
+    start_ts = start.timestamp()
+    end_ts = start_ts + days * 86400.0
+
+    def clip(spans: tuple[tuple[int, int], ...]) -> tuple[tuple[float, float], ...]:
+        return tuple((max(ts(a), start_ts), min(ts(b), end_ts)) for a, b in spans)
+
+    out: dict[str, RhythmCustomer] = {}
+    rows = zip(
+        plan.persona.tolist(),
+        plan.kind.tolist(),
+        plan.stop_day.tolist(),
+        plan.pause_start.tolist(),
+        plan.pause_len.tolist(),
+        strict=True,
+    )
+    for i, (persona, kind, stop, starts, lengths) in enumerate(rows):
+        pauses = tuple((ts(a), ts(a + n)) for a, n in zip(starts, lengths, strict=True) if a != NEVER)
+        out[customer_id(i + 1)] = RhythmCustomer(
+            RHYTHM_NAMES[persona], RHYTHM_KINDS[kind], None if stop == NEVER else ts(stop), pauses
+        )
+    return RhythmTruth(out, clip(cal.closures), clip(cal.peaks), start_ts, end_ts)
 
 
 def write_truth_csv(truth: Mapping[str, str], fileobj: IO[str]) -> None:

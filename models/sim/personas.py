@@ -2,6 +2,8 @@
 
 Each :class:`Persona` is a row of parameters (session rate, channel mix, funnel, basket, promo
 response, hour-of-day profile, trend); adding a persona is adding a row to ``PERSONA_ORDER``.
+The ``rhythm`` scenario's shoppers are :class:`RhythmPersona` rows of ``RHYTHM_PERSONA_ORDER``:
+a purchase rhythm (period, gap spread, weekday) instead of a session rate.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
-SCENARIOS = ("stationary", "gradual_drift", "sudden_shift", "new_persona", "persona_disappears")
+SCENARIOS = ("stationary", "gradual_drift", "sudden_shift", "new_persona", "persona_disappears", "rhythm")
 CURRENCY = "EUR"
 CATEGORIES = ("electronics", "fashion", "home", "beauty", "grocery", "sports", "toys", "books")
 
@@ -319,3 +321,127 @@ DEFAULT_PERSONA_WEIGHTS: dict[str, float] = {
     "store_centric_omnichannel": 0.15,
 }
 NEW_PERSONA_WEIGHT = 0.12  # share of mobile_impulse in the new_persona scenario if not given
+
+
+@dataclass(frozen=True)
+class RhythmPersona:
+    """A grocery shopper's purchase rhythm (the ``rhythm`` scenario): trips, not sessions.
+
+    A customer's trips are a renewal process: gamma gaps of median ``period_days`` (its own
+    period, spread by ``period_sigma`` around the persona's) and shape ``gap_shape`` (coefficient
+    of variation 1/sqrt(shape): 5-8 is a habit with slack, neither clockwork nor Poisson). The
+    median, not the mean, so that a "weekly" shopper's typical gap is a week.
+    """
+
+    name: str
+    description: str
+    period_days: float  # median gap between trips
+    gap_shape: float
+    period_sigma: float  # lognormal sigma of a customer's own period around period_days
+    weekday_anchor: float  # share of trips moved to the customer's own weekday (0: none)
+    channels: tuple[float, float, float]  # store, web, app: share of trips
+    amount_mean: float  # EUR, mean of the lognormal basket
+    amount_sigma: float
+    p_card: float  # share of customers with a loyalty card (a small discount on most baskets)
+    loyalty_range: tuple[float, float]  # loyalty discount, fraction of the paid amount
+    p_campaign: float  # share of baskets with a weekly campaign's discount
+    campaign_range: tuple[float, float]
+    p_repeat: float  # share of trips followed the same day by a second, small basket
+    refund_prob: float  # per basket
+    email_rate: float  # newsletter opens per day
+    browse_rate: float  # app/web visits without a purchase per day
+
+    def __post_init__(self) -> None:
+        if not (self.period_days > 0 and self.gap_shape >= 1 and 0 <= self.weekday_anchor <= 1):
+            raise ValueError("a rhythm needs a positive period, a gap shape >= 1 and an anchor in [0, 1]")
+        if min(self.channels) <= 0 or abs(sum(self.channels) - 1) > 1e-9:
+            raise ValueError("channel shares must be positive and sum to 1")
+
+
+RHYTHM_PERSONA_ORDER: list[RhythmPersona] = [
+    RhythmPersona(
+        name="twice_weekly",
+        description="Tops up twice a week in store, small baskets, loyalty card on nearly every one.",
+        period_days=3.5,
+        gap_shape=5.0,
+        period_sigma=0.12,
+        weekday_anchor=0.0,
+        channels=(0.85, 0.03, 0.12),
+        amount_mean=28.0,
+        amount_sigma=0.5,
+        p_card=0.95,
+        loyalty_range=(0.02, 0.06),
+        p_campaign=0.05,
+        campaign_range=(0.10, 0.25),
+        p_repeat=0.08,
+        refund_prob=0.01,
+        email_rate=0.04,
+        browse_rate=0.015,
+    ),
+    RhythmPersona(
+        name="weekly",
+        description="The weekly big shop in store, mostly on its own weekday (often Friday or Saturday).",
+        period_days=7.0,
+        gap_shape=8.0,
+        period_sigma=0.04,
+        weekday_anchor=0.85,
+        channels=(0.92, 0.03, 0.05),
+        amount_mean=80.0,
+        amount_sigma=0.45,
+        p_card=0.9,
+        loyalty_range=(0.02, 0.05),
+        p_campaign=0.08,
+        campaign_range=(0.10, 0.25),
+        p_repeat=0.06,
+        refund_prob=0.02,
+        email_rate=0.05,
+        browse_rate=0.01,
+    ),
+    RhythmPersona(
+        name="fortnightly",
+        description="Stocks up every two weeks, in store or online; campaigns more than the card.",
+        period_days=14.0,
+        gap_shape=6.0,
+        period_sigma=0.10,
+        weekday_anchor=0.0,
+        channels=(0.65, 0.25, 0.10),
+        amount_mean=125.0,
+        amount_sigma=0.4,
+        p_card=0.35,
+        loyalty_range=(0.02, 0.05),
+        p_campaign=0.30,
+        campaign_range=(0.10, 0.25),
+        p_repeat=0.05,
+        refund_prob=0.03,
+        email_rate=0.06,
+        browse_rate=0.03,
+    ),
+    RhythmPersona(
+        name="monthly",
+        description="A monthly stock-up, often ordered online for delivery, large baskets.",
+        period_days=30.4,
+        gap_shape=8.0,
+        period_sigma=0.08,
+        weekday_anchor=0.0,
+        channels=(0.45, 0.35, 0.20),
+        amount_mean=175.0,
+        amount_sigma=0.4,
+        p_card=0.7,
+        loyalty_range=(0.02, 0.05),
+        p_campaign=0.12,
+        campaign_range=(0.10, 0.25),
+        p_repeat=0.04,
+        refund_prob=0.03,
+        email_rate=0.05,
+        browse_rate=0.03,
+    ),
+]
+
+RHYTHM_PERSONAS: dict[str, RhythmPersona] = {p.name: p for p in RHYTHM_PERSONA_ORDER}
+
+DEFAULT_RHYTHM_WEIGHTS: dict[str, float] = {
+    "twice_weekly": 0.25,
+    "weekly": 0.35,
+    "fortnightly": 0.20,
+    "monthly": 0.20,
+}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -107,7 +107,8 @@ class Simulation:
     campaign: np.ndarray
     items: np.ndarray
     store: np.ndarray
-    persona: np.ndarray
+    persona: np.ndarray  # index in persona_names
+    persona_names: tuple[str, ...]
 
 
 def check_args(customers: int, days: int, scenario: str, malformed_fraction: float, start: datetime) -> None:
@@ -121,30 +122,43 @@ def check_args(customers: int, days: int, scenario: str, malformed_fraction: flo
         raise ValueError("start must be timezone-aware")
 
 
+def check_weights(weights: Mapping[str, float], known: Sequence[str]) -> dict[str, float]:
+    """``weights`` as a dict, or ValueError naming what is wrong (unknown names, bad values)."""
+    unknown = sorted(set(weights) - set(known))
+    if unknown:
+        raise ValueError(f"unknown personas {unknown}; known: {', '.join(known)}")
+    if any(w < 0 or not math.isfinite(w) for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError("persona weights must be finite, >= 0 and not all zero")
+    return dict(weights)
+
+
 def persona_weights_for(scenario: str, persona_weights: Mapping[str, float] | None) -> dict[str, float]:
     weights = dict(DEFAULT_PERSONA_WEIGHTS if persona_weights is None else persona_weights)
     if scenario == "new_persona" and "mobile_impulse" not in weights:
         weights["mobile_impulse"] = NEW_PERSONA_WEIGHT * sum(weights.values())
-    unknown = sorted(set(weights) - set(PERSONAS))
-    if unknown:
-        raise ValueError(f"unknown personas {unknown}; known: {', '.join(PERSONAS)}")
-    if any(w < 0 or not math.isfinite(w) for w in weights.values()) or sum(weights.values()) <= 0:
-        raise ValueError("persona weights must be finite, >= 0 and not all zero")
-    return weights
+    return check_weights(weights, list(PERSONAS))
+
+
+def assign_exact(
+    rng: np.random.Generator, n: int, order: Sequence[str], weights: Mapping[str, float]
+) -> np.ndarray:
+    """Index in ``order`` of each of ``n`` items: exact proportional counts (largest remainder),
+    shuffled. Names are taken in ``order``, never dict order, so the draw is the weights'."""
+    names = [name for name in order if name in weights]
+    w = np.array([weights[name] for name in names], dtype=float)
+    quota = w / w.sum() * n
+    counts = np.floor(quota).astype(np.int64)
+    rest = n - int(counts.sum())
+    if rest:
+        by_remainder = np.lexsort((np.arange(len(names)), -(quota - counts)))
+        counts[by_remainder[:rest]] += 1
+    idx = np.repeat(np.array([order.index(name) for name in names], dtype=np.int64), counts)
+    return rng.permutation(idx)
 
 
 def assign_personas(rng: np.random.Generator, customers: int, weights: dict[str, float]) -> np.ndarray:
-    """Persona index per customer: exact proportional counts (largest remainder), shuffled."""
-    names = [p.name for p in PERSONA_ORDER if p.name in weights]  # canonical order, not dict order
-    w = np.array([weights[n] for n in names], dtype=float)
-    quota = w / w.sum() * customers
-    counts = np.floor(quota).astype(np.int64)
-    rest = customers - int(counts.sum())
-    if rest:
-        order = np.lexsort((np.arange(len(names)), -(quota - counts)))
-        counts[order[:rest]] += 1
-    idx = np.repeat(np.array([PERSONA_ORDER.index(PERSONAS[n]) for n in names], dtype=np.int64), counts)
-    return rng.permutation(idx)
+    """Persona index (in PERSONA_ORDER) per customer, in exact proportion to ``weights``."""
+    return assign_exact(rng, customers, [p.name for p in PERSONA_ORDER], weights)
 
 
 def plan_phases(
@@ -393,6 +407,18 @@ def simulate(
     cols = _Columns()
     for phase in phases:
         _simulate_phase(rng, cols, phase, days, start, home_store)
+    return rng, assemble(cols, customers, days, start, truth, tuple(p.name for p in PERSONA_ORDER))
+
+
+def assemble(
+    cols: _Columns,
+    customers: int,
+    days: int,
+    start: datetime,
+    truth: np.ndarray,
+    persona_names: tuple[str, ...],
+) -> Simulation:
+    """The columns as one simulation: events within the period, sorted by time."""
 
     def cat(xs: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(xs)
@@ -404,7 +430,7 @@ def simulate(
     order = np.lexsort((cust, t_ms))
     order = order[keep[order]]
     start_ms = round(start.timestamp() * 1000)
-    sim = Simulation(
+    return Simulation(
         n=len(order),
         start_ms=start_ms,
         customers=customers,
@@ -420,5 +446,5 @@ def simulate(
         items=cat(cols.items)[order],
         store=cat(cols.store)[order],
         persona=cat(cols.persona)[order],
+        persona_names=persona_names,
     )
-    return rng, sim

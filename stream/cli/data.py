@@ -80,7 +80,10 @@ def schema(out: Path | None) -> None:
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option(
     "--scenario",
-    type=click.Choice(["stationary", "gradual_drift", "sudden_shift", "new_persona", "persona_disappears"]),
+    # models.sim.SCENARIOS (tests/unit/test_cli.py keeps them equal; the CLI imports models lazily)
+    type=click.Choice(
+        ["stationary", "gradual_drift", "sudden_shift", "new_persona", "persona_disappears", "rhythm"]
+    ),
     default="stationary",
     show_default=True,
 )

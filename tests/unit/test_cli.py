@@ -50,6 +50,17 @@ def test_bad_arguments(capsys: pytest.CaptureFixture[str], args: list[str], need
     assert needle in one_line_error(err)
 
 
+def test_generate_offers_every_scenario() -> None:
+    import click
+
+    from models.sim import SCENARIOS
+    from stream.cli.data import generate
+
+    (scenario,) = [p for p in generate.params if p.name == "scenario"]
+    assert isinstance(scenario.type, click.Choice)
+    assert tuple(scenario.type.choices) == SCENARIOS
+
+
 def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run(capsys, "--config", str(tmp_path / "nope.yaml"), "config")
     assert code == 1
