@@ -12,6 +12,7 @@ Redis serve every other test running at the same time, so they are never stopped
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -22,8 +23,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,6 +163,8 @@ class PrivateKafka:
     proc: subprocess.Popen[bytes]
     port: int
     logs: Path
+    # Client settings beyond the bootstrap (security), as kafka-python keywords.
+    client: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -172,6 +176,24 @@ class PrivateKafka:
         self.proc.wait()
 
 
+@dataclass(frozen=True)
+class Secure:
+    """What a secure server was started with: TLS files (scripts/tls.sh) and SCRAM or ACL users."""
+
+    tls: Path  # ca.pem, server.pem, server.key, server.p12, keystore.password
+    users: dict[str, str]  # user -> password
+
+    @property
+    def cafile(self) -> str:
+        return str(self.tls / "ca.pem")
+
+
+def make_tls(directory: Path) -> Path:
+    """A throwaway CA and a loopback server certificate (scripts/tls.sh, as the stack makes them)."""
+    subprocess.run([str(ROOT / "scripts" / "tls.sh"), str(directory)], check=True, capture_output=True)
+    return directory
+
+
 _KAFKA_JAVA = [
     "-Xmx256m",
     "-Xms64m",
@@ -180,11 +202,15 @@ _KAFKA_JAVA = [
     "-Djava.awt.headless=true",
     f"-Dlog4j2.configurationFile={ROOT / 'config' / 'kafka' / 'log4j2.properties'}",
 ]
+BROKER_USER = "broker"  # the secure broker's own SCRAM user (inter-broker listener)
 
 
 @contextlib.contextmanager
-def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
-    """A broker of the test's own, from config/kafka/server.properties (as scripts/stack.sh)."""
+def private_kafka(tmp_path: Path, secure: Secure | None = None) -> Iterator[PrivateKafka]:
+    """A broker of the test's own, from config/kafka/server.properties (as scripts/stack.sh).
+    With ``secure``: config/kafka/secure.properties on top (SASL/SCRAM-SHA-512 over TLS only, as
+    ``scripts/stack.sh start --secure``), its users created at format time; ``secure.users``
+    must hold BROKER_USER."""
     if shutil.which("java") is None or not list(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
         pytest.fail(f"java or Kafka jars in {KAFKA_LIBS} missing: run scripts/bootstrap.sh", pytrace=False)
     port, controller = free_port(), free_port()
@@ -193,6 +219,26 @@ def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
     data.mkdir(parents=True)
     logs.mkdir()
     template = (ROOT / "config" / "kafka" / "server.properties").read_text()
+    scram: list[str] = []
+    client: dict[str, Any] = {}
+    if secure is not None:
+        template += "\n" + (ROOT / "config" / "kafka" / "secure.properties").read_text()
+        template = (
+            template.replace("@TLS_DIR@", str(secure.tls))
+            .replace("@KEYSTORE_PASSWORD@", (secure.tls / "keystore.password").read_text().strip())
+            .replace("@BROKER_USER@", BROKER_USER)
+            .replace("@BROKER_PASSWORD@", secure.users[BROKER_USER])
+        )
+        for user, password in secure.users.items():
+            scram += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
+        user = next(u for u in secure.users if u != BROKER_USER)
+        client = {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": user,
+            "sasl_plain_password": secure.users[user],
+            "ssl_cafile": secure.cafile,
+        }
     props = home / "server.properties"
     props.write_text(
         template.replace("@KAFKA_PORT@", str(port))
@@ -203,7 +249,7 @@ def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
     fmt = subprocess.run(
         [
             *(*java, "kafka.tools.StorageTool", "format", "--cluster-id", "c2Vnc3RyZWFtLXRlc3RzLQ"),
-            *("--config", str(props), "--ignore-formatted"),
+            *("--config", str(props), "--ignore-formatted", *scram),
         ],
         capture_output=True,
         text=True,
@@ -220,18 +266,22 @@ def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
     )
     try:
         check = (
+            "import json, sys\n"
             "from kafka import KafkaAdminClient\n"
-            f"a = KafkaAdminClient(bootstrap_servers='127.0.0.1:{port}', bootstrap_timeout_ms=2000)\n"
+            f"a = KafkaAdminClient(bootstrap_servers='127.0.0.1:{port}', bootstrap_timeout_ms=2000,"
+            " **json.loads(sys.argv[1]))\n"
             "a.describe_cluster(); a.close()\n"
         )
 
         def answers() -> bool:
             assert proc.poll() is None, (logs / "kafka.out").read_text(errors="replace")[-2000:]
-            probe = subprocess.run([sys.executable, "-c", check], capture_output=True, check=False)
+            probe = subprocess.run(
+                [sys.executable, "-c", check, json.dumps(client)], capture_output=True, check=False
+            )
             return probe.returncode == 0
 
         wait_for(answers, 90, f"the private broker on port {port}", step=0.3)
-        yield PrivateKafka(proc, port, logs)
+        yield PrivateKafka(proc, port, logs, client)
     finally:
         _stop(proc, timeout=30)
 
