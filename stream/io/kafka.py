@@ -207,14 +207,16 @@ def _bootstrap_failure(settings: Settings, waited: float, e: KafkaError, seen: _
             return f"{where} refused the login of {who}: {_one_line(err)}"
         if "Handshake failed" in str(err) or "SSL" in type(err).__name__:
             return f"{where}: the TLS handshake failed ({k.security_protocol}): {_one_line(err)}"
-    if k.sasl_mechanism and seen.errors and all("socket disconnected" in str(x) for x in seen.errors):
+    if k.sasl_mechanism and any("socket disconnected" in str(x) for x in seen.errors):
         # The broker answers a failed login with an error and then closes the connection, and
-        # kafka-python often sees the close first: every attempt ended in the login.
+        # kafka-python often sees the close first (a refused port or a failed TLS handshake
+        # reads otherwise): the attempts ended in the login.
         return (
-            f"{where} closed every connection during the login of user {k.sasl_username!r} "
+            f"{where} closed the connections during the login of user {k.sasl_username!r} "
             f"({k.sasl_mechanism}) for {waited:g} s: the user or password is likely wrong"
         )
-    last = f" (last error: {_one_line(seen.errors[-1])})" if seen.errors else ""
+    others = [x for x in seen.errors if str(x) != str(e)]
+    last = f" (last error: {_one_line(others[-1])})" if others else ""
     return f"{where} did not answer within {waited:g} s: {_one_line(e)}{last}"
 
 

@@ -12,6 +12,7 @@ Redis serve every other test running at the same time, so they are never stopped
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
@@ -77,16 +79,37 @@ class PrivateRedis:
     Redis does after a power loss with ``appendfsync everysec`` or a failover to a lagging
     replica. ``args``: more redis-server options."""
 
-    def __init__(self, workdir: Path, *args: str) -> None:
+    def __init__(self, workdir: Path, *args: str, secure: Secure | None = None, keys: str = "~*") -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
+        self.secure = secure
+        if secure is not None:
+            # As `scripts/stack.sh start --secure`: TLS only, the ACL users of config/redis/.
+            (self.dir / "users.acl").write_text(render_acl(secure.users, keys))
+            self.args = (
+                *args,
+                *("--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"),
+                *("--tls-cert-file", str(secure.tls / "server.pem")),
+                *("--tls-key-file", str(secure.tls / "server.key")),
+                *("--tls-ca-cert-file", secure.cafile, "--aclfile", str(self.dir / "users.acl")),
+                # The service user may not CONFIG SET the limits its buckets need: set here.
+                *("--hash-max-listpack-value", "512", "--hash-max-listpack-entries", "1024"),
+                *("--zset-max-listpack-entries", "1024"),
+            )
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The service's URL (with TLS and ACLs: the service user's)."""
+        return self.url_of(SERVICE_USER)
+
+    def url_of(self, user: str) -> str:
+        if self.secure is None:
+            return f"redis://127.0.0.1:{self.port}/0"
+        password = self.secure.users[user]
+        return f"rediss://{user}:{password}@localhost:{self.port}/0?ssl_ca_certs={self.secure.cafile}"
 
     def start(self) -> PrivateRedis:
         server = shutil.which("redis-server")
@@ -115,6 +138,12 @@ class PrivateRedis:
 
         def answers() -> bool:
             assert proc.poll() is None, (self.dir / "redis.log").read_text(errors="replace")
+            if self.secure is not None:
+                try:
+                    with redis.Redis.from_url(self.url_of(ADMIN_USER), socket_timeout=1) as client:
+                        return bool(client.ping())
+                except redis.RedisError:
+                    return False
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
@@ -149,9 +178,29 @@ class PrivateRedis:
             _stop(self.proc)
 
 
+SERVICE_USER, ADMIN_USER = "segstream", "admin"  # the users of config/redis/acl.template
+
+
+def render_acl(users: dict[str, str], keys: str) -> str:
+    """config/redis/acl.template with the users' password hashes and the service's key patterns."""
+    text = (ROOT / "config" / "redis" / "acl.template").read_text()
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return (
+        "\n".join(lines)
+        .replace("@ADMIN_SHA256@", hashlib.sha256(users[ADMIN_USER].encode()).hexdigest())
+        .replace("@SERVICE_SHA256@", hashlib.sha256(users[SERVICE_USER].encode()).hexdigest())
+        .replace("@KEYS@", keys)
+        + "\n"
+    )
+
+
 @contextlib.contextmanager
-def private_redis(tmp_path: Path, *args: str) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / f"redis-{free_port()}", *args)
+def private_redis(
+    tmp_path: Path, *args: str, secure: Secure | None = None, keys: str = "~*"
+) -> Iterator[PrivateRedis]:
+    """With ``secure``: TLS only and ACL users (``secure.users`` holds SERVICE_USER and
+    ADMIN_USER); ``keys``: the service user's key patterns, e.g. ``~ns:* ~shadow:*``."""
+    server = PrivateRedis(tmp_path / f"redis-{free_port()}", *args, secure=secure, keys=keys)
     try:
         yield server.start()
     finally:
