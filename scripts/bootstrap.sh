@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup from nothing, for a developer box and for CI's fresh clone:
-#   1. system packages (redis-server, prometheus's promtool, Java 17, Maven, Chromium) if missing,
+#   1. system packages (redis-server, openssl, prometheus's promtool, Java 17, Maven, Chromium) if
+#      missing,
 #   2. .venv with the package installed editable with dev extras,
 #   3. the Apache Kafka jars in .cache/kafka/libs (used by scripts/stack.sh).
 # Every step is skipped quickly when already done, so scripts/test.sh runs it every time.
@@ -37,6 +38,8 @@ python_ok() { "$1" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2
 pkgs=()
 command -v redis-server >/dev/null || pkgs+=(redis-server)
 command -v redis-cli >/dev/null || pkgs+=(redis-tools)
+# The secure stack's and tests' throwaway CA and certificates (scripts/tls.sh).
+command -v openssl >/dev/null || pkgs+=(openssl)
 # promtool (shipped in Debian's prometheus package) validates config/prometheus.yml.
 command -v promtool >/dev/null || pkgs+=(prometheus)
 # A JDK, not only a JRE: benchmarks/bench_e2e.py runs its load generator from Java source.

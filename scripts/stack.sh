@@ -3,22 +3,45 @@
 # KRaft mode (one JVM, broker+controller) and a Redis server, both on loopback, with their
 # state, logs and pids in .cache/stack/.
 #
-#   scripts/stack.sh start|stop|status|restart
+#   scripts/stack.sh start|stop|status|restart [--secure]
 #
 # Ports come from KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093) and REDIS_PORT (16379),
 # away from the defaults so that a system Kafka/Redis does not collide with ours.
+#
+# --secure: a second stack beside the plaintext one, in .cache/stack-secure on ports 19094
+# (Kafka), 19095 (its controller) and 16380 (Redis): Kafka speaks only SASL/SCRAM-SHA-512 over
+# TLS (config/kafka/secure.properties), Redis only TLS with ACL users (config/redis/
+# acl.template; the service user may touch the keys of the namespaces in STACK_NAMESPACES,
+# default "seg"). A throwaway CA and certificate (scripts/tls.sh) and random passwords are made
+# at the first start; the SCRAM users when the storage is formatted. start writes
+# .cache/stack-secure/segstream.env, the SEGSTREAM_* settings to `source` (mode 600).
 # start is idempotent (a running stack is left alone and it exits 0), waits until both answer
 # and then creates the service's topics. stop leaves no process behind. status exits 0 only if
 # both services are up. Prerequisites come from scripts/bootstrap.sh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-KAFKA_PORT="${KAFKA_PORT:-19092}"
-KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
-REDIS_PORT="${REDIS_PORT:-16379}"
+SECURE=0
+for arg in "$@"; do
+    [[ "$arg" == "--secure" ]] && SECURE=1
+done
+if ((SECURE)); then
+    KAFKA_PORT="${KAFKA_PORT:-19094}"
+    KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19095}"
+    REDIS_PORT="${REDIS_PORT:-16380}"
+    STACK="${STACK_DIR:-$ROOT/.cache/stack-secure}"
+else
+    KAFKA_PORT="${KAFKA_PORT:-19092}"
+    KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+    REDIS_PORT="${REDIS_PORT:-16379}"
+    STACK="${STACK_DIR:-$ROOT/.cache/stack}"
+fi
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+STACK_NAMESPACES="${STACK_NAMESPACES:-seg}"
 
-STACK="$ROOT/.cache/stack"
+TLS="$STACK/tls"             # --secure: CA, certificate, keystore (scripts/tls.sh)
+SECRETS="$STACK/secrets"     # --secure: one password per file, mode 600
+ENV_FILE="$STACK/segstream.env"
 KLIBS="$ROOT/.cache/kafka/libs"
 KDIR="$STACK/kafka"           # generated config, logs, pid
 KDATA="$STACK/kafka-data"     # log.dirs (also the KRaft metadata log and meta.properties)
@@ -53,22 +76,69 @@ redis_pid() {
 kafka_strays() { pgrep -f -- "$KMARK " || true; }
 redis_strays() { pgrep -f -- "redis-server .*$RDIR/redis.conf" || true; }
 
-redis_ping() { [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == "PONG" ]]; }
+# --secure: a password of the stack's, made at the first start (hex: safe in URLs and configs).
+secret() {
+    local f="$SECRETS/$1.password"
+    if [[ ! -s "$f" ]]; then
+        (umask 077 && mkdir -p "$SECRETS" && openssl rand -hex 16 | tr -d '\n' >"$f")
+    fi
+    cat "$f"
+}
+
+redis_ping() {
+    if ((SECURE)); then
+        # The admin's password from the environment: not on a command line others can read.
+        [[ "$(REDISCLI_AUTH="$(secret redis-admin)" redis-cli --tls --cacert "$TLS/ca.pem" \
+            -h localhost -p "$REDIS_PORT" --user admin ping 2>/dev/null)" == "PONG" ]]
+    else
+        [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == "PONG" ]]
+    fi
+}
 
 # A metadata round trip with the client the service uses: the port opens before the broker is
-# ready to serve, so an open port alone is not enough.
+# ready to serve, so an open port alone is not enough. --secure: as the service's user, the
+# password read from its file (never on a command line).
 kafka_ready() {
-    "$VENV_PY" - "127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1 <<'PY'
+    "$VENV_PY" - "127.0.0.1:$KAFKA_PORT" "$SECURE" "$SECRETS" "$TLS" >/dev/null 2>&1 <<'PY'
 import sys
+from pathlib import Path
 
 from kafka import KafkaAdminClient
 
-admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], client_id="stack-check", request_timeout_ms=5000)
+bootstrap, secure, secrets, tls = sys.argv[1], sys.argv[2] == "1", Path(sys.argv[3]), Path(sys.argv[4])
+security = {}
+if secure:
+    security = {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "segstream",
+        "sasl_plain_password": (secrets / "kafka-segstream.password").read_text(),
+        "ssl_cafile": str(tls / "ca.pem"),
+    }
+admin = KafkaAdminClient(
+    bootstrap_servers=bootstrap, client_id="stack-check", request_timeout_ms=5000, **security
+)
 try:
     admin.list_topics()
 finally:
     admin.close()
 PY
+}
+
+# --secure: the settings the service and the CLI need, for `source` (or `set -a; . FILE`).
+write_env_file() {
+    (
+        umask 077
+        cat >"$ENV_FILE" <<EOF
+export SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS=localhost:$KAFKA_PORT
+export SEGSTREAM_KAFKA__SECURITY_PROTOCOL=SASL_SSL
+export SEGSTREAM_KAFKA__SASL_MECHANISM=SCRAM-SHA-512
+export SEGSTREAM_KAFKA__SASL_USERNAME=segstream
+export SEGSTREAM_KAFKA__SASL_PASSWORD=$(secret kafka-segstream)
+export SEGSTREAM_KAFKA__SSL_CAFILE=$TLS/ca.pem
+export SEGSTREAM_REDIS__URL='rediss://segstream:$(secret redis-segstream)@localhost:$REDIS_PORT/0?ssl_ca_certs=$TLS/ca.pem'
+EOF
+    )
 }
 
 last_error_line() {
@@ -93,10 +163,28 @@ start_redis() {
         die "redis port $REDIS_PORT is already in use by another process (set REDIS_PORT)"
     fi
     mkdir -p "$RDIR"
+    local listen="port $REDIS_PORT"
+    if ((SECURE)); then
+        # TLS only, and the users of config/redis/acl.template (passwords as SHA-256 hashes).
+        listen="port 0
+tls-port $REDIS_PORT
+tls-cert-file $TLS/server.pem
+tls-key-file $TLS/server.key
+tls-ca-cert-file $TLS/ca.pem
+tls-auth-clients no
+aclfile $RDIR/users.acl"
+        local keys="" ns admin_sha service_sha
+        for ns in $STACK_NAMESPACES; do keys+="~$ns:* "; done
+        admin_sha="$(printf '%s' "$(secret redis-admin)" | sha256sum | cut -d' ' -f1)"
+        service_sha="$(printf '%s' "$(secret redis-segstream)" | sha256sum | cut -d' ' -f1)"
+        grep -v -e '^#' -e '^\s*$' "$ROOT/config/redis/acl.template" |
+            sed -e "s#@ADMIN_SHA256@#$admin_sha#" -e "s#@SERVICE_SHA256@#$service_sha#" \
+                -e "s#@KEYS@#$keys#" >"$RDIR/users.acl"
+    fi
     # Generated each start so that a changed REDIS_PORT is honoured. The process title carries
     # the config path, which is how stop finds a server whose pidfile was lost.
     cat >"$RDIR/redis.conf" <<EOF
-port $REDIS_PORT
+$listen
 bind 127.0.0.1
 protected-mode yes
 daemonize yes
@@ -146,10 +234,24 @@ stop_redis() {
 # --- kafka ---------------------------------------------------------------------------------
 render_kafka_config() {
     mkdir -p "$KDIR" "$KDATA"
-    sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
-        -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
-        -e "s#@KAFKA_DATA_DIR@#$KDATA#g" \
-        "$ROOT/config/kafka/server.properties" >"$KDIR/server.properties"
+    local files=("$ROOT/config/kafka/server.properties") broker_pw="" keystore_pw=""
+    if ((SECURE)); then
+        files+=("$ROOT/config/kafka/secure.properties")
+        broker_pw="$(secret kafka-broker)"
+        keystore_pw="$(cat "$TLS/keystore.password")"
+    fi
+    # Mode 600: with --secure it holds the broker's own SCRAM password and the keystore's.
+    (
+        umask 077
+        cat "${files[@]}" | sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
+            -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+            -e "s#@KAFKA_DATA_DIR@#$KDATA#g" \
+            -e "s#@TLS_DIR@#$TLS#g" \
+            -e "s#@BROKER_USER@#broker#g" \
+            -e "s#@BROKER_PASSWORD@#$broker_pw#g" \
+            -e "s#@KEYSTORE_PASSWORD@#$keystore_pw#g" \
+            >"$KDIR/server.properties"
+    )
 }
 
 JAVA_OPTS=(
@@ -174,9 +276,16 @@ format_kafka_storage() {
         cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
     done
     echo "$cluster_id" >"$KDIR/cluster-id"
+    # --secure: the SCRAM users exist from the start, in the formatted metadata.
+    local scram=() user
+    if ((SECURE)); then
+        for user in broker segstream; do
+            scram+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$(secret "kafka-$user")]")
+        done
+    fi
     if ! java "${JAVA_OPTS[@]}" -cp "$KLIBS/*" kafka.tools.StorageTool format \
         --cluster-id "$cluster_id" --config "$KDIR/server.properties" --ignore-formatted \
-        >"$KDIR/format.out" 2>&1; then
+        "${scram[@]}" >"$KDIR/format.out" 2>&1; then
         die "formatting the Kafka storage failed: $(grep -v '^\s*$' "$KDIR/format.out" | tail -n 1)"
     fi
 }
@@ -262,7 +371,13 @@ create_topics() {
         return 0
     fi
     local out
-    if ! out="$(SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS="localhost:$KAFKA_PORT" "$cli" topics create 2>&1)"; then
+    if ! out="$(
+        if ((SECURE)); then
+            # shellcheck disable=SC1090
+            . "$ENV_FILE"
+        fi
+        SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS="localhost:$KAFKA_PORT" "$cli" topics create 2>&1
+    )"; then
         die "segstream topics create failed: $(echo "$out" | grep -v '^\s*$' | tail -n 1)"
     fi
     touch "$KDIR/topics.ok.$pid"
@@ -273,7 +388,9 @@ status() {
     local rc=0 p
     p="$(kafka_pid)"
     if [[ -n "$p" ]] && port_open "$KAFKA_PORT"; then
-        echo "kafka: running (pid $p, bootstrap localhost:$KAFKA_PORT, controller $KAFKA_CONTROLLER_PORT)"
+        local how=""
+        ((SECURE)) && how=", SASL_SSL SCRAM-SHA-512"
+        echo "kafka: running (pid $p, bootstrap localhost:$KAFKA_PORT$how, controller $KAFKA_CONTROLLER_PORT)"
     elif [[ -n "$p" ]]; then
         echo "kafka: starting or unhealthy (pid $p, port $KAFKA_PORT not open)"
         rc=3
@@ -283,7 +400,11 @@ status() {
     fi
     p="$(redis_pid)"
     if [[ -n "$p" ]] && redis_ping; then
-        echo "redis: running (pid $p, redis://localhost:$REDIS_PORT/0)"
+        if ((SECURE)); then
+            echo "redis: running (pid $p, rediss://localhost:$REDIS_PORT/0, ACL users; settings: $ENV_FILE)"
+        else
+            echo "redis: running (pid $p, redis://localhost:$REDIS_PORT/0)"
+        fi
     elif [[ -n "$p" ]]; then
         echo "redis: unhealthy (pid $p, no PONG on port $REDIS_PORT)"
         rc=3
@@ -295,11 +416,19 @@ status() {
 }
 
 main() {
-    local cmd="${1:-}"
+    local cmd="" arg
+    for arg in "$@"; do
+        [[ "$arg" == "--secure" ]] || cmd="$arg"
+    done
     mkdir -p "$STACK"
     # One stack.sh at a time per checkout (test.sh and the pytest fixture may race).
     exec 9>"$STACK/.lock"
     flock -w 300 9 || die "another scripts/stack.sh holds $STACK/.lock"
+    if ((SECURE)) && [[ "$cmd" == start || "$cmd" == restart ]]; then
+        command -v openssl >/dev/null || die "openssl not found: run scripts/bootstrap.sh"
+        "$ROOT/scripts/tls.sh" "$TLS" >/dev/null || die "making the TLS certificate in $TLS failed"
+        write_env_file
+    fi
     case "$cmd" in
         start)
             start_redis
@@ -319,7 +448,7 @@ main() {
             ;;
         status) status ;;
         *)
-            echo "usage: scripts/stack.sh start|stop|status|restart" >&2
+            echo "usage: scripts/stack.sh start|stop|status|restart [--secure]" >&2
             exit 2
             ;;
     esac

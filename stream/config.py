@@ -81,6 +81,14 @@ class KafkaSettings(_Frozen):
     )
     sasl_username: str | None = Field(None, description="SASL user")
     sasl_password: SecretStr | None = Field(None, description="SASL password (printed masked)")
+    ssl_cafile: str | None = Field(
+        None,
+        description="PEM file of the CA that signed the broker's certificate (SSL, SASL_SSL); "
+        "none: the system's CAs",
+    )
+    ssl_check_hostname: bool = Field(
+        True, description="the broker's certificate must name the host connected to (SSL, SASL_SSL)"
+    )
     max_poll_records: int = Field(2000, ge=1, le=100_000, description="upper bound of a batch")
     poll_timeout_ms: int = Field(500, ge=10, le=60_000, description="how long a poll waits for records")
     max_record_bytes: int = Field(
@@ -103,6 +111,21 @@ class KafkaSettings(_Frozen):
     connect_timeout_seconds: float = Field(
         5.0, gt=0, le=300, description="a broker that does not answer this long fails a command with one line"
     )
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        # A half-configured login fails at the broker with a vague error: say what is missing.
+        if self.security_protocol.startswith("SASL_"):
+            missing = [
+                f"kafka.{n}"
+                for n in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if not getattr(self, n)
+            ]
+            if missing:
+                raise ValueError(f"{self.security_protocol} needs {', '.join(missing)}")
+        elif self.sasl_mechanism:
+            raise ValueError(f"sasl_mechanism is set but security_protocol is {self.security_protocol}")
+        return self
 
 
 class RedisSettings(_Frozen):

@@ -19,6 +19,7 @@ from models.contracts.input import (
     InteractionEvent,
     decode_fast,
     describe_validation_error,
+    repeated_field,
 )
 from models.contracts.output import (
     DEAD_LETTER_ORIGINAL_BYTES,
@@ -52,6 +53,7 @@ __all__ = [
     "decode_fast",
     "describe_validation_error",
     "json_schemas",
+    "repeated_field",
 ]
 
 

@@ -14,6 +14,7 @@ problem (it then goes to the dead-letter topic) and never reaches the feature st
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -42,6 +43,9 @@ _TS_MIN = datetime(2000, 1, 1, tzinfo=UTC)
 _TS_MAX = datetime(2100, 1, 1, tzinfo=UTC)
 _MAX_STR = 256
 _MAX_MONEY = 1_000_000
+# A property's integer fits a signed 64-bit integer: what consumers in other languages can hold
+# (an unbounded one decoded as a Python int of any length).
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Channel(StrEnum):
@@ -180,9 +184,19 @@ class InteractionEvent(BaseModel):
     category: Annotated[str, Field(max_length=64)] | None = None
     campaign_id: Identifier | None = None
     discount: float | None = _money("A JSON number (the money off), on any type.")
-    properties: dict[str, str | int | float | bool | None] | None = Field(
-        default=None, max_length=MAX_PROPERTIES
-    )
+    # NaN and Infinity are not JSON, but pydantic's parser reads the tokens: a property value
+    # is a finite number, and an integer a 64-bit one.
+    properties: (
+        dict[
+            str,
+            str
+            | Annotated[int, Field(ge=_INT64_MIN, le=_INT64_MAX)]
+            | Annotated[float, Field(allow_inf_nan=False)]
+            | bool
+            | None,
+        ]
+        | None
+    ) = Field(default=None, max_length=MAX_PROPERTIES)
 
     @model_validator(mode="after")
     def _money(self) -> InteractionEvent:
@@ -257,6 +271,8 @@ class DecodedEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=F
 
 
 _decode_struct = msgspec.json.Decoder(DecodedEvent).decode
+# The quotes of the five required fields: their keys and their string values.
+_QUOTES_BASE = 5 * 4
 _parse_ts = datetime.fromisoformat
 
 
@@ -270,13 +286,21 @@ def decode_fast(value: bytes) -> tuple[DecodedEvent, int] | None:
     if not _TS_SHAPE.fullmatch(e.ts):
         return None
     properties = e.properties
+    # Every key and string value of the record has two quotes: any other count (a field given
+    # twice, a null, an escaped quote) is left to the slow path, which finds repeated fields.
+    quotes = _QUOTES_BASE
     if properties is not None:
         if len(properties) > MAX_PROPERTIES:
             return None
+        quotes += 2 + 2 * len(properties)
         for k, v in properties.items():
             if len(k) > _MAX_STR or not k.isascii():
                 return None
-            if isinstance(v, str) and (len(v) > _MAX_STR or not v.isascii()):
+            if isinstance(v, str):
+                if len(v) > _MAX_STR or not v.isascii():
+                    return None
+                quotes += 2
+            elif type(v) is int and not _INT64_MIN <= v <= _INT64_MAX:
                 return None
     campaign = e.campaign_id
     ids = e.event_id + e.customer_id if campaign is None else e.event_id + e.customer_id + campaign
@@ -286,6 +310,18 @@ def decode_fast(value: bytes) -> tuple[DecodedEvent, int] | None:
     if campaign is not None and not 0 < len(campaign) <= 64:
         return None
     amount, currency, category, discount = e.amount, e.currency, e.category, e.discount
+    if amount is not None:
+        quotes += 2
+    if currency is not None:
+        quotes += 4
+    if category is not None:
+        quotes += 4
+    if campaign is not None:
+        quotes += 4
+    if discount is not None:
+        quotes += 2
+    if value.count(b'"') != quotes:
+        return None
     if e.type in MONETARY_TYPES:
         if amount is None or currency is None:
             return None
@@ -308,6 +344,36 @@ def decode_fast(value: bytes) -> tuple[DecodedEvent, int] | None:
     if not _TS_MIN <= ts <= _TS_MAX:
         return None
     return e, int(ts.timestamp())
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for k, _ in pairs:
+        if k in seen:
+            raise _Repeated(k)
+        seen.add(k)
+    return dict(pairs)
+
+
+class _Repeated(Exception):
+    pass
+
+
+def repeated_field(value: bytes) -> str | None:
+    """The reason a record the contract validated is refused all the same: a field (or a
+    ``properties`` key) given twice, else None.
+
+    JSON parsers disagree on such a record (pydantic's and msgspec's keep the last value, others
+    the first or refuse it), so a consumer downstream could read another customer or amount than
+    the one segstream applied. Only for validated records: their nesting and size are bounded,
+    so the standard library's parser is safe to run on them."""
+    try:
+        json.loads(value, object_pairs_hook=_no_repeats)
+    except _Repeated as e:
+        return f"{_loc_part(str(e.args[0]))}: given twice in the record; a field may appear once"
+    except (ValueError, RecursionError) as e:
+        return f"record: not strict JSON ({_printable(str(e))[:200]})"
+    return None
 
 
 # pydantic-core's own wording, with what to send instead where it does not say.

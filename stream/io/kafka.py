@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import re
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError
 from kafka.net.compat import KafkaNetClient
 from kafka.partitioner.default import murmur2
 
@@ -58,12 +60,18 @@ class SourceRecord(NamedTuple):
 
 
 def _security(settings: Settings) -> dict[str, Any]:
+    """The clients' security settings. kafka-python names the SASL user and password
+    ``sasl_plain_*`` whatever the mechanism (SCRAM included)."""
     k = settings.kafka
     conf: dict[str, Any] = {"security_protocol": k.security_protocol}
     if k.sasl_mechanism:
         conf["sasl_mechanism"] = k.sasl_mechanism
         conf["sasl_plain_username"] = k.sasl_username
         conf["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        conf["ssl_check_hostname"] = k.ssl_check_hostname
+        if k.ssl_cafile:
+            conf["ssl_cafile"] = k.ssl_cafile
     return conf
 
 
@@ -129,15 +137,95 @@ def _connect(cls: type[_Client], settings: Settings, conf: dict[str, Any]) -> _C
         made.append(client)
         return client
 
-    try:
-        return cls(kafka_client=net_client, **conf)
-    except KafkaError as e:
-        for client in made:
-            _discard(client)
-        waited = conf["bootstrap_timeout_ms"] / 1000
-        raise ServiceUnavailable(
-            f"Kafka at {settings.kafka.bootstrap_servers} did not answer within {waited:g} s: {e}"
-        ) from e
+    with _ManagerLog.collect() as seen:
+        try:
+            return cls(kafka_client=net_client, **conf)
+        except KafkaError as e:
+            for client in made:
+                _discard(client)
+            waited = conf["bootstrap_timeout_ms"] / 1000
+            raise ServiceUnavailable(_bootstrap_failure(settings, waited, e, seen)) from e
+
+
+class _ManagerLog:
+    """kafka-python's connection manager logs why each bootstrap attempt failed; the CLI and a
+    quiet service silence the library's loggers. While a client bootstraps, that logger is opened
+    to WARNING for the collectors only (no propagation: nothing silenced gets printed), counted,
+    so that concurrent bootstraps (the prober's thread) restore it once."""
+
+    log = logging.getLogger("kafka.net.manager")
+    lock = threading.Lock()
+    opened = 0
+    saved: tuple[int, bool] = (logging.NOTSET, True)
+
+    @classmethod
+    @contextlib.contextmanager
+    def collect(cls) -> Iterator[_BootstrapErrors]:
+        seen = _BootstrapErrors()
+        with cls.lock:
+            if cls.opened == 0 and not cls.log.isEnabledFor(logging.WARNING):
+                cls.saved = (cls.log.level, cls.log.propagate)
+                cls.log.setLevel(logging.WARNING)
+                cls.log.propagate = False
+                cls.opened = 1
+            elif cls.opened:
+                cls.opened += 1
+            cls.log.addHandler(seen)
+        try:
+            yield seen
+        finally:
+            with cls.lock:
+                cls.log.removeHandler(seen)
+                if cls.opened:
+                    cls.opened -= 1
+                    if cls.opened == 0:
+                        cls.log.setLevel(cls.saved[0])
+                        cls.log.propagate = cls.saved[1]
+
+
+class _BootstrapErrors(logging.Handler):
+    """The errors kafka-python logs while it bootstraps and retries until its timeout (a refused
+    login or a failed TLS handshake included): the failure then says why, not only that the
+    time ran out. It keeps the exceptions, never the formatted lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.errors.extend(a for a in args if isinstance(a, BaseException))
+
+
+def _bootstrap_failure(settings: Settings, waited: float, e: KafkaError, seen: _BootstrapErrors) -> str:
+    k = settings.kafka
+    where = f"Kafka at {k.bootstrap_servers}"
+    for err in reversed(seen.errors):
+        if isinstance(err, SaslAuthenticationFailedError):
+            # The broker's own words name the mechanism and the cause; no secret is in them.
+            who = f"user {k.sasl_username!r} ({k.sasl_mechanism})"
+            return f"{where} refused the login of {who}: {_one_line(err)}"
+        if "Handshake failed" in str(err) or "SSL" in type(err).__name__:
+            return f"{where}: the TLS handshake failed ({k.security_protocol}): {_one_line(err)}"
+    if k.sasl_mechanism and any("socket disconnected" in str(x) for x in seen.errors):
+        # The broker answers a failed login with an error and then closes the connection, and
+        # kafka-python often sees the close first (a refused port or a failed TLS handshake
+        # reads otherwise): the attempts ended in the login.
+        return (
+            f"{where} closed the connections during the login of user {k.sasl_username!r} "
+            f"({k.sasl_mechanism}) for {waited:g} s: the user or password is likely wrong"
+        )
+    others = [x for x in seen.errors if str(x) != str(e)]
+    last = f" (last error: {_one_line(others[-1])})" if others else ""
+    return f"{where} did not answer within {waited:g} s: {_one_line(e)}{last}"
+
+
+def _one_line(e: BaseException) -> str:
+    """``Class: message`` on one line, without kafka-python's repeated ``[Error n] Class:`` prefixes."""
+    name = type(e).__name__
+    text = " ".join(str(e).split())
+    text = re.sub(rf"^(\[Error \d+\] )?({name}: )+", "", text)
+    return f"{name}: {text}" if text and text != name else name
 
 
 def _discard(client: KafkaNetClient) -> None:

@@ -31,6 +31,7 @@ from models.contracts import (
     InteractionEvent,
     decode_fast,
     describe_validation_error,
+    repeated_field,
 )
 from models.features import (
     FeatureParams,
@@ -142,6 +143,10 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
                 "InvalidJSON" if any(err["type"] == "json_invalid" for err in e.errors()) else "InvalidEvent"
             )
             self._dead(rec, kind, describe_validation_error(e), result)
+            return None
+        repeated = repeated_field(value)
+        if repeated is not None:
+            self._dead(rec, "InvalidEvent", repeated, result)
             return None
         if rec.key is None:
             self._dead(
@@ -268,6 +273,8 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             try:
                 event = InteractionEvent.model_validate_json(value)
             except ValidationError:
+                return None
+            if repeated_field(value) is not None:
                 return None
             decoded = DecodedEvent.of(event), int(event.ts.timestamp())
         if rec.key != decoded[0].customer_id.encode():  # no key, or another customer's

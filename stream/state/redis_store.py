@@ -461,5 +461,6 @@ def _escape(pattern: str) -> str:
 
 
 def _host_of(url: str) -> str:
+    """host:port/db of a Redis URL: never its user and password, nor its query (TLS options)."""
     rest = url.split("://", 1)[-1]
-    return rest.rsplit("@", 1)[-1]
+    return rest.rsplit("@", 1)[-1].split("?", 1)[0]

@@ -79,9 +79,37 @@ def produce_pairs(bootstrap: str, topic: str, records: Iterable[tuple[bytes | No
     return n
 
 
-def read_records(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list:
-    """Every record of the topic up to its end offsets at call time, in partition then offset order."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000)
+def produce_records(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]],
+    **config: object,
+) -> int:
+    """(key, value, headers) records, in order; ``config``: more producer settings (security).
+    A request size that fits a megabyte record and its headers."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=20,
+        batch_size=256 * 1024,
+        max_request_size=2 * 1024 * 1024,
+        **config,
+    )
+    n = 0
+    for key, value, headers in records:
+        producer.send(topic, key=key, value=value, headers=list(headers))
+        n += 1
+    producer.flush(timeout=120)
+    producer.close()
+    return n
+
+
+def read_records(bootstrap: str, topic: str, timeout_s: float = 30.0, **config: object) -> list:
+    """Every record of the topic up to its end offsets at call time, in partition then offset order.
+    ``config``: more consumer settings (security)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000, **config
+    )
     parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)

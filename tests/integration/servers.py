@@ -12,6 +12,8 @@ Redis serve every other test running at the same time, so they are never stopped
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -22,10 +24,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
@@ -75,16 +79,37 @@ class PrivateRedis:
     Redis does after a power loss with ``appendfsync everysec`` or a failover to a lagging
     replica. ``args``: more redis-server options."""
 
-    def __init__(self, workdir: Path, *args: str) -> None:
+    def __init__(self, workdir: Path, *args: str, secure: Secure | None = None, keys: str = "~*") -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
+        self.secure = secure
+        if secure is not None:
+            # As `scripts/stack.sh start --secure`: TLS only, the ACL users of config/redis/.
+            (self.dir / "users.acl").write_text(render_acl(secure.users, keys))
+            self.args = (
+                *args,
+                *("--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"),
+                *("--tls-cert-file", str(secure.tls / "server.pem")),
+                *("--tls-key-file", str(secure.tls / "server.key")),
+                *("--tls-ca-cert-file", secure.cafile, "--aclfile", str(self.dir / "users.acl")),
+                # The service user may not CONFIG SET the limits its buckets need: set here.
+                *("--hash-max-listpack-value", "512", "--hash-max-listpack-entries", "1024"),
+                *("--zset-max-listpack-entries", "1024"),
+            )
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The service's URL (with TLS and ACLs: the service user's)."""
+        return self.url_of(SERVICE_USER)
+
+    def url_of(self, user: str) -> str:
+        if self.secure is None:
+            return f"redis://127.0.0.1:{self.port}/0"
+        password = self.secure.users[user]
+        return f"rediss://{user}:{password}@localhost:{self.port}/0?ssl_ca_certs={self.secure.cafile}"
 
     def start(self) -> PrivateRedis:
         server = shutil.which("redis-server")
@@ -113,6 +138,12 @@ class PrivateRedis:
 
         def answers() -> bool:
             assert proc.poll() is None, (self.dir / "redis.log").read_text(errors="replace")
+            if self.secure is not None:
+                try:
+                    with redis.Redis.from_url(self.url_of(ADMIN_USER), socket_timeout=1) as client:
+                        return bool(client.ping())
+                except redis.RedisError:
+                    return False
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
@@ -147,9 +178,29 @@ class PrivateRedis:
             _stop(self.proc)
 
 
+SERVICE_USER, ADMIN_USER = "segstream", "admin"  # the users of config/redis/acl.template
+
+
+def render_acl(users: dict[str, str], keys: str) -> str:
+    """config/redis/acl.template with the users' password hashes and the service's key patterns."""
+    text = (ROOT / "config" / "redis" / "acl.template").read_text()
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return (
+        "\n".join(lines)
+        .replace("@ADMIN_SHA256@", hashlib.sha256(users[ADMIN_USER].encode()).hexdigest())
+        .replace("@SERVICE_SHA256@", hashlib.sha256(users[SERVICE_USER].encode()).hexdigest())
+        .replace("@KEYS@", keys)
+        + "\n"
+    )
+
+
 @contextlib.contextmanager
-def private_redis(tmp_path: Path, *args: str) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / f"redis-{free_port()}", *args)
+def private_redis(
+    tmp_path: Path, *args: str, secure: Secure | None = None, keys: str = "~*"
+) -> Iterator[PrivateRedis]:
+    """With ``secure``: TLS only and ACL users (``secure.users`` holds SERVICE_USER and
+    ADMIN_USER); ``keys``: the service user's key patterns, e.g. ``~ns:* ~shadow:*``."""
+    server = PrivateRedis(tmp_path / f"redis-{free_port()}", *args, secure=secure, keys=keys)
     try:
         yield server.start()
     finally:
@@ -161,6 +212,8 @@ class PrivateKafka:
     proc: subprocess.Popen[bytes]
     port: int
     logs: Path
+    # Client settings beyond the bootstrap (security), as kafka-python keywords.
+    client: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -172,6 +225,24 @@ class PrivateKafka:
         self.proc.wait()
 
 
+@dataclass(frozen=True)
+class Secure:
+    """What a secure server was started with: TLS files (scripts/tls.sh) and SCRAM or ACL users."""
+
+    tls: Path  # ca.pem, server.pem, server.key, server.p12, keystore.password
+    users: dict[str, str]  # user -> password
+
+    @property
+    def cafile(self) -> str:
+        return str(self.tls / "ca.pem")
+
+
+def make_tls(directory: Path) -> Path:
+    """A throwaway CA and a loopback server certificate (scripts/tls.sh, as the stack makes them)."""
+    subprocess.run([str(ROOT / "scripts" / "tls.sh"), str(directory)], check=True, capture_output=True)
+    return directory
+
+
 _KAFKA_JAVA = [
     "-Xmx256m",
     "-Xms64m",
@@ -180,11 +251,15 @@ _KAFKA_JAVA = [
     "-Djava.awt.headless=true",
     f"-Dlog4j2.configurationFile={ROOT / 'config' / 'kafka' / 'log4j2.properties'}",
 ]
+BROKER_USER = "broker"  # the secure broker's own SCRAM user (inter-broker listener)
 
 
 @contextlib.contextmanager
-def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
-    """A broker of the test's own, from config/kafka/server.properties (as scripts/stack.sh)."""
+def private_kafka(tmp_path: Path, secure: Secure | None = None) -> Iterator[PrivateKafka]:
+    """A broker of the test's own, from config/kafka/server.properties (as scripts/stack.sh).
+    With ``secure``: config/kafka/secure.properties on top (SASL/SCRAM-SHA-512 over TLS only, as
+    ``scripts/stack.sh start --secure``), its users created at format time; ``secure.users``
+    must hold BROKER_USER."""
     if shutil.which("java") is None or not list(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
         pytest.fail(f"java or Kafka jars in {KAFKA_LIBS} missing: run scripts/bootstrap.sh", pytrace=False)
     port, controller = free_port(), free_port()
@@ -193,6 +268,26 @@ def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
     data.mkdir(parents=True)
     logs.mkdir()
     template = (ROOT / "config" / "kafka" / "server.properties").read_text()
+    scram: list[str] = []
+    client: dict[str, Any] = {}
+    if secure is not None:
+        template += "\n" + (ROOT / "config" / "kafka" / "secure.properties").read_text()
+        template = (
+            template.replace("@TLS_DIR@", str(secure.tls))
+            .replace("@KEYSTORE_PASSWORD@", (secure.tls / "keystore.password").read_text().strip())
+            .replace("@BROKER_USER@", BROKER_USER)
+            .replace("@BROKER_PASSWORD@", secure.users[BROKER_USER])
+        )
+        for user, password in secure.users.items():
+            scram += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
+        user = next(u for u in secure.users if u != BROKER_USER)
+        client = {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": user,
+            "sasl_plain_password": secure.users[user],
+            "ssl_cafile": secure.cafile,
+        }
     props = home / "server.properties"
     props.write_text(
         template.replace("@KAFKA_PORT@", str(port))
@@ -203,7 +298,7 @@ def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
     fmt = subprocess.run(
         [
             *(*java, "kafka.tools.StorageTool", "format", "--cluster-id", "c2Vnc3RyZWFtLXRlc3RzLQ"),
-            *("--config", str(props), "--ignore-formatted"),
+            *("--config", str(props), "--ignore-formatted", *scram),
         ],
         capture_output=True,
         text=True,
@@ -220,18 +315,22 @@ def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
     )
     try:
         check = (
+            "import json, sys\n"
             "from kafka import KafkaAdminClient\n"
-            f"a = KafkaAdminClient(bootstrap_servers='127.0.0.1:{port}', bootstrap_timeout_ms=2000)\n"
+            f"a = KafkaAdminClient(bootstrap_servers='127.0.0.1:{port}', bootstrap_timeout_ms=2000,"
+            " **json.loads(sys.argv[1]))\n"
             "a.describe_cluster(); a.close()\n"
         )
 
         def answers() -> bool:
             assert proc.poll() is None, (logs / "kafka.out").read_text(errors="replace")[-2000:]
-            probe = subprocess.run([sys.executable, "-c", check], capture_output=True, check=False)
+            probe = subprocess.run(
+                [sys.executable, "-c", check, json.dumps(client)], capture_output=True, check=False
+            )
             return probe.returncode == 0
 
         wait_for(answers, 90, f"the private broker on port {port}", step=0.3)
-        yield PrivateKafka(proc, port, logs)
+        yield PrivateKafka(proc, port, logs, client)
     finally:
         _stop(proc, timeout=30)
 

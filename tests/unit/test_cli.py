@@ -255,3 +255,49 @@ def test_evaluate_compares_models_on_a_generated_log(
     code, out, err = run(capsys, "evaluate", str(log), "--models", "microclusters")
     assert code == 0, err
     assert "id agreement min (median)" in out and "microclusters" in out
+
+
+def test_kafka_security_settings_reach_every_client() -> None:
+    from stream.config import load
+    from stream.io.kafka import _security
+
+    s = load(
+        overrides={
+            "kafka": {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_username": "svc",
+                "sasl_password": "pw-1",
+                "ssl_cafile": "/x/ca.pem",
+            }
+        }
+    )
+    assert _security(s) == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "svc",
+        "sasl_plain_password": "pw-1",
+        "ssl_check_hostname": True,
+        "ssl_cafile": "/x/ca.pem",
+    }
+    assert "pw-1" not in str(s.masked())
+    assert _security(load()) == {"security_protocol": "PLAINTEXT"}
+
+
+@pytest.mark.parametrize(
+    ("kafka", "message"),
+    [
+        ({"security_protocol": "SASL_SSL"}, "SASL_SSL needs kafka.sasl_mechanism, kafka.sasl_username"),
+        (
+            {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "u"},
+            "sasl_password",
+        ),
+        ({"sasl_mechanism": "SCRAM-SHA-512"}, "security_protocol is PLAINTEXT"),
+    ],
+)
+def test_a_half_configured_login_is_refused_with_what_is_missing(kafka: dict[str, str], message: str) -> None:
+    from stream.config import load
+    from stream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load(overrides={"kafka": kafka})

@@ -140,20 +140,20 @@ EDGE_CASES: list[tuple[dict[str, Any], bool | None]] = [
     ({"event_id": "e/1"}, False),
     ({"campaign_id": "cmp-1"}, True),
     ({"campaign_id": ""}, False),
-    ({"campaign_id": None}, True),
+    ({"campaign_id": None}, None),  # a null hides a field given twice: the slow path,
     ({"channel": "fax"}, False),
     ({"channel": "WEB"}, False),
     ({"type": "purchase"}, False),
     ({"amount": 1.0}, False),
     ({"unknown": 1}, False),
-    ({"properties": None}, True),
+    ({"properties": None}, None),  # a null hides a field given twice: the slow path,
     ({"properties": {"a": 1, "b": 1.5, "c": True, "d": None, "e": "x"}}, True),
     ({"properties": {f"k{i}": i for i in range(33)}}, False),
     ({"properties": {"k": "x" * 257}}, False),
     ({"properties": {"k" * 257: 1}}, False),
     ({"properties": {"k": "é"}}, None),
     ({"properties": {"k": [1]}}, False),
-    ({"properties": {"k": 10**30}}, True),
+    ({"properties": {"k": 10**30}}, None),  # past 64 bits: the contract reads a float,
     ({"category": "c" * 64}, True),
     ({"category": "c" * 65}, False),
     ({"category": "Électronique"}, None),
@@ -163,7 +163,7 @@ EDGE_CASES: list[tuple[dict[str, Any], bool | None]] = [
     ({"discount": True}, False),
     ({"discount": "5"}, False),
     ({"currency": "EUR"}, False),
-    ({"currency": None}, True),
+    ({"currency": None}, None),  # a null hides a field given twice: the slow path,
     ({**PURCHASE}, True),
     ({**PURCHASE, "amount": 0}, True),
     ({**PURCHASE, "amount": 1_000_000}, True),
@@ -196,7 +196,8 @@ def test_edge_cases(change: dict[str, Any], expected: bool | None) -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        dumps(BASE).replace(b'"customer_id"', b'"customer_id":"bad id","customer_id"'),  # the last wins
+        # A field given twice: both parsers keep the last value; the pipeline refuses the record.
+        dumps(BASE).replace(b'"customer_id"', b'"customer_id":"bad id","customer_id"'),
         dumps(BASE).replace(b'"customer_id":"c000001"', b'"customer_id":"c1","customer_id":"bad id"'),
         dumps(BASE) + b" \n\t",
         dumps(BASE) + b"x",
@@ -279,3 +280,61 @@ def test_dead_letter_reasons_do_not_depend_on_the_decoder() -> None:
     assert [d.error_class for d in sink.dead] == ["LateEvent", "LateEvent"]
     assert sink.dead[0].reason == sink.dead[1].reason
     assert sink.dead[0].reason.startswith("event time 2026-02-01T10:00:00+00:00 is 672.0 h behind")
+
+
+REPEATED = [
+    dumps(BASE).replace(b'"customer_id":"c000001"', b'"customer_id":"c000002","customer_id":"c000001"'),
+    dumps(BASE).replace(b'"customer_id":"c000001"', b'"customer_id":"c000001","customer_id":"c000001"'),
+    dumps(PURCHASE).replace(b'"amount":25.5', b'"amount":999.0,"amount":25.5'),
+    dumps({**BASE, "properties": {"a": 1}}).replace(b'"a":1', b'"a":1,"a":2'),
+    dumps(BASE).replace(b'"customer_id"', b'"customer\\u005fid":"c000002","customer_id"'),
+]
+
+
+@pytest.mark.parametrize("value", REPEATED)
+def test_a_field_given_twice_is_a_dead_letter(value: bytes) -> None:
+    """JSON parsers disagree on which of two values of a field counts: such a record is refused
+    (the fast path declines it and the pipeline dead-letters it with the field's name)."""
+    assert decode_fast(value) is None
+    assert slow(value) is not None, "the contract alone takes the last value"
+    sink, processor = _processor()
+    key = b"c000001"
+    processor.process([SourceRecord("in", 0, 0, key, value), SourceRecord("in", 0, 1, key, dumps(BASE))])
+    processor.close()
+    assert [d.error_class for d in sink.dead] == ["InvalidEvent"]
+    assert "given twice in the record" in sink.dead[0].reason
+
+
+@pytest.mark.parametrize("props", [b'{"a":NaN}', b'{"a":Infinity}', b'{"a":-Infinity}', b'{"a":1e309}'])
+def test_property_values_are_finite(props: bytes) -> None:
+    """NaN and Infinity are not JSON, but pydantic's parser reads the tokens: refused."""
+    value = dumps({**BASE, "properties": {"a": 1}}).replace(b'{"a":1}', props)
+    assert decode_fast(value) is None
+    assert slow(value) is None
+
+
+def test_property_integers_past_64_bits_are_numbers() -> None:
+    """An integer a 64-bit consumer cannot hold is read as the JSON number it is (a float),
+    never as a Python int of any length."""
+    edge = dumps({**BASE, "properties": {"lo": -(2**63), "hi": 2**63 - 1}})
+    assert check_agrees(edge)
+    value = dumps({**BASE, "properties": {"a": 10**20}})
+    assert decode_fast(value) is None
+    event = slow(value)
+    assert event is not None and event.properties == {"a": 1e20}
+    assert type(event.properties["a"]) is float
+
+
+def _processor() -> tuple[Any, BatchProcessor]:
+    class Sink(CollectSink):
+        def __init__(self, engine: SegmentEngine) -> None:
+            super().__init__(engine)
+            self.dead: list[DeadLetter] = []
+
+        def dead_letter(self, dl: DeadLetter) -> None:
+            self.dead.append(dl)
+
+    s = load()
+    engine = SegmentEngine(engine_params(s))
+    sink = Sink(engine)
+    return sink, BatchProcessor(s, MemoryFeatureStore(), engine, sink, Metrics(CollectorRegistry()))
