@@ -71,35 +71,76 @@ def evaluate_cmd(
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(r) for r in reports], indent=2))
         return
-    table = Table(
-        title=f"{log_file.name}: {len(records):,} records"
-        + (f", last {window_days:g} days" if window_days else "")
-    )
+    title = f"{log_file.name}: {len(records):,} records"
+    if window_days:
+        title += f", last {window_days:g} days"
+    quality = Table(title=f"{title}: what downstream sees")
     for col in (
         "model",
         "SSQ / k-means",
-        "ARI (ref)",
-        "id agreement min (median)",
-        "births",
-        "deaths",
-        "flapping",
+        "(nearest)",
+        "ARI (nearest, ref)",
+        "published != nearest",
+        "segments",
         "dead letters",
         "events/s",
     ):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        quality.add_column(col, justify="left" if col == "model" else "right")
+    stability = Table(title=f"{title}: stability")
+    for col in (
+        "model",
+        "id agreement min (median)",
+        "births",
+        "deaths",
+        "renames",
+        "model moves / version",
+        "segment flaps / cust-month",
+        "stage flaps / cust-month",
+        "flapped",
+    ):
+        stability.add_column(col, justify="left" if col == "model" else "right")
     for r in reports:
-        table.add_row(
+        quality.add_row(
             r.model,
             f"{r.ssq_ratio:.3f}",
-            f"{r.ari:.3f} ({r.ari_reference:.3f})" if r.ari is not None else "-",
-            f"{r.id_agreement:.3f} ({r.id_agreement_median:.3f})",
-            str(r.births),
-            str(r.deaths),
-            f"{r.flapping:.2%}",
+            f"{r.nearest_ssq_ratio:.3f}",
+            f"{r.ari:.3f} ({r.nearest_ari:.3f}, {r.ari_reference:.3f})"
+            if r.ari is not None and r.nearest_ari is not None and r.ari_reference is not None
+            else "-",
+            f"{r.published_differs:.1%}",
+            str(r.segments),
             f"{r.dead_letters:,}",
             f"{r.events_per_s:,.0f}",
         )
-    console.print(table)
+        stability.add_row(
+            r.model,
+            f"{r.id_agreement:.3f} ({r.id_agreement_median:.3f})",
+            str(r.births),
+            str(r.deaths),
+            str(r.renames),
+            f"{r.model_changes_median:.2%}",
+            f"{r.segment_flaps_per_month:.3%}",
+            f"{r.stage_flaps_per_month:.3%}",
+            f"{r.flapping:.1%}",
+        )
+    console.print(quality)
+    console.print(stability)
+    for r in reports:
+        stages = ", ".join(f"{name} {n:,}" for name, n in r.stages.items())
+        console.print(f"{r.model}: lifecycle stages at the end: {stages}")
     classes = reports[0].dead_letter_classes if reports else {}
     if classes:  # decided before the model: the same for every model
         console.print(f"dead letters by class: {classes_text(classes)}")
+    console.print(LEGEND, style="dim")
+
+
+LEGEND = """\
+SSQ / k-means: within-segment sum of squares of the published segments over offline k-means on
+  the same final vectors (1 = as tight; lower is better); (nearest): each customer in the segment
+  nearest to it now. ARI: agreement with --truth personas (published; nearest; k-means).
+published != nearest: customers whose published segment (after hysteresis) is not their nearest.
+id agreement: share of customers given the same id by consecutive versions (minimum, median).
+renames: segment ids whose name changed between versions. model moves / version: median share
+  of customers a version moved (reason model_update).
+flaps: returns to a segment (or lifecycle stage) left less than 30 days before, per
+  customer-month observed; flapped: share of customers with any segment return."""

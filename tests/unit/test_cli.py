@@ -254,7 +254,8 @@ def test_evaluate_compares_models_on_a_generated_log(
         assert 0.0 <= r["flapping"] <= 1.0 and r["changes"] >= 300  # everyone got a first segment
     code, out, err = run(capsys, "evaluate", str(log), "--models", "microclusters")
     assert code == 0, err
-    assert "id agreement min (median)" in out and "microclusters" in out
+    assert "what downstream sees" in out and "stability" in out and "microclusters" in out
+    assert "lifecycle stages at the end: " in out and "published != nearest:" in out  # the legend
 
 
 def test_kafka_security_settings_reach_every_client() -> None:
