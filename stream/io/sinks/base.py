@@ -35,7 +35,9 @@ class OutputSink:
         # The wall-clock emit time travels as a header (the payload is deterministic).
         emitted_ms = int(time.time() * 1000)
         payload = change.model_dump_json().encode()
-        self._emit("change", change.customer_id.encode(), payload, change.current is None, emitted_ms)
+        # Only an erase leaves a tombstone: a stage change before any segment has current=None
+        # and is still the customer's latest record.
+        self._emit("change", change.customer_id.encode(), payload, change.reason == "erase", emitted_ms)
 
     def dead_letter(self, dl: DeadLetter) -> None:
         # Keyless records (unreadable ones) are keyed by their source partition, so that the
