@@ -209,8 +209,16 @@ class LifecycleSettings(_Frozen):
     at_risk_min_days: float = Field(
         _LIFECYCLE.at_risk_min_days, ge=0, description="never at risk after fewer days than this"
     )
+    at_risk_spread: float = Field(
+        _LIFECYCLE.at_risk_spread,
+        ge=0,
+        description="an irregular customer is at risk only after its mean gap plus this many "
+        "standard deviations",
+    )
     lapsed_ratio: float = Field(
-        _LIFECYCLE.lapsed_ratio, gt=1, description="lapsed after this many typical gaps of silence"
+        _LIFECYCLE.lapsed_ratio,
+        gt=1,
+        description="lapsed after this many typical gaps of silence (scaled like the at-risk threshold)",
     )
     lapsed_min_days: float = Field(
         _LIFECYCLE.lapsed_min_days, ge=0, description="never lapsed after fewer days than this"

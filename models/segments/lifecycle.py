@@ -6,16 +6,19 @@ says where it is now. Stages, in the order their indices are stored:
 - ``prospect``: active, never bought;
 - ``new``: bought on one day only, not overdue;
 - ``active``: bought on two days or more, not overdue;
-- ``at_risk``: overdue: silent for ``at_risk_ratio`` times its typical gap (at least
-  ``at_risk_min_days``);
-- ``lapsed``: silent for ``lapsed_ratio`` times its typical gap (at least ``lapsed_min_days``);
+- ``at_risk``: overdue: silent for ``at_risk_ratio`` typical gaps, or longer for an irregular
+  customer (its mean gap plus ``at_risk_spread`` standard deviations), and at least
+  ``at_risk_min_days``;
+- ``lapsed``: silent ``lapsed_ratio / at_risk_ratio`` times as long (at least
+  ``lapsed_min_days``);
 - ``won_back``: came back after lapsing; for ``won_back_days``, then one of the first three.
 
 "Silent" is measured on the customer's purchases once it has bought on two days (its purchase
 rhythm), before that on all its activity (a browser's visits); a buyer still visiting is at
-most at risk, never lapsed (:func:`silence_times`). The typical gap is the median gap
-between its newest distinct days, shrunk toward ``prior_gap_days`` by ``prior_weight`` gaps, so
-that two purchases a day apart do not make a customer overdue after three days.
+most at risk, never lapsed (:func:`silence_times`). The typical gap is the mean gap between its
+newest distinct days, shrunk toward ``prior_gap_days`` by ``prior_weight`` gaps (two purchases a
+day apart do not make a customer overdue after three days); the spread is shrunk toward a
+Poisson buyer's the same way (:func:`overdue_factor`).
 
 Hysteresis is in the rules, not in a timer: a customer enters ``at_risk`` and ``lapsed`` only
 when time passes a threshold of its own rhythm, and leaves them only by coming back (the silence
@@ -61,7 +64,9 @@ __all__ = [
     "History",
     "LifecycleParams",
     "describe_stage",
+    "gap_spread",
     "next_stage_crossing",
+    "overdue_factor",
     "silence_times",
     "stage_at",
     "stage_name",
@@ -78,6 +83,7 @@ DAY: Final = 86400
 class LifecycleParams:
     at_risk_ratio: float = 2.5
     at_risk_min_days: float = 21.0
+    at_risk_spread: float = 3.0
     lapsed_ratio: float = 5.0
     lapsed_min_days: float = 60.0
     prior_gap_days: float = 30.0
@@ -90,23 +96,39 @@ def stage_name(stage: int) -> StageName | None:
 
 
 def typical_gap_days(days: Sequence[int], p: LifecycleParams) -> float:
-    """Median gap between the newest distinct days (ascending, day numbers), shrunk toward the
+    """Mean gap between the newest distinct days (ascending, day numbers), shrunk toward the
     prior gap by ``prior_weight`` gaps."""
     n = len(days) - 1
     if n <= 0:
         return p.prior_gap_days
-    gaps = sorted(days[k + 1] - days[k] for k in range(n))
-    half = n // 2
-    median = gaps[half] if n % 2 else (gaps[half - 1] + gaps[half]) / 2
-    return (n * median + p.prior_weight * p.prior_gap_days) / (n + p.prior_weight)
+    return (days[-1] - days[0] + p.prior_weight * p.prior_gap_days) / (n + p.prior_weight)
+
+
+def gap_spread(days: Sequence[int], p: LifecycleParams) -> float:
+    """The gaps' coefficient of variation, shrunk toward 1 (a Poisson buyer's) by
+    ``prior_weight`` gaps; a single gap says nothing about spread."""
+    n = len(days) - 1
+    if n < 2:
+        return 1.0
+    gaps = [days[k + 1] - days[k] for k in range(n)]
+    mean = sum(gaps) / n
+    cv = (sum((g - mean) ** 2 for g in gaps) / n) ** 0.5 / mean
+    return (n * cv + p.prior_weight) / (n + p.prior_weight)
+
+
+def overdue_factor(days: Sequence[int], p: LifecycleParams) -> float:
+    """Typical gaps of silence before the customer is at risk: ``at_risk_ratio``, or more for an
+    irregular customer (mean + ``at_risk_spread`` standard deviations), for whom a long gap is
+    normal: a weekly shopper like clockwork is overdue after 2.5 weeks, an erratic one later."""
+    return max(p.at_risk_ratio, 1.0 + p.at_risk_spread * gap_spread(days, p))
 
 
 def _thresholds(days: Sequence[int], p: LifecycleParams) -> tuple[int, int]:
     """Seconds of silence after which the customer is at risk, and lapsed."""
-    gap = typical_gap_days(days, p)
+    at_risk = overdue_factor(days, p) * typical_gap_days(days, p)
     return (
-        int(max(p.at_risk_ratio * gap, p.at_risk_min_days) * DAY),
-        int(max(p.lapsed_ratio * gap, p.lapsed_min_days) * DAY),
+        int(max(at_risk, p.at_risk_min_days) * DAY),
+        int(max(at_risk * p.lapsed_ratio / p.at_risk_ratio, p.lapsed_min_days) * DAY),
     )
 
 

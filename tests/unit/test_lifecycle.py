@@ -25,6 +25,7 @@ from models.segments.lifecycle import (
     History,
     LifecycleParams,
     next_stage_crossing,
+    overdue_factor,
     stage_at,
     typical_gap_days,
 )
@@ -67,10 +68,12 @@ def test_a_weekly_shopper_goes_at_risk_lapsed_won_back_and_active_at_its_own_thr
     days2 = [*days[1:], back // DAY]
     h2 = _buyer(days2)
     assert stage_at(LAPSED, lapse_at, back, h2, P) == WON_BACK
-    # Won back for 30 days, unless it is overdue again first (its gap is still about a week).
+    # Won back for 30 days (the absence now counts in its typical gap, so it is not overdue
+    # again before that), then active.
     end = next_stage_crossing(WON_BACK, back, h2, P)
-    assert end == back + int(2.5 * typical_gap_days(days2, P) * DAY) < back + 30 * DAY
-    assert stage_at(WON_BACK, back, end, h2, P) == AT_RISK
+    assert end == back + 30 * DAY
+    assert typical_gap_days(days2, P) > 20
+    assert stage_at(WON_BACK, back, end, h2, P) == ACTIVE
     again = back + 7 * DAY  # it buys again a week later: won back until day 30, then active
     h3 = _buyer([*days2[1:], again // DAY])
     assert stage_at(WON_BACK, back, again, h3, P) == WON_BACK
@@ -104,9 +107,21 @@ def test_first_stages_and_the_floor_on_short_gaps() -> None:
     # Two purchases a day apart do not make anyone overdue in three days: the floor holds.
     assert stage_at(ACTIVE, 0, last + 20 * DAY, daily, P) == ACTIVE
     assert stage_at(ACTIVE, 0, last + 21 * DAY, daily, P) == AT_RISK
-    # One purchase day: its activity decides, with the prior gap (30) at 2.5 gaps.
+    # One purchase day: its activity decides, with the prior gap (30) and a Poisson buyer's
+    # spread (1): mean + 3 standard deviations = 4 gaps.
     once = History(1, last, [107], last, [107])
-    assert next_stage_crossing(NEW, 0, once, P) - last == 75 * DAY
+    assert next_stage_crossing(NEW, 0, once, P) - last == 120 * DAY
+
+
+def test_an_irregular_customer_is_overdue_later_than_a_regular_one_with_the_same_mean() -> None:
+    regular = _buyer([20_000 + 10 * k for k in range(8)])
+    irregular = _buyer([20_000, 20_001, 20_025, 20_027, 20_050, 20_052, 20_068, 20_070])
+    assert typical_gap_days(regular.purchase_day_list, P) == typical_gap_days(irregular.purchase_day_list, P)
+    assert overdue_factor(regular.purchase_day_list, P) == P.at_risk_ratio
+    assert overdue_factor(irregular.purchase_day_list, P) > 3.5
+    t = regular.last_purchase + 35 * DAY
+    assert stage_at(ACTIVE, 0, t, regular, P) == AT_RISK
+    assert stage_at(ACTIVE, 0, t, irregular, P) == ACTIVE
 
 
 def test_a_late_row_never_undoes_a_stage() -> None:
