@@ -48,6 +48,7 @@ def load(cls: type[E], data: bytes) -> E:
     engine._align_sources = frozenset()
     engine._align_drained = frozenset()
     engine._aligner = None
+    engine.currencies = frozenset()
     engine._population_rng = np.random.default_rng(state["params"].seed)
     engine.value_model = ValueModel(state["feature_names"])
     engine.__dict__.update(state)

@@ -25,7 +25,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from models.segments.catalog import make_model
 from models.segments.decide import Move, RowLike, decide_moves, hysteresis
 from models.segments.explain import explain_many
 from models.segments.hierarchy import Hierarchy
-from models.segments.naming import SegmentNamer, suggest_names
+from models.segments.naming import SegmentNamer, group_stats
 from models.segments.params import DAY, EngineParams
 from models.segments.population import PopulationSample, aged_sample, sample_version
 from models.segments.registry import ModelEvent, SegmentRegistry
@@ -116,7 +116,10 @@ class SegmentEngine(AlignedLearning):
             restart_gain=params.restart_gain,
         )
         self.registry = SegmentRegistry(gate=params.gate, drift=params.drift)
-        self.namer = SegmentNamer()
+        self.namer = SegmentNamer(params.rename_versions)
+        # The currencies of the events' amounts (at most two kept: two is "mixed"), for the money
+        # figures of a rename's evidence; the caller notes them (note_currencies).
+        self.currencies: frozenset[str] = frozenset()
         self.rfm_scorer = RFMScorer()
         self.value_model = ValueModel(self.feature_names)  # churn risk and CLV, fitted per version
         self.version = 0
@@ -156,6 +159,16 @@ class SegmentEngine(AlignedLearning):
     def retired_count(self) -> int:
         """How many segment ids model updates have retired so far (it only grows)."""
         return len(self.registry.retired)
+
+    def note_currencies(self, codes: Iterable[str]) -> None:
+        """Currencies seen in the events' amounts (the pipeline reports each batch's)."""
+        if len(self.currencies) < 2:
+            self.currencies = frozenset(sorted(self.currencies | set(codes))[:2])
+
+    @property
+    def currency(self) -> str | None:
+        """The one currency of the events' amounts; None when none was seen or they are mixed."""
+        return next(iter(self.currencies)) if len(self.currencies) == 1 else None
 
     def decide_moves(
         self,
@@ -471,11 +484,14 @@ class SegmentEngine(AlignedLearning):
             s.member_weights,
         )
         version = make_version(self.version, s, ids, Z, self.params.outlier_quantile)
-        names, name_events = self.namer.update(
-            suggest_names(version.ids, version.centroids, self.vectorizer, self.feature_names),
-            self.version,
-            self.t_max,
-        )
+        # Names are judged on the version's members: the customer sample as fitted, else the
+        # rows this version learned from, as it assigns them.
+        if s.member_rows is not None and s.member_labels is not None:
+            member_rows, member_ids = s.member_rows, ids[s.member_labels]
+        else:
+            member_rows, member_ids = raw, version.assign(Z).segment_ids
+        stats, population = group_stats(member_rows, member_ids, ids.tolist(), self.feature_names)
+        names, name_events = self.namer.update(stats, population, self.version, self.t_max, self.currency)
         version.names = names
         if self._current is not None:  # remember the last name of every id this version retires
             self.retired_names.update({sid: n for sid, n in self._current.names.items() if sid not in names})

@@ -59,6 +59,9 @@ class EngineParams:
     # until every source's clock is past them by this much, then are learned in event-time order,
     # so versions do not depend on how the sources' records interleave (None: arrival order).
     align_lateness_days: float | None = 2.0
+    # A segment's name changes when its claims have failed this many versions running and one
+    # candidate has held as long (models.segments.naming; a refuted name changes at once).
+    rename_versions: int = 3
 
     def __post_init__(self) -> None:
         if self.model not in model_names():
@@ -67,5 +70,7 @@ class EngineParams:
             raise ValueError("n_segments, update_every and warmup_vectors must be >= 1")
         if not 0.0 <= self.margin < 1.0:
             raise ValueError("margin must be in [0, 1)")
+        if self.rename_versions < 1:
+            raise ValueError("rename_versions must be >= 1")
         if self.population < 0 or not 0.0 < self.population_step <= 1.0:
             raise ValueError("population must be >= 0 and population_step in (0, 1]")

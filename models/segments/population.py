@@ -293,5 +293,6 @@ def sample_version(
         member_uids=keys.view(np.int64),
         member_labels=labels,
         member_weights=np.ones(len(keys)),
+        member_rows=raw,
     )
     return summary, C, t_max

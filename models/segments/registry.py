@@ -27,7 +27,10 @@ from scipy.optimize import linear_sum_assignment
 
 __all__ = ["EventKind", "ModelEvent", "SegmentRegistry"]
 
-EventKind = Literal["birth", "death", "split", "merge", "drift", "version"]
+# "renamed": a segment's name changed (models.segments.naming): the one event that says so, with
+# the new name and the old, so that a consumer of the changes topic can follow it (the names in a
+# change are those of its model version; see docs/decisions/0022-names-follow-their-claims.md).
+EventKind = Literal["birth", "death", "split", "merge", "drift", "renamed", "version"]
 _BIG = 1e9
 
 
@@ -41,6 +44,8 @@ class ModelEvent:
     related_ids: tuple[int, ...]
     detail: str
     event_time: float
+    name: str | None = None  # renamed: the segment's name from this version on
+    previous_name: str | None = None  # renamed: its name before
 
 
 class SegmentRegistry:

@@ -43,6 +43,9 @@ class ModelSummary:
     member_uids: np.ndarray | None = None
     member_labels: np.ndarray | None = None
     member_weights: np.ndarray | None = None
+    # The members' raw feature rows (original units, aligned with member_labels): what names
+    # are judged on. Only the population sample has them (customers, not events).
+    member_rows: np.ndarray | None = None
 
 
 class SegmentModel(Protocol):

@@ -16,7 +16,7 @@ from stream.cli.common import (
     partitions_of,
 )
 from stream.config import Settings
-from stream.errors import SegstreamError
+from stream.errors import SegstreamError, ServiceUnavailable
 
 
 @click.command()
@@ -150,8 +150,16 @@ def customer(obj: Ctx, customer_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON change per line.")
 @click.pass_obj
 def changes(obj: Ctx, limit: int, customer: str | None, as_json: bool) -> None:
-    """The latest segment changes from the changes topic."""
+    """The latest segment changes from the changes topic.
+
+    The table names segments as the model does now, as `customer` and `export` do (a segment
+    renamed since a change shows "new name (was old name)"); ``--json`` prints the records as
+    published, with the names of their model version (a consumer applies the ``renamed`` model
+    events after it).
+    """
+    from models.segments.engine import SegmentEngine
     from stream.io.kafka import read_latest
+    from stream.ops.export import names_now
 
     topic = obj.settings.topics.out("changes")
     values = read_latest(obj.settings, topic, limit, key=customer.encode() if customer else None)
@@ -159,17 +167,35 @@ def changes(obj: Ctx, limit: int, customer: str | None, as_json: bool) -> None:
         for v in values:
             click.echo(v.decode())
         return
-    table = Table(title=f"latest {len(values)} change(s) on {topic}")
+    engine = None
+    title = f"latest {len(values)} change(s) on {topic}"
+    if values:
+        try:
+            saved = open_store(obj.settings).load_model()
+        except ServiceUnavailable as e:  # the changes are still worth showing, as published
+            saved = None
+            title += f"; names as published (no model to name them now: {e})"
+        engine = SegmentEngine.restore(saved[1]) if saved is not None else None
+
+    def shown(ref: dict[str, Any] | None, missing: str) -> str:
+        if ref is None:
+            return missing
+        was = ref.get("published_name")
+        return ref["name"] if was is None else f"{ref['name']} (was {was})"
+
+    table = Table(title=title)
     for col in ("event time", "customer", "from", "to", "conf", "reason", "rfm", "why"):
         table.add_column(col, overflow="fold")
     for v in values:
         c = json.loads(v)
+        if engine is not None:
+            c = names_now(c, engine.name_of)
         rfm = c.get("rfm") or {}
         table.add_row(
             c["event_time"][:19],
             c["customer_id"],
-            (c["previous"] or {}).get("name", "-"),
-            (c["current"] or {}).get("name", "(erased)"),
+            shown(c["previous"], "-"),
+            shown(c["current"], "(erased)"),
             f"{c['confidence']:.2f}",
             c["reason"],
             rfm.get("group", "-"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 import numpy as np
@@ -78,6 +78,27 @@ def customer_views(
             view["rfm"] = rfm.model_dump() if rfm is not None else None
             view["model_version"] = engine.version
         out.append(view)
+    return out
+
+
+def names_now(change: dict[str, Any], name_of: Callable[[int], str]) -> dict[str, Any]:
+    """A published change (its JSON) with its segments named as the model names them now, as
+    ``customer`` and ``export`` do. A change carries the names of its model version; a segment
+    renamed since (a ``renamed`` model event) shows its new name, and the published one under
+    ``published_name``.
+
+    >>> c = {"previous": None, "current": {"id": 4, "name": "Mainstream"}}
+    >>> names_now(c, {4: "High-value loyal"}.__getitem__)["current"]
+    {'id': 4, 'name': 'High-value loyal', 'published_name': 'Mainstream'}
+    """
+    out = dict(change)
+    for side in ("previous", "current"):
+        ref = change.get(side)
+        if ref is None or (now := name_of(int(ref["id"]))) == ref["name"]:
+            continue
+        # A segment retired since keeps its last name (engine.name_of): not a rename.
+        renamed = now != f"{ref['name']} (retired)"
+        out[side] = {**ref, "name": now, **({"published_name": ref["name"]} if renamed else {})}
     return out
 
 

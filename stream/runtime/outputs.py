@@ -146,6 +146,10 @@ class OutputsMixin:
                     "related_ids": list(ev.related_ids),
                     "detail": ev.detail,
                     "event_time": datetime.fromtimestamp(ev.event_time, UTC).isoformat(),
+                    # renamed: the names a consumer of the changes topic applies to the changes
+                    # of earlier versions (docs/decisions/0022-names-follow-their-claims.md)
+                    "name": ev.name,
+                    "previous_name": ev.previous_name,
                 }
             )
             self.metrics.model_events.labels(kind=ev.kind).inc()

@@ -243,6 +243,9 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             self.metrics.events_skipped.inc(skipped)
         if not fresh:
             return None
+        if self.learns and len(self.engine.currencies) < 2:
+            # The amounts' currency, for the money figures of segment renames (two seen: mixed).
+            self.engine.note_currencies({e.currency for _, e, _ in fresh if e is not None and e.currency})
         ids = list(view.states)
         states = StateBatch([view.states[c] for c in ids])
         rows, snaps, dirty, due_updates, clock = self._apply(view, ids, states, fresh, result)

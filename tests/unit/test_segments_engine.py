@@ -1,4 +1,4 @@
-"""Engine behaviour: stable ids, births, hysteresis, batch-cut independence, names, RFM."""
+"""Engine behaviour: stable ids, births, hysteresis, batch-cut independence, RFM (names: test_naming.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.segments.engine import DAY, SegmentEngine
-from models.segments.naming import SegmentNamer, suggest_name
 from models.segments.rfm import RFMScorer, rfm_group
 from models.segments.vectorize import DEFAULT_FEATURES
 from tests.helpers import mechanics_params
@@ -164,47 +163,6 @@ def test_profiles_hierarchy_and_outliers() -> None:
     assert not e.assign(CENTRES[:3]).outlier.any()
 
 
-# -- names -----------------------------------------------------------------------------------
-
-
-def _raw(**kw: float) -> dict[str, float]:
-    base = dict.fromkeys(DEFAULT_FEATURES, 0.0)
-    base.update(recency_days=10, recency_purchase_days=20, tenure_days=400, purchases=5, engagement_trend=1.0)
-    base.update(kw)
-    return base
-
-
-def test_names_for_obvious_profiles() -> None:
-    assert (
-        suggest_name(_raw(purchases=0, browse_decayed=5), {"browse_decayed": 1.0}) == "Browsers, no purchase"
-    )
-    assert suggest_name(_raw(recency_days=300), {}) == "Dormant"
-    quiet = {"recency_days": 1.5, "engage_decayed": -1.0}  # quiet against the population...
-    assert suggest_name(_raw(recency_days=45), quiet) == "Dormant"
-    assert suggest_name(_raw(recency_days=9), quiet) != "Dormant"  # ...but active this month
-    assert suggest_name(_raw(tenure_days=5), {"tenure_days": -1.0}) == "New"
-    # Young in absolute terms but not against a population that is young too: not "New".
-    assert suggest_name(_raw(tenure_days=5), {"tenure_days": 0.0}) != "New"
-    assert suggest_name(_raw(engagement_trend=0.4), {}) == "Declining engagement"
-    assert suggest_name(_raw(engagement_trend=0.4, purchases=0), {}) == "Fading browsers, no purchase"
-    assert suggest_name(_raw(), {"spend": 1.5, "purchases": 1.0}) == "High-value loyal"
-    assert suggest_name(_raw(promo_share=0.8), {"purchases": -0.5}) == "Promo-driven occasional"
-    assert (
-        suggest_name(_raw(share_store=0.4, share_web=0.3, share_app=0.3), {}) == "Store-centric omnichannel"
-    )
-    assert suggest_name(_raw(share_app=0.7, share_web=0.3), {}) == "Mobile-first"
-
-
-def test_names_stick_and_duplicates_get_suffixes() -> None:
-    namer = SegmentNamer()
-    names, ev = namer.update({1: "Dormant", 2: "Dormant", 3: "New"}, 1, 0.0)
-    assert names == {1: "Dormant", 2: "Dormant 2", 3: "New"} and ev == []
-    names, ev = namer.update({1: "New", 2: "Dormant", 3: "New"}, 2, 0.0)
-    assert names[1] == "Dormant" and ev == []  # one version is not a clear change
-    names, ev = namer.update({1: "New", 2: "Dormant", 3: "New"}, 3, 0.0)
-    assert names[1] == "New" and names[3] == "New 2" and [e.kind for e in ev] == ["drift"]
-
-
 # -- RFM -------------------------------------------------------------------------------------
 
 
@@ -228,42 +186,6 @@ def test_engine_rfm() -> None:
     e.process(raw, np.zeros(200))
     score = e.rfm(raw[0])
     assert 1 <= score.r <= 5 and score.group
-
-
-def test_duplicate_names_get_a_qualifier_from_what_sets_them_apart() -> None:
-    from models.segments.naming import qualify_duplicates
-
-    names = {1: "Promo-driven occasional", 2: "Promo-driven occasional", 3: "Dormant"}
-    z = {
-        1: {"spend": 0.1, "share_app": 1.5},
-        2: {"spend": 0.2, "share_app": -0.4},
-        3: {"spend": -1.0},
-    }
-    out = qualify_duplicates(names, z)
-    assert out[1] == "Promo-driven occasional, app-first"
-    assert out[2] == "Promo-driven occasional, less app"
-    assert out[3] == "Dormant"
-
-
-def test_a_qualifier_claims_an_absolute_only_where_it_holds() -> None:
-    from models.segments.naming import qualify_duplicates
-
-    # The demo's twins: 96% and 61% of orders on promotion. The second is not "full-price".
-    names = {2: "Promo-driven occasional", 6: "Promo-driven occasional"}
-    z = {2: {"promo_share": 1.8}, 6: {"promo_share": 0.9}}
-    raw = {2: {"promo_share": 0.96}, 6: {"promo_share": 0.61}}
-    assert qualify_duplicates(names, z, raw) == {
-        2: "Promo-driven occasional, promo-heavy",
-        6: "Promo-driven occasional, less promo",
-    }
-    raw[6]["promo_share"] = 0.1
-    assert qualify_duplicates(names, z, raw)[6] == "Promo-driven occasional, full-price"
-    # Lower spend than a twin that buys, for a segment that does not buy at all.
-    twins = {1: "Declining engagement", 4: "Declining engagement"}
-    spend = {1: {"spend": -0.8}, 4: {"spend": 0.9}}
-    assert qualify_duplicates(twins, spend, {1: {"purchases": 0.0}, 4: {"purchases": 9.9}})[1] == (
-        "Declining engagement, no purchase"
-    )
 
 
 def test_quiet_rows_weigh_the_days_they_stand_for() -> None:
