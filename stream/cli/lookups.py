@@ -132,6 +132,17 @@ def customer(obj: Ctx, customer_id: str, as_json: bool) -> None:
             f"nearest now: {near['name']} ({near['id']}); the customer moves at its next event or "
             "inactivity re-scoring if that segment still wins by the hysteresis margin"
         )
+    stage = view.get("stage")
+    value = view.get("value")
+    console.print(
+        f"stage: {stage['name'] + ' since ' + stage['since'] if stage else '-'}"
+        + (
+            f"  churn risk {value['churn_risk']:.0%}, expected {value['purchases_90d']:.1f} purchases "
+            f"in 90 days, {value['value_365d']:,.2f} in a year"
+            if value
+            else ""
+        )
+    )
     r = view.get("rfm")
     rfm_text = f"RFM {r['r']}{r['f']}{r['m']} ({r['group']})" if r else "RFM - (never purchased)"
     console.print(f"{rfm_text}  membership now: {view.get('membership')}")

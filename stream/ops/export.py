@@ -1,4 +1,5 @@
-"""Export every customer of a namespace: features in their units, segment, membership, outlier, RFM.
+"""Export every customer of a namespace: features in their units, segment, lifecycle stage,
+membership, outlier, RFM, churn risk and predicted value.
 
 :func:`customer_views` turns packed states into the same dicts ``segstream customer --json``
 prints, assigning a whole chunk with one engine call (the model is restored once, not per
@@ -17,6 +18,7 @@ import numpy as np
 
 from models.features import FEATURE_NAMES, CustomerState, FeatureParams, evaluate
 from models.segments.engine import SegmentEngine
+from models.segments.lifecycle import STAGES
 
 CHUNK = 1000
 MIN_MEMBERSHIP = 0.005
@@ -44,6 +46,7 @@ def customer_views(
         names = engine.live_names()
         assignment = engine.assign(vecs)
         memberships = assignment.memberships(list(range(len(rows))), MIN_MEMBERSHIP)
+        values = engine.value_many(vecs)
     out: list[dict[str, Any]] = []
     for i, ((p, cid, _), state, at) in enumerate(zip(rows, states, ats, strict=True)):
         view: dict[str, Any] = {
@@ -53,6 +56,10 @@ def customer_views(
             "features": {n: round(float(v), 4) for n, v in zip(FEATURE_NAMES, vecs[i], strict=True)},
             "events": state.events,
             "segment": None,
+            # The stage as last published (a stage moves at an event or at its own crossing).
+            "stage": (
+                {"name": STAGES[state.stage], "since": _iso(state.stage_since)} if state.stage >= 0 else None
+            ),
         }
         if engine is not None and assignment is not None:
             row = assignment.row(i)
@@ -76,6 +83,8 @@ def customer_views(
             view["outlier"] = bool(row.outlier)
             rfm = engine.rfm(vecs[i])
             view["rfm"] = rfm.model_dump() if rfm is not None else None
+            value = values[i]
+            view["value"] = value.model_dump() if value is not None else None
             view["model_version"] = engine.version
         out.append(view)
     return out
@@ -138,6 +147,7 @@ def write_jsonl(views: Iterable[dict[str, Any]], out: IO[str]) -> int:
     return n
 
 
+VALUE_FIELDS = ("p_alive", "churn_risk", "purchases_90d", "spend_per_purchase", "value_365d")
 CSV_FIELDS = (
     "customer_id",
     "partition",
@@ -147,11 +157,14 @@ CSV_FIELDS = (
     "segment_name",
     "segment_since",
     "nearest_id",
+    "stage",
+    "stage_since",
     "outlier",
     "rfm_r",
     "rfm_f",
     "rfm_m",
     "rfm_group",
+    *VALUE_FIELDS,
     "model_version",
     *FEATURE_NAMES,
     "membership",
@@ -162,6 +175,8 @@ def flatten(v: dict[str, Any]) -> dict[str, Any]:
     """One CSV row: features as columns, membership as a compact JSON object."""
     seg = v.get("segment") or {}
     rfm = v.get("rfm") or {}
+    stage = v.get("stage") or {}
+    value = v.get("value") or {}
     row: dict[str, Any] = {
         "customer_id": v["customer_id"],
         "partition": v["partition"],
@@ -171,11 +186,14 @@ def flatten(v: dict[str, Any]) -> dict[str, Any]:
         "segment_name": seg.get("name", ""),
         "segment_since": seg.get("since", ""),
         "nearest_id": (v.get("nearest") or {}).get("id", ""),
+        "stage": stage.get("name", ""),
+        "stage_since": stage.get("since", ""),
         "outlier": "" if "outlier" not in v else str(v["outlier"]).lower(),
         "rfm_r": rfm.get("r", ""),
         "rfm_f": rfm.get("f", ""),
         "rfm_m": rfm.get("m", ""),
         "rfm_group": rfm.get("group", ""),
+        **{k: value.get(k, "") for k in VALUE_FIELDS},
         "model_version": v.get("model_version", ""),
         "membership": json.dumps(v.get("membership", {}), separators=(",", ":")),
     }

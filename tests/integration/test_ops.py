@@ -13,12 +13,13 @@ import redis
 from kafka import KafkaAdminClient
 
 from models.features import FEATURE_NAMES
+from models.segments.lifecycle import STAGES
 from models.sim import generate
 from stream.cli import main
 from stream.io.logfiles import write_lines
 from stream.ops.diff import NamespaceSnapshot, Segment, compare
 
-from .harness import delete_topics
+from .harness import delete_topics, read_topic
 
 CUSTOMERS = 120
 MODEL_ENV = {"SEGSTREAM_MODEL__WARMUP_VECTORS": "300", "SEGSTREAM_MODEL__UPDATE_EVERY": "300"}
@@ -60,7 +61,9 @@ def replayed(
     delete_topics(kafka_admin, [f"{t}.{namespace}" for k, t in topic_names.items() if k != "interactions"])
 
 
-def test_export_jsonl_and_csv(run_cli: Run, replayed: tuple[Path, dict], tmp_path: Path) -> None:
+def test_export_jsonl_and_csv(  # type: ignore[no-untyped-def]
+    run_cli: Run, replayed: tuple[Path, dict], tmp_path: Path, stack, namespace: str, topic_names
+) -> None:
     rc, out, err = run_cli("export")
     assert rc == 0, err
     lines = out.splitlines()
@@ -94,6 +97,22 @@ def test_export_jsonl_and_csv(run_cli: Run, replayed: tuple[Path, dict], tmp_pat
     assert all(v["nearest"]["id"] in live and v["nearest"]["name"] for v in segmented)
     assert f"exported {CUSTOMERS} customers" in err
 
+    # Every customer has the lifecycle stage its latest published change carries; buyers have a
+    # churn risk and a predicted value (the version has a BTYD fit), the others none.
+    published: dict[str, str] = {}
+    for _, value in read_topic(stack, f"{topic_names['changes']}.{namespace}"):
+        if value is not None:
+            c = json.loads(value)
+            published[c["customer_id"]] = c["stage"]
+    assert {v["customer_id"]: (v["stage"] or {}).get("name") for v in views} == published
+    assert {v["stage"]["name"] for v in views} <= set(STAGES)
+    assert any(v["value"] is not None for v in views)
+    for v in views:
+        if v["features"]["purchases"] == 0:
+            assert v["value"] is None
+        elif v["value"] is not None:
+            assert abs(v["value"]["churn_risk"] + v["value"]["p_alive"] - 1) < 1e-3
+
     # The same through `segstream customer --json`.
     one = views[0]
     rc, out, err = run_cli("customer", one["customer_id"], "--json")
@@ -117,6 +136,8 @@ def test_export_jsonl_and_csv(run_cli: Run, replayed: tuple[Path, dict], tmp_pat
         assert json.loads(r["membership"]) == v["membership"]
         assert r["nearest_id"] == ("" if v["nearest"] is None else str(v["nearest"]["id"]))
         assert r["rfm_group"] == ("" if v["rfm"] is None else v["rfm"]["group"])
+        assert r["stage"] == v["stage"]["name"]
+        assert r["churn_risk"] == ("" if v["value"] is None else str(v["value"]["churn_risk"]))
 
 
 def test_status_prints_partitions_and_segments(run_cli: Run, replayed: tuple[Path, dict]) -> None:

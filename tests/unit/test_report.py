@@ -16,7 +16,7 @@ from models.sim import generate
 from stream.ops.report import page
 from stream.ops.report.build import render, window_start
 from stream.ops.report.gather import Change, ModelChange, Population, ReportInputs, decode_changes
-from stream.ops.report.segments import Card, sample_rows, tree
+from stream.ops.report.segments import Card, cards, sample_rows, tree
 from stream.ops.report.timeline import ERASED, NEW, rebuild, renames
 
 DAY = 86400.0
@@ -139,8 +139,9 @@ def test_the_page_holds_every_chart_and_fetches_nothing(inputs: ReportInputs) ->
     # Self-contained: no element loads anything from a URL, plotly.js is inline.
     assert not re.search(r"<(script|link|img|iframe)[^>]*(src|href)=", html)
     assert html.count("<script") >= 1 + len(r.charts)
-    # Amounts carry the currency; the optional scores block is absent (the engine has none).
-    assert " EUR" in html and "data-optional='scores'" not in html
+    # Amounts carry the currency; churn and value show where the version has a BTYD fit.
+    fitted = inputs.engine.value_model.bgnbd is not None
+    assert " EUR" in html and ("data-optional='scores'" in html) == fitted
     # The same data and clock give the same file.
     assert render(inputs, since="10d", sample=100, generated_at=0.0).html == html
 
@@ -152,6 +153,22 @@ def test_a_card_shows_churn_and_value_only_where_the_engine_has_them() -> None:
     card.churn_risk, card.predicted_value = 0.25, 1234.0
     html = page.card_html(card, "#123456", "<div></div>", "EUR")
     assert "data-optional='scores'" in html and "25%" in html and "1,234 EUR" in html
+
+
+def test_a_card_counts_its_members_lifecycle_stages(inputs: ReportInputs) -> None:
+    pop = inputs.population
+    stage = np.arange(len(pop)) % 3  # prospect, new, active
+    staged = Population(pop.ids, pop.segment, pop.raw, pop.at, stage)
+    n = len(pop)
+    deck = cards(
+        inputs.engine, staged, np.zeros((n, 2)), np.zeros(n, bool), [""] * n, rebuild([]), [], [], "EUR"
+    )
+    for card in deck:
+        members = staged.segment == card.id
+        assert sum(card.stages.values()) == int(members.sum())
+        assert card.stages.get("new", 0) == int((members & (stage == 1)).sum())
+    html = page.card_html(deck[0], "#123456", "<div></div>", "EUR")
+    assert "lifecycle: " in html
 
 
 def test_the_tree_counts_customers_per_group(inputs: ReportInputs) -> None:

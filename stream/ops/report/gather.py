@@ -87,6 +87,7 @@ class Population:
     segment: np.ndarray  # the segment the customer is in (-1: none yet)
     raw: np.ndarray  # features in original units (FEATURE_NAMES order), as of ``at``
     at: np.ndarray  # event time each row is evaluated at: max(partition watermark, last event)
+    stage: np.ndarray | None = None  # lifecycle stage index (models.segments.lifecycle.STAGES; -1 none)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -124,6 +125,7 @@ def read_population(store: Any, partitions: int, params: FeatureParams) -> Popul
     ``segstream export`` does), read partition by partition through the store protocol."""
     ids: list[str] = []
     segments: list[int] = []
+    stages: list[int] = []
     snaps: list[list[float]] = []
     ats: list[float] = []
     for p in range(partitions):
@@ -132,6 +134,7 @@ def read_population(store: Any, partitions: int, params: FeatureParams) -> Popul
             s = CustomerState.unpack(blob)
             ids.append(cid)
             segments.append(s.segment)
+            stages.append(s.stage)
             snaps.append(snapshot(s))
             ats.append(float(max(wm, s.last_ts)))
     if not ids:
@@ -141,7 +144,13 @@ def read_population(store: Any, partitions: int, params: FeatureParams) -> Popul
     order = sorted(range(len(ids)), key=ids.__getitem__)
     at = np.array(ats)[order]
     raw = evaluate_many(np.array(snaps)[order], params, at)
-    return Population([ids[i] for i in order], np.array(segments, dtype=np.int64)[order], raw, at)
+    return Population(
+        [ids[i] for i in order],
+        np.array(segments, dtype=np.int64)[order],
+        raw,
+        at,
+        np.array(stages, dtype=np.int64)[order],
+    )
 
 
 # ---------------------------------------------------------------- the topics

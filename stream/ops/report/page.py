@@ -85,11 +85,15 @@ def card_html(c: Card, colour: str, profile_chart: str, currency: str | None) ->
     if c.churn_risk is not None or c.predicted_value is not None:
         scores = []
         if c.churn_risk is not None:
-            scores.append(f"<span>churn risk <b>{c.churn_risk:.0%}</b></span>")
+            scores.append(f"<span>median churn risk <b>{c.churn_risk:.0%}</b></span>")
         if c.predicted_value is not None:
             unit = f" {e(currency)}" if currency else ""
-            scores.append(f"<span>predicted value <b>{c.predicted_value:,.0f}{unit}</b></span>")
+            scores.append(f"<span>predicted value, next year <b>{c.predicted_value:,.0f}{unit}</b></span>")
         parts.append(f"<div class='scores' data-optional='scores'>{''.join(scores)}</div>")
+    if c.stages:
+        total = max(sum(c.stages.values()), 1)
+        mix = ", ".join(f"{e(s.replace('_', ' '))} {n / total:.0%}" for s, n in c.stages.items())
+        parts.append(f"<div class='stages' data-optional='stages'>lifecycle: {mix}</div>")
     parts.append("<h4>What sets it apart</h4>")
     parts.append(profile_chart)
     if c.rfm:

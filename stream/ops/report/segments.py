@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
 from models.features import FEATURE_INDEX, FEATURES, feature_label, format_value
 from models.segments.engine import SegmentEngine
+from models.segments.lifecycle import STAGES
 from models.segments.population import customer_key
 from stream.ops.report.gather import Change, ModelChange, Population
 from stream.ops.report.timeline import Timeline, renames
@@ -63,9 +65,10 @@ class Card:
     names: list[tuple[str, str]]  # (date, what happened) newest last
     super_segment: int | None
     grouped_with: list[str] = field(default_factory=list)  # the other segments of its super-segment
-    # Where the engine provides them (it does not yet): the card shows them only when present.
-    churn_risk: float | None = None
-    predicted_value: float | None = None
+    # From the version's Buy-Till-You-Die fit, over the members who bought (None: no fit yet).
+    churn_risk: float | None = None  # median churn risk
+    predicted_value: float | None = None  # mean predicted value of the next 365 days
+    stages: dict[str, int] = field(default_factory=dict)  # lifecycle stage -> members
 
 
 @dataclass
@@ -158,6 +161,18 @@ def examples(changes: list[Change]) -> dict[int, list[str]]:
     return dict(out)
 
 
+def _summary(f: Any, values: np.ndarray) -> float | None:
+    known = values[np.isfinite(values)]
+    return float(f(known)) if len(known) else None
+
+
+def _stage_mix(stage_names: list[str], members: np.ndarray) -> dict[str, int]:
+    if not stage_names:
+        return {}
+    mix = Counter(s for s, m in zip(stage_names, members.tolist(), strict=True) if m and s)
+    return {s: mix[s] for s in STAGES if mix.get(s)}
+
+
 def cards(
     engine: SegmentEngine,
     pop: Population,
@@ -174,6 +189,10 @@ def cards(
     total = max(len(pop), 1)
     quotes = examples(changes)
     profiles = [p for p in engine.segments() if p.id >= 0]
+    values = engine.value_many(raw)
+    risk = np.array([v.churn_risk if v else np.nan for v in values])
+    worth = np.array([v.value_365d if v else np.nan for v in values])
+    stage_names = [STAGES[k] if k >= 0 else "" for k in (pop.stage if pop.stage is not None else [])]
     out = []
     for p in profiles:
         members = pop.segment == p.id
@@ -194,8 +213,9 @@ def cards(
                 grouped_with=[
                     q.name for q in profiles if p.parent is not None and q.parent == p.parent and q.id != p.id
                 ],
-                churn_risk=getattr(p, "churn_risk", None),
-                predicted_value=getattr(p, "predicted_value", None),
+                churn_risk=_summary(np.median, risk[members]),
+                predicted_value=_summary(np.mean, worth[members]),
+                stages=_stage_mix(stage_names, members),
             )
         )
     return sorted(out, key=lambda c: (-c.customers, c.id))
