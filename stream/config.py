@@ -215,6 +215,11 @@ class LifecycleSettings(_Frozen):
         description="an irregular customer is at risk only after its mean gap plus this many "
         "standard deviations",
     )
+    at_risk_max_days: float = Field(
+        _LIFECYCLE.at_risk_max_days,
+        gt=0,
+        description="at risk after this many days of silence whatever the rhythm",
+    )
     lapsed_ratio: float = Field(
         _LIFECYCLE.lapsed_ratio,
         gt=1,
@@ -222,6 +227,11 @@ class LifecycleSettings(_Frozen):
     )
     lapsed_min_days: float = Field(
         _LIFECYCLE.lapsed_min_days, ge=0, description="never lapsed after fewer days than this"
+    )
+    lapsed_max_days: float = Field(
+        _LIFECYCLE.lapsed_max_days,
+        gt=0,
+        description="lapsed after this many days of silence whatever the rhythm",
     )
     prior_gap_days: float = Field(
         _LIFECYCLE.prior_gap_days, gt=0, description="the gap assumed before a customer has its own"
@@ -235,7 +245,13 @@ class LifecycleSettings(_Frozen):
 
     @model_validator(mode="after")
     def _ordered(self) -> LifecycleSettings:
-        if self.lapsed_ratio <= self.at_risk_ratio or self.lapsed_min_days < self.at_risk_min_days:
+        if (
+            self.lapsed_ratio <= self.at_risk_ratio
+            or self.lapsed_min_days < self.at_risk_min_days
+            or self.lapsed_max_days <= self.at_risk_max_days
+            or self.at_risk_max_days < self.at_risk_min_days
+            or self.lapsed_max_days < self.lapsed_min_days
+        ):
             raise ValueError("lapsed thresholds must come after the at-risk ones")
         return self
 

@@ -53,14 +53,14 @@ def test_a_weekly_shopper_goes_at_risk_lapsed_won_back_and_active_at_its_own_thr
     h = _buyer(days)
     last = h.last_purchase
     gap = typical_gap_days(days, P)
-    assert 7 < gap < 10  # shrunk a little toward the 30-day prior
+    assert 10 < gap < 15  # shrunk toward the 30-day prior (three gaps' worth)
     assert stage_at(ACTIVE, 0, last + 20 * DAY, h, P) == ACTIVE
     risk_at = next_stage_crossing(ACTIVE, 0, h, P)
     assert risk_at - last == int(2.5 * gap * DAY)
     assert stage_at(ACTIVE, 0, risk_at - 1, h, P) == ACTIVE
     assert stage_at(ACTIVE, 0, risk_at, h, P) == AT_RISK
     lapse_at = next_stage_crossing(AT_RISK, risk_at, h, P)
-    assert lapse_at - last == 60 * DAY  # 5 gaps is under the 60-day floor
+    assert abs(lapse_at - last - 5 * gap * DAY) <= 1  # twice the at-risk silence
     assert stage_at(AT_RISK, risk_at, lapse_at, h, P) == LAPSED
     assert next_stage_crossing(LAPSED, lapse_at, h, P) == 0
     # It comes back: a purchase 100 days later.
@@ -102,15 +102,25 @@ def test_a_buyer_still_visiting_is_at_risk_but_never_lapsed() -> None:
 def test_first_stages_and_the_floor_on_short_gaps() -> None:
     assert stage_at(NO_STAGE, 0, 100 * DAY, History(0, 0, [], 100 * DAY, [100]), P) == PROSPECT
     assert stage_at(NO_STAGE, 0, 100 * DAY, History(1, 100 * DAY, [100], 100 * DAY, [100]), P) == NEW
-    daily = _buyer([100 + k for k in range(8)])
+    daily = _buyer([100 + k for k in range(16)])
     last = daily.last_purchase
-    # Two purchases a day apart do not make anyone overdue in three days: the floor holds.
+    # Purchases a day apart do not make anyone overdue in three days: the floor holds.
     assert stage_at(ACTIVE, 0, last + 20 * DAY, daily, P) == ACTIVE
     assert stage_at(ACTIVE, 0, last + 21 * DAY, daily, P) == AT_RISK
     # One purchase day: its activity decides, with the prior gap (30) and a Poisson buyer's
-    # spread (1): mean + 3 standard deviations = 4 gaps.
+    # spread (1): mean + 3 standard deviations = 4 gaps, 120 days, capped at three months.
     once = History(1, last, [107], last, [107])
-    assert next_stage_crossing(NEW, 0, once, P) - last == 120 * DAY
+    assert next_stage_crossing(NEW, 0, once, P) - last == 90 * DAY
+
+
+def test_three_months_without_a_purchase_is_a_risk_and_six_a_lapse_whatever_the_rhythm() -> None:
+    erratic = _buyer([20_000, 20_002, 20_120, 20_121, 20_300, 20_302, 20_420])  # bursts months apart
+    last = erratic.last_purchase
+    assert stage_at(ACTIVE, 0, last + 89 * DAY, erratic, P) == ACTIVE
+    assert stage_at(ACTIVE, 0, last + 90 * DAY, erratic, P) == AT_RISK
+    assert stage_at(AT_RISK, 0, last + 180 * DAY, erratic, P) == LAPSED
+    uncapped = LifecycleParams(at_risk_max_days=1000, lapsed_max_days=2000)
+    assert stage_at(ACTIVE, 0, last + 90 * DAY, erratic, uncapped) == ACTIVE
 
 
 def test_an_irregular_customer_is_overdue_later_than_a_regular_one_with_the_same_mean() -> None:
@@ -119,7 +129,7 @@ def test_an_irregular_customer_is_overdue_later_than_a_regular_one_with_the_same
     assert typical_gap_days(regular.purchase_day_list, P) == typical_gap_days(irregular.purchase_day_list, P)
     assert overdue_factor(regular.purchase_day_list, P) == P.at_risk_ratio
     assert overdue_factor(irregular.purchase_day_list, P) > 3.5
-    t = regular.last_purchase + 35 * DAY
+    t = regular.last_purchase + 45 * DAY
     assert stage_at(ACTIVE, 0, t, regular, P) == AT_RISK
     assert stage_at(ACTIVE, 0, t, irregular, P) == ACTIVE
 
