@@ -73,7 +73,8 @@ def run(name: str, seed: int, overrides: dict[str, Any], batch_size: int) -> dic
         processor.process(records[lo : lo + batch_size])
     processor.close()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    rescore = processor.metrics.rescore_seconds.collect()[0].samples
+    histogram = getattr(processor.metrics, "rescore_seconds", None)  # (None: before the re-scoring)
+    rescore = histogram.collect()[0].samples if histogram is not None else []
     ids, raw, held = customer_vectors(store, settings)
     published = np.array([h.segment for h in held])
     nearest = engine.assign(raw).segment_ids
