@@ -447,7 +447,8 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
 
     def _assign(self, batch: PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:
         """Assign the batch's rows chunk by chunk; returns the segment count deltas and the states
-        of customers outside the batch that were moved out of a retired segment."""
+        of customers outside the batch that a model-driven move moved (a later one in the same
+        batch reads them from there: the store has them only once the batch is written)."""
         p, rows, snaps, states = batch.partition, batch.rows, batch.snaps, batch.states
         deltas: dict[int, int] = {}
         moved_out: dict[str, bytes] = {}
@@ -501,14 +502,16 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             if chunk.hi > chunk.lo and self._checked_retired.get(p) != engine.retired_count:
                 self._checked_retired[p] = engine.retired_count
                 first = rows[chunk.lo]
-                moved_out |= self._move_retired(batch, chunk.lo, first.at, first.offset, live, deltas, result)
+                moved_out |= self._move_retired(
+                    batch, chunk.lo, first.at, first.offset, live, deltas, result, moved_out
+                )
             # The chunk's rows up to each re-scoring row, the re-scoring, and on.
             lo = chunk.lo
             while rescores and rescores[0][0] < chunk.hi:
                 k, bucket = rescores.pop(0)
                 self._decide(batch, chunk, lo, k, raw, live, deltas, now, result)
                 if engine.warmed_up:
-                    moved_out |= self._rescore(batch, k, bucket, live, deltas, result)
+                    moved_out |= self._rescore(batch, k, bucket, live, deltas, result, moved_out)
                 lo = k
             self._decide(batch, chunk, lo, chunk.hi, raw, live, deltas, now, result)
         self._publish_model_events(engine.trailing_events)

@@ -90,6 +90,7 @@ class RetiredMovesMixin(OutputsMixin):
         live: dict[int, str],
         deltas: dict[int, int],
         result: BatchResult,
+        moved: dict[str, bytes] | None = None,
     ) -> dict[str, bytes]:
         """Move the partition's customers still in a segment no live version has (a model update
         retired it) to their nearest segment, as of the chunk's first row (event time ``at``,
@@ -107,7 +108,7 @@ class RetiredMovesMixin(OutputsMixin):
         retired = {sid for sid, n in counts.items() if n > 0 and sid not in live}
         if not retired:
             return {}
-        found = self._find(batch, lo, at, retired)
+        found = self._find(batch, lo, at, retired, moved)
         if not found:
             return {}
         raw, assignment = self._score(found)
@@ -123,6 +124,7 @@ class RetiredMovesMixin(OutputsMixin):
         live: dict[int, str],
         deltas: dict[int, int],
         result: BatchResult,
+        moved: dict[str, bytes] | None = None,
     ) -> dict[str, bytes]:
         """Re-score the partition's customers as of row ``k`` (the first whose watermark passed
         the ``bucket``-th multiple of ``rescore_every_days``), with the version in force, and move
@@ -143,7 +145,7 @@ class RetiredMovesMixin(OutputsMixin):
         if limit < 1:
             return {}
         started = time.perf_counter()
-        found = self._find(batch, k, row.at, set(live))
+        found = self._find(batch, k, row.at, set(live), moved)
         if not found:
             return {}
         raw, assignment = self._score(found)
@@ -169,10 +171,18 @@ class RetiredMovesMixin(OutputsMixin):
             counts[sid] = counts.get(sid, 0) + d
         return counts
 
-    def _find(self, batch: PartitionBatch, lo: int, at: float, segments: Collection[int]) -> list[_Found]:
+    def _find(
+        self,
+        batch: PartitionBatch,
+        lo: int,
+        at: float,
+        segments: Collection[int],
+        moved: dict[str, bytes] | None = None,
+    ) -> list[_Found]:
         """The partition's customers in one of ``segments`` as of row ``lo`` (event time ``at``),
         by customer id: each as it is at that row (its last row before it in the batch, else as
-        loaded, else as stored), to be moved at ``at`` or at its own last event if later."""
+        loaded, else as moved earlier in the batch (``moved``, not yet written), else as
+        stored), to be moved at ``at`` or at its own last event if later."""
         p, rows, states = batch.partition, batch.rows, batch.states
         last_row = {rows[k].index: k for k in range(lo)}  # each customer's last row before the chunk
         index = {c: i for i, c in enumerate(batch.ids)}
@@ -189,7 +199,9 @@ class RetiredMovesMixin(OutputsMixin):
                 moved_at = max(at, float(loaded.last_ts))
                 snap = np.array(snapshot(loaded))
                 found.append(_Found(cid, i, None, snap, moved_at, loaded.stage, segment, since))
-        for cid, blob in self.store.partition_states(p):
+        moved = moved or {}
+        for cid, stored_blob in self.store.partition_states(p):
+            blob = moved.get(cid, stored_blob)
             if cid not in index and (stored := CustomerState.unpack(blob)).segment in segments:
                 moved_at = max(at, float(stored.last_ts))
                 since = float(stored.segment_since)
