@@ -294,6 +294,22 @@ class ModelSettings(_Frozen):
         0.55, ge=0, lt=1, description="hysteresis: the new segment must be this much closer"
     )
     min_dwell_days: float = Field(21.0, ge=0, description="hysteresis: days in a segment before a move")
+    rescore_every_days: float = Field(
+        1.0,
+        ge=0,
+        description="re-score each partition's customers against the version in force each time its "
+        "watermark passes a multiple of this many days (0: never)",
+    )
+    rescore_margin: float = Field(
+        0.7,
+        gt=0,
+        lt=1,
+        description="the re-scoring moves a customer whose best segment is this much closer than its "
+        "own (above `margin`: boundary customers stay)",
+    )
+    rescore_max_share: float = Field(
+        0.01, ge=0, le=1, description="at most this share of a partition's segmented customers per re-scoring"
+    )
     # A mapping in YAML and env (JSON); kept as sorted pairs so the settings stay hashable. A
     # checkpoint keeps the weights it was built with: replay to change them.
     feature_weights: tuple[tuple[str, float], ...] = Field(
@@ -307,6 +323,15 @@ class ModelSettings(_Frozen):
         "learner",
         description="`follower`: assign with the learner's newest checkpointed version, never learn",
     )
+
+    @model_validator(mode="after")
+    def _rescore_above_hysteresis(self) -> ModelSettings:
+        if self.rescore_margin <= self.margin:
+            raise ValueError(
+                f"rescore_margin ({self.rescore_margin}) must be above margin ({self.margin}): the "
+                "re-scoring moves only customers clearly elsewhere, not boundary cases the hysteresis holds"
+            )
+        return self
 
     @field_validator("model")
     @classmethod

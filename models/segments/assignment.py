@@ -52,6 +52,18 @@ class Assignment:
             for row, kept in zip(probs.tolist(), keep, strict=True)
         ]
 
+    def rows(self, lo: int, hi: int) -> Assignment:
+        """Rows ``lo:hi`` (views of the arrays, the same ids)."""
+        return Assignment(
+            segment_ids=self.segment_ids[lo:hi],
+            membership=self.membership[lo:hi],
+            ids=self.ids,
+            confidence=self.confidence[lo:hi],
+            outlier=self.outlier[lo:hi],
+            distances=self.distances[lo:hi],
+            versions=self.versions[lo:hi],
+        )
+
     def row(self, i: int) -> AssignmentRow:
         ok = np.isfinite(self.distances[i])
         ids = self.ids[ok].tolist()

@@ -6,7 +6,9 @@
   customers' state columns, with the lifecycle stage changes the rows carry, in row order
   (a row's stage change before its segment move);
 - :func:`learn_mask`: the model learns from each customer at most once per interval, so that
-  segments describe customers, not events.
+  segments describe customers, not events;
+- :func:`clearly_elsewhere`: the quiet customers a model version moved a segment away from, the
+  clearest first and at most so many (the pipeline's periodic re-scoring, reason ``model_update``).
 
 Plain values in, plain values out: the pipeline (``stream``) loads the states, calls these and
 writes what they changed.
@@ -25,7 +27,16 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-__all__ = ["DAY", "Move", "RowLike", "decide_moves", "hysteresis", "learn_mask", "record_move"]
+__all__ = [
+    "DAY",
+    "Move",
+    "RowLike",
+    "clearly_elsewhere",
+    "decide_moves",
+    "hysteresis",
+    "learn_mask",
+    "record_move",
+]
 
 DAY = 86400.0
 
@@ -157,3 +168,43 @@ def learn_mask(rows: Sequence[RowLike], last_learned: list[int], interval_second
             mask[k] = True
             last_learned[i] = int(row.at)
     return mask
+
+
+def clearly_elsewhere(
+    customers: Sequence[str],
+    current: Sequence[int],
+    since: Sequence[float],
+    best: Sequence[int],
+    d_current: Sequence[float],
+    d_best: Sequence[float],
+    t: Sequence[float],
+    margin: float,
+    min_dwell_days: float,
+    limit: int,
+) -> list[int]:
+    """The positions of the customers to move to their ``best`` segment, clearest first: those
+    whose current segment is no longer near them, at most ``limit``.
+
+    A customer qualifies when its current segment exists in the version (``d_current`` finite),
+    the best one is another (``best >= 0``), it has been in the current one ``min_dwell_days``
+    as of ``t``, and ``d_best <= (1 - margin) * d_current``: the hysteresis' test with a wider
+    ``margin`` (the caller keeps it above the hysteresis margin, so that a boundary customer the
+    hysteresis holds is never taken). The clearest are those with the largest
+    ``d_current / d_best``; ties go by customer id, so the same input picks the same customers.
+
+    >>> clearly_elsewhere(["a", "b", "c"], [1, 1, 1], [0.0] * 3, [2, 2, 2], [4.0, 1.5, 9.0],
+    ...                   [1.0, 1.0, 1.0], [30 * DAY] * 3, margin=0.7, min_dwell_days=21, limit=5)
+    [2, 0]
+    """
+    scale = 1.0 - margin
+    dwell = min_dwell_days * DAY
+    picked: list[tuple[float, str, int]] = []
+    for i, (cur, b, dc, db) in enumerate(zip(current, best, d_current, d_best, strict=True)):
+        if b < 0 or b == cur or cur < 0 or not math.isfinite(dc):
+            continue
+        if t[i] - since[i] < dwell or db > scale * dc:
+            continue
+        ratio = dc / db if db > 0 else math.inf
+        picked.append((-ratio, customers[i], i))
+    picked.sort()
+    return [i for _, _, i in picked[: max(limit, 0)]]

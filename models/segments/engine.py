@@ -37,7 +37,7 @@ from models.segments.aligned import AlignedLearning
 from models.segments.alignment import SourceAligner
 from models.segments.assignment import Assignment, AssignmentRow, Chunk
 from models.segments.catalog import make_model
-from models.segments.decide import Move, RowLike, decide_moves, hysteresis
+from models.segments.decide import Move, RowLike, clearly_elsewhere, decide_moves, hysteresis
 from models.segments.explain import explain_many
 from models.segments.hierarchy import Hierarchy
 from models.segments.naming import SegmentNamer, group_stats
@@ -193,6 +193,32 @@ class SegmentEngine(AlignedLearning):
             deltas,
             self.params.margin,
             self.params.min_dwell_days,
+        )
+
+    def rescore_limit(self, segmented: int) -> int:
+        """How many customers one re-scoring of a partition with ``segmented`` customers in a
+        segment may move (``rescore_max_share`` of them, rounded down)."""
+        return math.floor(self.params.rescore_max_share * segmented + 1e-9)
+
+    def clearly_elsewhere(
+        self,
+        customers: Sequence[str],
+        current: Sequence[int],
+        since: Sequence[float],
+        assignment: Assignment,
+        t: Sequence[float],
+        limit: int,
+    ) -> list[int]:
+        """:func:`~models.segments.decide.clearly_elsewhere` for customers this engine assigned
+        (``assignment``, one row each), with its re-scoring margin and its dwell."""
+        column = {int(sid): j for j, sid in enumerate(assignment.ids.tolist())}
+        best = assignment.segment_ids.tolist()
+        d = assignment.distances
+        d_current = [float(d[j, column[c]]) if c in column else math.inf for j, c in enumerate(current)]
+        d_best = [float(d[j, column[b]]) if b in column else math.inf for j, b in enumerate(best)]
+        p = self.params
+        return clearly_elsewhere(
+            customers, current, since, best, d_current, d_best, t, p.rescore_margin, p.min_dwell_days, limit
         )
 
     def process(

@@ -29,6 +29,13 @@ class EngineParams:
     warmup_days: float = 21.0  # event-time span the first version waits for (behaviour needs history)
     margin: float = 0.55
     min_dwell_days: float = 21.0
+    # Re-scoring (models.segments.decide.clearly_elsewhere): each time a partition's watermark
+    # passes a multiple of `rescore_every_days` (0: never), its customers whose best segment is
+    # `rescore_margin` closer than their own (a wider margin than the hysteresis') move, at most
+    # `rescore_max_share` of its segmented customers, the clearest first.
+    rescore_every_days: float = 1.0
+    rescore_margin: float = 0.7
+    rescore_max_share: float = 0.01
     outlier_quantile: float = 0.99
     gate: float = 0.5
     drift: float = 0.25
@@ -70,6 +77,10 @@ class EngineParams:
             raise ValueError("n_segments, update_every and warmup_vectors must be >= 1")
         if not 0.0 <= self.margin < 1.0:
             raise ValueError("margin must be in [0, 1)")
+        if not self.margin < self.rescore_margin < 1.0:
+            raise ValueError("rescore_margin must be in (margin, 1)")
+        if self.rescore_every_days < 0 or not 0.0 <= self.rescore_max_share <= 1.0:
+            raise ValueError("rescore_every_days must be >= 0 and rescore_max_share in [0, 1]")
         if self.rename_versions < 1:
             raise ValueError("rename_versions must be >= 1")
         if self.population < 0 or not 0.0 < self.population_step <= 1.0:

@@ -41,6 +41,7 @@ class PartitionBatch:
     rows: list[Row]
     snaps: np.ndarray  # each row's state snapshot
     dirty: set[int]  # StateBatch positions to write
+    watermark: int = 0  # the partition's watermark before the batch (0: none yet)
 
 
 def iso(ts: str) -> str:

@@ -30,6 +30,9 @@ def engine_params(settings: Settings) -> EngineParams:
         warmup_days=m.warmup_days,
         margin=m.margin,
         min_dwell_days=m.min_dwell_days,
+        rescore_every_days=m.rescore_every_days,
+        rescore_margin=m.rescore_margin,
+        rescore_max_share=m.rescore_max_share,
         outlier_quantile=m.outlier_quantile,
         seed=m.seed,
         population=m.population,
@@ -74,14 +77,18 @@ def load_engine(settings: Settings, store: StateStore) -> SegmentEngine:
                 f"({len(engine.feature_names)} features; this release computes {len(FEATURE_NAMES)}): "
                 "replay the log into a fresh namespace (`segstream replay ... --namespace NEW`)"
             )
-        # The checkpoint carries the parameters it was built with; the cadence of versions and
-        # the alignment of partitions are safe to change at any point (with --workers they depend
-        # on the number of workers).
+        # The checkpoint carries the parameters it was built with; the cadence of versions, the
+        # alignment of partitions (with --workers they depend on the number of workers) and the
+        # re-scoring's knobs (who moves when, not what the model is) are safe to change at any
+        # point. (A checkpoint from before the re-scoring takes the defaults of its knobs.)
         m = settings.model
         engine.params = replace(
             engine.params,
             update_every=m.update_every,
             update_days=m.update_days,
+            rescore_every_days=m.rescore_every_days,
+            rescore_margin=m.rescore_margin,
+            rescore_max_share=m.rescore_max_share,
             align_lateness_days=align_lateness_days(settings),
         )
         log.info("restored model version %d of namespace %s", version, settings.redis.namespace)

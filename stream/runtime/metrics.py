@@ -59,6 +59,12 @@ class Metrics:
         )
         # Since a batch's output flush and state write run behind the loop (OrderedIO), a slow
         # publisher or Redis no longer shows in the batch time: these two show it.
+        self.rescore_seconds = Histogram(
+            "segstream_rescore_seconds",
+            "One re-scoring of a partition's customers against the version in force (model.rescore_*)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
         self.flush_seconds = Histogram(
             "segstream_output_flush_seconds",
             "Wait for a batch's outputs to be acknowledged before its state is written",

@@ -7,7 +7,7 @@ sink, store, metrics and settings).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -59,13 +59,14 @@ class OutputsMixin:
         live: dict[int, str],
         now: float,
         result: BatchResult,
-        retired_moves: bool = False,
+        position: Callable[[Move], str] | None = None,
     ) -> None:
         """Publish one chunk's segment changes (``moves`` of ``rows``, assigned by ``assignment``
         from ``raw[lo:]``); explanations are computed for all of them at once.
-        ``retired_moves``: moves out of a retired segment (_move_retired), whose change ids name
-        the segment left instead of the row's offset: where they happen depends on when the
-        process saw the retirement, and a batch redone after a crash must publish the same ids."""
+        ``position``: for model-driven moves (stream.runtime.retired), what their change ids name
+        instead of the row's offset: the segment left (a move out of a retired segment, whose row
+        depends on when the process saw the retirement: a batch redone after a crash must
+        publish the same ids), or the re-scoring's multiple of event time."""
         engine = self.engine
         topic = self.settings.topics.interactions
         vectors = raw[[lo + m.row for m in moves]]
@@ -120,7 +121,7 @@ class OutputsMixin:
                     source_topic=topic,
                     source_partition=p,
                     source_offset=row.offset,
-                    position=f"retired {m.previous}" if retired_moves else None,
+                    position=None if position is None else position(m),
                 )
             )
             result.changes += 1

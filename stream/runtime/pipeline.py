@@ -45,7 +45,7 @@ from models.features import (
 from models.features.batch import BatchEvents, StateBatch
 from models.features.clock import PartitionClock
 from models.features.vector import RHYTHM_WIDTH
-from models.segments.decide import learn_mask
+from models.segments.decide import DAY, learn_mask
 from models.segments.engine import Chunk, SegmentEngine
 from models.segments.lifecycle import History, describe_stage, next_stage_crossing, stage_at
 from models.segments.population import customer_key
@@ -249,7 +249,7 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         ids = list(view.states)
         states = StateBatch([view.states[c] for c in ids])
         rows, snaps, dirty, due_updates, clock = self._apply(view, ids, states, fresh, result)
-        batch = PartitionBatch(p, ids, view.states, states, rows, snaps, dirty)
+        batch = PartitionBatch(p, ids, view.states, states, rows, snaps, dirty, view.watermark)
         deltas, moved_out = self._assign(batch, result)
         self._ship()
         order = sorted(dirty, key=ids.__getitem__)
@@ -447,7 +447,8 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
 
     def _assign(self, batch: PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:
         """Assign the batch's rows chunk by chunk; returns the segment count deltas and the states
-        of customers outside the batch that were moved out of a retired segment."""
+        of customers outside the batch that a model-driven move moved (a later one in the same
+        batch reads them from there: the store has them only once the batch is written)."""
         p, rows, snaps, states = batch.partition, batch.rows, batch.snaps, batch.states
         deltas: dict[int, int] = {}
         moved_out: dict[str, bytes] = {}
@@ -456,7 +457,6 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         engine = self.engine
         times = np.array([r.at for r in rows])
         raw = evaluate_many(snaps, self.params, times)
-        segment, segment_since, seq = states.segment, states.segment_since, states.seq
         now = time.time()
         # Rows made before the partition had a watermark (its first customers) are assigned but
         # not learned: nothing yet says whether their times are where the partition is. The
@@ -495,20 +495,70 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
                 [Chunk(0, unclocked, engine.assign(raw[:unclocked]), [])],
                 (Chunk(c.lo + unclocked, c.hi + unclocked, c.assignment, c.events_before) for c in chunks),
             )
+        rescores = self._rescore_rows(rows, batch.watermark)
         for chunk in chunks:
             self._publish_model_events(chunk.events_before)
-            assignment = chunk.assignment
             live = engine.live_names()
             if chunk.hi > chunk.lo and self._checked_retired.get(p) != engine.retired_count:
                 self._checked_retired[p] = engine.retired_count
                 first = rows[chunk.lo]
-                moved_out |= self._move_retired(batch, chunk.lo, first.at, first.offset, live, deltas, result)
-            chunk_rows = rows[chunk.lo : chunk.hi]
-            moves = engine.decide_moves(chunk_rows, assignment, segment, segment_since, seq, deltas)
-            if moves:
-                self._publish_moves(p, chunk.lo, raw, assignment, chunk_rows, moves, live, now, result)
+                moved_out |= self._move_retired(
+                    batch, chunk.lo, first.at, first.offset, live, deltas, result, moved_out
+                )
+            # The chunk's rows up to each re-scoring row, the re-scoring, and on.
+            lo = chunk.lo
+            while rescores and rescores[0][0] < chunk.hi:
+                k, bucket = rescores.pop(0)
+                self._decide(batch, chunk, lo, k, raw, live, deltas, now, result)
+                if engine.warmed_up:
+                    moved_out |= self._rescore(batch, k, bucket, live, deltas, result, moved_out)
+                lo = k
+            self._decide(batch, chunk, lo, chunk.hi, raw, live, deltas, now, result)
         self._publish_model_events(engine.trailing_events)
         return deltas, moved_out
+
+    def _decide(
+        self,
+        batch: PartitionBatch,
+        chunk: Chunk,
+        lo: int,
+        hi: int,
+        raw: np.ndarray,
+        live: dict[int, str],
+        deltas: dict[int, int],
+        now: float,
+        result: BatchResult,
+    ) -> None:
+        """Hysteresis on rows ``lo:hi`` of ``chunk`` (assigned by its version); publish the moves."""
+        if hi <= lo:
+            return
+        states = batch.states
+        assignment = chunk.assignment.rows(lo - chunk.lo, hi - chunk.lo)
+        rows = batch.rows[lo:hi]
+        moves = self.engine.decide_moves(
+            rows, assignment, states.segment, states.segment_since, states.seq, deltas
+        )
+        if moves:
+            self._publish_moves(batch.partition, lo, raw, assignment, rows, moves, live, now, result)
+
+    def _rescore_rows(self, rows: list[Row], watermark: int) -> list[tuple[int, int]]:
+        """The rows at which the partition's watermark passes a multiple of
+        ``rescore_every_days`` (from ``watermark``, the partition's before the batch), each with
+        the multiple's number: where the re-scoring runs. A function of the log, kept across
+        restarts by the stored watermark; none while the watermark is 0 (no clock yet)."""
+        every = self.engine.params.rescore_every_days * DAY
+        if every <= 0:
+            return []
+        found: list[tuple[int, int]] = []
+        previous = int(watermark // every) if watermark > 0 else None
+        for k, r in enumerate(rows):
+            if r.clock <= 0:
+                continue
+            bucket = int(r.clock // every)
+            if previous is not None and bucket > previous:
+                found.append((k, bucket))
+            previous = bucket
+        return found
 
     def _learn_mask(self, rows: list[Row], states: StateBatch, start: int) -> np.ndarray:
         """What the model learns from (:func:`~models.segments.decide.learn_mask`), one entry

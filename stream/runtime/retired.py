@@ -1,26 +1,47 @@
-"""Customers left in a segment a model version retired move to their nearest live segment.
+"""Model-driven moves (reason ``model_update``) of customers who have no row of their own.
 
-A mixin of :class:`~stream.runtime.pipeline.BatchProcessor`: at the first row a partition reaches
-after a retirement (and once after a start), and while the service is idle.
+- Customers left in a segment a model version retired move to their nearest live segment: at
+  the first row a partition reaches after a retirement (and once after a start), and while the
+  service is idle.
+- The re-scoring: each time a partition's watermark passes a multiple of
+  ``model.rescore_every_days``, its customers whose segment the version in force has clearly moved
+  away from (:func:`~models.segments.decide.clearly_elsewhere`) move, at most
+  ``model.rescore_max_share`` of them, the clearest first.
+
+A mixin of :class:`~stream.runtime.pipeline.BatchProcessor`.
 """
 
 from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from typing import NamedTuple
 
 import numpy as np
 
 from models.features import CustomerState, FeatureParams, evaluate_many, snapshot
 from models.features.batch import StateBatch
 from models.segments.decide import Move, record_move
-from models.segments.engine import SegmentEngine
+from models.segments.engine import Assignment, SegmentEngine
 from stream.runtime.batch import BatchResult, PartitionBatch, Row
 from stream.runtime.outputs import OutputsMixin
 from stream.state import OrderedIO, PartitionWrite, StateStore
 
 __all__ = ["RetiredMovesMixin"]
+
+
+class _Found(NamedTuple):
+    """A customer found for a model-driven move, as it is at the row of the move."""
+
+    customer: str
+    pos: int | None  # its position in the batch (None: outside it)
+    held: CustomerState | None  # its state read from the store (outside the batch)
+    snap: np.ndarray  # its feature snapshot
+    at: float  # when it moves: the row's event time, or its own last event if later
+    stage: int  # its lifecycle stage at the row
+    segment: int
+    since: float  # in the segment since
 
 
 class RetiredMovesMixin(OutputsMixin):
@@ -69,6 +90,7 @@ class RetiredMovesMixin(OutputsMixin):
         live: dict[int, str],
         deltas: dict[int, int],
         result: BatchResult,
+        moved: dict[str, bytes] | None = None,
     ) -> dict[str, bytes]:
         """Move the partition's customers still in a segment no live version has (a model update
         retired it) to their nearest segment, as of the chunk's first row (event time ``at``,
@@ -81,57 +103,152 @@ class RetiredMovesMixin(OutputsMixin):
         Customers outside the batch are read from the store, which is first brought up to date
         (every earlier batch written); their new states go out with the batch's write. The model
         does not learn from these moves."""
-        p, rows, states = batch.partition, batch.rows, batch.states
         self.io.drain()  # every earlier batch written: the counts and states read next are current
-        counts = self.store.segment_counts([p])
-        for sid, d in deltas.items():
-            counts[sid] = counts.get(sid, 0) + d
+        counts = self._segment_counts(batch.partition, deltas)
         retired = {sid for sid, n in counts.items() if n > 0 and sid not in live}
         if not retired:
             return {}
-        last_row = {rows[k].index: k for k in range(lo)}  # each customer's last row before the chunk
-        index = {c: i for i, c in enumerate(batch.ids)}
-        # (customer, batch position, state from the store, snapshot, move time, stage at that row)
-        found: list[tuple[str, int | None, CustomerState | None, np.ndarray, float, int]] = []
-        for i, cid in enumerate(batch.ids):
-            if states.segment[i] not in retired:
-                continue
-            if (k := last_row.get(i)) is not None:
-                found.append((cid, i, None, batch.snaps[k], max(at, rows[k].at), rows[k].stage))
-            else:  # no row before the chunk: as loaded (a customer in a segment has a state)
-                loaded = CustomerState.unpack(batch.loaded[cid] or b"")
-                found.append(
-                    (cid, i, None, np.array(snapshot(loaded)), max(at, float(loaded.last_ts)), loaded.stage)
-                )
-        for cid, blob in self.store.partition_states(p):
-            if cid not in index and (stored := CustomerState.unpack(blob)).segment in retired:
-                moved_at = max(at, float(stored.last_ts))
-                found.append((cid, None, stored, np.array(snapshot(stored)), moved_at, stored.stage))
+        found = self._find(batch, lo, at, retired, moved)
         if not found:
             return {}
-        found.sort(key=operator.itemgetter(0))
-        times = np.array([f[4] for f in found])
-        raw = evaluate_many(np.array([f[3] for f in found]), self.params, times)
-        assignment = self.engine.assign(raw)
+        raw, assignment = self._score(found)
+        picks = [j for j in range(len(found)) if int(assignment.segment_ids[j]) >= 0]
+        left = "retired {0.previous}".format  # the change ids name the segment left
+        return self._move(batch, found, picks, raw, assignment, offset, live, deltas, result, left)
+
+    def _rescore(
+        self,
+        batch: PartitionBatch,
+        k: int,
+        bucket: int,
+        live: dict[int, str],
+        deltas: dict[int, int],
+        result: BatchResult,
+        moved: dict[str, bytes] | None = None,
+    ) -> dict[str, bytes]:
+        """Re-score the partition's customers as of row ``k`` (the first whose watermark passed
+        the ``bucket``-th multiple of ``rescore_every_days``), with the version in force, and move
+        those it clearly puts elsewhere (reason ``model_update``), at most
+        ``rescore_max_share`` of the partition's segmented customers, the clearest first.
+
+        Customers are taken and moved as :meth:`_move_retired` takes them (at row ``k``), so the
+        same log moves the same customers at the same row whatever the batch size; the row is
+        where the partition's stored watermark (written with its state) passes the multiple, so a
+        batch redone after a crash, or a restart, re-scores there too, and the change ids name the
+        multiple (``"rescore <bucket>"``). Customers with rows of their own are decided by the
+        hysteresis at those rows as usual; this only reaches the quiet ones (and the others up to
+        their next row). The model does not learn from these moves."""
+        row = batch.rows[k]
+        self.io.drain()  # every earlier batch written: the counts and states read next are current
+        counts = self._segment_counts(batch.partition, deltas)
+        limit = self.engine.rescore_limit(sum(n for sid, n in counts.items() if sid >= 0 and n > 0))
+        if limit < 1:
+            return {}
+        started = time.perf_counter()
+        found = self._find(batch, k, row.at, set(live), moved)
+        if not found:
+            return {}
+        raw, assignment = self._score(found)
+        picks = self.engine.clearly_elsewhere(
+            [f.customer for f in found],
+            [f.segment for f in found],
+            [f.since for f in found],
+            assignment,
+            [f.at for f in found],
+            limit,
+        )
+        position = f"rescore {bucket}"  # the change ids name the multiple of event time
+        moved_out = self._move(
+            batch, found, sorted(picks), raw, assignment, row.offset, live, deltas, result, lambda _: position
+        )
+        self.metrics.rescore_seconds.observe(time.perf_counter() - started)
+        return moved_out
+
+    def _segment_counts(self, p: int, deltas: dict[int, int]) -> dict[int, int]:
+        """The partition's customers per segment, with this batch's moves so far."""
+        counts = self.store.segment_counts([p])
+        for sid, d in deltas.items():
+            counts[sid] = counts.get(sid, 0) + d
+        return counts
+
+    def _find(
+        self,
+        batch: PartitionBatch,
+        lo: int,
+        at: float,
+        segments: Collection[int],
+        moved: dict[str, bytes] | None = None,
+    ) -> list[_Found]:
+        """The partition's customers in one of ``segments`` as of row ``lo`` (event time ``at``),
+        by customer id: each as it is at that row (its last row before it in the batch, else as
+        loaded, else as moved earlier in the batch (``moved``, not yet written), else as
+        stored), to be moved at ``at`` or at its own last event if later."""
+        p, rows, states = batch.partition, batch.rows, batch.states
+        last_row = {rows[k].index: k for k in range(lo)}  # each customer's last row before the chunk
+        index = {c: i for i, c in enumerate(batch.ids)}
+        found: list[_Found] = []
+        for i, cid in enumerate(batch.ids):
+            if (segment := int(states.segment[i])) not in segments:
+                continue
+            since = float(states.segment_since[i])
+            if (k := last_row.get(i)) is not None:
+                moved_at = max(at, rows[k].at)
+                found.append(_Found(cid, i, None, batch.snaps[k], moved_at, rows[k].stage, segment, since))
+            else:  # no row before the chunk: as loaded (a customer in a segment has a state)
+                loaded = CustomerState.unpack(batch.loaded[cid] or b"")
+                moved_at = max(at, float(loaded.last_ts))
+                snap = np.array(snapshot(loaded))
+                found.append(_Found(cid, i, None, snap, moved_at, loaded.stage, segment, since))
+        moved = moved or {}
+        for cid, stored_blob in self.store.partition_states(p):
+            blob = moved.get(cid, stored_blob)
+            if cid not in index and (stored := CustomerState.unpack(blob)).segment in segments:
+                moved_at = max(at, float(stored.last_ts))
+                since = float(stored.segment_since)
+                snap = np.array(snapshot(stored))
+                found.append(_Found(cid, None, stored, snap, moved_at, stored.stage, stored.segment, since))
+        found.sort(key=operator.attrgetter("customer"))
+        return found
+
+    def _score(self, found: list[_Found]) -> tuple[np.ndarray, Assignment]:
+        """The found customers' feature rows as of their move times, and their assignment."""
+        times = np.array([f.at for f in found])
+        raw = evaluate_many(np.array([f.snap for f in found]), self.params, times)
+        return raw, self.engine.assign(raw)
+
+    def _move(
+        self,
+        batch: PartitionBatch,
+        found: list[_Found],
+        picks: list[int],
+        raw: np.ndarray,
+        assignment: Assignment,
+        offset: int,
+        live: dict[int, str],
+        deltas: dict[int, int],
+        result: BatchResult,
+        position: Callable[[Move], str],
+    ) -> dict[str, bytes]:
+        """Move the picked found customers to their best segment (reason ``model_update``) and
+        publish the changes, their ids from ``position``; returns the new states of those
+        outside the batch."""
+        states = batch.states
         moves: list[Move] = []
         moved_out: dict[str, bytes] = {}
         found_rows = [
-            Row(cid, -1 if pos is None else pos, 0, moved_at, "model_update", offset, 0, stage)
-            for cid, pos, _, _, moved_at, stage in found
+            Row(f.customer, -1 if f.pos is None else f.pos, 0, f.at, "model_update", offset, 0, f.stage)
+            for f in found
         ]
-        for j, (cid, pos, held, _, moved_at, stage) in enumerate(found):
+        for j in picks:
+            cid, pos, held, _, moved_at, stage, current, _ = found[j]
             target = int(assignment.segment_ids[j])
-            if target < 0:
-                continue
             if pos is not None:
-                current = int(states.segment[pos])
                 states.segment[pos], states.segment_since[pos] = target, int(moved_at)
                 states.seq[pos] += 1
                 seq = int(states.seq[pos])
                 batch.dirty.add(pos)
             else:
                 assert held is not None
-                current = held.segment
                 held.segment, held.segment_since = target, int(moved_at)
                 held.seq += 1
                 seq = held.seq
@@ -140,6 +257,6 @@ class RetiredMovesMixin(OutputsMixin):
             moves.append(Move(j, current, target, "model_update", seq, "segment", stage, stage))
         if moves:
             self._publish_moves(
-                p, 0, raw, assignment, found_rows, moves, live, time.time(), result, retired_moves=True
+                batch.partition, 0, raw, assignment, found_rows, moves, live, time.time(), result, position
             )
         return moved_out

@@ -23,7 +23,11 @@ from stream.state import MemoryFeatureStore
 
 # A small population with frequent, unsmoothed versions: this log's model merges segments three
 # times, and without the move 20 customers are still in a retired segment at the end.
-OVERRIDES = {"model": {"update_every": 500, "warmup_vectors": 500, "population_step": 1.0}}
+# The periodic re-scoring is off: every model_update here is a move out of a retired segment
+# (tests/unit/test_rescore.py has the re-scoring).
+OVERRIDES = {
+    "model": {"update_every": 500, "warmup_vectors": 500, "population_step": 1.0, "rescore_every_days": 0}
+}
 
 
 def log() -> list[SourceRecord]:
