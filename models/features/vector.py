@@ -16,7 +16,6 @@ True
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Final
 
 import numpy as np
@@ -89,14 +88,19 @@ def day_gaps(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ([7.0, 365.0], [0.0, 0.0])
     """
     valid = (days[:, 1:] > 0) & (days[:, :-1] > 0)
-    gaps = np.where(valid, (days[:, 1:] - days[:, :-1]).astype(np.float64), np.nan)
+    raw_gaps = (days[:, 1:] - days[:, :-1]).astype(np.float64)
     count = valid.sum(axis=1)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # rows without gaps: all-NaN slices
-        median = np.nanmedian(gaps, axis=1)
-        mean = np.nanmean(gaps, axis=1)
-        std = np.nanstd(gaps, axis=1)
-    median = np.where(count > 0, median, NO_RHYTHM_DAYS)
+    # Sorting with the empty slots last and indexing the middle: numpy's nanmedian takes a slow
+    # path on short rows (10x the rest of a single customer's evaluation).
+    ordered = np.sort(np.where(valid, raw_gaps, np.inf), axis=1)
+    rows = np.arange(len(days))
+    lo, hi = np.maximum((count - 1) // 2, 0), np.maximum(count // 2 - (count == 0), 0)
+    with np.errstate(all="ignore"):
+        median = np.where(count > 0, (ordered[rows, lo] + ordered[rows, hi]) / 2, NO_RHYTHM_DAYS)
+        gaps = np.where(valid, raw_gaps, 0.0)
+        n = np.maximum(count, 1)
+        mean = gaps.sum(axis=1) / n
+        std = np.sqrt((np.where(valid, raw_gaps - mean[:, None], 0.0) ** 2).sum(axis=1) / n)
     spread = np.where(count > 1, std / np.where(mean > 0, mean, 1.0), 0.0)
     return median, spread
 

@@ -495,8 +495,11 @@ class SegmentEngine(AlignedLearning):
             s = self._population_summary()  # the micro-clusters' macro step is not needed
             # Churn risk and value from the same sample as of the same time: customers observed
             # at one moment, not at their purchases (learned rows would all look just-bought).
-            _, sample_rows = aged_sample(self.population, self.feature_params, self.t_max, self._sources())
-            self.value_model.fit(sample_rows)
+            if self.value_model.due(self.t_max):
+                _, sample_rows = aged_sample(
+                    self.population, self.feature_params, self.t_max, self._sources()
+                )
+                self.value_model.fit(sample_rows, self.t_max)
         else:
             s = self.model.summary(Z, self.t_max)
         self.version += 1

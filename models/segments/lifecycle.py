@@ -66,6 +66,7 @@ __all__ = [
     "WON_BACK",
     "History",
     "LifecycleParams",
+    "advance",
     "describe_stage",
     "gap_spread",
     "next_stage_crossing",
@@ -167,13 +168,16 @@ def _base(purchase_days: int) -> int:
     return PROSPECT if purchase_days == 0 else NEW if purchase_days == 1 else ACTIVE
 
 
-def stage_at(stage: int, since: int, at: float, h: History, p: LifecycleParams) -> int:
-    """The stage as of event time ``at`` of a customer in ``stage`` since ``since``.
+def stage_at(
+    stage: int, since: int, at: float, h: History, p: LifecycleParams, times: tuple[int, int] | None = None
+) -> int:
+    """The stage as of event time ``at`` of a customer in ``stage`` since ``since`` (``times``:
+    its :func:`silence_times`, when already computed).
 
     A row older than the stage (a late event) is judged as of the stage's start: a stage is
     never undone by looking back in time."""
     at = max(at, since)
-    risk, lapse = silence_times(h, p)
+    risk, lapse = times or silence_times(h, p)
     if at >= lapse:
         return LAPSED
     if at >= risk:
@@ -185,9 +189,11 @@ def stage_at(stage: int, since: int, at: float, h: History, p: LifecycleParams) 
     return _base(h.purchase_days)
 
 
-def next_stage_crossing(stage: int, since: int, h: History, p: LifecycleParams) -> int:
+def next_stage_crossing(
+    stage: int, since: int, h: History, p: LifecycleParams, times: tuple[int, int] | None = None
+) -> int:
     """Event time of the next change of stage if the customer stays silent (0: none, lapsed)."""
-    risk, lapse = silence_times(h, p)
+    risk, lapse = times or silence_times(h, p)
     if stage == LAPSED:
         return 0
     if stage == AT_RISK:
@@ -195,6 +201,24 @@ def next_stage_crossing(stage: int, since: int, h: History, p: LifecycleParams) 
     if stage == WON_BACK:
         return min(risk, since + int(p.won_back_days * DAY))
     return risk
+
+
+def advance(stage: int, since: int, at: float, h: History, p: LifecycleParams) -> tuple[int, int, int]:
+    """The stage as of ``at``, since when, and the next crossing: :func:`stage_at` and
+    :func:`next_stage_crossing` on one evaluation of the thresholds (the pipeline's per-row step).
+
+    >>> week = [20000 + 7 * k for k in range(8)]
+    >>> h = History(8, week[-1] * DAY, week, week[-1] * DAY, week)
+    >>> p, at = LifecycleParams(), week[-1] * DAY + 40 * DAY
+    >>> new, since, crossing = advance(ACTIVE, 0, at, h, p)
+    >>> STAGES[new], since == at, crossing == next_stage_crossing(AT_RISK, at, h, p)
+    ('at_risk', True, True)
+    """
+    times = silence_times(h, p)
+    new = stage_at(stage, since, at, h, p, times)
+    if new != stage:
+        since = max(int(at), since)
+    return new, since, next_stage_crossing(new, since, h, p, times)
 
 
 def describe_stage(stage: int, at: float, h: History, p: LifecycleParams) -> str:

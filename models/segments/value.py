@@ -33,6 +33,9 @@ __all__ = ["MIN_BUYERS", "ValueModel"]
 
 # Buyers a fit needs, and repeat buyers among them: fewer say nothing about a population.
 MIN_BUYERS = 50
+# Population parameters move slowly: refit at most once per this much event time (a fit and its
+# aged sample cost ~25 ms, and a busy learner builds many versions per day of event time).
+REFIT_SECONDS = 86400.0
 _INPUTS = ("purchase_days", "purchase_span_days", "buyer_age_days", "aov")
 
 
@@ -44,6 +47,11 @@ class ValueModel:
         self._cols = [index.get(f) for f in _INPUTS]
         self.bgnbd: BGNBD | None = None
         self.gamma_gamma: GammaGamma | None = None
+        self.fitted_at = -np.inf  # event time of the last fit
+
+    def due(self, t: float) -> bool:
+        """Whether a version at event time ``t`` refits (the first fit, then once a day)."""
+        return self.usable and t - getattr(self, "fitted_at", -np.inf) >= REFIT_SECONDS
 
     @property
     def usable(self) -> bool:
@@ -53,9 +61,9 @@ class ValueModel:
         days, span, age, aov = (raw[:, c] for c in self._cols if c is not None)
         return np.maximum(days - 1.0, 0.0), span, np.maximum(age, span), aov
 
-    def fit(self, raw: np.ndarray) -> bool:
-        """Fit on a sample's feature rows as of one time; False (the previous fit kept) when the
-        sample has too few buyers or repeat buyers."""
+    def fit(self, raw: np.ndarray, t: float = -np.inf) -> bool:
+        """Fit on a sample's feature rows as of event time ``t``; False (the previous fit kept)
+        when the sample has too few buyers or repeat buyers."""
         if not self.usable or len(raw) == 0:
             return False
         buyers = raw[raw[:, self._cols[0]] >= 1]
@@ -64,6 +72,7 @@ class ValueModel:
             return False
         self.bgnbd = fit_bgnbd(x, t_x, np.maximum(T, 1e-3), start=self.bgnbd)
         self.gamma_gamma = fit_gamma_gamma(x, aov, start=self.gamma_gamma)
+        self.fitted_at = t
         return True
 
     def score(self, raw: np.ndarray) -> list[CustomerValue | None]:

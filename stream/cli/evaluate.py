@@ -139,7 +139,8 @@ SSQ / k-means: within-segment sum of squares of the published segments over offl
   the same final vectors (1 = as tight; lower is better); (nearest): each customer in the segment
   nearest to it now. ARI: agreement with --truth personas (published; nearest; k-means).
 published != nearest: customers whose published segment (after hysteresis) is not their nearest.
-id agreement: share of customers given the same id by consecutive versions (minimum, median).
+id agreement: share of customers given the same id by consecutive versions after the log's first
+  30 days of event time (minimum, median).
 renames: segment ids whose name changed between versions. model moves / version: median share
   of customers a version moved (reason model_update).
 flaps: returns to a segment (or lifecycle stage) left less than 30 days before, per

@@ -47,7 +47,7 @@ from models.features.clock import PartitionClock
 from models.features.vector import RHYTHM_WIDTH
 from models.segments.decide import DAY, learn_mask
 from models.segments.engine import Chunk, SegmentEngine
-from models.segments.lifecycle import History, describe_stage, next_stage_crossing, stage_at
+from models.segments.lifecycle import History, advance, describe_stage
 from models.segments.population import customer_key
 from stream.config import Settings
 from stream.io.kafka import Record
@@ -437,13 +437,12 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         pdays, adays = states.days(i)
         h = History(states.purchase_days[i], states.last_purchase_ts[i], pdays, states.last_ts[i], adays)
         old, since = states.stage[i], states.stage_since[i]
-        new = stage_at(old, since, at, h, p)
+        new, since, crossing = advance(old, since, at, h, p)
         move = None
         if new != old:
-            since = states.stage_since[i] = max(at, since)
-            states.stage[i] = new
+            states.stage_since[i], states.stage[i] = since, new
             move = (old, new, describe_stage(new, at, h, p))
-        return new, move, next_stage_crossing(new, since, h, p)
+        return new, move, crossing
 
     def _assign(self, batch: PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:
         """Assign the batch's rows chunk by chunk; returns the segment count deltas and the states
