@@ -34,12 +34,16 @@ def planted(n: int, k: int = 8, d: int = 22, seed: int = 0) -> tuple[np.ndarray,
 
 def planted_raw(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Raw-unit customers (heavy tails, shares) from planted model-space blobs."""
-    X, y = planted(n, seed=seed)
+    X, y = planted(n, d=len(DEFAULT_FEATURES), seed=seed)
     raw = np.abs(X) * 5.0
     shares = np.abs(X[:, 8:14]) + 1e-9
     raw[:, 8:14] = shares / shares.sum(axis=1, keepdims=True)
     raw[:, 18:21] = 1 / (1 + np.exp(-X[:, 18:21]))
     raw[:, 21] = np.clip(1 + X[:, 21] / 5, 0, 5)
+    # The rhythm columns (state format 2): a spread in (0, 3) and the interaction mix's shares.
+    raw[:, 23] = np.clip(1 + X[:, 23] / 3, 0, 3)
+    mix = np.abs(X[:, 29:33]) + 1e-9
+    raw[:, 29:33] = mix / mix.sum(axis=1, keepdims=True)
     return raw, y
 
 
@@ -86,7 +90,7 @@ def main() -> None:
     ap.add_argument("--quality", action="store_true", help="also run the model comparison")
     args = ap.parse_args()
     n = args.n
-    X, _ = planted(n)
+    X, _ = planted(n, d=len(DEFAULT_FEATURES))  # the model space is one column per feature
     times = np.arange(n, dtype=np.float64)
 
     def learn() -> MicroClusterKMeans:
@@ -138,7 +142,7 @@ def main() -> None:
 
     river_rate = median_rate(river_kmeans, nb, max(1, args.repeats // 2))
 
-    print(f"vectors: {n} x 22, medians over {args.repeats} repeats (OPENBLAS_NUM_THREADS=1)")
+    print(f"vectors: {n} x {X.shape[1]}, medians over {args.repeats} repeats (OPENBLAS_NUM_THREADS=1)")
     print(
         f"MicroClusterKMeans predict_many   {assign_rate:12,.0f} vec/s  goal 200k: {assign_rate / 2e5:5.1f}x"
     )

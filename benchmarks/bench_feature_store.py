@@ -53,10 +53,13 @@ from models.features import (
     schedule_after_event,
 )
 from models.features.batch import BatchEvents, StateBatch
+from models.features.vector import RHYTHM_WIDTH
+from models.segments.lifecycle import History, LifecycleParams, advance
 from stream.runtime.engines import tune_runtime
 from stream.state import FeatureStore, OrderedIO, PartitionWrite
 
 PARTITIONS = 4
+LIFECYCLE = LifecycleParams()
 THRESHOLDS = (14.0, 30.0, 60.0, 90.0)
 OFFSETS = tuple(int(d * DAY) for d in THRESHOLDS)
 START = 1_767_225_600  # 2026-01-01
@@ -175,6 +178,7 @@ def run_batch_path(
             due: dict[str, int] = {}
             dirty: set[int] = set()
             last_ts, next_due_of = states.last_ts, states.next_due
+            rhythms: list[list[int]] = []
             wm = view.watermark
             for c, f in evs:
                 i = index[c]
@@ -184,12 +188,22 @@ def run_batch_path(
                 rows.append((i, applied.applied(i)))
                 times.append(float(f.ts))
                 dirty.add(i)
+                # As the pipeline does: the purchase and active days, the lifecycle stage.
+                states.note(i, f.ts, f.kind == "purchase")
                 last_ts[i] = max(last_ts[i], f.ts)
                 wm = max(wm, f.ts)
+                pdays, adays = states.days(i)
+                h = History(states.purchase_days[i], states.last_purchase_ts[i], pdays, last_ts[i], adays)
+                stage, since, crossing = advance(states.stage[i], states.stage_since[i], f.ts, h, LIFECYCLE)
+                states.stage[i], states.stage_since[i] = stage, since
+                rhythms.append(states.rhythm(i))
                 d = due_after_event(last_ts[i], next_due_of[i], OFFSETS, wm)
+                if crossing and (d == 0 or crossing < d):
+                    d = crossing
                 if d != next_due_of[i]:  # as the pipeline does
                     next_due_of[i] = due[c] = d
-            snaps = states.apply(params, applied, rows)
+            base = states.apply(params, applied, rows)
+            snaps = np.hstack([base, np.array(rhythms, dtype=np.float64).reshape(len(rows), RHYTHM_WIDTH)])
             evaluate_many(snaps, params, np.array(times))  # as the pipeline does
             order = sorted(dirty, key=ids.__getitem__)
             writes.append(
@@ -224,6 +238,10 @@ def run_per_event(store: FeatureStore, src: EventSource, params: FeatureParams, 
         s = CustomerState.unpack(blob) if blob else CustomerState.new()
         if apply_event(s, params, f):
             evaluate(s, params, f.ts)
+            h = History(
+                s.purchase_days, s.last_purchase_ts, s.purchase_day_list, s.last_ts, s.active_day_list
+            )
+            s.stage, s.stage_since, _ = advance(s.stage, s.stage_since, f.ts, h, LIFECYCLE)
             schedule_after_event(s, OFFSETS, f.ts)
         client.hset(key, c, s.pack())
     elapsed = time.perf_counter() - t0

@@ -33,9 +33,9 @@ __all__ = ["MIN_BUYERS", "ValueModel"]
 
 # Buyers a fit needs, and repeat buyers among them: fewer say nothing about a population.
 MIN_BUYERS = 50
-# Population parameters move slowly: refit at most once per this much event time (a fit and its
+# Population parameters move slowly: refit at most once a week of event time (a fit and its
 # aged sample cost ~25 ms, and a busy learner builds many versions per day of event time).
-REFIT_SECONDS = 86400.0
+REFIT_SECONDS = 7 * 86400.0
 _INPUTS = ("purchase_days", "purchase_span_days", "buyer_age_days", "aov")
 
 
@@ -50,7 +50,7 @@ class ValueModel:
         self.fitted_at = -np.inf  # event time of the last fit
 
     def due(self, t: float) -> bool:
-        """Whether a version at event time ``t`` refits (the first fit, then once a day)."""
+        """Whether a version at event time ``t`` refits (the first fit, then once a week)."""
         return self.usable and t - getattr(self, "fitted_at", -np.inf) >= REFIT_SECONDS
 
     @property
