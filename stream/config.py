@@ -295,7 +295,7 @@ class ModelSettings(_Frozen):
     )
     min_dwell_days: float = Field(21.0, ge=0, description="hysteresis: days in a segment before a move")
     rescore_every_days: float = Field(
-        1.0,
+        7.0,
         ge=0,
         description="re-score each partition's customers against the version in force each time its "
         "watermark passes a multiple of this many days (0: never)",

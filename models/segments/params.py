@@ -33,7 +33,7 @@ class EngineParams:
     # passes a multiple of `rescore_every_days` (0: never), its customers whose best segment is
     # `rescore_margin` closer than their own (a wider margin than the hysteresis') move, at most
     # `rescore_max_share` of its segmented customers, the clearest first.
-    rescore_every_days: float = 1.0
+    rescore_every_days: float = 7.0
     rescore_margin: float = 0.7
     rescore_max_share: float = 0.01
     outlier_quantile: float = 0.99

@@ -141,7 +141,9 @@ def log() -> list[SourceRecord]:
 
 
 def replay(batch_size: int, **model: float) -> tuple[MemoryFeatureStore, SegmentEngine, CollectSink]:
-    settings = load(overrides={"topics": {"partitions": 1}, "model": {**OVERRIDES["model"], **model}})
+    # A check a day (the shipped week is longer than this log's shift leaves quiet customers).
+    model = {**OVERRIDES["model"], "rescore_every_days": 1.0, **model}
+    settings = load(overrides={"topics": {"partitions": 1}, "model": model})
     records = log()
     store = MemoryFeatureStore()
     engine = SegmentEngine(engine_params(settings), feature_params=settings.features.params())
