@@ -129,8 +129,9 @@ def inputs() -> ReportInputs:
 def test_the_page_holds_every_chart_and_fetches_nothing(inputs: ReportInputs) -> None:
     r = render(inputs, since="10d", sample=100, generated_at=0.0)
     live = [sid for sid in inputs.engine.live_names() if sid >= 0]
+    held = [sid for sid in live if (inputs.population.segment == sid).any()]  # a profile needs members
     assert sorted(r.charts) == sorted(
-        [*(f"profile-{sid}" for sid in live), "rfm", "map", "hierarchy", "sizes", "flows", "volatility"]
+        [*(f"profile-{sid}" for sid in held), "rfm", "map", "hierarchy", "sizes", "flows", "volatility"]
     )
     assert r.map_points == 100 and r.customers == 240 and r.segments == len(live)
     html = r.html
@@ -153,6 +154,24 @@ def test_a_card_shows_churn_and_value_only_where_the_engine_has_them() -> None:
     card.churn_risk, card.predicted_value = 0.25, 1234.0
     html = page.card_html(card, "#123456", "<div></div>", "EUR")
     assert "data-optional='scores'" in html and "25%" in html and "1,234 EUR" in html
+
+
+def test_a_segment_without_members_has_no_empty_chart(inputs: ReportInputs) -> None:
+    pop = inputs.population
+    first = int(pop.segment[0])
+    others = np.where(pop.segment == first, int(pop.segment[pop.segment != first][0]), pop.segment)
+    emptied = ReportInputs(
+        "unit",
+        inputs.engine,
+        Population(pop.ids, others, pop.raw, pop.at),
+        inputs.changes,
+        inputs.model_events,
+        "EUR",
+        inputs.topics,
+    )
+    r = render(emptied, since="10d", sample=100, generated_at=0.0)
+    assert f"profile-{first}" not in r.charts
+    assert "No customer is published in this segment yet." in r.html
 
 
 def test_a_card_counts_its_members_lifecycle_stages(inputs: ReportInputs) -> None:

@@ -97,7 +97,11 @@ def render(
             page.card_html(
                 c,
                 colour.get(c.id, figures.GREY),
-                chart(f"profile-{c.id}", figures.profile(c, colour.get(c.id, figures.GREY))),
+                chart(f"profile-{c.id}", figures.profile(c, colour.get(c.id, figures.GREY)))
+                if c.contrasts
+                # A segment the model holds but no customer is published in yet (born at the
+                # latest version; its members move in at their next events or re-scoring).
+                else "<p class='muted'>No customer is published in this segment yet.</p>",
                 inputs.currency,
             )
             for c in deck
