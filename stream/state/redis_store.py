@@ -50,7 +50,7 @@ from stream.state.protocol import (
 
 log = logging.getLogger(__name__)
 
-# Redis settings that keep the buckets in listpack encoding (the packed state is <= 231 bytes).
+# Redis settings that keep the buckets in listpack encoding (the packed state is <= 276 bytes).
 LISTPACK_CONFIG = {
     "hash-max-listpack-value": 512,
     "hash-max-listpack-entries": 1024,
