@@ -4,6 +4,7 @@ anything, wherever it comes from (the Redis model key, a record of segments.mode
 
 from __future__ import annotations
 
+import base64
 import builtins
 import io
 import json
@@ -17,6 +18,7 @@ import pytest
 
 from models.segments.checkpoint import MAGIC, PICKLED_MAGIC, CheckpointError
 from models.segments.engine import DEFAULT_FEATURES, EngineParams, SegmentEngine
+from models.segments.published import checkpoint_of
 from stream.config import load
 from stream.errors import ConfigError
 from stream.io.sinks.collect import CollectSink
@@ -125,6 +127,21 @@ def test_a_pickle_in_the_redis_model_key_is_refused(tmp_path: Path) -> None:
         load_engine(load(), store)
     assert "older segstream (pickle)" in one_line(e.value) and "--namespace NEW" in str(e.value)
     assert not evil.exists()
+
+
+def test_a_pickle_in_a_model_record_is_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "pwned"
+    for snapshot in (crafted(evil), crafted(evil, b"")):
+        old_record = json.dumps({"version": 3, "snapshot_b64": base64.b64encode(snapshot).decode()})
+        with pytest.raises(CheckpointError, match="carries no checkpoint"):
+            checkpoint_of(old_record.encode())
+        record = json.dumps({"version": 3, "checkpoint_b64": base64.b64encode(snapshot).decode()})
+        with pytest.raises(CheckpointError) as e:
+            SegmentEngine.restore(checkpoint_of(record.encode()))
+        one_line(e.value)
+        assert not evil.exists()
+    with pytest.raises(CheckpointError, match="not a published model"):
+        checkpoint_of(b"\x80\x04not json")
 
 
 def reframed(blob: bytes, edit: Any) -> bytes:
