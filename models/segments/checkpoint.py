@@ -288,6 +288,8 @@ def _set_state(out: Any, values: dict[str, Any], name: str) -> None:
             raise _refused(f"a {name} with fields {sorted(values)}, not {sorted(fields)}")
         for k, x in values.items():
             object.__setattr__(out, k, x)  # frozen dataclasses too
+        if hasattr(out, "__post_init__"):  # its own checks (EngineParams': a known model...)
+            out.__post_init__()
     else:
         out.__dict__.update(values)
 
@@ -313,7 +315,7 @@ def load(cls: type[E], data: bytes) -> E:
         for lo, n in manifest["arrays"]:
             if type(lo) is not int or type(n) is not int or lo < 0 or n < 0 or base + lo + n > len(data):
                 raise _refused("an array outside the checkpoint")
-            arrays.append(np.load(io.BytesIO(data[base + lo : base + lo + n]), allow_pickle=False))
+            arrays.append(_array(data[base + lo : base + lo + n]))
         reader = _Reader(arrays)
         body = manifest["engine"]
         if not isinstance(body, dict):
@@ -327,6 +329,20 @@ def load(cls: type[E], data: bytes) -> E:
         detail = str(e).splitlines()[0][:120] if str(e) else ""
         raise _refused(f"malformed checkpoint ({type(e).__name__}: {detail})") from None
     return engine
+
+
+def _array(npy: bytes) -> np.ndarray:
+    """One .npy, its header checked against its size first (a header may not claim more data
+    than there is: numpy would allocate it before finding out)."""
+    f = io.BytesIO(npy)
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    if dtype.hasobject:
+        raise _refused("an array of Python objects (it would be unpickled)")
+    if math.prod(shape) * dtype.itemsize != len(npy) - f.tell():
+        raise _refused("an array whose header does not match its data")
+    return np.load(io.BytesIO(npy), allow_pickle=False)
 
 
 def _no_constant(name: str) -> float:

@@ -12,6 +12,7 @@ from models.features import FEATURE_NAMES
 from models.segments.catalog import CATALOG
 from models.segments.checkpoint import CheckpointError
 from models.segments.engine import EngineParams, SegmentEngine
+from models.segments.river_models import FrozenLearner
 from stream.config import Settings
 from stream.errors import ConfigError
 from stream.state import StateStore
@@ -79,6 +80,13 @@ def load_engine(settings: Settings, store: StateStore) -> SegmentEngine:
     if saved is not None:
         version, blob = saved
         engine = restore(settings, blob)
+        spec = CATALOG.get(engine.params.model)
+        if spec is None or not spec.checkpointed or isinstance(engine.model, FrozenLearner):
+            raise ConfigError(
+                f"namespace {settings.redis.namespace!r} holds a checkpoint of model "
+                f"{engine.params.model!r}, whose learner has no safe checkpoint: replay the log into a "
+                "fresh namespace (`segstream replay ... --namespace NEW`)"
+            )
         if tuple(engine.feature_names) != FEATURE_NAMES:
             raise ConfigError(
                 f"namespace {settings.redis.namespace!r} holds a model built on another feature set "

@@ -197,7 +197,7 @@ def test_arrays_of_objects_and_truncated_blobs_are_refused(taught: tuple[Segment
 
     with pytest.raises(CheckpointError) as e:
         SegmentEngine.restore(reframed(blob, first_array) + obj)
-    assert "allow_pickle=False" in one_line(e.value)
+    assert "array of Python objects" in one_line(e.value)
 
 
 def test_no_pickle_on_any_path_that_reads_redis_or_kafka() -> None:
@@ -227,3 +227,43 @@ def test_no_pickle_on_any_path_that_reads_redis_or_kafka() -> None:
     for path in [*ROOT.glob("stream/**/*.py"), *ROOT.glob("models/**/*.py")]:  # np.load stays safe
         for call in re.findall(r"np\.load\(.*", path.read_text()):
             assert "allow_pickle=False" in call, (path, call)
+
+
+def test_an_array_header_claiming_more_than_its_data_is_refused(
+    taught: tuple[SegmentEngine, CollectSink],
+) -> None:
+    """numpy would allocate what a header claims before finding the data short."""
+    blob = taught[0].snapshot()
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    huge = buf.getvalue()
+    at = len(MAGIC) + 8
+    arrays = blob[at + int.from_bytes(blob[len(MAGIC) : at], "big") :]
+
+    def first_array(m: str) -> str:
+        doc = json.loads(m)
+        doc["arrays"][0] = [len(arrays), len(huge)]
+        return json.dumps(doc)
+
+    with pytest.raises(CheckpointError) as e:
+        SegmentEngine.restore(reframed(blob, first_array) + huge)
+    assert "header does not match" in one_line(e.value)
+
+
+def test_parameters_are_checked_as_when_built(taught: tuple[SegmentEngine, CollectSink]) -> None:
+    blob = reframed(taught[0].snapshot(), lambda m: m.replace('"model":"microclusters"', '"model":"nope"', 1))
+    with pytest.raises(CheckpointError) as e:
+        SegmentEngine.restore(blob)
+    assert "unknown model 'nope'" in one_line(e.value)
+
+
+def test_the_service_refuses_a_checkpoint_whose_learner_cannot_learn() -> None:
+    e = SegmentEngine(EngineParams(model="kmeans", n_segments=2, warmup_vectors=50, warmup_days=0))
+    e.process(np.abs(np.random.default_rng(1).normal(1, 1, (60, len(DEFAULT_FEATURES)))), np.arange(60.0))
+    store = MemoryFeatureStore()
+    store.save_model(e.snapshot(), e.version)
+    with pytest.raises(ConfigError) as err:
+        load_engine(load(), store)
+    assert "'kmeans', whose learner has no safe checkpoint" in one_line(err.value)
+    with pytest.raises(ConfigError, match="River objects"):
+        load_engine(load(overrides={"model": {"model": "kmeans"}}), MemoryFeatureStore())
