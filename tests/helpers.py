@@ -65,3 +65,36 @@ def rhythm_columns(who: np.ndarray, t: np.ndarray, purchases: np.ndarray) -> np.
     out[:, 1] = purchases
     out[:, 2] = purchases
     return out
+
+
+def taught_learner() -> tuple[Any, Any]:
+    """A learner run the way the service runs one (customer sample, BTYD fits, names) over a
+    400-customer log, a few versions in: (its engine, its CollectSink)."""
+    from prometheus_client import CollectorRegistry
+
+    from stream.config import load
+    from stream.io.sinks.collect import CollectSink
+    from stream.runtime.engines import load_engine
+    from stream.runtime.metrics import Metrics
+    from stream.runtime.pipeline import BatchProcessor
+    from stream.state import MemoryFeatureStore
+
+    settings = load()
+    store = MemoryFeatureStore()
+    engine = load_engine(settings, store)
+    sink = CollectSink(engine)
+    processor = BatchProcessor(settings, store, engine, sink, Metrics(CollectorRegistry()))
+    recs = partitioned_log(400, seed=4)
+    for lo in range(0, len(recs), 500):
+        processor.process(recs[lo : lo + 500])
+    processor.drain()
+    assert engine.version >= 2 and engine.population is not None and engine.value_model.bgnbd is not None
+    return engine, sink
+
+
+def rows_near_segments(engine: Any, n: int = 400, seed: int = 1) -> np.ndarray:
+    """Feature rows scattered around an engine's segments' profiles (original units)."""
+    centres = np.array([list(p.centroid.values()) for p in engine.segments()])
+    rng = np.random.default_rng(seed)
+    picked = centres[rng.integers(0, len(centres), n)]
+    return np.maximum(picked * rng.lognormal(0.0, 0.6, picked.shape), 0.0)

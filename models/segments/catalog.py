@@ -30,6 +30,9 @@ class ModelSpec:
     # (n_clusters, seed, max_micro, half_life seconds, n_init, restart_gain) -> a fresh model
     build: Callable[[int, int, int, float, int, float], SegmentModel]
     in_evaluate: bool = True  # among `segstream evaluate`'s default models (False: too slow)
+    # Its learner's state has a safe checkpoint (models.segments.checkpoint): the service can run
+    # it. River's models have none: their checkpoints assign but cannot learn (evaluation only).
+    checkpointed: bool = False
 
 
 CATALOG: dict[str, ModelSpec] = {}
@@ -66,6 +69,7 @@ register(
         "decayed micro-clusters with a weighted k-means macro step; versions fitted on a customer "
         "sample (the default)",
         MicroAdapter,
+        checkpointed=True,
     )
 )
 register(

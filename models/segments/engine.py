@@ -67,10 +67,6 @@ __all__ = [
     "SegmentProfile",
 ]
 
-# Snapshots written before the version type moved to models.segments.version unpickle through
-# this name (the model format is pickle until it becomes documented data).
-_Version = ModelVersion
-
 
 class SegmentEngine(AlignedLearning):
     """Online segmentation with stable ids, soft membership, hysteresis, names, hierarchy and RFM.
@@ -470,6 +466,8 @@ class SegmentEngine(AlignedLearning):
 
     @classmethod
     def restore(cls, data: bytes) -> SegmentEngine:
+        """The engine of a :meth:`snapshot` (:func:`~models.segments.checkpoint.load`: data only;
+        a :class:`~models.segments.checkpoint.CheckpointError` for anything else)."""
         return checkpoint.load(cls, data)
 
     # -- model versions ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ from river import base
 from models.segments.microclusters import MicroClusterKMeans, sq_distances
 
 __all__ = [
+    "FrozenLearner",
     "MicroAdapter",
     "ModelSummary",
     "RiverAdapter",
@@ -154,3 +155,29 @@ class RiverAdapter:
         var = member_variances(recent, lab, k)
         keep = cnt > 0
         return ModelSummary(centroids=C[keep], weights=cnt[keep], variances=np.maximum(var[keep], _VAR_FLOOR))
+
+
+class FrozenLearner:
+    """The learner of a checkpoint of a River model: River's objects have no safe encoding
+    (models.segments.checkpoint), so their state stays in the process that learned. A restored
+    engine on a River model assigns, names and profiles with its versions but cannot learn."""
+
+    supports_rescale = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _refuse(self) -> NotImplementedError:
+        return NotImplementedError(
+            f"model {self.name!r} is a River model, whose learner has no safe checkpoint: "
+            "an engine restored from one assigns but cannot learn"
+        )
+
+    def learn_many(self, X: np.ndarray, t: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
+        raise self._refuse()
+
+    def rescale(self, a: np.ndarray, b: np.ndarray) -> None:
+        raise self._refuse()
+
+    def summary(self, recent: np.ndarray, t: float) -> ModelSummary:
+        raise self._refuse()

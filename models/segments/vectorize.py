@@ -142,6 +142,22 @@ class Vectorizer:
         zz = np.where(self.weights == 0, 0.0, z)
         return self.unshape(zz / w * self.frozen_std + self.frozen_mean)
 
+    def steps(self) -> dict[str, list[bool] | list[float | None] | list[float]]:
+        """What :meth:`transform` does, per feature, as plain lists (the published model's
+        ``transform``: models.contracts.model.ModelTransform; an infinite clip bound is None)."""
+
+        def bound(b: float) -> float | None:
+            return float(b) if np.isfinite(b) else None
+
+        return {
+            "log1p": [bool(x) for x in self._log],
+            "clip_low": [bound(b) for b in self._lo.tolist()],
+            "clip_high": [bound(b) for b in self._hi.tolist()],
+            "mean": self.frozen_mean.tolist(),
+            "std": self.frozen_std.tolist(),
+            "weight": self.weights.tolist(),
+        }
+
     def standardised(self, z: np.ndarray) -> np.ndarray:
         """Model space -> unweighted z-scores against the population (for naming)."""
         w = np.where(self.weights == 0, 1.0, self.weights)

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import redis
 
+from models.segments.checkpoint import CheckpointError
 from stream.cli import data, evaluate, lookups, ops, report, run
 from stream.cli.common import Ctx, err_console, flag_overrides, log
 from stream.errors import SegstreamError
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         print(f"segstream: error: {e.format_message()}", file=sys.stderr)
         return e.exit_code
-    except SegstreamError as e:
+    except (SegstreamError, CheckpointError) as e:
         print(f"segstream: error: {e}", file=sys.stderr)
         return 1
     except redis.RedisError as e:

@@ -9,7 +9,10 @@ import sys
 from dataclasses import fields, replace
 
 from models.features import FEATURE_NAMES
+from models.segments.catalog import CATALOG
+from models.segments.checkpoint import CheckpointError
 from models.segments.engine import EngineParams, SegmentEngine
+from models.segments.river_models import FrozenLearner
 from stream.config import Settings
 from stream.errors import ConfigError
 from stream.state import StateStore
@@ -67,10 +70,23 @@ def tune_runtime() -> None:
 
 def load_engine(settings: Settings, store: StateStore) -> SegmentEngine:
     """The checkpointed model if the namespace has one (ids and version survive), else a new one."""
+    if not CATALOG[settings.model.model].checkpointed:
+        # Its learner's state would die with the process: a restart would learn from nothing.
+        raise ConfigError(
+            f"model {settings.model.model!r} keeps River objects, which have no safe checkpoint: "
+            "the service runs the checkpointed models (microclusters); River's are for `segstream evaluate`"
+        )
     saved = store.load_model()
     if saved is not None:
         version, blob = saved
-        engine = SegmentEngine.restore(blob)
+        engine = restore(settings, blob)
+        spec = CATALOG.get(engine.params.model)
+        if spec is None or not spec.checkpointed or isinstance(engine.model, FrozenLearner):
+            raise ConfigError(
+                f"namespace {settings.redis.namespace!r} holds a checkpoint of model "
+                f"{engine.params.model!r}, whose learner has no safe checkpoint: replay the log into a "
+                "fresh namespace (`segstream replay ... --namespace NEW`)"
+            )
         if tuple(engine.feature_names) != FEATURE_NAMES:
             raise ConfigError(
                 f"namespace {settings.redis.namespace!r} holds a model built on another feature set "
@@ -101,6 +117,15 @@ def load_engine(settings: Settings, store: StateStore) -> SegmentEngine:
             )
         return engine
     return new_engine(settings)
+
+
+def restore(settings: Settings, blob: bytes) -> SegmentEngine:
+    """The engine of the namespace's checkpoint; a ConfigError (one line: replay into a fresh
+    namespace) for anything but a safe checkpoint (models.segments.checkpoint: never unpickled)."""
+    try:
+        return SegmentEngine.restore(blob)
+    except CheckpointError as e:
+        raise ConfigError(f"namespace {settings.redis.namespace!r}: {e}") from None
 
 
 def checkpoint_differs(restored: EngineParams, configured: EngineParams) -> list[str]:

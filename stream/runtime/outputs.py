@@ -17,6 +17,7 @@ from models.segments.changes import segment_change
 from models.segments.decide import Move
 from models.segments.engine import Assignment, ModelEvent, SegmentEngine
 from models.segments.lifecycle import stage_name
+from models.segments.published import published_model
 from stream.config import Settings
 from stream.io.kafka import Record
 from stream.io.sinks import Sink
@@ -162,7 +163,7 @@ class OutputsMixin:
             if erased:
                 self.engine.forget_customers(set().union(*erased.values()))
             snapshot = self.engine.snapshot()
-            self.sink.model_snapshot(version, snapshot)
+            self.sink.model_snapshot(published_model(self.engine), snapshot)
             # Each build is one version: the store must still hold the previous one (one learner).
             self.store.save_model(snapshot, version, after=version - 1)
             self.metrics.model_checkpoint_bytes.set(len(snapshot))

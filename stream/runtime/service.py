@@ -23,7 +23,6 @@ from kafka import (
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from models.segments.engine import SegmentEngine
 from stream.config import Settings
 from stream.errors import (
     ModelConflict,
@@ -34,7 +33,7 @@ from stream.errors import (
 from stream.io.kafka import Record, ensure_topics, make_admin, make_consumer
 from stream.io.sinks import OutputSink, open_sink
 from stream.io.sinks.process import PublisherError
-from stream.runtime.engines import load_engine, tune_runtime
+from stream.runtime.engines import load_engine, restore, tune_runtime
 from stream.runtime.guard import IntegrityMixin, KafkaUnavailable
 from stream.runtime.http import Health, serve
 from stream.runtime.integrity import topic_id
@@ -315,7 +314,7 @@ class Service(IntegrityMixin, PositionsMixin):
         if saved is None:
             return
         version, blob = saved
-        self.processor.engine = SegmentEngine.restore(blob)
+        self.processor.engine = restore(self.settings, blob)
         self.metrics.model_version.set(version)
         self.metrics.model_updated.set(time.time())
         log.debug("following model version %d", version)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import jsonschema
 import pytest
 import redis
 from kafka import KafkaAdminClient
 
 from models.features import FEATURE_NAMES
+from models.segments.checkpoint import PICKLED_MAGIC
+from models.segments.engine import SegmentEngine
 from models.segments.lifecycle import STAGES
+from models.segments.published import checkpoint_of
 from models.sim import generate
 from stream.cli import main
 from stream.io.logfiles import write_lines
@@ -207,3 +212,50 @@ def test_compare_is_pure() -> None:
     doc = r.as_dict()
     assert doc["samples"]["only_a"] == ["c3"] and doc["samples"]["only_b"] == ["c4"]
     json.dumps(doc)
+
+
+class _Creates:
+    """Unpickling this creates a file (a stand-in for any code a pickle can run)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.path), "w"))
+
+
+def test_the_model_on_kafka_is_data_and_a_pickle_in_redis_runs_nothing(  # type: ignore[no-untyped-def]
+    run_cli: Run,
+    replayed: tuple[Path, dict],
+    tmp_path: Path,
+    stack,
+    namespace: str,
+    topic_names,
+    redis_client: redis.Redis,
+) -> None:
+    """docs/model-format.md: the newest segments.model record validates against its schema and
+    carries the checkpoint Redis holds; a pickle written to the Redis model key is refused by
+    every command that reads the model, in one line, without being unpickled."""
+    _, summary = replayed
+    records = read_topic(stack, f"{topic_names['model']}.{namespace}", partitions=1)
+    key, value = records[-1]
+    assert key == b"model" and value is not None
+    doc = json.loads(value)
+    schema = json.loads((Path(__file__).parents[2] / "schemas" / "published_model.schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    assert doc["version"] == summary["model_version"] and doc["segments"]
+    # The record's checkpoint is the version as built; Redis holds it as the replay ended (the
+    # same version, with the rows learned since).
+    published = SegmentEngine.restore(checkpoint_of(value))
+    stored = SegmentEngine.restore(redis_client.hget(f"{namespace}:model", "snapshot"))  # type: ignore[arg-type]
+    assert published.version == stored.version == doc["version"]
+    assert published.segments() == stored.segments()
+
+    evil = tmp_path / "pwned"
+    payload = PICKLED_MAGIC + pickle.dumps(_Creates(evil))
+    redis_client.hset(f"{namespace}:model", "snapshot", payload)
+    for command in (["segments"], ["status", "--metrics-url", ""], ["export"]):
+        rc, out, err = run_cli(*command)
+        assert rc == 1, (command, out, err)
+        assert err.strip().count("\n") == 0 and "older segstream (pickle)" in err, (command, err)
+        assert not evil.exists()

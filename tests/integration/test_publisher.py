@@ -21,6 +21,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from models.contracts import DeadLetter, RFMScore, SegmentChange, SegmentRef
+from models.contracts.model import ModelHierarchy, ModelTransform, PublishedModel
 from stream.config import KafkaSettings, Settings, TopicSettings
 from stream.io.kafka import ensure_topics, make_producer
 from stream.io.sinks import OutputSink
@@ -52,6 +53,19 @@ def settings_for(stack: Stack, suffix: str) -> Settings:
     )
 
 
+MODEL = PublishedModel(
+    version=1,
+    event_time=datetime(2026, 1, 2, tzinfo=UTC),
+    feature_names=["spend"],
+    transform=ModelTransform(
+        log1p=[True], clip_low=[0.0], clip_high=[None], mean=[1.0], std=[2.0], weight=[1.0]
+    ),
+    segments=[],
+    hierarchy=ModelHierarchy(ids=[], linkage=[]),
+    btyd=None,
+)
+
+
 def change(i: int, erased: bool = False) -> SegmentChange:
     return SegmentChange(
         change_id=f"id{i:04d}",
@@ -81,7 +95,7 @@ def publish_sample(sink: OutputSink) -> None:
             sink.dead_letter(dl)
         if i % 120 == 0:
             sink.model_event({"kind": "birth", "version": i, "segment_id": 3})
-            sink.model_snapshot(i, b"\x00snapshot" * 50)
+            sink.model_snapshot(MODEL, b"\x00snapshot" * 50)
         if i % 64 == 0 and isinstance(sink, ProcessSink):
             sink.ship()
     sink.flush()

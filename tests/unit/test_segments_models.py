@@ -121,8 +121,13 @@ def test_engine_contract(model: str) -> None:
     a, b, c = e1.assign(Y), r.assign(Y), p.assign(Y)
     assert np.array_equal(a.segment_ids, b.segment_ids) and np.array_equal(a.membership, b.membership)
     assert np.array_equal(a.segment_ids, c.segment_ids)
-    # and both continue identically
+    # and both continue identically; River's learners have no safe checkpoint (their restored
+    # engines assign but refuse to learn: models.segments.checkpoint)
     ra, _ = e1.process(Y, np.full(300, 1e6))
+    if not CATALOG[model].checkpointed:
+        with pytest.raises(NotImplementedError, match="no safe checkpoint"):
+            r.process(Y, np.full(300, 1e6))
+        return
     rb, _ = r.process(Y, np.full(300, 1e6))
     assert np.array_equal(ra.segment_ids, rb.segment_ids)
     assert e1.version == r.version and e1.segments() == r.segments()

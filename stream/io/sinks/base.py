@@ -14,7 +14,7 @@ import json
 import time
 from typing import Any, Protocol
 
-from models.contracts import DeadLetter, SegmentChange
+from models.contracts import DeadLetter, PublishedModel, SegmentChange
 
 __all__ = ["OutputSink", "Sink"]
 
@@ -23,7 +23,7 @@ class Sink(Protocol):
     def change(self, change: SegmentChange) -> None: ...
     def dead_letter(self, dl: DeadLetter) -> None: ...
     def model_event(self, payload: dict) -> None: ...
-    def model_snapshot(self, version: int, snapshot: bytes) -> None: ...
+    def model_snapshot(self, model: PublishedModel, snapshot: bytes) -> None: ...
     def flush(self, timeout: float = 60.0) -> None: ...
 
 
@@ -48,9 +48,12 @@ class OutputSink:
     def model_event(self, payload: dict[str, Any]) -> None:
         self._emit("model_event", json.dumps(payload, sort_keys=True).encode())
 
-    def model_snapshot(self, version: int, snapshot: bytes) -> None:
-        body = json.dumps({"version": version, "snapshot_b64": base64.b64encode(snapshot).decode()})
-        self._emit("model_snapshot", body.encode())
+    def model_snapshot(self, model: PublishedModel, snapshot: bytes) -> None:
+        # One record per version, the published model with the engine's checkpoint inside: the
+        # compacted topic's newest record under its one key is a whole version, never a document
+        # of one version beside the checkpoint of another (docs/model-format.md).
+        body = model.model_copy(update={"checkpoint_b64": base64.b64encode(snapshot).decode()})
+        self._emit("model_snapshot", body.model_dump_json().encode())
 
     def _emit(self, kind: str, *args: Any) -> None:
         raise NotImplementedError
