@@ -63,17 +63,18 @@ def test_the_published_record_is_documented_data(taught: tuple[SegmentEngine, Co
     assert checkpoint_of(value) == engine.snapshot()
 
 
-def example_code() -> str:
-    text = (ROOT / "docs" / "model-format.md").read_text()
+def example_code(doc: str) -> str:
+    text = (ROOT / doc).read_text()
     (code,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "nearest_segment" in b]
     return code
 
 
+@pytest.mark.parametrize("doc", ["docs/model-format.md", "README.md"])
 def test_the_documented_plain_python_example_scores_like_the_engine(
-    taught: tuple[SegmentEngine, CollectSink],
+    taught: tuple[SegmentEngine, CollectSink], doc: str
 ) -> None:
     engine, _ = taught
-    code = example_code()
+    code = example_code(doc)
     assert not re.search(r"^\s*(import|from)\s+(?!json$|math$)", code, re.M), "json and math only"
     out = _Captured()
     out.model_snapshot(published_model(engine), engine.snapshot())
