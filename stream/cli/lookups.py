@@ -194,6 +194,14 @@ def changes(obj: Ctx, limit: int, customer: str | None, as_json: bool) -> None:
         was = ref.get("published_name")
         return ref["name"] if was is None else f"{ref['name']} (was {was})"
 
+    def moved(c: dict[str, Any]) -> tuple[str, str]:
+        """The change's from and to: stages for a stage change (in the segment it holds, if
+        any), segments otherwise; only an erase empties the customer."""
+        if c.get("kind") == "stage":
+            where = f" (in {shown(c['current'], '')})" if c.get("current") else ""
+            return f"stage {c.get('previous_stage') or '-'}", f"stage {c.get('stage')}{where}"
+        return shown(c["previous"], "-"), shown(c["current"], "(erased)" if c["reason"] == "erase" else "-")
+
     table = Table(title=title)
     for col in ("event time", "customer", "from", "to", "conf", "reason", "rfm", "why"):
         table.add_column(col, overflow="fold")
@@ -202,11 +210,12 @@ def changes(obj: Ctx, limit: int, customer: str | None, as_json: bool) -> None:
         if engine is not None:
             c = names_now(c, engine.name_of)
         rfm = c.get("rfm") or {}
+        before, after = moved(c)
         table.add_row(
             c["event_time"][:19],
             c["customer_id"],
-            shown(c["previous"], "-"),
-            shown(c["current"], "(erased)"),
+            before,
+            after,
             f"{c['confidence']:.2f}",
             c["reason"],
             rfm.get("group", "-"),

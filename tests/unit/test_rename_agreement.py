@@ -116,3 +116,32 @@ def test_the_changes_table_names_segments_as_customer_does(
     # --json prints the record as published (a consumer applies the renamed events).
     assert main(["changes", "--json"]) == 0
     assert capsys.readouterr().out.strip() == published.decode()
+
+
+def test_the_changes_table_shows_a_stage_change_as_stages_not_an_erase(
+    replayed: tuple[MemoryFeatureStore, SegmentEngine, CollectSink, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import stream.cli.common
+    import stream.cli.lookups
+    import stream.io.kafka
+    from stream.cli import main
+
+    _, engine, sink, _ = replayed
+    first = next(c for c in sink.changes if c.kind == "stage" and c.current is None)  # before any segment
+    placed = next(c for c in sink.changes if c.kind == "stage" and c.current is not None)
+    published = [c.model_dump_json().encode() for c in (first, placed)]
+
+    class Store:
+        def load_model(self) -> tuple[int, bytes]:
+            return engine.version, engine.snapshot()
+
+    monkeypatch.setattr(stream.io.kafka, "read_latest", lambda *a, **kw: published)
+    monkeypatch.setattr(stream.cli.lookups, "open_store", lambda settings: Store())
+    monkeypatch.setattr(stream.cli.common.console, "width", 400)
+    assert main(["changes"]) == 0
+    out = capsys.readouterr().out
+    assert "(erased)" not in out
+    assert f"stage {first.stage}" in out and f"stage {placed.previous_stage}" in out
+    assert placed.current is not None and f"(in {engine.name_of(placed.current.id)})" in out
