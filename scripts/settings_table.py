@@ -1,7 +1,7 @@
-"""Write the settings table (generated from stream/config.py) into README.md between its markers.
+"""Write the settings table (generated from stream/config.py) into docs/settings.md between its markers.
 
-.venv/bin/python scripts/settings_table.py          # rewrite the block in README.md
-.venv/bin/python scripts/settings_table.py --check  # exit 1 if README.md is out of date
+.venv/bin/python scripts/settings_table.py          # rewrite the block in docs/settings.md
+.venv/bin/python scripts/settings_table.py --check  # exit 1 if docs/settings.md is out of date
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ def with_table(readme: str) -> str:
     head, sep, rest = readme.partition(BEGIN)
     _, sep2, tail = rest.partition(END)
     if not sep or not sep2:
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} block")
+        raise SystemExit(f"docs/settings.md has no {BEGIN} ... {END} block")
     return f"{head}{BEGIN}\n{settings_table()}{END}{tail}"
 
 
 def main() -> int:
-    path = ROOT / "README.md"
+    path = ROOT / "docs" / "settings.md"
     text = path.read_text()
     new = with_table(text)
     if "--check" in sys.argv[1:]:
         if new != text:
-            print("README.md's settings table is out of date: run scripts/settings_table.py", file=sys.stderr)
+            print("docs/settings.md is out of date: run scripts/settings_table.py", file=sys.stderr)
             return 1
         return 0
     path.write_text(new)
