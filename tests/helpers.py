@@ -67,6 +67,32 @@ def rhythm_columns(who: np.ndarray, t: np.ndarray, purchases: np.ndarray) -> np.
     return out
 
 
+def replay_in_memory(
+    settings: Any, records: list[SourceRecord], batch_size: int, engine: Any = None
+) -> tuple[Any, Any, Any]:
+    """The service's BatchProcessor over ``records`` in batches of ``batch_size`` on the in-memory
+    store, then closed: (store, engine, CollectSink). ``engine``: a fresh one from ``settings``
+    unless given."""
+    from prometheus_client import CollectorRegistry
+
+    from models.segments.engine import SegmentEngine
+    from stream.io.sinks.collect import CollectSink
+    from stream.runtime.engines import engine_params
+    from stream.runtime.metrics import Metrics
+    from stream.runtime.pipeline import BatchProcessor
+    from stream.state import MemoryFeatureStore
+
+    store = MemoryFeatureStore()
+    if engine is None:
+        engine = SegmentEngine(engine_params(settings), feature_params=settings.features.params())
+    sink = CollectSink(engine)
+    processor = BatchProcessor(settings, store, engine, sink, Metrics(CollectorRegistry()))
+    for lo in range(0, len(records), batch_size):
+        processor.process(records[lo : lo + batch_size])
+    processor.close()
+    return store, engine, sink
+
+
 def taught_learner() -> tuple[Any, Any]:
     """A learner run the way the service runs one (customer sample, BTYD fits, names) over a
     400-customer log, a few versions in: (its engine, its CollectSink)."""

@@ -51,7 +51,7 @@ class ValueModel:
 
     def due(self, t: float) -> bool:
         """Whether a version at event time ``t`` refits (the first fit, then once a week)."""
-        return self.usable and t - getattr(self, "fitted_at", -np.inf) >= REFIT_SECONDS
+        return self.usable and t - self.fitted_at >= REFIT_SECONDS
 
     @property
     def usable(self) -> bool:

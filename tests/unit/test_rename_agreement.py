@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from models.contracts import SegmentChange
 from models.segments.engine import SegmentEngine
@@ -22,9 +21,8 @@ from stream.io.sinks.collect import CollectSink
 from stream.ops.evaluate import log_records
 from stream.ops.export import customer_view, iter_views, names_now
 from stream.runtime.engines import engine_params
-from stream.runtime.metrics import Metrics
-from stream.runtime.pipeline import BatchProcessor
 from stream.state import MemoryFeatureStore
+from tests.helpers import replay_in_memory
 
 OVERRIDES = {
     "topics": {"partitions": 1},
@@ -37,15 +35,10 @@ def replayed() -> tuple[MemoryFeatureStore, SegmentEngine, CollectSink, Any]:
     settings = load(overrides=OVERRIDES)
     generated = generate(200, 60, seed=1, scenario="sudden_shift")
     records = log_records("interactions", ((r.key, r.value) for r in generated.records))
-    store = MemoryFeatureStore()
     engine = SegmentEngine(
         replace(engine_params(settings), rename_versions=1), feature_params=settings.features.params()
     )
-    sink = CollectSink(engine)
-    processor = BatchProcessor(settings, store, engine, sink, Metrics(CollectorRegistry()))
-    for lo in range(0, len(records), 500):
-        processor.process(records[lo : lo + 500])
-    processor.close()
+    store, engine, sink = replay_in_memory(settings, records, 500, engine)
     return store, engine, sink, settings
 
 

@@ -11,7 +11,6 @@ from collections import Counter
 from datetime import datetime
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from models.contracts import SegmentChange
 from models.features import CustomerState
@@ -25,10 +24,8 @@ from stream.errors import ConfigError
 from stream.io.kafka import SourceRecord
 from stream.io.sinks.collect import CollectSink
 from stream.ops.evaluate import log_records
-from stream.runtime.engines import engine_params
-from stream.runtime.metrics import Metrics
-from stream.runtime.pipeline import BatchProcessor
 from stream.state import MemoryFeatureStore
+from tests.helpers import replay_in_memory
 
 T = 60 * DAY  # every customer below has been in its segment 60 days unless said otherwise
 
@@ -144,15 +141,7 @@ def replay(batch_size: int, **model: float) -> tuple[MemoryFeatureStore, Segment
     # A check a day (the shipped week is longer than this log's shift leaves quiet customers).
     model = {**OVERRIDES["model"], "rescore_every_days": 1.0, **model}
     settings = load(overrides={"topics": {"partitions": 1}, "model": model})
-    records = log()
-    store = MemoryFeatureStore()
-    engine = SegmentEngine(engine_params(settings), feature_params=settings.features.params())
-    sink = CollectSink(engine)
-    processor = BatchProcessor(settings, store, engine, sink, Metrics(CollectorRegistry()))
-    for lo in range(0, len(records), batch_size):
-        processor.process(records[lo : lo + batch_size])
-    processor.close()
-    return store, engine, sink
+    return replay_in_memory(settings, log(), batch_size)
 
 
 def rescore_bucket(c: SegmentChange, days: range) -> int | None:

@@ -16,10 +16,10 @@ from stream.config import load
 from stream.io.kafka import SourceRecord
 from stream.io.sinks.collect import CollectSink
 from stream.ops.evaluate import log_records
-from stream.runtime.engines import engine_params
 from stream.runtime.metrics import Metrics
 from stream.runtime.pipeline import BatchProcessor
 from stream.state import MemoryFeatureStore
+from tests.helpers import replay_in_memory
 
 # A small population with frequent, unsmoothed versions: this log's model merges segments three
 # times, and without the move 20 customers are still in a retired segment at the end.
@@ -37,15 +37,7 @@ def log() -> list[SourceRecord]:
 
 def replay(batch_size: int) -> tuple[MemoryFeatureStore, SegmentEngine, CollectSink]:
     settings = load(overrides={"topics": {"partitions": 1}, **OVERRIDES})
-    records = log()
-    store = MemoryFeatureStore()
-    engine = SegmentEngine(engine_params(settings), feature_params=settings.features.params())
-    sink = CollectSink(engine)
-    processor = BatchProcessor(settings, store, engine, sink, Metrics(CollectorRegistry()))
-    for lo in range(0, len(records), batch_size):
-        processor.process(records[lo : lo + batch_size])
-    processor.close()
-    return store, engine, sink
+    return replay_in_memory(settings, log(), batch_size)
 
 
 @pytest.fixture(scope="module")
