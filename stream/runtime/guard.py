@@ -83,6 +83,10 @@ class IntegrityMixin:
         if current and current != self.processor.topic_id:
             log.info("input topic %s has id %s", topic, current)
             self.processor.topic_id = current
+        # Written batches whose acknowledgement this process did not see (a crash, a failed
+        # flush, an earlier owner): their outputs go out before any new record is processed.
+        if sent := self.processor.publish_outbox(parts):
+            log.info("published %d outputs left in the outbox of partitions %s", sent, parts)
         self._unverified.difference_update(parts)
 
     def _check_topic(self) -> None:

@@ -6,13 +6,16 @@ sink, store, metrics and settings).
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
-from models.contracts import DeadLetter, SegmentRef
+from models.contracts import DeadLetter, SegmentChange, SegmentRef
 from models.segments.changes import segment_change
 from models.segments.decide import Move
 from models.segments.engine import Assignment, ModelEvent, SegmentEngine
@@ -20,10 +23,11 @@ from models.segments.lifecycle import stage_name
 from models.segments.published import published_model
 from stream.config import Settings
 from stream.io.kafka import Record
-from stream.io.sinks import Sink
+from stream.io.sinks import OutputSink, Sink
+from stream.io.sinks.outbox import decode_outbox
 from stream.runtime.batch import WARMUP_CHECKPOINT_SECONDS, BatchResult, Row
 from stream.runtime.metrics import Metrics
-from stream.state import StateStore, model_conflict
+from stream.state import PartitionWrite, StateStore, model_conflict
 
 __all__ = ["OutputsMixin"]
 
@@ -35,15 +39,68 @@ class OutputsMixin:
     sink: Sink
     metrics: Metrics
     _warmup_saved_at: float
+    _staged: list[tuple[str, Any]]
+    _encoded: bool
+    _unacked_versions: deque[int]  # versions whose model events were emitted, not yet flushed
+    _ship: Callable[[], None]
 
     def _flush_outputs(self) -> None:
         started = time.perf_counter()
+        acked = len(self._unacked_versions)  # emitted before this flush: covered by it
         self.sink.flush()
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
+        for _ in range(acked):
+            try:
+                version = self._unacked_versions.popleft()
+            except IndexError:  # another flush (a start's, an idle move's) took it
+                break
+            self.store.clear_unpublished(version)
+
+    def _stage(self, kind: str, output: SegmentChange | DeadLetter) -> None:
+        """Keep one of the partition's outputs for its write (published once it landed)."""
+        if not self._encoded:
+            self._staged.append((kind, output))
+        elif kind == "change":
+            self._staged.append(OutputSink.encode_change(output))  # type: ignore[arg-type]
+        else:
+            self._staged.append(OutputSink.encode_dead_letter(output))  # type: ignore[arg-type]
+
+    def _publish_written(self, w: PartitionWrite) -> None:
+        """Hand a written partition's outputs to the sink (called by OrderedIO, in write order)."""
+        if not w.outputs:
+            return
+        if self._encoded:
+            self.sink.send(list(w.outputs))  # type: ignore[attr-defined]
+            self._ship()
+        else:
+            for kind, output in w.outputs:
+                getattr(self.sink, kind)(output)
+
+    def publish_outbox(self, partitions: Iterable[int]) -> int:
+        """Publish what the store's outboxes of these partitions still hold (written batches whose
+        acknowledgement was not seen: a crash, a failed flush), wait for the broker, delete them.
+        Run before a partition's records are processed after a start or a resync; the same bytes
+        as the first time, so a subscriber sees at most a duplicate. Returns the outputs sent."""
+        if not self._encoded:
+            return 0
+        entries: dict[int, list[int]] = {}
+        sent = 0
+        for p in sorted(partitions):
+            for entry, blob in self.store.outbox(p):
+                items = decode_outbox(blob)
+                self.sink.send(items)  # type: ignore[attr-defined]
+                self._ship()
+                sent += len(items)
+                entries.setdefault(p, []).append(entry)
+        if entries:
+            self._flush_outputs()
+            self.store.clear_outbox(entries)
+        return sent
 
     def _dead(self, rec: Record, error_class: str, reason: str, result: BatchResult) -> None:
-        self.sink.dead_letter(
-            DeadLetter.of(rec.topic, rec.partition, rec.offset, rec.key, rec.value, error_class, reason)
+        self._stage(
+            "dead_letter",
+            DeadLetter.of(rec.topic, rec.partition, rec.offset, rec.key, rec.value, error_class, reason),
         )
         self.metrics.dead_letters.labels(reason=error_class).inc()
         result.dead_letters += 1
@@ -101,7 +158,8 @@ class OutputsMixin:
                 if m.previous is not None
                 else None
             )
-            self.sink.change(
+            self._stage(
+                "change",
                 segment_change(
                     customer_id=row.customer_id,
                     seq=m.seq,
@@ -123,7 +181,7 @@ class OutputsMixin:
                     source_partition=p,
                     source_offset=row.offset,
                     position=None if position is None else position(m),
-                )
+                ),
             )
             result.changes += 1
             if stage_change:
@@ -139,38 +197,67 @@ class OutputsMixin:
             # One learner per namespace: a second one stops before publishing anything of its own
             # (the checkpoint below checks again, atomically, for a race between the two).
             raise model_conflict(version, version - 1, stored)
-        for ev in events:
-            self.sink.model_event(
-                {
-                    "kind": ev.kind,
-                    "version": ev.version,
-                    "segment_id": ev.segment_id,
-                    "related_ids": list(ev.related_ids),
-                    "detail": ev.detail,
-                    "event_time": datetime.fromtimestamp(ev.event_time, UTC).isoformat(),
-                    # renamed: the names a consumer of the changes topic applies to the changes
-                    # of earlier versions (docs/decisions/0022-names-follow-their-claims.md)
-                    "name": ev.name,
-                    "previous_name": ev.previous_name,
-                }
-            )
-            self.metrics.model_events.labels(kind=ev.kind).inc()
-        if events:
-            # Erased customers leave the customer sample before the checkpoint is written (the
-            # set is emptied without a sample too: it holds only the erasures since the last
-            # version).
-            erased = self.store.erased_keys(self.settings.topics.partitions)
-            if erased:
-                self.engine.forget_customers(set().union(*erased.values()))
-            snapshot = self.engine.snapshot()
-            self.sink.model_snapshot(published_model(self.engine), snapshot)
-            # Each build is one version: the store must still hold the previous one (one learner).
-            self.store.save_model(snapshot, version, after=version - 1)
-            self.metrics.model_checkpoint_bytes.set(len(snapshot))
-            if erased:
-                self.store.clear_erased(erased)
-            self.metrics.model_version.set(version)
-            self.metrics.model_updated.set(time.time())
+        if not events:
+            return
+        payloads = [
+            {
+                "kind": ev.kind,
+                "version": ev.version,
+                "segment_id": ev.segment_id,
+                "related_ids": list(ev.related_ids),
+                "detail": ev.detail,
+                "event_time": datetime.fromtimestamp(ev.event_time, UTC).isoformat(),
+                # renamed: the names a consumer of the changes topic applies to the changes
+                # of earlier versions (docs/decisions/0022-names-follow-their-claims.md)
+                "name": ev.name,
+                "previous_name": ev.previous_name,
+            }
+            for ev in events
+        ]
+        # Erased customers leave the customer sample before the checkpoint is written (the set is
+        # emptied without a sample too: it holds only the erasures since the last version).
+        erased = self.store.erased_keys(self.settings.topics.partitions)
+        if erased:
+            self.engine.forget_customers(set().union(*erased.values()))
+        snapshot = self.engine.snapshot()
+        # The checkpoint first, with the version's events, then the outputs: nothing is published
+        # of a version Redis does not hold, and events a crash kept from the broker are published
+        # by the next start (publish_unpublished). Each build is one version: the store must still
+        # hold the previous one (one learner).
+        self.store.save_model(
+            snapshot, version, after=version - 1, unpublished=json.dumps(payloads, sort_keys=True).encode()
+        )
+        self._publish_model(version, payloads, snapshot)
+        self.metrics.model_checkpoint_bytes.set(len(snapshot))
+        if erased:
+            self.store.clear_erased(erased)
+        self.metrics.model_version.set(version)
+        self.metrics.model_updated.set(time.time())
+
+    def _publish_model(self, version: int, payloads: list[dict[str, Any]], snapshot: bytes) -> None:
+        for payload in payloads:
+            self.sink.model_event(payload)
+            self.metrics.model_events.labels(kind=payload["kind"]).inc()
+        self.sink.model_snapshot(published_model(self.engine), snapshot)
+        self._unacked_versions.append(version)  # cleared by the flush that follows
+
+    def publish_unpublished(self) -> int:
+        """A learner's start: publish the model events a crash kept from the broker (saved with
+        their version, :meth:`_publish_model_events`), and the version's model, then forget them.
+        Returns how many versions were published again."""
+        pending = self.store.unpublished_model_events()
+        for version, blob in pending:
+            payloads = json.loads(blob)
+            snapshot = self.engine.snapshot() if version == self.engine.version else b""
+            for payload in payloads:
+                self.sink.model_event(payload)
+            if snapshot:
+                self.sink.model_snapshot(published_model(self.engine), snapshot)
+        if pending:
+            self._flush_outputs()
+            for version, _ in pending:
+                self.store.clear_unpublished(version)
+        return len(pending)
 
     def _checkpoint_warmup(self, watermark: int) -> None:
         """Before its first version the model has no checkpoint, so a crash would throw the whole

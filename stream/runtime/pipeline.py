@@ -19,7 +19,9 @@ import math
 import operator
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -51,7 +53,8 @@ from models.segments.lifecycle import History, advance, describe_stage
 from models.segments.population import customer_key
 from stream.config import Settings
 from stream.io.kafka import Record
-from stream.io.sinks import Sink
+from stream.io.sinks import OutputSink, Sink
+from stream.io.sinks.outbox import encode_outbox
 from stream.runtime.batch import BatchResult, PartitionBatch, Row, iso, iso_seconds
 from stream.runtime.metrics import Metrics
 from stream.runtime.outputs import OutputsMixin
@@ -105,10 +108,15 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         # checked for customers left in a retired segment (see _move_retired).
         self._checked_retired: dict[int, int] = {}
         self._warmup_saved_at = -math.inf  # watermark of the last warm-up checkpoint
-        # Outputs first, state second, offsets last: a batch's changes are flushed right before
-        # its state is written, which happens once the next batch's loads are queued; by then the
-        # broker has usually acknowledged them and the flush returns at once.
-        self.io = OrderedIO(store, before_write=self._flush_outputs)
+        # State and outputs together, published after, offsets last: each partition's changes and
+        # dead letters are staged while it computes, written into Redis with its state (the
+        # outbox), published once that write landed, and deleted once acknowledged (OrderedIO).
+        self.io = OrderedIO(store, publish=self._publish_written, flush=self._flush_outputs)
+        self._staged: list[tuple[str, Any]] = []  # the partition's outputs, in the making
+        self._unacked_versions: deque[int] = deque()
+        # An OutputSink takes outputs as bytes, which the outbox stores; minimal sinks (tests,
+        # evaluation) take the objects, and nothing is stored for them.
+        self._encoded = isinstance(sink, OutputSink)
         # A sink that publishes from another process takes each partition's outputs as they are
         # made (OutputSink.ship; stream.io.sinks.process); minimal sinks (tests, evaluation) send on
         # each call and need not have it.
@@ -248,11 +256,12 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             self.engine.note_currencies({e.currency for _, e, _ in fresh if e is not None and e.currency})
         ids = list(view.states)
         states = StateBatch([view.states[c] for c in ids])
+        self._staged = []
         rows, snaps, dirty, due_updates, clock = self._apply(view, ids, states, fresh, result)
         batch = PartitionBatch(p, ids, view.states, states, rows, snaps, dirty, view.watermark)
         deltas, moved_out = self._assign(batch, result)
-        self._ship()
         order = sorted(dirty, key=ids.__getitem__)
+        outputs, self._staged = tuple(self._staged), []
         return PartitionWrite(
             partition=p,
             expected_offset=view.applied_offset,
@@ -263,6 +272,8 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             segment_deltas=deltas,
             clock=clock.pack(),
             topic_id=self.topic_id,
+            outbox=encode_outbox(outputs) if outputs and self._encoded else b"",
+            outputs=outputs,
         )
 
     def _decode_quiet(self, rec: Record) -> tuple[DecodedEvent, int] | None:

@@ -24,6 +24,7 @@ from models.features import CustomerState, FeatureParams, evaluate_many, snapsho
 from models.features.batch import StateBatch
 from models.segments.decide import Move, record_move
 from models.segments.engine import Assignment, SegmentEngine
+from stream.io.sinks.outbox import encode_outbox
 from stream.runtime.batch import BatchResult, PartitionBatch, Row
 from stream.runtime.outputs import OutputsMixin
 from stream.state import OrderedIO, PartitionWrite, StateStore
@@ -56,7 +57,7 @@ class RetiredMovesMixin(OutputsMixin):
 
     def move_retired_idle(self, partitions: Iterable[int]) -> int:
         """While no records come (the service is idle): the same move for these partitions, as of
-        each one's watermark and applied offset, written at once (outputs flushed first). A
+        each one's watermark and applied offset, written at once (published once written). A
         follower that adopts a version retiring segments after its partitions' last records, or
         a learner whose last batch built one, would otherwise leave the members where they are
         until the partition's next record. Returns how many customers moved."""
@@ -74,11 +75,27 @@ class RetiredMovesMixin(OutputsMixin):
             wm = self.store.watermark(p)
             deltas: dict[int, int] = {}
             batch = PartitionBatch(p, [], {}, StateBatch([]), [], np.zeros((0, 0)), set())
+            self._staged = []
             moved_out = self._move_retired(batch, 0, float(wm), applied, live, deltas, result)
+            outputs, self._staged = tuple(self._staged), []
             if moved_out:
-                self._ship()
-                self._flush_outputs()  # outputs first, state second, as for a batch
-                self.store.commit(PartitionWrite(p, applied, applied, wm, moved_out, {}, deltas))
+                # As for a batch: state and outputs in one step, published once it landed.
+                w = PartitionWrite(
+                    p,
+                    applied,
+                    applied,
+                    wm,
+                    moved_out,
+                    {},
+                    deltas,
+                    outbox=encode_outbox(outputs) if outputs and self._encoded else b"",
+                    outputs=outputs,
+                )
+                entry = self.store.commit(w)
+                self._publish_written(w)
+                self._flush_outputs()
+                if entry is not None:
+                    self.store.clear_outbox({p: [entry]})
         return result.changes
 
     def _move_retired(

@@ -144,6 +144,8 @@ class Service(IntegrityMixin, PositionsMixin):
         self.sink = open_sink(s)
         self.processor = BatchProcessor(s, self.store, engine, self.sink, self.metrics)
         self.processor.topic_id = topic_id(self._admin, s.topics.interactions)
+        if self.processor.learns and (n := self.processor.publish_unpublished()):
+            log.info("published the model events of %d version(s) a crash kept from the broker", n)
         self.consumer = make_consumer(s)
         if self._partitions is None:
             self.consumer.subscribe([s.topics.interactions], listener=_Rebalance(self))
@@ -365,6 +367,9 @@ class Service(IntegrityMixin, PositionsMixin):
         self._forget_unwritten()
         self._realign_model()
         self._reseek()
+        # A batch written before the failure may not have had its outputs acknowledged.
+        owned = {tp.partition for tp in self.consumer.assignment()}
+        self.processor.publish_outbox(self._assigned & owned)  # type: ignore[union-attr]
 
     def _recover_from_redis(self, e: redis.RedisError) -> None:
         """Redis dropped a connection or went away mid-batch (a restart, a network blip). Nothing is

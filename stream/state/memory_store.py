@@ -31,6 +31,9 @@ class MemoryFeatureStore:
         self._model: tuple[int, bytes] | None = None
         self._meta: dict[str, str] = {}
         self._erased: dict[int, set[int]] = {}
+        self._outbox: dict[int, dict[int, bytes]] = {}
+        self._unpublished: dict[int, bytes] = {}
+        self._outbox_n: dict[int, int] = {}
 
     def start(self) -> MemoryFeatureStore:
         return self
@@ -53,7 +56,7 @@ class MemoryFeatureStore:
             topic_id=self._topics.get(p, ""),
         )
 
-    def commit(self, w: PartitionWrite) -> None:
+    def commit(self, w: PartitionWrite) -> int | None:
         p = w.partition
         current = self._offsets.get(p, -1)
         if current != w.expected_offset:
@@ -86,6 +89,19 @@ class MemoryFeatureStore:
                 del counts[seg]
         self._watermarks[p] = w.watermark
         self._offsets[p] = w.new_offset
+        if not w.outbox:
+            return None
+        n = self._outbox_n[p] = self._outbox_n.get(p, 0) + 1
+        self._outbox.setdefault(p, {})[n] = w.outbox
+        return n
+
+    def outbox(self, p: int) -> list[tuple[int, bytes]]:
+        return sorted(self._outbox.get(p, {}).items())
+
+    def clear_outbox(self, entries: dict[int, list[int]]) -> None:
+        for p, numbers in entries.items():
+            for n in numbers:
+                self._outbox.get(p, {}).pop(n, None)
 
     def applied_offset(self, p: int) -> int:
         return self._offsets.get(p, -1)
@@ -153,11 +169,21 @@ class MemoryFeatureStore:
         for p, keys in erased.items():
             self._erased.get(p, set()).difference_update(keys)
 
-    def save_model(self, snapshot: bytes, version: int, after: int | None = None) -> None:
+    def save_model(
+        self, snapshot: bytes, version: int, after: int | None = None, unpublished: bytes = b""
+    ) -> None:
         stored = self.model_version()
         if after is not None and stored != after:
             raise model_conflict(version, after, stored)
         self._model = (version, snapshot)
+        if unpublished:
+            self._unpublished[version] = unpublished
+
+    def unpublished_model_events(self) -> list[tuple[int, bytes]]:
+        return sorted(self._unpublished.items())
+
+    def clear_unpublished(self, version: int) -> None:
+        self._unpublished.pop(version, None)
 
     def model_version(self) -> int:
         return self._model[0] if self._model is not None else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -12,6 +13,7 @@ from stream.errors import StateConflict
 from stream.state.protocol import PartitionView, PartitionWrite, StateStore
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,35 +44,43 @@ class OrderedIO:
     - A batch's commit is deferred until the next batch's loads have been submitted
       (:meth:`release`), so Redis writes batch N while Python computes batch N+1 instead of while
       Python waits for N+1's first load.
-    - Before a batch's state is written its outputs must be acknowledged (``before_write``, the
-      sink's flush). That wait runs on a second thread, which hands the write to the Redis thread
-      once the flush returns: loads do not queue behind a slow flush (a publisher catching up
-      with a burst of changes stalled the computation for 100-300 ms).
+    - Each partition's write carries its outputs (``PartitionWrite.outbox``) into Redis in the
+      same atomic step; once it landed, ``publish`` hands them to the sink, and a second thread
+      waits for the broker's acknowledgement (``flush``), then deletes the outbox entries. Loads
+      do not queue behind a slow flush (a publisher catching up with a burst of changes stalled
+      the computation for 100-300 ms), and nothing is published that Redis does not hold.
 
     So a load may run before some earlier batches' writes: it reads the store as an atomic
     snapshot, and :meth:`view` lays every write of that partition the snapshot does not yet show
     over it, in order (applied offset, watermark, the states and inactivity schedule they change):
     the views equal those of sequential code. At most ``MAX_UNWRITTEN_BATCHES`` batches wait to
-    be written; :meth:`commit` waits beyond that.
+    be written and acknowledged; :meth:`commit` waits beyond that.
 
     A failed commit is raised by the next :meth:`view` after it ran, or by :meth:`drain`; a view
     whose store offset is not what the pending writes expect raises at once (they will fail).
-    After a failed flush or write the batches queued behind it fail at once, without flushing or
-    writing (they are redone after the caller resyncs), until :meth:`drain` has seen them all.
+    After a failed write or flush the batches queued behind it fail at once, without writing (they
+    are redone after the caller resyncs), until :meth:`drain` has seen them all. A batch whose
+    flush failed is written: its outputs wait in the outbox for the caller to publish again.
     """
 
-    def __init__(self, store: StateStore, before_write: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        publish: Callable[[PartitionWrite], None] | None = None,
+        flush: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
-        # Called right before deferred writes run, off the computing thread: the pipeline flushes
-        # the batch's outputs there, so they are acknowledged before its state is written.
-        self._before_write = before_write
+        # ``publish``: hands a landed write's outputs to the sink (on the store thread, in write
+        # order); ``flush``: returns once the broker acknowledged all of them (off both threads).
+        self._publish = publish
+        self._flush = flush
         # A store without network waits (the in-memory one) runs inline: a thread would only
         # contend for the GIL with the computation it is meant to overlap.
         threaded = getattr(store, "blocking_io", True)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="segstream-store") if threaded else None
         self._flusher = (
             ThreadPoolExecutor(1, thread_name_prefix="segstream-flush")
-            if threaded and before_write is not None
+            if threaded and flush is not None
             else None
         )
         self._commits: deque[Future[None]] = deque()  # not yet checked for failure
@@ -135,34 +145,48 @@ class OrderedIO:
             return
         writes, done = self._deferred
         self._deferred = None
-        if self._flusher is not None:
-            self._flusher.submit(self._flush_then_write, writes, done)
-        else:
-            self._submit(self._write, writes, done, self._before_write)
+        self._submit(self._write, writes, done)
 
-    def _flush_then_write(self, writes: list[PartitionWrite], done: Future[None]) -> None:
-        try:
-            assert self._before_write is not None and self._pool is not None
-            if self._failure is None:
-                self._before_write()  # a failed flush fails the write: the state is not written
-            self._pool.submit(self._write, writes, done, None)
-        except Exception as e:
-            self._fail(done, e)
-
-    def _write(
-        self, writes: list[PartitionWrite], done: Future[None], flush: Callable[[], None] | None
-    ) -> None:
+    def _write(self, writes: list[PartitionWrite], done: Future[None]) -> None:
+        landed: dict[int, list[int]] = {}  # partition -> outbox entries written
         try:
             if self._failure is not None:
                 raise self._failure  # an earlier batch failed: this one is redone after a resync
-            if flush is not None:
-                flush()
             for w in writes:
-                self.store.commit(w)
+                entry = self.store.commit(w)
+                if entry is not None:
+                    landed.setdefault(w.partition, []).append(entry)
+                if self._publish is not None:
+                    self._publish(w)  # each partition's outputs as soon as its state is in
         except Exception as e:
             self._fail(done, e)
+            return
+        if self._flusher is not None:
+            self._flusher.submit(self._flush_then_clear, landed, done)
         else:
-            done.set_result(None)
+            self._flush_then_clear(landed, done)
+
+    def _flush_then_clear(self, landed: dict[int, list[int]], done: Future[None]) -> None:
+        try:
+            if self._failure is not None:
+                raise self._failure  # a failed publisher is not asked again for each batch
+            if self._flush is not None:
+                self._flush()  # a failure leaves the entries: the caller publishes them again
+        except Exception as e:
+            self._fail(done, e)
+            return
+        if landed:
+            if self._pool is not None:
+                self._pool.submit(self._clear, landed)
+            else:
+                self._clear(landed)
+        done.set_result(None)
+
+    def _clear(self, landed: dict[int, list[int]]) -> None:
+        try:
+            self.store.clear_outbox(landed)
+        except Exception as e:  # the outputs are acknowledged: a restart publishes them again
+            log.warning("acknowledged outbox entries were not deleted (%s): they are published again", e)
 
     def _fail(self, done: Future[None], e: BaseException) -> None:
         if self._failure is None:

@@ -13,6 +13,7 @@ touches lives in one Redis Cluster slot and the same scripts run on Cluster):
 - ``ns:{p}:clock``            the customers with the newest event times, which the watermark follows
 - ``ns:{p}:topic``            id of the input topic the partition's state was built from
 - ``ns:{p}:segcount``         hash: segment id -> customers currently in it
+- ``ns:{p}:outbox``           hash: entry number -> a written batch's outputs not yet acknowledged
 - ``ns:model``                latest model snapshot; ``ns:meta`` hash (partition count, topic)
 
 Why buckets: a key per customer costs ~130 bytes of key, dict entry and object headers beyond the
@@ -257,11 +258,20 @@ class FeatureStore:
             topic_id=topic.decode() if topic is not None else "",
         )
 
-    def commit(self, w: PartitionWrite) -> None:
-        """Write the batch atomically iff the partition's applied offset is still ``expected_offset``."""
+    def commit(self, w: PartitionWrite) -> int | None:
+        """Write the batch atomically iff the partition's applied offset is still ``expected_offset``;
+        returns the number of its outbox entry (None: it had no outputs)."""
         p = w.partition
         tag = self._tag(p)
-        keys = [f"{tag}:offset", f"{tag}:wm", f"{tag}:due", f"{tag}:segcount", f"{tag}:clock", f"{tag}:topic"]
+        keys = [
+            f"{tag}:offset",
+            f"{tag}:wm",
+            f"{tag}:due",
+            f"{tag}:segcount",
+            f"{tag}:clock",
+            f"{tag}:topic",
+            f"{tag}:outbox",
+        ]
         index: dict[str, int] = {}
         nb = self.buckets
         crc32 = zlib.crc32
@@ -300,13 +310,31 @@ class FeatureStore:
         args.append(len(w.segment_deltas))
         for seg, delta in sorted(w.segment_deltas.items()):
             args += [str(seg), str(delta)]
-        ok, current = self._commit(keys=keys, args=args)
+        args.append(w.outbox)
+        ok, current, *entry = self._commit(keys=keys, args=args)
         if ok == 2:
             raise topic_changed(p, current.decode(), w.topic_id)
         if not ok:
             raise StateConflict(
                 f"partition {p}: applied offset is {current!r}, batch expected {w.expected_offset}"
             )
+        return int(entry[0]) or None
+
+    def outbox_key(self, p: int) -> str:
+        return f"{self._tag(p)}:outbox"
+
+    def outbox(self, p: int) -> list[tuple[int, bytes]]:
+        """Partition ``p``'s written outputs not yet known to be acknowledged, oldest first."""
+        entries = self.client.hgetall(self.outbox_key(p))
+        return sorted((int(k), bytes(v)) for k, v in entries.items() if k != b"n")
+
+    def clear_outbox(self, entries: dict[int, list[int]]) -> None:
+        """Forget acknowledged outbox entries (partition -> entry numbers)."""
+        pipe = self.client.pipeline(transaction=False)
+        for p, numbers in entries.items():
+            if numbers:
+                pipe.hdel(self.outbox_key(p), *map(str, numbers))
+        pipe.execute()
 
     # ---- look-ups and admin ----
     def applied_offset(self, p: int) -> int:
@@ -402,14 +430,28 @@ class FeatureStore:
                 counts[int(k)] = counts.get(int(k), 0) + int(v)
         return counts
 
-    def save_model(self, snapshot: bytes, version: int, after: int | None = None) -> None:
+    def save_model(
+        self, snapshot: bytes, version: int, after: int | None = None, unpublished: bytes = b""
+    ) -> None:
         """Checkpoint ``version``. With ``after`` (the version this learner wrote or loaded last),
-        only if the store still holds that one: a second learner fails instead of overwriting."""
+        only if the store still holds that one: a second learner fails instead of overwriting.
+        ``unpublished``: the version's model events (JSON), kept until :meth:`clear_unpublished`."""
         stored = self._save_model(
-            keys=[self.model_key], args=[version, snapshot, "" if after is None else after]
+            keys=[self.model_key], args=[version, snapshot, "" if after is None else after, unpublished]
         )
         if stored is not None:
             raise model_conflict(version, after, int(stored))
+
+    def unpublished_model_events(self) -> list[tuple[int, bytes]]:
+        """Model events saved with their version but not known to be acknowledged, oldest first."""
+        fields = [f for f in self.client.hkeys(self.model_key) if f.startswith(b"unpublished:")]
+        if not fields:
+            return []
+        values = self.client.hmget(self.model_key, fields)
+        return sorted((int(f.split(b":", 1)[1]), bytes(v)) for f, v in zip(fields, values, strict=True) if v)
+
+    def clear_unpublished(self, version: int) -> None:
+        self.client.hdel(self.model_key, f"unpublished:{version}")
 
     def model_version(self) -> int:
         """The checkpointed model's version (0: none yet): one small read, for followers."""

@@ -44,6 +44,7 @@ def write(p: int, expected: int, new: int, **kw: object) -> PartitionWrite:
         segment_deltas=dict(kw.get("deltas", {})),  # type: ignore[call-overload]
         clock=kw.get("clock"),  # type: ignore[arg-type]
         topic_id=str(kw.get("topic", "")),
+        outbox=bytes(kw.get("outbox", b"")),  # type: ignore[call-overload]
     )
 
 
@@ -73,6 +74,36 @@ def test_compare_and_set_rejects_a_stale_batch(store: FeatureStore | MemoryFeatu
     assert store.get_state(2, "a") == b"\x01one" and store.applied_offset(2) == 10
     store.commit(write(2, 10, 20, states={"a": b""}, due={"a": 0}))  # b"" deletes, 0 unschedules
     assert store.get_state(2, "a") is None and store.load(2, [], due_until=10**9).due == []
+
+
+def test_the_outbox_is_written_with_the_state_and_only_with_it(
+    store: FeatureStore | MemoryFeatureStore,
+) -> None:
+    """A batch's outputs go in with its state, in the same step, numbered in write order; a
+    write refused by the compare-and-set leaves none; deleting acknowledged entries leaves the rest."""
+    assert store.commit(write(3, -1, 10, states={"a": b"\x01A"}, outbox=b"first")) == 1
+    assert store.commit(write(3, 10, 20, states={"a": b"\x01B"})) is None  # no outputs: no entry
+    with pytest.raises(StateConflict):
+        store.commit(write(3, 10, 30, states={"a": b"\x01C"}, outbox=b"stale"))
+    assert store.commit(write(3, 20, 30, outbox=b"\x00second\xff" * 1000)) == 2
+    assert store.outbox(3) == [(1, b"first"), (2, b"\x00second\xff" * 1000)]
+    assert store.outbox(2) == []  # partitions are separate
+    store.clear_outbox({3: [1], 2: []})
+    assert store.outbox(3) == [(2, b"\x00second\xff" * 1000)]
+    store.clear_outbox({3: [2, 1]})  # deleting twice is harmless
+    assert store.outbox(3) == [] and store.commit(write(3, 30, 40, outbox=b"third")) == 3
+
+
+def test_unpublished_model_events_stay_until_cleared(store: FeatureStore | MemoryFeatureStore) -> None:
+    store.save_model(b"v1", 1, unpublished=b'[{"kind": "birth"}]')
+    store.save_model(b"v2", 2, after=1, unpublished=b"[]")
+    store.save_model(b"v2", 2, after=2)  # a refresh of the same version adds nothing
+    assert store.unpublished_model_events() == [(1, b'[{"kind": "birth"}]'), (2, b"[]")]
+    store.clear_unpublished(1)
+    assert store.unpublished_model_events() == [(2, b"[]")] and store.load_model() == (2, b"v2")
+    with pytest.raises(ModelConflict):
+        store.save_model(b"v3", 3, after=1, unpublished=b"[1]")
+    assert store.unpublished_model_events() == [(2, b"[]")]
 
 
 def test_the_partition_clock_and_topic_id_travel_with_the_state(

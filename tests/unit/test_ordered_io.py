@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -95,10 +96,10 @@ class _GatedFlush:
         assert self.gate.wait(5)
 
 
-def test_loads_do_not_wait_for_a_slow_flush_and_see_every_unwritten_write() -> None:
-    """Three batches wait for their outputs to be acknowledged; the fourth batch's loads run at
-    once and see all three, in order, as sequential code would (partition 0 written by all of
-    them, partition 1 by the first only)."""
+def test_loads_do_not_wait_for_a_slow_flush_and_see_every_write() -> None:
+    """Three batches are written and wait for their outputs to be acknowledged; the fourth
+    batch's loads run at once and see all three, in order, as sequential code would (partition 0
+    written by all of them, partition 1 by the first only)."""
     batches = [
         [_write(0, -1, 4, {"a": b"A1", "b": b"B1"}, {"a": 50}), _write(1, -1, 2, {"z": b"Z1"})],
         [_write(0, 4, 9, {"a": b"A2", "c": b"C2"}, {"a": 0, "c": 60})],
@@ -110,7 +111,7 @@ def test_loads_do_not_wait_for_a_slow_flush_and_see_every_unwritten_write() -> N
             sequential.commit(w)
     flush = _GatedFlush()
     store = _ThreadedStore()
-    io = OrderedIO(store, before_write=flush)
+    io = OrderedIO(store, flush=flush)
     try:
         for writes in batches:
             io.commit(writes)
@@ -125,8 +126,7 @@ def test_loads_do_not_wait_for_a_slow_flush_and_see_every_unwritten_write() -> N
                 want.due,
             )
             assert got.states == want.states
-        assert store.load(0, [], 0).applied_offset == -1  # nothing written yet
-        assert io.unwritten() == 3
+        assert io.unwritten() == 3  # written, not yet acknowledged
         flush.gate.set()
         io.drain()
         assert io.unwritten() == 0
@@ -140,7 +140,7 @@ def test_loads_do_not_wait_for_a_slow_flush_and_see_every_unwritten_write() -> N
 
 def test_commit_waits_when_too_many_batches_are_unwritten() -> None:
     flush = _GatedFlush()
-    io = OrderedIO(_ThreadedStore(), before_write=flush)
+    io = OrderedIO(_ThreadedStore(), flush=flush)
     finished = threading.Event()
 
     def produce() -> None:
@@ -181,38 +181,45 @@ def test_a_failed_write_is_raised_and_stops_its_batch(store_class: type[MemoryFe
 
 
 @pytest.mark.parametrize("store_class", STORES)
-def test_outputs_are_flushed_right_before_a_deferred_write(store_class: type[MemoryFeatureStore]) -> None:
+def test_outputs_are_published_once_written_then_acknowledged_then_deleted(
+    store_class: type[MemoryFeatureStore],
+) -> None:
+    """The outbox goes in with the state; ``publish`` sees the state written; the flush runs off
+    the computing thread when there is an I/O thread; the entry is deleted after the flush."""
     store = store_class()
-    seen: list[tuple[int, bool]] = []
+    seen: list[tuple[str, int, int]] = []
+
+    def publish(w: PartitionWrite) -> None:
+        seen.append(("publish", store.load(0, [], 0).applied_offset, len(store.outbox(0))))
 
     def flush() -> None:
-        seen.append((store.load(0, [], 0).applied_offset, threading.current_thread() is main))
+        assert (threading.current_thread() is main) is not store.blocking_io
+        seen.append(("flush", store.load(0, [], 0).applied_offset, len(store.outbox(0))))
 
     main = threading.current_thread()
-    io = OrderedIO(store, before_write=flush)
-    done = io.commit([_write(0, -1, 4, {"a": b"x"})])
-    assert seen == []  # deferred: nothing to flush for yet
+    io = OrderedIO(store, publish=publish, flush=flush)
+    done = io.commit([replace(_write(0, -1, 4, {"a": b"x"}), outbox=b"outputs")])
+    assert seen == []  # deferred: nothing written or published yet
     io.release()
     done.result(timeout=5)
-    # Flushed, then written; on the I/O thread when there is one (the computation goes on).
-    assert seen == [(-1, not store.blocking_io)] and store.load(0, [], 0).applied_offset == 4
-    io.release()  # nothing deferred: no flush
-    assert len(seen) == 1
     io.close()
+    assert seen == [("publish", 4, 1), ("flush", 4, 1)]
+    assert store.outbox(0) == []  # acknowledged: deleted
 
 
-def test_a_failed_flush_fails_the_write_and_the_state_stays_unwritten() -> None:
+def test_a_failed_flush_fails_the_batch_and_keeps_its_outbox() -> None:
     store = _ThreadedStore()
 
     def flush() -> None:
         raise OSError("broker gone")
 
-    io = OrderedIO(store, before_write=flush)
-    done = io.commit([_write(0, -1, 4, {"a": b"x"})])
+    io = OrderedIO(store, flush=flush)
+    done = io.commit([replace(_write(0, -1, 4, {"a": b"x"}), outbox=b"outputs")])
     io.release()
     with pytest.raises(OSError, match="broker gone"):
         done.result(timeout=5)
-    assert store.load(0, [], 0).applied_offset == -1
+    # The state is written with its outputs; they wait in the outbox to be published again.
+    assert store.load(0, [], 0).applied_offset == 4 and store.outbox(0) == [(1, b"outputs")]
     with pytest.raises(OSError, match="broker gone"):
         io.drain()
     io.close()
@@ -273,7 +280,8 @@ def test_drain_returns_when_a_failed_commit_is_followed_by_another(
 
 def test_after_a_failed_flush_the_queued_batches_fail_without_flushing_or_writing() -> None:
     """A publisher that failed must not be asked again for every queued batch (each flush can
-    wait its whole timeout), and no batch behind the failure may be computed on or written."""
+    wait its whole timeout), and no batch queued behind the failure may be written; a batch
+    written before it keeps its outputs in the outbox."""
     calls: list[int] = []
     gate = threading.Event()
 
@@ -284,10 +292,10 @@ def test_after_a_failed_flush_the_queued_batches_fail_without_flushing_or_writin
             raise OSError("broker gone")
 
     store = _ThreadedStore()
-    io = OrderedIO(store, before_write=flush)
+    io = OrderedIO(store, flush=flush)
     try:
-        first = io.commit([_write(0, -1, 4, {"a": b"x"})])
-        second = io.commit([_write(0, 4, 9, {"a": b"y"})])
+        first = io.commit([replace(_write(0, -1, 4, {"a": b"x"}), outbox=b"one")])
+        second = io.commit([replace(_write(0, 4, 9, {"a": b"y"}), outbox=b"two")])
         io.release()
         loading = io.load(0, ["a"], due_until=0)  # sees both pending writes
         gate.set()
@@ -295,13 +303,19 @@ def test_after_a_failed_flush_the_queued_batches_fail_without_flushing_or_writin
             second.result(timeout=5)
         assert isinstance(first.exception(), OSError)
         with pytest.raises(OSError, match="broker gone"):
-            io.view(loading)  # not computed on top of writes that will never land
-        assert calls == [0] and store.load(0, [], 0).applied_offset == -1
+            io.view(loading)  # the caller resyncs before computing on
+        assert calls == [0]  # not asked again
+        applied = store.load(0, [], 0).applied_offset
+        # Whatever was written (the second batch may have landed before the failure was known)
+        # has its outputs in the outbox.
+        assert [blob for _, blob in store.outbox(0)] == [b"one", b"two"][: 1 if applied == 4 else 2]
+        third = io.commit([_write(0, applied, applied + 5, {"a": b"z"})])
         with pytest.raises(OSError, match="broker gone"):
             io.drain()
-        io.commit([_write(0, -1, 4, {"a": b"x"})])  # after the resync: flushed and written again
+        assert isinstance(third.exception(), OSError) and store.load(0, [], 0).applied_offset == applied
+        io.commit([_write(0, applied, applied + 5, {"a": b"z"})])  # after the resync: written again
         io.drain()
-        assert calls == [0, 1] and store.load(0, [], 0).applied_offset == 4
+        assert calls == [0, 1] and store.load(0, [], 0).applied_offset == applied + 5
     finally:
         gate.set()
         io.close()

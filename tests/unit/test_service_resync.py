@@ -48,8 +48,15 @@ class FakeStore:
 class FakeProcessor:
     learns = False  # a follower: no model checkpoint to line up with
 
+    def __init__(self) -> None:
+        self.outboxes: list[list[int]] = []
+
     def drain(self) -> None:
         pass
+
+    def publish_outbox(self, partitions: set[int]) -> int:
+        self.outboxes.append(sorted(partitions))
+        return 0
 
 
 def service(consumer: FakeConsumer, assigned: set[int]) -> Service:
@@ -66,6 +73,8 @@ def test_resync_seeks_only_the_partitions_still_owned() -> None:
     svc = service(consumer, assigned={0, 1, 2, 3})  # the loop has not heard of the loss yet
     svc._resync(StateConflict("partition 2: applied offset moved"))
     assert consumer.sought == {2: 301, 3: 401}
+    # What was written before the conflict goes out again, for the partitions still owned.
+    assert svc.processor.outboxes == [[2, 3]]  # type: ignore[union-attr]
 
 
 def test_resync_skips_a_partition_revoked_during_the_re_seek() -> None:
@@ -110,6 +119,7 @@ class CheckpointStore(FakeStore):
 
 class LearnerProcessor(FakeProcessor):
     def __init__(self, version: int, learns: bool = True) -> None:
+        super().__init__()
         self.engine = SegmentEngine(EngineParams())
         self.engine.version = version
         self.learns = learns

@@ -32,18 +32,32 @@ class OutputSink:
     (published here by :class:`KafkaSink`, or by a child process: ``stream.io.sinks.process``)."""
 
     def change(self, change: SegmentChange) -> None:
+        self.send([self.encode_change(change)])
+
+    def dead_letter(self, dl: DeadLetter) -> None:
+        self.send([self.encode_dead_letter(dl)])
+
+    @staticmethod
+    def encode_change(change: SegmentChange) -> tuple[str, tuple[Any, ...]]:
+        """A change as :meth:`send` takes it (and the outbox stores it, stream.io.sinks.outbox)."""
         # The wall-clock emit time travels as a header (the payload is deterministic).
         emitted_ms = int(time.time() * 1000)
         payload = change.model_dump_json().encode()
         # Only an erase leaves a tombstone: a stage change before any segment has current=None
         # and is still the customer's latest record.
-        self._emit("change", change.customer_id.encode(), payload, change.reason == "erase", emitted_ms)
+        return "change", (change.customer_id.encode(), payload, change.reason == "erase", emitted_ms)
 
-    def dead_letter(self, dl: DeadLetter) -> None:
+    @staticmethod
+    def encode_dead_letter(dl: DeadLetter) -> tuple[str, tuple[Any, ...]]:
         # Keyless records (unreadable ones) are keyed by their source partition, so that the
         # dead-letter topic's partitioning, and order within it, is the same on every replay.
         key = dl.key or f"{dl.source_topic}/{dl.source_partition}"
-        self._emit("dead_letter", key.encode(), dl.model_dump_json().encode())
+        return "dead_letter", (key.encode(), dl.model_dump_json().encode())
+
+    def send(self, items: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Publish encoded outputs (:meth:`encode_change`, :meth:`encode_dead_letter`), in order."""
+        for kind, args in items:
+            self._emit(kind, *args)
 
     def model_event(self, payload: dict[str, Any]) -> None:
         self._emit("model_event", json.dumps(payload, sort_keys=True).encode())
