@@ -4,9 +4,9 @@ One call of :meth:`BatchProcessor.process` handles the records of one poll. Per 
 offset order: records the partition already applied are skipped (a replay after a crash); bad
 records become dead letters; events update the features; customers whose inactivity crossed a
 threshold before the watermark are re-scored at the crossing time. Then every row goes through
-the segment engine in stream order, hysteresis decides who moves, the changes are published, the
-producer is flushed, and only then each partition's state is written in one atomic Redis step.
-The caller commits the Kafka offsets last.
+the segment engine in stream order, and hysteresis decides who moves. Each partition's state and
+its outputs (changes, dead letters: its outbox) are written in one atomic Redis step, the outputs
+are published once it landed, and the caller commits the Kafka offsets last.
 """
 
 from __future__ import annotations
@@ -218,10 +218,11 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             self._unfed.discard(p)
             if (w := self._process_partition(p, events, self.io.view(loading), result)) is not None:
                 writes.append(w)
-        # Outputs first, state second, offsets last: a crash in between republishes (same change_id)
-        # but never loses a change, and never applies an event twice. The state writes run in the
-        # background, after the next batch's loads and a flush of this batch's outputs (OrderedIO);
-        # the caller commits offsets once ``durable`` is done.
+        # State and outputs together, outputs published after, offsets last: a crash in between
+        # publishes the written outputs again (the same bytes) but never loses a change, publishes
+        # none Redis does not hold, and never applies an event twice. The writes run in the
+        # background, after the next batch's loads (OrderedIO); ``durable`` is done once the
+        # outputs are acknowledged, and the caller commits offsets then.
         if writes:
             result.durable = self.io.commit(writes)
             self.metrics.unwritten_batches.set(self.io.unwritten())

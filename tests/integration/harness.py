@@ -466,3 +466,52 @@ def error_line(res: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert lines and lines[-1].startswith("segstream: error: "), res.stderr[-3000:]
     return lines[-1]
+
+
+def assert_topics_hold_the_state(
+    stack: Stack, client: redis.Redis, ns: str, topic_names: dict[str, str]
+) -> dict[str, int]:
+    """What subscribers see agrees with what Redis holds: each ``change_id`` has one payload; a
+    customer's ``seq`` numbers one change each; every customer's newest change (and its record
+    on the compacted topic) is its state's segment, stage and ``seq``; no state has a change the
+    topic lacks. Returns counts for the test's message."""
+    from models.segments.lifecycle import stage_name
+
+    changes = [json.loads(v) for _, v in read_topic(stack, topic_names["changes"]) if v is not None]
+    payloads: dict[str, str] = {}
+    by_customer: dict[str, dict[int, str]] = {}
+    duplicates = 0
+    for c in changes:
+        text = json.dumps(c, sort_keys=True)
+        first = payloads.setdefault(c["change_id"], text)
+        assert first == text, f"change {c['change_id']} was published with two payloads:\n{first}\n{text}"
+        if first is not text:
+            duplicates += 1
+            continue
+        seqs = by_customer.setdefault(c["customer_id"], {})
+        assert c["seq"] not in seqs, f"{c['customer_id']}: seq {c['seq']} used by two changes"
+        seqs[c["seq"]] = c["change_id"]
+    newest = {cid: max(seqs) for cid, seqs in by_customer.items()}
+    latest = {c["change_id"]: c for c in changes}
+    current = {}
+    for key, value in read_topic(stack, topic_names["current"]):
+        if key is not None and value is not None:
+            current[key.decode()] = json.loads(value)
+    states = {c: CustomerState.unpack(b) for c, b in customer_states(client, ns).items()}
+    unplaced = 0
+    for cid, st in states.items():
+        unplaced += st.segment < 0
+        if st.seq == 0:
+            assert cid not in by_customer, f"{cid}: changes published, none in its state"
+            continue
+        assert newest.get(cid) == st.seq, f"{cid}: state at seq {st.seq}, newest change {newest.get(cid)}"
+        last = latest[by_customer[cid][st.seq]]
+        got = (last["current"]["id"] if last["current"] else -1, last["stage"])
+        assert got == (st.segment, stage_name(st.stage)), f"{cid}: newest change says {got}, state {st}"
+        assert current.get(cid, {}).get("change_id") == last["change_id"], f"{cid}: compacted topic lags"
+    return {
+        "changes": len(payloads),
+        "duplicates": duplicates,
+        "customers": len(states),
+        "unplaced": unplaced,
+    }

@@ -12,12 +12,12 @@ made), queues them, and ships the queue to the child at the end of each partitio
 (``python -m stream.io.sinks.process``; not a fork: the service has threads, a fork could copy a held
 lock), publishes them in order with its own ``KafkaSink``. :meth:`ProcessSink.flush` returns
 once the child has flushed its producer: every output shipped before the call is acknowledged by
-the broker, or the call raises. The pipeline's order "outputs, then state, then offsets" holds.
+the broker, or the call raises.
 
 The child ignores SIGINT and SIGTERM (the service stops it after a last flush) and exits when
 the socket closes, so a killed service leaves no publisher behind. Outputs shipped but not yet
-flushed when the service dies may or may not be published; the batch that made them is not in
-Redis, so a restart publishes them again with the same ``change_id`` (as before).
+flushed when the service dies may or may not be published; their batch's outbox in Redis still
+holds them, and the next start publishes them again, the same bytes (stream.io.sinks.outbox).
 """
 
 from __future__ import annotations
