@@ -58,7 +58,7 @@ from stream.io.sinks.outbox import encode_outbox
 from stream.runtime.batch import BatchResult, PartitionBatch, Row, iso, iso_seconds
 from stream.runtime.metrics import Metrics
 from stream.runtime.outputs import OutputsMixin
-from stream.runtime.retired import RetiredMovesMixin
+from stream.runtime.retired import UNPLACED, RetiredMovesMixin
 from stream.state import OrderedIO, PartitionView, PartitionWrite, StateStore, topic_changed
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         self._unfed: set[int] = set()  # partitions of the batch not yet given to the engine
         # Per partition, how many retired segment ids the engine had when the partition was last
         # checked for customers left in a retired segment (see _move_retired).
-        self._checked_retired: dict[int, int] = {}
+        self._checked_retired: dict[int, tuple[int, bool]] = {}
         self._warmup_saved_at = -math.inf  # watermark of the last warm-up checkpoint
         # State and outputs together, published after, offsets last: each partition's changes and
         # dead letters are staged while it computes, written into Redis with its state (the
@@ -258,9 +258,18 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         ids = list(view.states)
         states = StateBatch([view.states[c] for c in ids])
         self._staged = []
+        placed_before = list(states.segment)
         rows, snaps, dirty, due_updates, clock = self._apply(view, ids, states, fresh, result)
         batch = PartitionBatch(p, ids, view.states, states, rows, snaps, dirty, view.watermark)
         deltas, moved_out = self._assign(batch, result)
+        # Customers without a segment are counted too (under -1): a version that comes after
+        # their last row places them (_move_retired), and only if there are any.
+        unplaced = sum(
+            (states.segment[i] < 0) - (placed_before[i] < 0 and view.states[ids[i]] is not None)
+            for i in dirty
+        )
+        if unplaced:
+            deltas[UNPLACED] = deltas.get(UNPLACED, 0) + unplaced
         order = sorted(dirty, key=ids.__getitem__)
         outputs, self._staged = tuple(self._staged), []
         return PartitionWrite(
@@ -510,8 +519,8 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         for chunk in chunks:
             self._publish_model_events(chunk.events_before)
             live = engine.live_names()
-            if chunk.hi > chunk.lo and self._checked_retired.get(p) != engine.retired_count:
-                self._checked_retired[p] = engine.retired_count
+            if chunk.hi > chunk.lo and self._checked_retired.get(p) != self._retired_key():
+                self._checked_retired[p] = self._retired_key()
                 first = rows[chunk.lo]
                 moved_out |= self._move_retired(
                     batch, chunk.lo, first.at, first.offset, live, deltas, result, moved_out

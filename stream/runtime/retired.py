@@ -29,7 +29,10 @@ from stream.runtime.batch import BatchResult, PartitionBatch, Row
 from stream.runtime.outputs import OutputsMixin
 from stream.state import OrderedIO, PartitionWrite, StateStore
 
-__all__ = ["RetiredMovesMixin"]
+__all__ = ["UNPLACED", "RetiredMovesMixin"]
+
+# The segment count key of customers without a segment (rows read before the first version).
+UNPLACED = -1
 
 
 class _Found(NamedTuple):
@@ -51,9 +54,12 @@ class RetiredMovesMixin(OutputsMixin):
     io: OrderedIO
     _ship: Callable[[], None]
     params: FeatureParams
-    # Per partition, how many retired segment ids the engine had when the partition was last
-    # checked for customers left in a retired segment.
-    _checked_retired: dict[int, int]
+    # Per partition, the engine's retired segment count and warm-up when the partition was last
+    # checked for customers left in a retired segment, or in none.
+    _checked_retired: dict[int, tuple[int, bool]]
+
+    def _retired_key(self) -> tuple[int, bool]:
+        return self.engine.retired_count, self.engine.warmed_up
 
     def move_retired_idle(self, partitions: Iterable[int]) -> int:
         """While no records come (the service is idle): the same move for these partitions, as of
@@ -61,14 +67,14 @@ class RetiredMovesMixin(OutputsMixin):
         follower that adopts a version retiring segments after its partitions' last records, or
         a learner whose last batch built one, would otherwise leave the members where they are
         until the partition's next record. Returns how many customers moved."""
-        n_retired = self.engine.retired_count
-        todo = [p for p in sorted(partitions) if self._checked_retired.get(p) != n_retired]
+        key = self._retired_key()
+        todo = [p for p in sorted(partitions) if self._checked_retired.get(p) != key]
         if not todo or not self.engine.warmed_up:
             return 0
         live = self.engine.live_names()
         result = BatchResult()
         for p in todo:
-            self._checked_retired[p] = n_retired
+            self._checked_retired[p] = key
             applied = self.store.applied_offset(p)
             if applied < 0:
                 continue  # nothing read yet, nobody in a segment
@@ -123,6 +129,13 @@ class RetiredMovesMixin(OutputsMixin):
         self.io.drain()  # every earlier batch written: the counts and states read next are current
         counts = self._segment_counts(batch.partition, deltas)
         retired = {sid for sid, n in counts.items() if n > 0 and sid not in live}
+        # Customers no version had placed yet (their rows came before the first one, none since).
+        # Whether there are any must not depend on where batches were cut: those of this batch
+        # count, written or not.
+        if self.engine.warmed_up and (
+            self.store.unplaced(batch.partition) > 0 or any(seg < 0 for seg in batch.states.segment)
+        ):
+            retired.add(UNPLACED)
         if not retired:
             return {}
         found = self._find(batch, lo, at, retired, moved)
@@ -130,8 +143,7 @@ class RetiredMovesMixin(OutputsMixin):
             return {}
         raw, assignment = self._score(found)
         picks = [j for j in range(len(found)) if int(assignment.segment_ids[j]) >= 0]
-        left = "retired {0.previous}".format  # the change ids name the segment left
-        return self._move(batch, found, picks, raw, assignment, offset, live, deltas, result, left)
+        return self._move(batch, found, picks, raw, assignment, offset, live, deltas, result, _left)
 
     def _rescore(
         self,
@@ -185,7 +197,8 @@ class RetiredMovesMixin(OutputsMixin):
         """The partition's customers per segment, with this batch's moves so far."""
         counts = self.store.segment_counts([p])
         for sid, d in deltas.items():
-            counts[sid] = counts.get(sid, 0) + d
+            if sid >= 0:
+                counts[sid] = counts.get(sid, 0) + d
         return counts
 
     def _find(
@@ -211,8 +224,10 @@ class RetiredMovesMixin(OutputsMixin):
             if (k := last_row.get(i)) is not None:
                 moved_at = max(at, rows[k].at)
                 found.append(_Found(cid, i, None, batch.snaps[k], moved_at, rows[k].stage, segment, since))
-            else:  # no row before the chunk: as loaded (a customer in a segment has a state)
-                loaded = CustomerState.unpack(batch.loaded[cid] or b"")
+            elif (blob := batch.loaded[cid]) is None:
+                continue  # new in this batch, its rows all after the chunk's start: decided there
+            else:  # no row before the chunk: as loaded
+                loaded = CustomerState.unpack(blob)
                 moved_at = max(at, float(loaded.last_ts))
                 snap = np.array(snapshot(loaded))
                 found.append(_Found(cid, i, None, snap, moved_at, loaded.stage, segment, since))
@@ -270,10 +285,18 @@ class RetiredMovesMixin(OutputsMixin):
                 held.seq += 1
                 seq = held.seq
                 moved_out[cid] = held.pack()
-            record_move(deltas, current, target)
-            moves.append(Move(j, current, target, "model_update", seq, "segment", stage, stage))
+            previous = None if current < 0 else current
+            record_move(deltas, previous, target)
+            if previous is None and pos is None:  # an unplaced customer outside the batch
+                deltas[UNPLACED] = deltas.get(UNPLACED, 0) - 1
+            moves.append(Move(j, previous, target, "model_update", seq, "segment", stage, stage))
         if moves:
             self._publish_moves(
                 batch.partition, 0, raw, assignment, found_rows, moves, live, time.time(), result, position
             )
         return moved_out
+
+
+def _left(m: Move) -> str:
+    """What a move's change id names: the retired segment left, or none (a first placement)."""
+    return "placed" if m.previous is None else f"retired {m.previous}"

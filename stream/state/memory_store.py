@@ -136,7 +136,7 @@ class MemoryFeatureStore:
         self._erased.setdefault(p, set()).add(customer_key(customer_id))
         self._due.get(p, {}).pop(customer_id, None)
         counts = self._segcounts.get(p, {})
-        if segment >= 0 and segment in counts:
+        if segment in counts:
             counts[segment] -= 1
             if counts[segment] <= 0:
                 del counts[segment]
@@ -159,8 +159,12 @@ class MemoryFeatureStore:
         out: dict[int, int] = {}
         for p in range(partitions) if isinstance(partitions, int) else partitions:
             for seg, n in self._segcounts.get(p, {}).items():
-                out[seg] = out.get(seg, 0) + n
+                if seg >= 0:
+                    out[seg] = out.get(seg, 0) + n
         return out
+
+    def unplaced(self, p: int) -> int:
+        return self._segcounts.get(p, {}).get(-1, 0)
 
     def erased_keys(self, partitions: int) -> dict[int, set[int]]:
         return {p: set(keys) for p, keys in self._erased.items() if keys and p < partitions}

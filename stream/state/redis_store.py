@@ -12,7 +12,7 @@ touches lives in one Redis Cluster slot and the same scripts run on Cluster):
 - ``ns:{p}:wm``               event-time watermark of partition p (seconds; see models.features.clock)
 - ``ns:{p}:clock``            the customers with the newest event times, which the watermark follows
 - ``ns:{p}:topic``            id of the input topic the partition's state was built from
-- ``ns:{p}:segcount``         hash: segment id -> customers currently in it
+- ``ns:{p}:segcount``         hash: segment id -> customers currently in it (-1: in none yet)
 - ``ns:{p}:outbox``           hash: entry number -> a written batch's outputs not yet acknowledged
 - ``ns:model``                latest model snapshot; ``ns:meta`` hash (partition count, topic)
 
@@ -402,7 +402,7 @@ class FeatureStore:
             self.segcount_key(p),
             self.erased_key(p),
         ]
-        seg = str(segment) if segment >= 0 else ""
+        seg = str(segment)  # -1 too: the unplaced are counted
         return int(self._erase(keys=keys, args=[expected, customer_id, seg, b, customer_key(customer_id)]))
 
     def erased_keys(self, partitions: int) -> dict[int, set[int]]:
@@ -427,8 +427,14 @@ class FeatureStore:
         counts: dict[int, int] = {}
         for h in pipe.execute():
             for k, v in h.items():
-                counts[int(k)] = counts.get(int(k), 0) + int(v)
+                if int(k) >= 0:  # -1 counts the customers no version placed yet (unplaced)
+                    counts[int(k)] = counts.get(int(k), 0) + int(v)
         return counts
+
+    def unplaced(self, p: int) -> int:
+        """Partition ``p``'s customers without a segment (read before the first version)."""
+        v = self.client.hget(self.segcount_key(p), "-1")
+        return int(v) if v is not None else 0
 
     def save_model(
         self, snapshot: bytes, version: int, after: int | None = None, unpublished: bytes = b""

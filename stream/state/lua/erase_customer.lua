@@ -5,7 +5,7 @@
 -- KEYS[5] the partition's erased sample keys (the learner drops them from the model's customer
 -- sample at its next version)
 -- ARGV[1] the packed state the erase was computed from   ARGV[2] customer id
--- ARGV[3] segment id ("" = none)   ARGV[4] bucket id   ARGV[5] the customer's sample key
+-- ARGV[3] segment id (-1: none yet, counted too)   ARGV[4] bucket id   ARGV[5] the customer's sample key
 -- Returns 1 when erased, 0 when the state changed since it was read (nothing written),
 -- -1 when the customer is already gone.
 local current = redis.call('HGET', KEYS[1], ARGV[2])
