@@ -61,6 +61,7 @@ class AlignedLearning:
         keys: np.ndarray | None,
         snaps: np.ndarray | None,
         sources: np.ndarray,
+        positions: np.ndarray | None = None,
     ) -> None:
         """Keep the rows the model learns from, and those the customer sample may take, until
         every source has passed them."""
@@ -73,10 +74,11 @@ class AlignedLearning:
             )
         src = np.asarray(sources, dtype=np.int64)
         self._tick(times, src)  # arrival clocks decide what is released
-        rows = {"learn": {"raw": raw}}
+        pos = np.full(len(raw), -1, dtype=np.int64) if positions is None else positions
+        rows = {"learn": {"raw": raw, "pos": pos}}
         masks = {"learn": mask}
         if keys is not None and snaps is not None and self.population is not None:
-            rows["sample"] = {"key": np.asarray(keys, dtype=np.uint64), "snap": np.asarray(snaps)}
+            rows["sample"] = {"key": np.asarray(keys, dtype=np.uint64), "snap": np.asarray(snaps), "pos": pos}
             masks["sample"] = self.population.could_take(keys)
         self._aligner.add(times, src, rows, masks)
 

@@ -36,7 +36,7 @@ that much, and at most ``max_held`` rows wait per queue (the oldest are released
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -48,6 +48,16 @@ _ORDER = ("t", "source", "seq")  # the columns every queued row has, and the ord
 
 def _concat(parts: Sequence[Columns]) -> Columns:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+# The columns a checkpoint leaves out (SourceAligner.light), per queue, and how a part tells its
+# queue: a sample row has a key.
+HEAVY = ("raw", "snap")
+_QUEUE_COLUMNS = {"learn": ("raw",), "sample": ("snap",)}
+
+
+def _queue_of(part: Columns) -> str:
+    return "sample" if "key" in part else "learn"
 
 
 class SourceAligner:
@@ -64,6 +74,61 @@ class SourceAligner:
         self.ready: dict[str, Columns] = {q: {} for q in queues}
         self._seq: dict[int, int] = {}  # rows received per source: the tie-break within a source
         self.forced = 0  # rows released past the bounds, out of order
+
+    def light(self) -> SourceAligner:
+        """A copy without the rows' heavy columns (``raw``, ``snap``): each row is named by its
+        ``source`` and ``pos``, for a checkpoint whose rows someone else keeps (:meth:`refill`)."""
+        out = SourceAligner.__new__(SourceAligner)
+        out.__dict__.update(self.__dict__)
+        strip = lambda part: {k: v for k, v in part.items() if k not in HEAVY}  # noqa: E731
+        out._held = {q: [strip(p) for p in parts] for q, parts in self._held.items()}
+        out.ready = {q: strip(r) if r else {} for q, r in self.ready.items()}
+        out._seq = dict(self._seq)
+        out.stripped = True
+        return out
+
+    def refill(self, rows: Callable[[str, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> int:
+        """Put the heavy columns back into a :meth:`light` copy: ``rows(column, sources,
+        positions)`` returns the values and which rows it found; the others are dropped (their
+        keeper lost them). Returns how many rows were dropped."""
+        if not getattr(self, "stripped", False):
+            return 0
+        dropped = 0
+
+        def fill(part: Columns) -> Columns:
+            nonlocal dropped
+            if not part:
+                return part
+            heavy = [c for c in HEAVY if c in _QUEUE_COLUMNS.get(_queue_of(part), ())]
+            for column in heavy:
+                values, found = rows(column, part["source"], part["pos"])
+                if not found.all():
+                    dropped += int((~found).sum())
+                    part = {k: v[found] for k, v in part.items()}
+                    values = values[found] if len(values) == len(found) else values[:0]
+                part = {**part, column: values}
+            return part
+
+        self._held = {
+            q: [f for f in (fill(p) for p in parts) if len(f["t"])] for q, parts in self._held.items()
+        }
+        self.ready = {q: (f if (f := fill(r)) and len(f["t"]) else {}) for q, r in self.ready.items()}
+        self.stripped = False
+        return dropped
+
+    def floor(self) -> dict[int, int]:
+        """Per source, the smallest ``pos`` among the rows held or ready (rows without one: none)."""
+        out: dict[int, int] = {}
+        parts = [p for ps in self._held.values() for p in ps] + [r for r in self.ready.values() if r]
+        for part in parts:
+            if "pos" not in part or not len(part["pos"]):
+                continue
+            for s in np.unique(part["source"]).tolist():
+                at = part["pos"][part["source"] == s]
+                lo = int(at[at >= 0].min()) if (at >= 0).any() else None
+                if lo is not None:
+                    out[s] = min(out.get(s, lo), lo)
+        return out
 
     def held_rows(self) -> int:
         return sum(len(h["t"]) for parts in self._held.values() for h in parts)
@@ -114,6 +179,8 @@ class SourceAligner:
     def release(self, clock: dict[int, float], waiting: Iterable[int] = ()) -> None:
         """Move the rows the ``waiting`` sources have all passed to ``ready``, sorted (with no
         source waited for, every row)."""
+        if getattr(self, "stripped", False):  # nobody gave the rows back: they are lost
+            self.refill(lambda column, sources, positions: (np.zeros(0), np.zeros(len(sources), dtype=bool)))
         cut = self.threshold(clock, waiting)
         for queue, parts in self._held.items():
             if parts:

@@ -167,13 +167,14 @@ def _ordered(items: set[Any] | frozenset[Any]) -> list[Any]:
 
 
 def dump(engine: Any, waiting: bool = False) -> bytes:
-    """The engine's state. Rows waiting for other partitions (``align_sources``) are left out
-    unless ``waiting``: during a catch-up read they can be weeks of rows, tens of megabytes, too
-    much for every version's checkpoint and Kafka record. A graceful shutdown keeps them; a crash
-    loses them, as it loses the rows learned since the last version."""
+    """The engine's state. Rows waiting for other partitions (``align_sources``) are kept
+    without their feature columns unless ``waiting`` (named by source and position: during a
+    catch-up read they can be weeks of rows, tens of megabytes, too much for every version's
+    checkpoint and Kafka record); the service's learn log gives them back on restore
+    (``SegmentEngine.refill``)."""
     state = dict(engine.__dict__)
     if not waiting and state.get("_aligner") is not None:
-        state["_aligner"] = None
+        state["_aligner"] = state["_aligner"].light()
     if isinstance(state.get("model"), RiverAdapter):
         state["model"] = FrozenLearner(state["model"].name)  # River's state stays in this process
     w = _Writer()

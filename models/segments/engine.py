@@ -25,7 +25,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -128,6 +128,8 @@ class SegmentEngine(AlignedLearning):
         self._t_hi = -np.inf
         self._version_t = -np.inf  # event time of the row the last version was built at
         self.trailing_events: list[ModelEvent] = []
+        # Per row source, the last position taken in (process_chunks' ``positions``).
+        self.fed: dict[int, int] = {}
         self._current: ModelVersion | None = None
         self.retired_names: dict[int, str] = {}  # last name of each id a model update retired
         idx = {f: i for i, f in enumerate(self.feature_names)}
@@ -260,11 +262,18 @@ class SegmentEngine(AlignedLearning):
         keys: np.ndarray | None = None,
         snaps: np.ndarray | None = None,
         sources: np.ndarray | None = None,
+        positions: np.ndarray | None = None,
     ) -> Iterator[Chunk]:
         """:meth:`process` one version at a time: while the caller handles a yielded chunk, the
         engine is still at the version that assigned it (names, explanations and RFM agree with
         the assignment); the next version is built when the caller asks for the next chunk.
         Events of a build are in the next chunk's ``events_before`` (or ``trailing_events``).
+
+        ``positions`` (with ``sources``: an int per row, increasing within a source, e.g. its
+        place in the partition): the engine records, per source, the last position it has taken
+        in (:attr:`fed`), and a checkpoint names the rows still waiting by position, so that
+        whoever kept the rows (the service's learn log) can hand them back (:meth:`refill`) and
+        feed what came after: the model is then a function of the rows, not of the crashes.
         """
         raw = np.asarray(raw, dtype=np.float64)
         times = np.asarray(event_times, dtype=np.float64).reshape(-1)
@@ -278,10 +287,13 @@ class SegmentEngine(AlignedLearning):
             raise ValueError("keys and snaps must have one entry per row")
         self.trailing_events = []
         n = len(raw)
+        pos = None if positions is None or sources is None else np.asarray(positions, dtype=np.int64)
         if self._aligning() and sources is not None:
             # Assign now with the version in force; learn once every source has passed the rows.
             yield Chunk(0, n, self.assign(raw), [])
-            self._hold(raw, times, mask, keys if sample is not None else None, snaps, sources)
+            self._hold(raw, times, mask, keys if sample is not None else None, snaps, sources, pos)
+            if pos is not None:
+                self._note_fed(np.asarray(sources), pos)
             assert self._aligner is not None
             self._aligner.release(self._source_t, self._align_sources - self._align_drained)
             yield from self._learn_ready(n)
@@ -299,6 +311,8 @@ class SegmentEngine(AlignedLearning):
             src = np.zeros(j - i, dtype=np.int64) if sources is None else np.asarray(sources[i:j])
             sampled = (keys[i:j], snaps[i:j], src) if sample is not None else None  # type: ignore[index]
             self._learn_block(raw[i:j], times[i:j], mask[i:j], src, sampled)
+            if pos is not None:
+                self._note_fed(src, pos[i:j])
             i = j
             pending_events = self._build_at(float(times[j - 1])) if hit else []
         self.trailing_events = pending_events
@@ -445,6 +459,23 @@ class SegmentEngine(AlignedLearning):
     def value_many(self, raw_rows: np.ndarray) -> list[CustomerValue | None]:
         """Churn risk and predicted value of each row (None: never bought, or no fit yet)."""
         return self.value_model.score(np.asarray(raw_rows, dtype=np.float64).reshape(len(raw_rows), -1))
+
+    def _note_fed(self, sources: np.ndarray, positions: np.ndarray) -> None:
+        fed = self.__dict__.setdefault("fed", {})  # absent in checkpoints from before it
+        for source in np.unique(sources).tolist():
+            fed[source] = max(fed.get(source, -1), int(positions[sources == source].max()))
+
+    def refill(self, rows: Callable[[str, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> int:
+        """Give the rows a checkpoint named by position back their columns (``rows(column,
+        sources, positions)``: the ``raw`` or ``snap`` values, and which rows were found); rows
+        not found are dropped. Returns how many were dropped."""
+        if self._aligner is None:
+            return 0
+        return self._aligner.refill(rows)
+
+    def waiting_floor(self) -> dict[int, int]:
+        """Per source, the smallest position among the rows still waiting (none: {})."""
+        return self._aligner.floor() if self._aligner is not None else {}
 
     def waiting_rows(self) -> int:
         """Rows held for other partitions (``align_sources``), not yet learned."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.contracts import DeadLetter, SegmentChange, SegmentRef
+from models.contracts import DeadLetter, PublishedModel, SegmentChange, SegmentRef
 from models.segments.changes import segment_change
 from models.segments.decide import Move
 from models.segments.engine import Assignment, ModelEvent, SegmentEngine
@@ -28,6 +28,7 @@ from stream.io.sinks.outbox import decode_outbox
 from stream.runtime.batch import WARMUP_CHECKPOINT_SECONDS, BatchResult, Row
 from stream.runtime.metrics import Metrics
 from stream.state import PartitionWrite, StateStore, model_conflict
+from stream.state.learnlog import entry_name
 
 __all__ = ["OutputsMixin"]
 
@@ -42,6 +43,8 @@ class OutputsMixin:
     _staged: list[tuple[str, Any]]
     _encoded: bool
     _unacked_versions: deque[int]  # versions whose model events were emitted, not yet flushed
+    _after_writes: list[Callable[[], None]] | None
+    _queued_version: int
     _ship: Callable[[], None]
 
     def _flush_outputs(self) -> None:
@@ -193,9 +196,9 @@ class OutputsMixin:
 
     def _publish_model_events(self, events: list[ModelEvent]) -> None:
         version = self.engine.version
-        if events and (stored := self.store.model_version()) != version - 1:
+        if events and (stored := self.store.model_version()) > self._queued_version:
             # One learner per namespace: a second one stops before publishing anything of its own
-            # (the checkpoint below checks again, atomically, for a race between the two).
+            # (the checkpoint checks again, atomically, for a race between the two).
             raise model_conflict(version, version - 1, stored)
         if not events:
             return
@@ -220,25 +223,59 @@ class OutputsMixin:
         if erased:
             self.engine.forget_customers(set().union(*erased.values()))
         snapshot = self.engine.snapshot()
-        # The checkpoint first, with the version's events, then the outputs: nothing is published
-        # of a version Redis does not hold, and events a crash kept from the broker are published
-        # by the next start (publish_unpublished). Each build is one version: the store must still
-        # hold the previous one (one learner).
-        self.store.save_model(
-            snapshot, version, after=version - 1, unpublished=json.dumps(payloads, sort_keys=True).encode()
-        )
-        self._publish_model(version, payloads, snapshot)
+        model = published_model(self.engine)
+        keep = self._learn_log_needed()
+        self._queued_version = version
         self.metrics.model_checkpoint_bytes.set(len(snapshot))
-        if erased:
-            self.store.clear_erased(erased)
         self.metrics.model_version.set(version)
         self.metrics.model_updated.set(time.time())
 
-    def _publish_model(self, version: int, payloads: list[dict[str, Any]], snapshot: bytes) -> None:
+        def checkpoint() -> None:
+            # Once the batch's writes landed (the rows the checkpoint holds are in the store), the
+            # checkpoint with the version's events, then the outputs: nothing is published of a
+            # version Redis does not hold, and events a crash kept from the broker are published
+            # by the next start (publish_unpublished). Each build is one version: the store must
+            # still hold the previous one (one learner).
+            self.store.save_model(
+                snapshot,
+                version,
+                after=version - 1,
+                unpublished=json.dumps(payloads, sort_keys=True).encode(),
+            )
+            self._publish_model(version, payloads, model, snapshot)
+            if erased:
+                self.store.clear_erased(erased)
+            self._trim_learn_log(keep)
+
+        self._after_write(checkpoint)
+
+    def _after_write(self, call: Callable[[], None]) -> None:
+        """Run once the current batch's writes landed (at once outside a batch)."""
+        if self._after_writes is None:
+            call()
+        else:
+            self._after_writes.append(call)
+
+    def _learn_log_needed(self) -> dict[int, int]:
+        """Per partition, the first learn-log position a checkpoint taken now still needs: its
+        oldest waiting row's, else the one after the last it took in."""
+        engine = self.engine
+        needed = {p: pos + 1 for p, pos in getattr(engine, "fed", {}).items()}
+        for p, pos in engine.waiting_floor().items():
+            needed[p] = min(needed.get(p, pos), pos)
+        return needed
+
+    def _trim_learn_log(self, needed: dict[int, int]) -> None:
+        for p, pos in needed.items():
+            self.store.trim_learned(p, entry_name(pos))
+
+    def _publish_model(
+        self, version: int, payloads: list[dict[str, Any]], model: PublishedModel, snapshot: bytes
+    ) -> None:
         for payload in payloads:
             self.sink.model_event(payload)
             self.metrics.model_events.labels(kind=payload["kind"]).inc()
-        self.sink.model_snapshot(published_model(self.engine), snapshot)
+        self.sink.model_snapshot(model, snapshot)
         self._unacked_versions.append(version)  # cleared by the flush that follows
 
     def publish_unpublished(self) -> int:
@@ -266,4 +303,10 @@ class OutputsMixin:
         if watermark - self._warmup_saved_at < WARMUP_CHECKPOINT_SECONDS:
             return
         self._warmup_saved_at = watermark
-        self.store.save_model(self.engine.snapshot(), 0, after=0)  # fails if a version exists
+        snapshot, keep = self.engine.snapshot(), self._learn_log_needed()
+
+        def checkpoint() -> None:
+            self.store.save_model(snapshot, 0, after=0)  # fails if a version exists
+            self._trim_learn_log(keep)
+
+        self._after_write(checkpoint)

@@ -58,8 +58,10 @@ from stream.io.sinks.outbox import encode_outbox
 from stream.runtime.batch import BatchResult, PartitionBatch, Row, iso, iso_seconds
 from stream.runtime.metrics import Metrics
 from stream.runtime.outputs import OutputsMixin
+from stream.runtime.relearn import RelearnMixin
 from stream.runtime.retired import UNPLACED, RetiredMovesMixin
 from stream.state import OrderedIO, PartitionView, PartitionWrite, StateStore, topic_changed
+from stream.state.learnlog import encode_rows, entry_name, position
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ _TYPE_INFO: dict[EventType, tuple[str, bool]] = {
 }
 
 
-class BatchProcessor(RetiredMovesMixin, OutputsMixin):
+class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
     def __init__(
         self,
         settings: Settings,
@@ -114,6 +116,11 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         self.io = OrderedIO(store, publish=self._publish_written, flush=self._flush_outputs)
         self._staged: list[tuple[str, Any]] = []  # the partition's outputs, in the making
         self._unacked_versions: deque[int] = deque()
+        self._learned: tuple[str, bytes] = ("", b"")  # the partition's learn-log entry, in the making
+        # Calls to make once the batch's writes landed (the learner's checkpoints); None: outside
+        # a batch, where they run at once.
+        self._after_writes: list[Callable[[], None]] | None = None
+        self._queued_version = engine.version  # the newest version checkpointed or about to be
         # An OutputSink takes outputs as bytes, which the outbox stores; minimal sinks (tests,
         # evaluation) take the objects, and nothing is stored for them.
         self._encoded = isinstance(sink, OutputSink)
@@ -210,6 +217,7 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             work.append((p, events, self.io.load(p, customers, due_until=max_ts)))
             result.offsets[p] = recs[-1].offset + 1
         self.io.release()  # the previous batch's writes, behind this batch's loads
+        self._after_writes = []
         self._unfed = set(by_partition)
         writes = []
         for p, events, loading in work:
@@ -223,16 +231,17 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         # none Redis does not hold, and never applies an event twice. The writes run in the
         # background, after the next batch's loads (OrderedIO); ``durable`` is done once the
         # outputs are acknowledged, and the caller commits offsets then.
-        if writes:
-            result.durable = self.io.commit(writes)
+        if self.learns and not self.engine.warmed_up and writes:
+            self._checkpoint_warmup(max(w.watermark for w in writes))  # saved once they are written
+        after, self._after_writes = self._after_writes or [], None
+        if writes or after:
+            result.durable = self.io.commit(writes, after)
             self.metrics.unwritten_batches.set(self.io.unwritten())
         for w in writes:
             self.metrics.watermark.labels(partition=str(w.partition)).set(w.watermark)
             result.watermarks[w.partition] = w.watermark
         if self.learns:
             self.metrics.model_waiting_rows.set(self.engine.waiting_rows())
-        if self.learns and not self.engine.warmed_up and result.watermarks:
-            self._checkpoint_warmup(max(result.watermarks.values()))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
 
@@ -272,6 +281,7 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             deltas[UNPLACED] = deltas.get(UNPLACED, 0) + unplaced
         order = sorted(dirty, key=ids.__getitem__)
         outputs, self._staged = tuple(self._staged), []
+        (learned_name, learned), self._learned = self._learned, ("", b"")
         return PartitionWrite(
             partition=p,
             expected_offset=view.applied_offset,
@@ -284,6 +294,8 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             topic_id=self.topic_id,
             outbox=encode_outbox(outputs) if outputs and self._encoded else b"",
             outputs=outputs,
+            learned=learned,
+            learned_name=learned_name,
         )
 
     def _decode_quiet(self, rec: Record) -> tuple[DecodedEvent, int] | None:
@@ -502,6 +514,12 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             ids = [r.customer_id for r in rows[unclocked:]]
             key_of = {c: customer_key(c) for c in dict.fromkeys(ids)}  # one hash per customer
             keys = np.fromiter(map(key_of.__getitem__, ids), dtype=np.uint64, count=len(ids))
+        positions = None
+        if self.learns:
+            positions = row_positions(rows, unclocked)
+            self._learned = self._learn_entry(
+                positions, order_times, learn, raw[unclocked:], keys, snaps[unclocked:]
+            )
         chunks = engine.process_chunks(
             raw[unclocked:],
             order_times,
@@ -509,6 +527,7 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             keys,
             snaps[unclocked:] if keys is not None else None,
             sources,
+            positions,
         )
         if unclocked:
             chunks = itertools.chain(
@@ -580,6 +599,27 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
             previous = bucket
         return found
 
+    def _learn_entry(
+        self,
+        positions: np.ndarray,
+        times: np.ndarray,
+        learn: np.ndarray,
+        raw: np.ndarray,
+        keys: np.ndarray | None,
+        snaps: np.ndarray,
+    ) -> tuple[str, bytes]:
+        """What the learner takes in from the partition's rows, for the learn log: every row's
+        position and time, the learned rows' features, and the customer-sample rows it could
+        take (before this batch: a superset of those it will take)."""
+        if not len(positions):
+            return "", b""
+        columns = {"pos": positions, "t": times, "learn": learn, "raw": raw[learn]}
+        population = self.engine.population
+        if keys is not None and population is not None:
+            candidate = population.could_take(keys)
+            columns |= {"key": keys, "candidate": candidate, "snap": snaps[candidate]}
+        return entry_name(int(positions[-1])), encode_rows(columns)
+
     def _learn_mask(self, rows: list[Row], states: StateBatch, start: int) -> np.ndarray:
         """What the model learns from (:func:`~models.segments.decide.learn_mask`), one entry
         per row from ``start`` on (the rows before it are not learned)."""
@@ -588,3 +628,15 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
                 len(rows) - start, dtype=bool
             )  # a follower: the learner's versions come from the store
         return learn_mask(rows[start:], states.last_learned, self._learn_interval)
+
+
+def row_positions(rows: Sequence[Row], start: int) -> np.ndarray:
+    """Each row's position from ``start`` on (stream.state.learnlog.position): its record's
+    offset and its place among that record's rows."""
+    out = np.empty(len(rows) - start, dtype=np.int64)
+    last, k = -1, 0
+    for j, r in enumerate(rows[start:]):
+        k = k + 1 if r.offset == last else 0
+        last = r.offset
+        out[j] = position(r.offset, k)
+    return out

@@ -144,8 +144,13 @@ class Service(IntegrityMixin, PositionsMixin):
         self.sink = open_sink(s)
         self.processor = BatchProcessor(s, self.store, engine, self.sink, self.metrics)
         self.processor.topic_id = topic_id(self._admin, s.topics.interactions)
-        if self.processor.learns and (n := self.processor.publish_unpublished()):
-            log.info("published the model events of %d version(s) a crash kept from the broker", n)
+        if self.processor.learns:
+            if n := self.processor.publish_unpublished():
+                log.info("published the model events of %d version(s) a crash kept from the broker", n)
+            # What the checkpoint did not hold: the rows learned or waiting since it was written.
+            self.processor.owned = frozenset(self._partitions or ())
+            self.processor.relearn(range(s.topics.partitions))
+            self.metrics.model_version.set(self.processor.engine.version)
         self.consumer = make_consumer(s)
         if self._partitions is None:
             self.consumer.subscribe([s.topics.interactions], listener=_Rebalance(self))
@@ -402,9 +407,9 @@ class Service(IntegrityMixin, PositionsMixin):
         """Before batches are redone, a learner goes back to its stored checkpoint, as a restart
         would: the rows it learned from the batches about to be redone must not count twice, and
         a version built by a failed batch (its checkpoint maybe not written) is rebuilt. Rows of
-        batches that did land since the checkpoint are not learned again (as after a restart).
-        A stored version newer than its own means another learner: stop, as the checkpoint's
-        compare-and-set would."""
+        batches that did land since the checkpoint are learned again from the learn log (as after
+        a restart). A stored version newer than its own means another learner: stop, as the
+        checkpoint's compare-and-set would."""
         assert self.processor is not None and self.store is not None
         if not self.processor.learns:
             return  # a follower swaps to the stored version between batches anyway
@@ -412,9 +417,16 @@ class Service(IntegrityMixin, PositionsMixin):
         if stored > built:
             raise model_conflict(built + 1, built, stored)
         self.processor.engine = load_engine(self.settings, self.store)
-        self.metrics.model_version.set(stored)
+        self.processor.relearn(range(self.settings.topics.partitions))
+        self.metrics.model_version.set(self.processor.engine.version)
         if stored < built:
-            log.warning("model version %d was not checkpointed; back to the stored version %d", built, stored)
+            log.warning(
+                "model version %d was not checkpointed; back to the stored version %d, and on from the "
+                "learn log to version %d",
+                built,
+                stored,
+                self.processor.engine.version,
+            )
 
     def _forget_unwritten(self) -> None:
         """Wait for the batches still being written; those that fail are redone after a re-seek."""

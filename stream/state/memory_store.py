@@ -33,6 +33,7 @@ class MemoryFeatureStore:
         self._erased: dict[int, set[int]] = {}
         self._outbox: dict[int, dict[int, bytes]] = {}
         self._unpublished: dict[int, bytes] = {}
+        self._learned: dict[int, dict[str, bytes]] = {}
         self._outbox_n: dict[int, int] = {}
 
     def start(self) -> MemoryFeatureStore:
@@ -89,11 +90,21 @@ class MemoryFeatureStore:
                 del counts[seg]
         self._watermarks[p] = w.watermark
         self._offsets[p] = w.new_offset
+        if w.learned:
+            self._learned.setdefault(p, {})[w.learned_name] = w.learned
         if not w.outbox:
             return None
         n = self._outbox_n[p] = self._outbox_n.get(p, 0) + 1
         self._outbox.setdefault(p, {})[n] = w.outbox
         return n
+
+    def learn_entries(self, p: int) -> list[tuple[str, bytes]]:
+        return sorted(self._learned.get(p, {}).items())
+
+    def trim_learned(self, p: int, below: str) -> None:
+        entries = self._learned.get(p, {})
+        for name in [n for n in entries if n < below]:
+            del entries[name]
 
     def outbox(self, p: int) -> list[tuple[int, bytes]]:
         return sorted(self._outbox.get(p, {}).items())

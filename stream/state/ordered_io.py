@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -14,6 +14,7 @@ from stream.state.protocol import PartitionView, PartitionWrite, StateStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+_Call = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,9 @@ class OrderedIO:
         )
         self._commits: deque[Future[None]] = deque()  # not yet checked for failure
         self._unwritten: deque[tuple[list[PartitionWrite], Future[None]]] = deque()
-        self._deferred: tuple[list[PartitionWrite], Future[None]] | None = None
+        self._deferred: tuple[list[PartitionWrite], Future[None], tuple[Callable[[], None], ...]] | None = (
+            None
+        )
         self._failure: BaseException | None = None  # the first since the last drain
 
     def _submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
@@ -125,13 +128,15 @@ class OrderedIO:
             view = _overlay(view, w, loading.due_until)
         return view
 
-    def commit(self, writes: list[PartitionWrite]) -> Future[None]:
-        """Defer a batch's writes until :meth:`release`; the future is done once they are written,
-        and fails with the first failed write (the rest of the batch is then not written: it is
-        redone after the caller resyncs)."""
+    def commit(self, writes: list[PartitionWrite], after: Sequence[Callable[[], None]] = ()) -> Future[None]:
+        """Defer a batch's writes until :meth:`release`; the future is done once they are written
+        (and their outputs acknowledged), and fails with the first failed write (the rest of the
+        batch is then not written: it is redone after the caller resyncs). ``after``: calls to
+        make on the store thread once every write landed, before the flush (the learner's model
+        checkpoint: it may hold the batch's rows only once they are in the store)."""
         self.release()
         done: Future[None] = Future()
-        self._deferred = (writes, done)
+        self._deferred = (writes, done, tuple(after))
         self._commits.append(done)
         self._unwritten.append((writes, done))
         self._forget_written()
@@ -143,11 +148,13 @@ class OrderedIO:
         """Submit the deferred writes (after the next batch's loads, or before waiting)."""
         if self._deferred is None:
             return
-        writes, done = self._deferred
+        writes, done, after = self._deferred
         self._deferred = None
-        self._submit(self._write, writes, done)
+        self._submit(self._write, writes, done, after)
 
-    def _write(self, writes: list[PartitionWrite], done: Future[None]) -> None:
+    def _write(
+        self, writes: list[PartitionWrite], done: Future[None], after: tuple[Callable[[], None], ...] = ()
+    ) -> None:
         landed: dict[int, list[int]] = {}  # partition -> outbox entries written
         try:
             if self._failure is not None:
@@ -158,6 +165,8 @@ class OrderedIO:
                     landed.setdefault(w.partition, []).append(entry)
                 if self._publish is not None:
                     self._publish(w)  # each partition's outputs as soon as its state is in
+            for call in after:
+                call()
         except Exception as e:
             self._fail(done, e)
             return

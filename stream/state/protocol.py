@@ -49,6 +49,10 @@ class PartitionWrite:
     outbox: bytes = b""
     # The same outputs as the sink takes them, handed to it once the write landed (not stored).
     outputs: tuple[Any, ...] = ()
+    # A learner's rows of the batch (stream.state.learnlog), stored in the same step under
+    # ``learned_name`` until a model checkpoint no longer needs them ("": none).
+    learned: bytes = b""
+    learned_name: str = ""
 
 
 class StateStore(Protocol):
@@ -58,6 +62,8 @@ class StateStore(Protocol):
     def commit(self, w: PartitionWrite) -> int | None: ...
     def outbox(self, p: int) -> list[tuple[int, bytes]]: ...
     def clear_outbox(self, entries: dict[int, list[int]]) -> None: ...
+    def learn_entries(self, p: int) -> list[tuple[str, bytes]]: ...
+    def trim_learned(self, p: int, below: str) -> None: ...
     def save_model(
         self, snapshot: bytes, version: int, after: int | None = None, unpublished: bytes = b""
     ) -> None: ...

@@ -14,6 +14,8 @@ touches lives in one Redis Cluster slot and the same scripts run on Cluster):
 - ``ns:{p}:topic``            id of the input topic the partition's state was built from
 - ``ns:{p}:segcount``         hash: segment id -> customers currently in it (-1: in none yet)
 - ``ns:{p}:outbox``           hash: entry number -> a written batch's outputs not yet acknowledged
+- ``ns:{p}:learn``            hash: entry name -> a learner's rows of a written batch, until a
+                              model checkpoint no longer needs them
 - ``ns:model``                latest model snapshot; ``ns:meta`` hash (partition count, topic)
 
 Why buckets: a key per customer costs ~130 bytes of key, dict entry and object headers beyond the
@@ -271,6 +273,7 @@ class FeatureStore:
             f"{tag}:clock",
             f"{tag}:topic",
             f"{tag}:outbox",
+            f"{tag}:learn",
         ]
         index: dict[str, int] = {}
         nb = self.buckets
@@ -310,7 +313,7 @@ class FeatureStore:
         args.append(len(w.segment_deltas))
         for seg, delta in sorted(w.segment_deltas.items()):
             args += [str(seg), str(delta)]
-        args.append(w.outbox)
+        args += (w.outbox, w.learned_name, w.learned)
         ok, current, *entry = self._commit(keys=keys, args=args)
         if ok == 2:
             raise topic_changed(p, current.decode(), w.topic_id)
@@ -335,6 +338,19 @@ class FeatureStore:
             if numbers:
                 pipe.hdel(self.outbox_key(p), *map(str, numbers))
         pipe.execute()
+
+    def learn_key(self, p: int) -> str:
+        return f"{self._tag(p)}:learn"
+
+    def learn_entries(self, p: int) -> list[tuple[str, bytes]]:
+        """Partition ``p``'s learn-log entries (a learner's rows of its written batches), in order."""
+        return sorted((k.decode(), bytes(v)) for k, v in self.client.hgetall(self.learn_key(p)).items())
+
+    def trim_learned(self, p: int, below: str) -> None:
+        """Forget partition ``p``'s learn-log entries named before ``below`` (a checkpoint has them)."""
+        names = [k for k in self.client.hkeys(self.learn_key(p)) if k.decode() < below]
+        if names:
+            self.client.hdel(self.learn_key(p), *names)
 
     # ---- look-ups and admin ----
     def applied_offset(self, p: int) -> int:

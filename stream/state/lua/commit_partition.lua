@@ -8,13 +8,15 @@
 -- KEYS[1] applied offset   KEYS[2] watermark   KEYS[3] due index (zset: bucket -> earliest due)
 -- KEYS[4] segment counts hash   KEYS[5] partition clock   KEYS[6] input topic id
 -- KEYS[7] outbox hash (entry number -> the batch's encoded outputs; field "n" numbers them)
--- KEYS[8..] bucket keys (state hashes and due zsets)
+-- KEYS[8] learn log hash (entry name -> a learner's rows of the batch)
+-- KEYS[9..] bucket keys (state hashes and due zsets)
 -- ARGV[1] expected applied offset ("" = none yet)   ARGV[2] new applied offset   ARGV[3] watermark
 -- ARGV[4] partition clock ("=" = unchanged)   ARGV[5] input topic id ("" = not checked, e.g. files)
 -- ARGV[6] n   ARGV[7] n headers of three big-endian uint16: state bucket key index, customer id
 -- length, packed state length (0 = delete)   ARGV[8] the n customer ids and states, concatenated
 -- ARGV[9] m, and m quadruples: due bucket key index, bucket id, customer id, due ts ("0" = remove)
--- then k, and k pairs: segment id, delta; then the batch's encoded outputs ("" = none)
+-- then k, and k pairs: segment id, delta; then the batch's encoded outputs ("" = none), then the
+-- learner's rows' entry name and bytes ("" = none)
 -- Returns {1, new offset, outbox entry number or 0}, {0, current offset} (offset conflict) or
 -- {2, stored topic id}.
 local current = redis.call('GET', KEYS[1]) or ''
@@ -93,6 +95,10 @@ local outputs = ARGV[pos + 2 * k + 1]
 if outputs ~= '' then
   entry = redis.call('HINCRBY', KEYS[7], 'n', 1)
   redis.call('HSET', KEYS[7], entry, outputs)
+end
+local learned = ARGV[pos + 2 * k + 3]
+if learned ~= '' then
+  redis.call('HSET', KEYS[8], ARGV[pos + 2 * k + 2], learned)
 end
 redis.call('SET', KEYS[2], ARGV[3])
 if ARGV[4] ~= '=' then

@@ -1,0 +1,146 @@
+"""A restarted learner learns again what its checkpoint did not hold (the learn log).
+
+The learner checkpoints its model once per version, after the batch's writes landed. Since
+session 16 each learner batch's write also stores the rows it took in (stream.state.learnlog),
+so after a crash (or a failed batch) the learner restores the checkpoint, gives the rows it names
+as waiting their features back, and learns the rows the log holds after the last one it took in:
+the versions it builds are the ones it built before the crash, and the model is a function of
+the rows, not of where the crash fell. A mixin of :class:`~stream.runtime.pipeline.BatchProcessor`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.segments.engine import ModelEvent, SegmentEngine
+from stream.state import StateStore
+from stream.state.learnlog import decode_rows
+
+__all__ = ["RelearnMixin"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Partition:
+    """A partition's learn log, its entries' columns end to end (positions increase)."""
+
+    pos: np.ndarray
+    t: np.ndarray
+    learn: np.ndarray
+    raw: np.ndarray  # the learned rows only
+    key: np.ndarray | None
+    candidate: np.ndarray | None
+    snap: np.ndarray | None  # the candidate rows only
+    cuts: list[int]  # where each entry ends
+
+    @classmethod
+    def of(cls, entries: list[dict[str, np.ndarray]], width: int) -> _Partition:
+        def cat(name: str, empty: np.ndarray) -> np.ndarray:
+            parts = [e[name] for e in entries if name in e]
+            return np.concatenate(parts) if parts else empty
+
+        sampled = all("key" in e for e in entries)
+        return cls(
+            pos=cat("pos", np.zeros(0, dtype=np.int64)),
+            t=cat("t", np.zeros(0)),
+            learn=cat("learn", np.zeros(0, dtype=bool)),
+            raw=cat("raw", np.zeros((0, width))),
+            key=cat("key", np.zeros(0, dtype=np.uint64)) if sampled else None,
+            candidate=cat("candidate", np.zeros(0, dtype=bool)) if sampled else None,
+            snap=cat("snap", np.zeros((0, 0))) if sampled else None,
+            cuts=list(np.cumsum([len(e["pos"]) for e in entries])),
+        )
+
+    def lookup(self, column: str, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``raw`` or ``snap`` rows at these positions, and which were found."""
+        has = self.learn if column == "raw" else self.candidate
+        values = self.raw if column == "raw" else self.snap
+        if has is None or values is None or not len(self.pos):
+            return np.zeros(0), np.zeros(len(positions), dtype=bool)
+        i = np.clip(np.searchsorted(self.pos, positions), 0, len(self.pos) - 1)
+        found = (self.pos[i] == positions) & has[i]
+        index = np.cumsum(has) - 1
+        out = np.zeros((len(positions), values.shape[1]))
+        out[found] = values[index[i[found]]]
+        return out, found
+
+
+class RelearnMixin:
+    store: StateStore
+    engine: SegmentEngine
+    owned: frozenset[int] | None
+    _queued_version: int
+    _publish_model_events: Callable[[list[ModelEvent]], None]
+
+    def relearn(self, partitions: Iterable[int]) -> tuple[int, int]:
+        """Learn again from the learn log of these partitions what the engine's checkpoint did
+        not hold; returns (rows learned again, waiting rows whose features were gone)."""
+        engine = self.engine
+        self._queued_version = engine.version
+        width = len(engine.feature_names)
+        logs: dict[int, _Partition] = {}
+        for p in partitions:
+            entries = [decode_rows(blob) for _, blob in self.store.learn_entries(p)]
+            if entries:
+                logs[p] = _Partition.of(entries, width)
+
+        def rows(column: str, sources: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            found = np.zeros(len(positions), dtype=bool)
+            out: np.ndarray | None = None
+            for s in np.unique(sources).tolist():
+                if s not in logs:
+                    continue
+                at = sources == s
+                values, hit = logs[s].lookup(column, positions[at])
+                if out is None and len(values):
+                    out = np.zeros((len(positions), values.shape[1]))
+                if out is not None and hit.any():
+                    out[np.flatnonzero(at)[hit]] = values[hit]
+                found[np.flatnonzero(at)[hit]] = True
+            return (out if out is not None else np.zeros(0)), found
+
+        lost = engine.refill(rows)
+        fed = dict(getattr(engine, "fed", {}))
+        pieces = []  # (first time, partition, lo, hi) of each entry's rows not yet taken in
+        for p, part in logs.items():
+            lo = 0
+            for hi in part.cuts:
+                start = lo + int(np.searchsorted(part.pos[lo:hi], fed.get(p, -1), side="right"))
+                if start < hi:
+                    pieces.append((float(part.t[start:hi].min()), p, start, hi))
+                lo = hi
+        if not pieces:
+            return 0, lost
+        # Rows wait for every partition the learner reads or has read, as before the crash.
+        engine.align_sources(set(fed) | set(logs) | set(self.owned or ()), ())
+        learned = 0
+        for _, p, lo, hi in sorted(pieces):
+            part = logs[p]
+            n = hi - lo
+            learn = part.learn[lo:hi]
+            raw = np.zeros((n, width))
+            raw[learn] = part.raw[int(part.learn[:lo].sum()) : int(part.learn[:hi].sum())]
+            keys = snaps = None
+            if part.key is not None and part.candidate is not None and part.snap is not None:
+                keys = part.key[lo:hi]
+                cand = part.candidate[lo:hi]
+                snaps = np.zeros((n, part.snap.shape[1]))
+                snaps[cand] = part.snap[int(part.candidate[:lo].sum()) : int(part.candidate[:hi].sum())]
+            sources = np.full(n, p, dtype=np.int64)
+            chunks = engine.process_chunks(raw, part.t[lo:hi], learn, keys, snaps, sources, part.pos[lo:hi])
+            for chunk in chunks:
+                self._publish_model_events(chunk.events_before)
+            self._publish_model_events(engine.trailing_events)
+            learned += n
+        log.info(
+            "learned %d rows again from the learn log (model version %d now); %d waiting rows lost",
+            learned,
+            engine.version,
+            lost,
+        )
+        return learned, lost
