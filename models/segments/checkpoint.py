@@ -166,14 +166,17 @@ def _ordered(items: set[Any] | frozenset[Any]) -> list[Any]:
         return sorted(items, key=repr)
 
 
-def dump(engine: Any, waiting: bool = False) -> bytes:
+def dump(engine: Any, waiting: bool | None = False) -> bytes:
     """The engine's state. Rows waiting for other partitions (``align_sources``) are kept
-    without their feature columns unless ``waiting`` (named by source and position: during a
-    catch-up read they can be weeks of rows, tens of megabytes, too much for every version's
-    checkpoint and Kafka record); the service's learn log gives them back on restore
-    (``SegmentEngine.refill``)."""
+    without their feature columns when ``waiting`` is False (named by source and position: during
+    a catch-up read they can be weeks of rows, tens of megabytes, too much for every version's
+    checkpoint); the service's learn log gives them back on restore (``SegmentEngine.refill``).
+    ``waiting`` None leaves them out altogether (the published model's copy: a Kafka record,
+    read by nobody who learns); True keeps them whole."""
     state = dict(engine.__dict__)
-    if not waiting and state.get("_aligner") is not None:
+    if waiting is None:
+        state["_aligner"] = None
+    elif not waiting and state.get("_aligner") is not None:
         state["_aligner"] = state["_aligner"].light()
     if isinstance(state.get("model"), RiverAdapter):
         state["model"] = FrozenLearner(state["model"].name)  # River's state stays in this process

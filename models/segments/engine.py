@@ -490,9 +490,9 @@ class SegmentEngine(AlignedLearning):
             self._aligner.drop("sample", "key", keys)
         return self.population.forget(keys)
 
-    def snapshot(self, waiting: bool = False) -> bytes:
-        """The exact engine state (:func:`~models.segments.checkpoint.dump`); rows waiting for
-        other partitions only with ``waiting`` (a graceful shutdown)."""
+    def snapshot(self, waiting: bool | None = False) -> bytes:
+        """The exact engine state (:func:`~models.segments.checkpoint.dump`): rows waiting for
+        other partitions named by position (whole with ``waiting``, left out with None)."""
         return checkpoint.dump(self, waiting)
 
     @classmethod

@@ -223,6 +223,9 @@ class OutputsMixin:
         if erased:
             self.engine.forget_customers(set().union(*erased.values()))
         snapshot = self.engine.snapshot()
+        # The published copy leaves the waiting rows out: a Kafka record has a size limit, and
+        # none of its readers learns.
+        published = snapshot if not self.engine.waiting_rows() else self.engine.snapshot(waiting=None)
         model = published_model(self.engine)
         keep = self._learn_log_needed()
         self._queued_version = version
@@ -242,7 +245,7 @@ class OutputsMixin:
                 after=version - 1,
                 unpublished=json.dumps(payloads, sort_keys=True).encode(),
             )
-            self._publish_model(version, payloads, model, snapshot)
+            self._publish_model(version, payloads, model, published)
             if erased:
                 self.store.clear_erased(erased)
             self._trim_learn_log(keep)
@@ -285,7 +288,7 @@ class OutputsMixin:
         pending = self.store.unpublished_model_events()
         for version, blob in pending:
             payloads = json.loads(blob)
-            snapshot = self.engine.snapshot() if version == self.engine.version else b""
+            snapshot = self.engine.snapshot(waiting=None) if version == self.engine.version else b""
             for payload in payloads:
                 self.sink.model_event(payload)
             if snapshot:

@@ -233,15 +233,20 @@ class Service(IntegrityMixin, PositionsMixin):
 
     def close(self) -> None:
         if self.processor is not None and self.store is not None:
+            written = True
             try:
                 self.processor.close()  # every processed batch's state into Redis first
             except (StateConflict, PublisherError, redis.RedisError) as e:
+                written = False
                 log.warning("the last batch's state was not written (%s); a restart redoes it", e)
             self._commit_durable()
             engine = self.processor.engine
-            if self.processor.learns:  # a follower's copy is the learner's, maybe older
+            # A follower's copy is the learner's, maybe older; a learner's holds the rows of every
+            # batch it took in, so only when all of them are written (else a restart's redo would
+            # learn them twice: the stored checkpoint and the learn log stand).
+            if self.processor.learns and written:
                 try:
-                    self.store.save_model(engine.snapshot(waiting=True), engine.version, after=engine.version)
+                    self.store.save_model(engine.snapshot(), engine.version, after=engine.version)
                 except ModelConflict as e:
                     log.warning("%s", e)
                 except REDIS_DOWN as e:  # the last version's checkpoint stands; a restart resumes

@@ -469,7 +469,10 @@ class FeatureStore:
         fields = [f for f in self.client.hkeys(self.model_key) if f.startswith(b"unpublished:")]
         if not fields:
             return []
-        values = self.client.hmget(self.model_key, fields)
+        pipe = self.client.pipeline(transaction=False)  # HGETs: the commands the ACL grants
+        for f in fields:
+            pipe.hget(self.model_key, f)
+        values = pipe.execute()
         return sorted((int(f.split(b":", 1)[1]), bytes(v)) for f, v in zip(fields, values, strict=True) if v)
 
     def clear_unpublished(self, version: int) -> None:

@@ -397,6 +397,14 @@ def assert_exact_state(
         assert applied_offsets(client, ref_ns) == applied_offsets(client, ns)
         problems, seg = compare_states(got, customer_states(client, ref_ns))
         assert not problems, f"{len(problems)} feature differences, first: {problems[:5]}"
+        mine, theirs = (FeatureStore.from_client(client, n).load_model() for n in (ns, ref_ns))
+        if mine is not None and theirs is not None:
+            from models.segments.engine import SegmentEngine
+
+            names = [SegmentEngine.restore(blob).live_names() for _, blob in (mine, theirs)]
+            seg["model_version"], seg["reference_version"] = mine[0], theirs[0]
+            seg["same_segments"] = int(names[0] == names[1])
+            seg["same_model"] = int(mine[1] == theirs[1])
     finally:
         delete_namespace(client, ref_ns)
     return seg

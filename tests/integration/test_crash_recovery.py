@@ -103,6 +103,8 @@ def test_sigkill_five_times_then_state_equals_uninterrupted_run(
         f"{c} customers' features equal; segment agreement: segment {seg['segment']}/{c}, "
         f"seq {seg['seq']}/{c}, segment_since {seg['segment_since']}/{c}; topics hold the state: "
         f"{topics['changes']} changes, {topics['duplicates']} republished, "
-        f"{topics['unplaced']} customers without a segment; "
+        f"{topics['unplaced']} customers without a segment; model version {seg.get('model_version')} "
+        f"(uninterrupted: {seg.get('reference_version')}), same segment ids and names "
+        f"{seg.get('same_segments')}, same checkpoint {seg.get('same_model')}; "
         f"crashing run {crashed_at:.0f}s, total {time.monotonic() - started:.0f}s"
     )
