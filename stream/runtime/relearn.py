@@ -10,8 +10,9 @@ the rows, not of where the crash fell. A mixin of :class:`~stream.runtime.pipeli
 
 from __future__ import annotations
 
+import heapq
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,20 +107,20 @@ class RelearnMixin:
 
         lost = engine.refill(rows)
         fed = dict(getattr(engine, "fed", {}))
-        pieces = []  # (first time, partition, lo, hi) of each entry's rows not yet taken in
+        queues: dict[int, list[tuple[int, int]]] = {}  # per partition, its entries' rows not taken in
         for p, part in logs.items():
             lo = 0
             for hi in part.cuts:
                 start = lo + int(np.searchsorted(part.pos[lo:hi], fed.get(p, -1), side="right"))
                 if start < hi:
-                    pieces.append((float(part.t[start:hi].min()), p, start, hi))
+                    queues.setdefault(p, []).append((start, hi))
                 lo = hi
-        if not pieces:
+        if not queues:
             return 0, lost
         # Rows wait for every partition the learner reads or has read, as before the crash.
         engine.align_sources(set(fed) | set(logs) | set(self.owned or ()), ())
         learned = 0
-        for _, p, lo, hi in sorted(pieces):
+        for p, lo, hi in _in_time_order(queues, logs):
             part = logs[p]
             n = hi - lo
             learn = part.learn[lo:hi]
@@ -144,3 +145,19 @@ class RelearnMixin:
             lost,
         )
         return learned, lost
+
+
+def _in_time_order(
+    queues: dict[int, list[tuple[int, int]]], logs: dict[int, _Partition]
+) -> Iterator[tuple[int, int, int]]:
+    """The partitions' pieces, each partition's in its own order (the rows' arrival order must
+    stay), the partitions merged by each next piece's earliest time, as a live read mixes them."""
+    heads = [(float(logs[p].t[lo:hi].min()), p, 0) for p, ((lo, hi), *_) in queues.items()]
+    heapq.heapify(heads)
+    while heads:
+        _, p, i = heapq.heappop(heads)
+        lo, hi = queues[p][i]
+        yield p, lo, hi
+        if i + 1 < len(queues[p]):
+            nlo, nhi = queues[p][i + 1]
+            heapq.heappush(heads, (float(logs[p].t[nlo:nhi].min()), p, i + 1))
