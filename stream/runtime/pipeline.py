@@ -47,7 +47,7 @@ from models.features.clock import PartitionClock
 from models.features.vector import RHYTHM_WIDTH
 from models.segments.decide import DAY, learn_mask
 from models.segments.engine import Chunk, SegmentEngine
-from models.segments.lifecycle import History, advance, describe_stage
+from models.segments.lifecycle import History, advance, day_thresholds, describe_stage, silence_after
 from models.segments.population import customer_key
 from stream.config import Settings
 from stream.io.kafka import Record
@@ -331,6 +331,10 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         stage_step = self._stage_step
         rhythms: list[list[int]] = []
         add_rhythm = rhythms.append
+        # Per customer, what its rhythm columns give until note() changes them (most events repeat
+        # a day already noted): its rhythm row and its lifecycle day thresholds.
+        rhythm_of: dict[int, list[int]] = {}
+        thresholds_of: dict[int, tuple[int, int, int, int]] = {}
         duplicates = 0
         for rec, event, ts in decoded:
             if event is None:
@@ -373,13 +377,18 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
                 is_cart,
             )
             mark(i)
-            note(i, ts, kind == "purchase")
+            if note(i, ts, kind == "purchase"):
+                rhythm_of.pop(i, None)
+                thresholds_of.pop(i, None)
             if ts > newest:
                 last_ts[i] = newest = ts
             wm = observe(cid, ts)
-            stage, stage_move, crossing = stage_step(states, i, ts)
+            stage, stage_move, crossing = stage_step(states, i, ts, thresholds_of)
             add_row(Row(cid, i, n, float(ts), "event", rec.offset, wm, stage, stage_move))
-            add_rhythm(rhythm(i))
+            row_rhythm = rhythm_of.get(i)
+            if row_rhythm is None:
+                row_rhythm = rhythm_of[i] = rhythm(i)
+            add_rhythm(row_rhythm)
             due = due_after_event(newest, next_due[i], offsets, wm)
             if crossing and (due == 0 or crossing < due):
                 due = crossing
@@ -393,7 +402,7 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
                 qi = index[qcid]
                 if next_due[qi] != due_ts:
                     continue  # stale heap entry: rescheduled since
-                stage, stage_move, crossing = stage_step(states, qi, due_ts)
+                stage, stage_move, crossing = stage_step(states, qi, due_ts, thresholds_of)
                 # A threshold of silence or a change of stage; else an early look of the lazy
                 # schedule (the customer was active since).
                 if stage_move is not None or crosses(last_ts[qi], offsets, due_ts):
@@ -410,7 +419,10 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
                             stage_move,
                         )
                     )
-                    add_rhythm(rhythm(qi))
+                    row_rhythm = rhythm_of.get(qi)
+                    if row_rhythm is None:
+                        row_rhythm = rhythm_of[qi] = rhythm(qi)
+                    add_rhythm(row_rhythm)
                     self.metrics.reevaluations.inc()
                 due = due_after(last_ts[qi], offsets, due_ts)
                 if crossing and (due == 0 or crossing < due):
@@ -429,15 +441,19 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         return rows, snaps, dirty, due_updates, clock
 
     def _stage_step(
-        self, states: StateBatch, i: int, at: int
+        self, states: StateBatch, i: int, at: int, thresholds_of: dict[int, tuple[int, int, int, int]]
     ) -> tuple[int, tuple[int, int, str] | None, int]:
         """Customer ``i``'s lifecycle stage as of ``at`` (written to the columns), the move when it
-        changed (before, after, why), and the time of its next crossing (0: none)."""
+        changed (before, after, why), and the time of its next crossing (0: none).
+        ``thresholds_of``: the customers' day thresholds, kept while their days stay the same."""
         p = self._lifecycle
         pdays, adays = states.days(i)
         h = History(states.purchase_days[i], states.last_purchase_ts[i], pdays, states.last_ts[i], adays)
+        thresholds = thresholds_of.get(i)
+        if thresholds is None:
+            thresholds = thresholds_of[i] = day_thresholds(h, p)
         old, since = states.stage[i], states.stage_since[i]
-        new, since, crossing = advance(old, since, at, h, p)
+        new, since, crossing = advance(old, since, at, h, p, silence_after(h, thresholds))
         move = None
         if new != old:
             states.stage_since[i], states.stage[i] = since, new
