@@ -77,6 +77,7 @@ __all__ = [
     "silence_times",
     "stage_at",
     "stage_name",
+    "step",
     "typical_gap_days",
 ]
 
@@ -247,6 +248,45 @@ def advance(
     if new != stage:
         since = max(int(at), since)
     return new, since, next_stage_crossing(new, since, h, p, times)
+
+
+def step(
+    stage: int,
+    since: int,
+    at: float,
+    purchase_days: int,
+    last_purchase: int,
+    last_active: int,
+    thresholds: tuple[int, int, int, int],
+    won_back_seconds: float,
+) -> tuple[int, int, int]:
+    """:func:`advance` on plain numbers, from the customer's kept :func:`day_thresholds` (the
+    pipeline's per-row step: no History, no function per rule). ``won_back_seconds``:
+    ``p.won_back_days * DAY``. A property test checks it against :func:`advance`."""
+    risk_a, lapse_a, risk_p, lapse_p = thresholds
+    if purchase_days < 2:
+        risk, lapse = last_active + risk_a, last_active + lapse_a
+    else:
+        risk = last_purchase + risk_p
+        lapse = max(last_purchase + lapse_p, last_active + risk_a)
+    t = max(at, since)
+    if t >= lapse:
+        new = LAPSED
+    elif t >= risk:
+        new = LAPSED if stage == LAPSED else AT_RISK
+    elif stage == LAPSED or (stage == WON_BACK and t < since + won_back_seconds):
+        new = WON_BACK
+    else:
+        new = PROSPECT if purchase_days == 0 else NEW if purchase_days == 1 else ACTIVE
+    if new != stage:
+        since = max(int(at), since)
+    if new == LAPSED:
+        return new, since, 0
+    if new == AT_RISK:
+        return new, since, lapse
+    if new == WON_BACK:
+        return new, since, min(risk, since + int(won_back_seconds))
+    return new, since, risk
 
 
 def describe_stage(stage: int, at: float, h: History, p: LifecycleParams) -> str:

@@ -47,7 +47,7 @@ from models.features.clock import PartitionClock
 from models.features.vector import RHYTHM_WIDTH
 from models.segments.decide import DAY, learn_mask
 from models.segments.engine import Chunk, SegmentEngine
-from models.segments.lifecycle import History, advance, day_thresholds, describe_stage, silence_after
+from models.segments.lifecycle import History, day_thresholds, describe_stage, step
 from models.segments.population import customer_key
 from stream.config import Settings
 from stream.io.kafka import Record
@@ -92,6 +92,7 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         self.topic_id = ""
         self._thresholds = f.inactivity_thresholds_days
         self._lifecycle = settings.lifecycle.params()
+        self._won_back_seconds = self._lifecycle.won_back_days * DAY
         self._max_bytes = settings.kafka.max_record_bytes
         self._learn_interval = settings.model.learn_interval_hours * 3600
         self.learns = settings.model.role == "learner"
@@ -447,18 +448,28 @@ class BatchProcessor(RetiredMovesMixin, OutputsMixin):
         changed (before, after, why), and the time of its next crossing (0: none).
         ``thresholds_of``: the customers' day thresholds, kept while their days stay the same."""
         p = self._lifecycle
-        pdays, adays = states.days(i)
-        h = History(states.purchase_days[i], states.last_purchase_ts[i], pdays, states.last_ts[i], adays)
+        purchase_days = states.purchase_days[i]
         thresholds = thresholds_of.get(i)
         if thresholds is None:
-            thresholds = thresholds_of[i] = day_thresholds(h, p)
-        old, since = states.stage[i], states.stage_since[i]
-        new, since, crossing = advance(old, since, at, h, p, silence_after(h, thresholds))
-        move = None
-        if new != old:
-            states.stage_since[i], states.stage[i] = since, new
-            move = (old, new, describe_stage(new, at, h, p))
-        return new, move, crossing
+            pdays, adays = states.days(i)
+            thresholds = thresholds_of[i] = day_thresholds(History(purchase_days, 0, pdays, 0, adays), p)
+        old = states.stage[i]
+        new, since, crossing = step(
+            old,
+            states.stage_since[i],
+            at,
+            purchase_days,
+            states.last_purchase_ts[i],
+            states.last_ts[i],
+            thresholds,
+            self._won_back_seconds,
+        )
+        if new == old:
+            return new, None, crossing
+        states.stage_since[i], states.stage[i] = since, new
+        pdays, adays = states.days(i)
+        h = History(purchase_days, states.last_purchase_ts[i], pdays, states.last_ts[i], adays)
+        return new, (old, new, describe_stage(new, at, h, p)), crossing
 
     def _assign(self, batch: PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:
         """Assign the batch's rows chunk by chunk; returns the segment count deltas and the states

@@ -31,6 +31,7 @@ from models.segments.lifecycle import (
     silence_after,
     silence_times,
     stage_at,
+    step,
     typical_gap_days,
 )
 from stream.config import load
@@ -199,6 +200,10 @@ def test_kept_day_thresholds_give_what_silence_times_and_advance_compute(
         assert times == silence_times(h, P)
         at = h.last_active + at_days * DAY
         assert advance(stage, 0, at, h, P, times) == advance(stage, 0, at, h, P)
+        for since in (0, at - 10 * DAY, at + DAY):
+            assert step(
+                stage, since, at, purchase_days, h.last_purchase, h.last_active, kept, P.won_back_days * DAY
+            ) == advance(stage, since, at, h, P)
 
 
 # ---- through the pipeline ----
