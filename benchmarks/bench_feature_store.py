@@ -54,7 +54,7 @@ from models.features import (
 )
 from models.features.batch import BatchEvents, StateBatch
 from models.features.vector import RHYTHM_WIDTH
-from models.segments.lifecycle import History, LifecycleParams, advance, day_thresholds, silence_after
+from models.segments.lifecycle import History, LifecycleParams, advance, day_thresholds, describe_stage, step
 from stream.runtime.engines import tune_runtime
 from stream.state import FeatureStore, OrderedIO, PartitionWrite
 
@@ -196,14 +196,25 @@ def run_batch_path(
                     thresholds_of.pop(i, None)
                 last_ts[i] = max(last_ts[i], f.ts)
                 wm = max(wm, f.ts)
-                pdays, adays = states.days(i)
-                h = History(states.purchase_days[i], states.last_purchase_ts[i], pdays, last_ts[i], adays)
                 thresholds = thresholds_of.get(i)
                 if thresholds is None:
+                    pdays, adays = states.days(i)
+                    h = History(states.purchase_days[i], 0, pdays, 0, adays)
                     thresholds = thresholds_of[i] = day_thresholds(h, LIFECYCLE)
-                stage, since, crossing = advance(
-                    states.stage[i], states.stage_since[i], f.ts, h, LIFECYCLE, silence_after(h, thresholds)
+                stage, since, crossing = step(
+                    states.stage[i],
+                    states.stage_since[i],
+                    f.ts,
+                    states.purchase_days[i],
+                    states.last_purchase_ts[i],
+                    last_ts[i],
+                    thresholds,
+                    LIFECYCLE.won_back_days * 86400,
                 )
+                if stage != states.stage[i]:  # the pipeline then describes the change
+                    pdays, adays = states.days(i)
+                    h = History(states.purchase_days[i], states.last_purchase_ts[i], pdays, last_ts[i], adays)
+                    describe_stage(stage, f.ts, h, LIFECYCLE)
                 states.stage[i], states.stage_since[i] = stage, since
                 rhythm = rhythm_of.get(i)
                 if rhythm is None:
