@@ -54,7 +54,7 @@ from models.features import (
 )
 from models.features.batch import BatchEvents, StateBatch
 from models.features.vector import RHYTHM_WIDTH
-from models.segments.lifecycle import History, LifecycleParams, advance
+from models.segments.lifecycle import History, LifecycleParams, advance, day_thresholds, describe_stage, step
 from stream.runtime.engines import tune_runtime
 from stream.state import FeatureStore, OrderedIO, PartitionWrite
 
@@ -179,6 +179,8 @@ def run_batch_path(
             dirty: set[int] = set()
             last_ts, next_due_of = states.last_ts, states.next_due
             rhythms: list[list[int]] = []
+            rhythm_of: dict[int, list[int]] = {}  # as the pipeline: kept until note() changes them
+            thresholds_of: dict[int, tuple[int, int, int, int]] = {}
             wm = view.watermark
             for c, f in evs:
                 i = index[c]
@@ -189,14 +191,35 @@ def run_batch_path(
                 times.append(float(f.ts))
                 dirty.add(i)
                 # As the pipeline does: the purchase and active days, the lifecycle stage.
-                states.note(i, f.ts, f.kind == "purchase")
+                if states.note(i, f.ts, f.kind == "purchase"):
+                    rhythm_of.pop(i, None)
+                    thresholds_of.pop(i, None)
                 last_ts[i] = max(last_ts[i], f.ts)
                 wm = max(wm, f.ts)
-                pdays, adays = states.days(i)
-                h = History(states.purchase_days[i], states.last_purchase_ts[i], pdays, last_ts[i], adays)
-                stage, since, crossing = advance(states.stage[i], states.stage_since[i], f.ts, h, LIFECYCLE)
+                thresholds = thresholds_of.get(i)
+                if thresholds is None:
+                    pdays, adays = states.days(i)
+                    h = History(states.purchase_days[i], 0, pdays, 0, adays)
+                    thresholds = thresholds_of[i] = day_thresholds(h, LIFECYCLE)
+                stage, since, crossing = step(
+                    states.stage[i],
+                    states.stage_since[i],
+                    f.ts,
+                    states.purchase_days[i],
+                    states.last_purchase_ts[i],
+                    last_ts[i],
+                    thresholds,
+                    LIFECYCLE.won_back_days * 86400,
+                )
+                if stage != states.stage[i]:  # the pipeline then describes the change
+                    pdays, adays = states.days(i)
+                    h = History(states.purchase_days[i], states.last_purchase_ts[i], pdays, last_ts[i], adays)
+                    describe_stage(stage, f.ts, h, LIFECYCLE)
                 states.stage[i], states.stage_since[i] = stage, since
-                rhythms.append(states.rhythm(i))
+                rhythm = rhythm_of.get(i)
+                if rhythm is None:
+                    rhythm = rhythm_of[i] = states.rhythm(i)
+                rhythms.append(rhythm)
                 d = due_after_event(last_ts[i], next_due_of[i], OFFSETS, wm)
                 if crossing and (d == 0 or crossing < d):
                     d = crossing

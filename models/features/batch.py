@@ -182,19 +182,26 @@ class StateBatch:
             )
         return lists
 
-    def note(self, i: int, ts: int, purchase: bool) -> None:
+    def note(self, i: int, ts: int, purchase: bool) -> bool:
         """The rhythm's part of an admitted event (models.features.note_event_day on the columns):
-        the caller notes each event in stream order, so each row sees the days before it."""
+        the caller notes each event in stream order, so each row sees the days before it. False
+        when the rhythm columns (:meth:`rhythm`: day lists, day counts, first purchase) did not
+        change: most events repeat a day already noted, and a caller may keep what it derived."""
         pdays, adays = self.days(i)
         day = ts // 86400
+        changed = False
         if note_day(adays, day):
             self.active_days[i] = min(self.active_days[i] + 1, 0xFFFF)
+            changed = True
         if purchase:
             if note_day(pdays, day):
                 self.purchase_days[i] = min(self.purchase_days[i] + 1, 0xFFFF)
+                changed = True
             if self.first_purchase_ts[i] == 0 or ts < self.first_purchase_ts[i]:
                 self.first_purchase_ts[i] = ts
+                changed = True
             self.last_purchase_ts[i] = max(self.last_purchase_ts[i], ts)
+        return changed
 
     def rhythm(self, i: int) -> list[int]:
         """Customer ``i``'s rhythm columns of a snapshot, as they are now (see RHYTHM_WIDTH)."""

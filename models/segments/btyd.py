@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import gammaln, hyp2f1
+from scipy.special import digamma, gammaln, hyp2f1
 
 __all__ = ["BGNBD", "GammaGamma", "fit_bgnbd", "fit_gamma_gamma", "simulate_bgnbd"]
 
@@ -94,6 +94,27 @@ def _bgnbd_ll(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndar
     return a1 + a2 + np.logaddexp(a3, a4)
 
 
+def _bgnbd_ll_grad(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """The gradient of the summed :func:`_bgnbd_ll` in the log-parameters (closed form: the fit
+    needs 1 evaluation per step instead of the 5 of finite differences)."""
+    r, alpha, a, b = np.exp(log_params)
+    x = np.asarray(x, dtype=np.float64)
+    log_aT, log_atx = np.log(alpha + T), np.log(alpha + t_x)
+    a3 = -(r + x) * log_aT
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a4 = np.log(a) - np.log(np.maximum(b + x - 1.0, 1e-300)) - (r + x) * log_atx
+    a4 = np.where(x > 0, a4, -np.inf)
+    total = np.logaddexp(a3, a4)
+    w3, w4 = np.exp(a3 - total), np.exp(a4 - total)  # the two terms' shares of the last factor
+    ab, abx = digamma(a + b), digamma(a + b + x)
+    d_r = digamma(r + x) - digamma(r) + np.log(alpha) - w3 * log_aT - w4 * log_atx
+    d_alpha = r / alpha - (r + x) * (w3 / (alpha + T) + w4 / (alpha + t_x))
+    d_a = ab - abx + w4 / a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d_b = ab + digamma(b + x) - digamma(b) - abx - np.where(x > 0, w4 / (b + x - 1.0), 0.0)
+    return np.array([r * d_r.sum(), alpha * d_alpha.sum(), a * d_a.sum(), b * d_b.sum()])
+
+
 def fit_bgnbd(
     x: np.ndarray, t_x: np.ndarray, T: np.ndarray, start: BGNBD | None = None, prior: BGNBD | None = None
 ) -> BGNBD:
@@ -106,12 +127,13 @@ def fit_bgnbd(
     first = np.log(list(start.as_dict().values())) if start is not None else centre
     n = max(len(x), 1)
 
-    def objective(theta: np.ndarray) -> float:
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         ll = _bgnbd_ll(theta, x, t_x, T).sum()
         penalty = 0.5 * float(((theta - centre) / _PRIOR_SD) ** 2 @ np.ones(4))
-        return float(-(ll - penalty) / n)
+        grad = _bgnbd_ll_grad(theta, x, t_x, T) - (theta - centre) / _PRIOR_SD**2
+        return float(-(ll - penalty) / n), -grad / n
 
-    res = minimize(objective, first, method="L-BFGS-B", bounds=[_BOUNDS] * 4)
+    res = minimize(objective, first, method="L-BFGS-B", jac=True, bounds=[_BOUNDS] * 4)
     r, alpha, a, b = np.exp(res.x)
     return BGNBD(float(r), float(alpha), float(a), float(b))
 
@@ -146,23 +168,40 @@ def fit_gamma_gamma(x: np.ndarray, mean_spend: np.ndarray, start: GammaGamma | N
     centre = np.log([6.0, 4.0, float(np.median(m))])
     first = np.log(list(start.as_dict().values())) if start is not None else centre
 
-    def objective(theta: np.ndarray) -> float:
-        p, q, g = np.exp(theta)
-        ll = (
-            gammaln(p * x + q)
-            - gammaln(p * x)
-            - gammaln(q)
-            + q * np.log(g)
-            + (p * x - 1.0) * np.log(m)
-            + p * x * np.log(x)
-            - (p * x + q) * np.log(g + x * m)
-        ).sum()
-        penalty = 0.5 * float((((theta - centre) / _PRIOR_SD) ** 2).sum())
-        return float(-(ll - penalty) / len(x))
+    log_m, log_x = np.log(m), np.log(x)
 
-    res = minimize(objective, first, method="L-BFGS-B", bounds=[_BOUNDS] * 3)
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        return _gamma_gamma_objective(theta, x, m, log_m, log_x, centre)
+
+    res = minimize(objective, first, method="L-BFGS-B", jac=True, bounds=[_BOUNDS] * 3)
     p, q, g = np.exp(res.x)
     return GammaGamma(float(p), float(q), float(g))
+
+
+def _gamma_gamma_objective(
+    theta: np.ndarray, x: np.ndarray, m: np.ndarray, log_m: np.ndarray, log_x: np.ndarray, centre: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The Gamma-Gamma fit's objective (minus the mean penalised log-likelihood) and its gradient
+    in the log-parameters (closed form)."""
+    p, q, g = np.exp(theta)
+    px = p * x
+    log_gxm = np.log(g + x * m)
+    ll = (
+        gammaln(px + q)
+        - gammaln(px)
+        - gammaln(q)
+        + q * np.log(g)
+        + (px - 1.0) * log_m
+        + px * log_x
+        - (px + q) * log_gxm
+    ).sum()
+    penalty = 0.5 * float((((theta - centre) / _PRIOR_SD) ** 2).sum())
+    pxq = digamma(px + q)
+    d_p = (x * (pxq - digamma(px) + log_m + log_x - log_gxm)).sum()
+    d_q = (pxq - digamma(q) + np.log(g) - log_gxm).sum()
+    d_g = (q / g - (px + q) / (g + x * m)).sum()
+    grad = np.array([p * d_p, q * d_q, g * d_g]) - (theta - centre) / _PRIOR_SD**2
+    return float(-(ll - penalty) / len(x)), -grad / len(x)
 
 
 def simulate_bgnbd(

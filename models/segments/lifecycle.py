@@ -68,13 +68,16 @@ __all__ = [
     "History",
     "LifecycleParams",
     "advance",
+    "day_thresholds",
     "describe_stage",
     "gap_spread",
     "next_stage_crossing",
     "overdue_factor",
+    "silence_after",
     "silence_times",
     "stage_at",
     "stage_name",
+    "step",
     "typical_gap_days",
 ]
 
@@ -165,10 +168,25 @@ def silence_times(h: History, p: LifecycleParams) -> tuple[int, int]:
     are overdue, and lapsed once they are long overdue and its visits are overdue too: a
     customer on the site every day is not lapsed, whatever it last bought. Before that, its
     activity decides both."""
+    return silence_after(h, day_thresholds(h, p))
+
+
+def day_thresholds(h: History, p: LifecycleParams) -> tuple[int, int, int, int]:
+    """What :func:`silence_times` reads of the day lists: seconds of silence to at risk and to
+    lapsed, of the activity days, then of the purchase days (0, 0 before two purchase days).
+    They change only when a day list or the purchase day count does, so a caller that sees every
+    change (the pipeline's per-event loop: :meth:`StateBatch.note` says) keeps them per customer."""
     risk_a, lapse_a = _thresholds(h.active_day_list, p)
     if h.purchase_days < 2:
+        return risk_a, lapse_a, 0, 0
+    return (risk_a, lapse_a, *_thresholds(h.purchase_day_list, p))
+
+
+def silence_after(h: History, thresholds: tuple[int, int, int, int]) -> tuple[int, int]:
+    """:func:`silence_times` from the customer's :func:`day_thresholds`."""
+    risk_a, lapse_a, risk_p, lapse_p = thresholds
+    if h.purchase_days < 2:
         return h.last_active + risk_a, h.last_active + lapse_a
-    risk_p, lapse_p = _thresholds(h.purchase_day_list, p)
     return h.last_purchase + risk_p, max(h.last_purchase + lapse_p, h.last_active + risk_a)
 
 
@@ -211,9 +229,12 @@ def next_stage_crossing(
     return risk
 
 
-def advance(stage: int, since: int, at: float, h: History, p: LifecycleParams) -> tuple[int, int, int]:
+def advance(
+    stage: int, since: int, at: float, h: History, p: LifecycleParams, times: tuple[int, int] | None = None
+) -> tuple[int, int, int]:
     """The stage as of ``at``, since when, and the next crossing: :func:`stage_at` and
-    :func:`next_stage_crossing` on one evaluation of the thresholds (the pipeline's per-row step).
+    :func:`next_stage_crossing` on one evaluation of the thresholds (the pipeline's per-row step;
+    ``times``: its :func:`silence_times`, when already computed).
 
     >>> week = [20000 + 7 * k for k in range(8)]
     >>> h = History(8, week[-1] * DAY, week, week[-1] * DAY, week)
@@ -222,11 +243,50 @@ def advance(stage: int, since: int, at: float, h: History, p: LifecycleParams) -
     >>> STAGES[new], since == at, crossing == next_stage_crossing(AT_RISK, at, h, p)
     ('at_risk', True, True)
     """
-    times = silence_times(h, p)
+    times = times or silence_times(h, p)
     new = stage_at(stage, since, at, h, p, times)
     if new != stage:
         since = max(int(at), since)
     return new, since, next_stage_crossing(new, since, h, p, times)
+
+
+def step(
+    stage: int,
+    since: int,
+    at: float,
+    purchase_days: int,
+    last_purchase: int,
+    last_active: int,
+    thresholds: tuple[int, int, int, int],
+    won_back_seconds: float,
+) -> tuple[int, int, int]:
+    """:func:`advance` on plain numbers, from the customer's kept :func:`day_thresholds` (the
+    pipeline's per-row step: no History, no function per rule). ``won_back_seconds``:
+    ``p.won_back_days * DAY``. A property test checks it against :func:`advance`."""
+    risk_a, lapse_a, risk_p, lapse_p = thresholds
+    if purchase_days < 2:
+        risk, lapse = last_active + risk_a, last_active + lapse_a
+    else:
+        risk = last_purchase + risk_p
+        lapse = max(last_purchase + lapse_p, last_active + risk_a)
+    t = max(at, since)
+    if t >= lapse:
+        new = LAPSED
+    elif t >= risk:
+        new = LAPSED if stage == LAPSED else AT_RISK
+    elif stage == LAPSED or (stage == WON_BACK and t < since + won_back_seconds):
+        new = WON_BACK
+    else:
+        new = PROSPECT if purchase_days == 0 else NEW if purchase_days == 1 else ACTIVE
+    if new != stage:
+        since = max(int(at), since)
+    if new == LAPSED:
+        return new, since, 0
+    if new == AT_RISK:
+        return new, since, lapse
+    if new == WON_BACK:
+        return new, since, min(risk, since + int(won_back_seconds))
+    return new, since, risk
 
 
 def describe_stage(stage: int, at: float, h: History, p: LifecycleParams) -> str:

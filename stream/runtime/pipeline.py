@@ -49,7 +49,7 @@ from models.features.clock import PartitionClock
 from models.features.vector import RHYTHM_WIDTH
 from models.segments.decide import DAY, learn_mask
 from models.segments.engine import Chunk, SegmentEngine
-from models.segments.lifecycle import History, advance, describe_stage
+from models.segments.lifecycle import History, day_thresholds, describe_stage, step
 from models.segments.population import customer_key
 from stream.config import Settings
 from stream.io.kafka import Record
@@ -97,6 +97,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         self.topic_id = ""
         self._thresholds = f.inactivity_thresholds_days
         self._lifecycle = settings.lifecycle.params()
+        self._won_back_seconds = self._lifecycle.won_back_days * DAY
         self._max_bytes = settings.kafka.max_record_bytes
         self._learn_interval = settings.model.learn_interval_hours * 3600
         self.learns = settings.model.role == "learner"
@@ -364,6 +365,10 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         stage_step = self._stage_step
         rhythms: list[list[int]] = []
         add_rhythm = rhythms.append
+        # Per customer, what its rhythm columns give until note() changes them (most events repeat
+        # a day already noted): its rhythm row and its lifecycle day thresholds.
+        rhythm_of: dict[int, list[int]] = {}
+        thresholds_of: dict[int, tuple[int, int, int, int]] = {}
         duplicates = 0
         for rec, event, ts in decoded:
             if event is None:
@@ -406,13 +411,18 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
                 is_cart,
             )
             mark(i)
-            note(i, ts, kind == "purchase")
+            if note(i, ts, kind == "purchase"):
+                rhythm_of.pop(i, None)
+                thresholds_of.pop(i, None)
             if ts > newest:
                 last_ts[i] = newest = ts
             wm = observe(cid, ts)
-            stage, stage_move, crossing = stage_step(states, i, ts)
+            stage, stage_move, crossing = stage_step(states, i, ts, thresholds_of)
             add_row(Row(cid, i, n, float(ts), "event", rec.offset, wm, stage, stage_move))
-            add_rhythm(rhythm(i))
+            row_rhythm = rhythm_of.get(i)
+            if row_rhythm is None:
+                row_rhythm = rhythm_of[i] = rhythm(i)
+            add_rhythm(row_rhythm)
             due = due_after_event(newest, next_due[i], offsets, wm)
             if crossing and (due == 0 or crossing < due):
                 due = crossing
@@ -426,7 +436,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
                 qi = index[qcid]
                 if next_due[qi] != due_ts:
                     continue  # stale heap entry: rescheduled since
-                stage, stage_move, crossing = stage_step(states, qi, due_ts)
+                stage, stage_move, crossing = stage_step(states, qi, due_ts, thresholds_of)
                 # A threshold of silence or a change of stage; else an early look of the lazy
                 # schedule (the customer was active since).
                 if stage_move is not None or crosses(last_ts[qi], offsets, due_ts):
@@ -443,7 +453,10 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
                             stage_move,
                         )
                     )
-                    add_rhythm(rhythm(qi))
+                    row_rhythm = rhythm_of.get(qi)
+                    if row_rhythm is None:
+                        row_rhythm = rhythm_of[qi] = rhythm(qi)
+                    add_rhythm(row_rhythm)
                     self.metrics.reevaluations.inc()
                 due = due_after(last_ts[qi], offsets, due_ts)
                 if crossing and (due == 0 or crossing < due):
@@ -462,20 +475,34 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         return rows, snaps, dirty, due_updates, clock
 
     def _stage_step(
-        self, states: StateBatch, i: int, at: int
+        self, states: StateBatch, i: int, at: int, thresholds_of: dict[int, tuple[int, int, int, int]]
     ) -> tuple[int, tuple[int, int, str] | None, int]:
         """Customer ``i``'s lifecycle stage as of ``at`` (written to the columns), the move when it
-        changed (before, after, why), and the time of its next crossing (0: none)."""
+        changed (before, after, why), and the time of its next crossing (0: none).
+        ``thresholds_of``: the customers' day thresholds, kept while their days stay the same."""
         p = self._lifecycle
+        purchase_days = states.purchase_days[i]
+        thresholds = thresholds_of.get(i)
+        if thresholds is None:
+            pdays, adays = states.days(i)
+            thresholds = thresholds_of[i] = day_thresholds(History(purchase_days, 0, pdays, 0, adays), p)
+        old = states.stage[i]
+        new, since, crossing = step(
+            old,
+            states.stage_since[i],
+            at,
+            purchase_days,
+            states.last_purchase_ts[i],
+            states.last_ts[i],
+            thresholds,
+            self._won_back_seconds,
+        )
+        if new == old:
+            return new, None, crossing
+        states.stage_since[i], states.stage[i] = since, new
         pdays, adays = states.days(i)
-        h = History(states.purchase_days[i], states.last_purchase_ts[i], pdays, states.last_ts[i], adays)
-        old, since = states.stage[i], states.stage_since[i]
-        new, since, crossing = advance(old, since, at, h, p)
-        move = None
-        if new != old:
-            states.stage_since[i], states.stage[i] = since, new
-            move = (old, new, describe_stage(new, at, h, p))
-        return new, move, crossing
+        h = History(purchase_days, states.last_purchase_ts[i], pdays, states.last_ts[i], adays)
+        return new, (old, new, describe_stage(new, at, h, p)), crossing
 
     def _assign(self, batch: PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:
         """Assign the batch's rows chunk by chunk; returns the segment count deltas and the states

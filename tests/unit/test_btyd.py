@@ -93,3 +93,43 @@ def test_the_fit_recovers_the_parameters_of_simulated_customers() -> None:
     assert fit.expected_purchases(90, *new)[0] == pytest.approx(
         truth.expected_purchases(90, *new)[0], rel=0.03
     )
+
+
+@pytest.mark.parametrize("theta", [[-1.4, 1.5, -0.2, 0.9], [0.0, 3.0, 0.4, 1.8], [-3.0, -1.0, 2.0, -2.0]])
+def test_the_bgnbd_gradient_is_the_likelihoods(cdnow: dict[str, np.ndarray], theta: list[float]) -> None:
+    """The fit's closed-form gradient against finite differences (scipy's check_grad) of the mean
+    log-likelihood (as the fit scales it), near the published optimum (in log-parameters) and
+    away from it."""
+    from scipy.optimize import check_grad
+
+    from models.segments.btyd import _bgnbd_ll, _bgnbd_ll_grad
+
+    x, t_x, T = cdnow["frequency"], cdnow["recency"], cdnow["T"]
+    n = len(x)
+    scale = max(1.0, float(np.linalg.norm(_bgnbd_ll_grad(np.array(theta), x, t_x, T) / n)))
+    err = check_grad(
+        lambda th: _bgnbd_ll(th, x, t_x, T).sum() / n,
+        lambda th: _bgnbd_ll_grad(th, x, t_x, T) / n,
+        np.array(theta),
+    )
+    assert err < 1e-6 * scale
+
+
+@pytest.mark.parametrize("theta", [[1.8, 1.3, 2.7], [0.0, 0.5, 1.0], [3.0, 2.0, 5.0]])
+def test_the_gamma_gamma_gradient_is_the_objectives(cdnow: dict[str, np.ndarray], theta: list[float]) -> None:
+    """The same for the Gamma-Gamma fit's objective (penalised, as minimised)."""
+    from scipy.optimize import check_grad
+
+    from models.segments.btyd import _gamma_gamma_objective
+
+    repeat = cdnow["frequency"] > 0
+    x, m = cdnow["frequency"][repeat], cdnow["monetary_value"][repeat]
+    args = (x, m, np.log(m), np.log(x), np.log([6.0, 4.0, float(np.median(m))]))
+    point = np.array(theta)
+    scale = max(1.0, float(np.linalg.norm(_gamma_gamma_objective(point, *args)[1])))
+    err = check_grad(
+        lambda th: _gamma_gamma_objective(th, *args)[0],
+        lambda th: _gamma_gamma_objective(th, *args)[1],
+        point,
+    )
+    assert err < 1e-6 * scale

@@ -24,9 +24,14 @@ from models.segments.lifecycle import (
     WON_BACK,
     History,
     LifecycleParams,
+    advance,
+    day_thresholds,
     next_stage_crossing,
     overdue_factor,
+    silence_after,
+    silence_times,
     stage_at,
+    step,
     typical_gap_days,
 )
 from stream.config import load
@@ -168,6 +173,37 @@ def test_the_next_crossing_is_where_the_stage_changes(
     assert crossing > max(now, since)
     assert stage_at(current, since, crossing - 1, h, P) == current
     assert stage_at(current, since, crossing, h, P) != current
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    gaps=st.lists(st.integers(1, 60), max_size=7),
+    visits=st.lists(st.integers(1, 30), max_size=7),
+    purchase_days=st.integers(0, 9),
+    stage=st.sampled_from(range(len(STAGES))),
+    at_days=st.integers(-5, 400),
+)
+def test_kept_day_thresholds_give_what_silence_times_and_advance_compute(
+    gaps: list[int], visits: list[int], purchase_days: int, stage: int, at_days: int
+) -> None:
+    # The pipeline keeps day_thresholds per customer while its days stay the same, and moves
+    # its times on with each row's newest purchase and activity: the same result as from scratch.
+    days, active = [20_000], [19_990]
+    for g in gaps:
+        days.append(days[-1] + g)
+    for g in visits:
+        active.append(active[-1] + g)
+    kept = day_thresholds(History(purchase_days, 0, days, 0, active), P)
+    for lead in (0, 3, 50):
+        h = History(purchase_days, days[-1] * DAY, days, (active[-1] + lead) * DAY, active)
+        times = silence_after(h, kept)
+        assert times == silence_times(h, P)
+        at = h.last_active + at_days * DAY
+        assert advance(stage, 0, at, h, P, times) == advance(stage, 0, at, h, P)
+        for since in (0, at - 10 * DAY, at + DAY):
+            assert step(
+                stage, since, at, purchase_days, h.last_purchase, h.last_active, kept, P.won_back_days * DAY
+            ) == advance(stage, since, at, h, P)
 
 
 # ---- through the pipeline ----

@@ -92,3 +92,15 @@ def test_bookkeeping_columns_are_written_back() -> None:
 def test_unknown_state_format_is_refused(blob: bytes) -> None:
     with pytest.raises(ValueError, match="unknown customer state format"):
         StateBatch([blob])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), fact_st), max_size=60))
+def test_note_says_when_the_rhythm_columns_changed(stream: list[tuple[int, Fact]]) -> None:
+    """The pipeline keeps each customer's rhythm row and lifecycle thresholds until note() says
+    its rhythm changed: a False must mean the same rhythm columns."""
+    batch = StateBatch([None, None, None])
+    for i, f in stream:
+        before = batch.rhythm(i)
+        changed = batch.note(i, f.ts, f.kind == "purchase")
+        assert changed or batch.rhythm(i) == before
