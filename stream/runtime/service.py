@@ -111,6 +111,7 @@ class Service(IntegrityMixin, PositionsMixin):
         # Assigned partitions not yet checked against Redis, the group and the topic (integrity).
         self._unverified: set[int] = set()
         self._written: dict[int, int] = {}  # partition -> next offset after what Redis confirmed
+        self._relearn_due = False  # a learner's learn log is to be learned again (_relearn)
         # Offsets of processed batches, waiting for their state to be written (BatchResult.durable).
         self._durable: deque[tuple[Future[None] | None, dict[TopicPartition, OffsetAndMetadata]]] = deque()
 
@@ -147,10 +148,7 @@ class Service(IntegrityMixin, PositionsMixin):
         if self.processor.learns:
             if n := self.processor.publish_unpublished():
                 log.info("published the model events of %d version(s) a crash kept from the broker", n)
-            # What the checkpoint did not hold: the rows learned or waiting since it was written.
-            self.processor.owned = frozenset(self._partitions or ())
-            self.processor.relearn(range(s.topics.partitions))
-            self.metrics.model_version.set(self.processor.engine.version)
+            self._relearn_due = True  # once the partitions are verified (_relearn)
         self.consumer = make_consumer(s)
         if self._partitions is None:
             self.consumer.subscribe([s.topics.interactions], listener=_Rebalance(self))
@@ -286,6 +284,8 @@ class Service(IntegrityMixin, PositionsMixin):
             try:
                 if self._unverified:
                     self._verify()  # before any record of newly assigned partitions
+                if self._relearn_due and not self._unverified:
+                    self._relearn()
                 if not records:
                     self._drain()  # idle: let the state and the offsets catch up
                     self._idle_model_update()
@@ -422,16 +422,24 @@ class Service(IntegrityMixin, PositionsMixin):
         if stored > built:
             raise model_conflict(built + 1, built, stored)
         self.processor.engine = load_engine(self.settings, self.store)
-        self.processor.relearn(range(self.settings.topics.partitions))
-        self.metrics.model_version.set(self.processor.engine.version)
+        self._relearn_due = True
+        self.metrics.model_version.set(stored)
         if stored < built:
             log.warning(
                 "model version %d was not checkpointed; back to the stored version %d, and on from the "
-                "learn log to version %d",
+                "learn log before the next batch",
                 built,
                 stored,
-                self.processor.engine.version,
             )
+
+    def _relearn(self) -> None:
+        """A learner back at its stored checkpoint (a start, a failed batch) learns the rows its
+        learn log holds after it, before the next batch, and only once the partitions' state is
+        verified: a namespace that lost writes stops the service before anything is rebuilt."""
+        assert self.processor is not None
+        self._relearn_due = False
+        self.processor.relearn(range(self.settings.topics.partitions))
+        self.metrics.model_version.set(self.processor.engine.version)
 
     def _forget_unwritten(self) -> None:
         """Wait for the batches still being written; those that fail are redone after a re-seek."""

@@ -145,6 +145,11 @@ def test_after_a_redis_outage_a_learner_resumes_from_the_stored_checkpoint(store
     svc._recover_from_redis(redis.ConnectionError("Connection reset by peer"))
     assert processor.engine.version == stored
     assert processor.engine is not before
+    # The learn log is learned again only after the partitions are verified (a Redis that came
+    # back with less than it acknowledged stops the service first), before the next batch.
+    assert svc._relearn_due and svc._unverified == {0} and processor.relearned == 0
+    svc._relearn()
+    assert not svc._relearn_due and processor.relearned == 1
 
 
 def test_a_newer_stored_model_means_another_learner() -> None:
