@@ -375,6 +375,9 @@ class Service(IntegrityMixin, PositionsMixin):
         log.warning("%s; re-seeking to the applied offsets", e)
         self.metrics.errors.labels(component="state_conflict").inc()
         self._forget_unwritten()
+        # Checked again before the next batch: a conflict can be the first sign of a Redis that
+        # came back with less than it acknowledged (the applied offset went back).
+        self._unverified |= self._assigned
         self._realign_model()
         self._reseek()
         # A batch written before the failure may not have had its outputs acknowledged.
