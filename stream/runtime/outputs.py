@@ -24,7 +24,7 @@ from models.segments.published import published_model
 from stream.config import Settings
 from stream.io.kafka import Record
 from stream.io.sinks import OutputSink, Sink
-from stream.io.sinks.outbox import decode_outbox
+from stream.io.sinks.outbox import decode_outbox, encode_outbox
 from stream.runtime.batch import WARMUP_CHECKPOINT_SECONDS, BatchResult, Row
 from stream.runtime.metrics import Metrics
 from stream.state import PartitionWrite, StateStore, model_conflict
@@ -67,6 +67,11 @@ class OutputsMixin:
             self._staged.append(OutputSink.encode_change(output))  # type: ignore[arg-type]
         else:
             self._staged.append(OutputSink.encode_dead_letter(output))  # type: ignore[arg-type]
+
+    def _take_staged(self) -> tuple[tuple[Any, ...], bytes]:
+        """The partition's staged outputs, and their outbox bytes (none for an object sink)."""
+        outputs, self._staged = tuple(self._staged), []
+        return outputs, encode_outbox(outputs) if outputs and self._encoded else b""
 
     def _publish_written(self, w: PartitionWrite) -> None:
         """Hand a written partition's outputs to the sink (called by OrderedIO, in write order)."""

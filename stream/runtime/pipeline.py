@@ -54,7 +54,6 @@ from models.segments.population import customer_key
 from stream.config import Settings
 from stream.io.kafka import Record
 from stream.io.sinks import OutputSink, Sink
-from stream.io.sinks.outbox import encode_outbox
 from stream.runtime.batch import BatchResult, PartitionBatch, Row, iso, iso_seconds
 from stream.runtime.metrics import Metrics
 from stream.runtime.outputs import OutputsMixin
@@ -281,7 +280,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         if unplaced:
             deltas[UNPLACED] = deltas.get(UNPLACED, 0) + unplaced
         order = sorted(dirty, key=ids.__getitem__)
-        outputs, self._staged = tuple(self._staged), []
+        outputs, outbox = self._take_staged()
         (learned_name, learned), self._learned = self._learned, ("", b"")
         return PartitionWrite(
             partition=p,
@@ -293,7 +292,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
             segment_deltas=deltas,
             clock=clock.pack(),
             topic_id=self.topic_id,
-            outbox=encode_outbox(outputs) if outputs and self._encoded else b"",
+            outbox=outbox,
             outputs=outputs,
             learned=learned,
             learned_name=learned_name,

@@ -24,7 +24,6 @@ from models.features import CustomerState, FeatureParams, evaluate_many, snapsho
 from models.features.batch import StateBatch
 from models.segments.decide import Move, record_move
 from models.segments.engine import Assignment, SegmentEngine
-from stream.io.sinks.outbox import encode_outbox
 from stream.runtime.batch import BatchResult, PartitionBatch, Row
 from stream.runtime.outputs import OutputsMixin
 from stream.state import OrderedIO, PartitionWrite, StateStore
@@ -83,7 +82,7 @@ class RetiredMovesMixin(OutputsMixin):
             batch = PartitionBatch(p, [], {}, StateBatch([]), [], np.zeros((0, 0)), set())
             self._staged = []
             moved_out = self._move_retired(batch, 0, float(wm), applied, live, deltas, result)
-            outputs, self._staged = tuple(self._staged), []
+            outputs, outbox = self._take_staged()
             if moved_out:
                 # As for a batch: state and outputs in one step, published once it landed.
                 w = PartitionWrite(
@@ -94,7 +93,7 @@ class RetiredMovesMixin(OutputsMixin):
                     moved_out,
                     {},
                     deltas,
-                    outbox=encode_outbox(outputs) if outputs and self._encoded else b"",
+                    outbox=outbox,
                     outputs=outputs,
                 )
                 entry = self.store.commit(w)

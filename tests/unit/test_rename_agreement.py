@@ -80,14 +80,26 @@ def test_changes_customer_and_export_agree_after_renames(
     assert engine.currency == "EUR"  # the generator's one currency, seen by the pipeline
 
 
+def _offline_changes(monkeypatch: pytest.MonkeyPatch, engine: SegmentEngine, published: list[bytes]) -> None:
+    """`segstream changes` reading these records as the topic and ``engine`` as the store's model."""
+    import stream.cli.common
+    import stream.cli.lookups
+    import stream.io.kafka
+
+    class Store:
+        def load_model(self) -> tuple[int, bytes]:
+            return engine.version, engine.snapshot()
+
+    monkeypatch.setattr(stream.io.kafka, "read_latest", lambda *a, **kw: published)
+    monkeypatch.setattr(stream.cli.lookups, "open_store", lambda settings: Store())
+    monkeypatch.setattr(stream.cli.common.console, "width", 400)
+
+
 def test_the_changes_table_names_segments_as_customer_does(
     replayed: tuple[MemoryFeatureStore, SegmentEngine, CollectSink, Any],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import stream.cli.common
-    import stream.cli.lookups
-    import stream.io.kafka
     from stream.cli import main
 
     _, engine, sink, _ = replayed
@@ -95,14 +107,7 @@ def test_the_changes_table_names_segments_as_customer_does(
         c for c in reversed(sink.changes) if c.current and c.current.name != engine.name_of(c.current.id)
     )
     published = renamed.model_dump_json().encode()
-
-    class Store:
-        def load_model(self) -> tuple[int, bytes]:
-            return engine.version, engine.snapshot()
-
-    monkeypatch.setattr(stream.io.kafka, "read_latest", lambda *a, **kw: [published])
-    monkeypatch.setattr(stream.cli.lookups, "open_store", lambda settings: Store())
-    monkeypatch.setattr(stream.cli.common.console, "width", 400)
+    _offline_changes(monkeypatch, engine, [published])
     assert main(["changes", "--customer", renamed.customer_id]) == 0
     assert renamed.current is not None
     assert f"{engine.name_of(renamed.current.id)} (was {renamed.current.name})" in capsys.readouterr().out
@@ -116,23 +121,12 @@ def test_the_changes_table_shows_a_stage_change_as_stages_not_an_erase(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import stream.cli.common
-    import stream.cli.lookups
-    import stream.io.kafka
     from stream.cli import main
 
     _, engine, sink, _ = replayed
     first = next(c for c in sink.changes if c.kind == "stage" and c.current is None)  # before any segment
     placed = next(c for c in sink.changes if c.kind == "stage" and c.current is not None)
-    published = [c.model_dump_json().encode() for c in (first, placed)]
-
-    class Store:
-        def load_model(self) -> tuple[int, bytes]:
-            return engine.version, engine.snapshot()
-
-    monkeypatch.setattr(stream.io.kafka, "read_latest", lambda *a, **kw: published)
-    monkeypatch.setattr(stream.cli.lookups, "open_store", lambda settings: Store())
-    monkeypatch.setattr(stream.cli.common.console, "width", 400)
+    _offline_changes(monkeypatch, engine, [c.model_dump_json().encode() for c in (first, placed)])
     assert main(["changes"]) == 0
     out = capsys.readouterr().out
     assert "(erased)" not in out
