@@ -24,7 +24,7 @@ from models.segments.published import published_model
 from stream.config import Settings
 from stream.io.kafka import Record
 from stream.io.sinks import OutputSink, Sink
-from stream.io.sinks.outbox import decode_outbox, encode_outbox
+from stream.io.sinks.outbox import OutboxError, decode_outbox, encode_outbox
 from stream.runtime.batch import WARMUP_CHECKPOINT_SECONDS, BatchResult, Row
 from stream.runtime.metrics import Metrics
 from stream.state import PartitionWrite, StateStore, model_conflict
@@ -95,7 +95,13 @@ class OutputsMixin:
         sent = 0
         for p in sorted(partitions):
             for entry, blob in self.store.outbox(p):
-                items = decode_outbox(blob)
+                try:
+                    items = decode_outbox(blob)
+                except OutboxError as e:
+                    raise OutboxError(
+                        f"partition {p}: outbox entry {entry} cannot be read ({e}); it holds outputs of "
+                        "written batches: rebuild with `segstream replay --from-offset 0 --namespace NEW`"
+                    ) from None
                 self.sink.send(items)  # type: ignore[attr-defined]
                 self._ship()
                 sent += len(items)

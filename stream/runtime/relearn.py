@@ -19,7 +19,7 @@ import numpy as np
 
 from models.segments.engine import ModelEvent, SegmentEngine
 from stream.state import StateStore
-from stream.state.learnlog import decode_rows
+from stream.state.learnlog import LearnLogError, decode_rows
 
 __all__ = ["RelearnMixin"]
 
@@ -86,7 +86,13 @@ class RelearnMixin:
         width = len(engine.feature_names)
         logs: dict[int, _Partition] = {}
         for p in partitions:
-            entries = [decode_rows(blob) for _, blob in self.store.learn_entries(p)]
+            try:
+                entries = [decode_rows(blob) for _, blob in self.store.learn_entries(p)]
+            except LearnLogError as e:
+                raise LearnLogError(
+                    f"partition {p}: the learner's learn log cannot be read ({e}); rebuild with "
+                    "`segstream replay --from-offset 0 --namespace NEW`"
+                ) from None
             if entries:
                 logs[p] = _Partition.of(entries, width)
 

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from stream.errors import StateLost
+
 __all__ = ["LearnLogError", "decode_rows", "encode_rows", "entry_name", "position"]
 
 _MAGIC = b"SSLEARN1"
@@ -28,8 +30,9 @@ _COLUMNS = {"pos", "t", "learn", "key", "raw", "candidate", "snap"}
 _ROW_BITS = 20
 
 
-class LearnLogError(ValueError):
-    """A learn-log entry that is not this format (a foreign or damaged key)."""
+class LearnLogError(StateLost, ValueError):
+    """A learn-log entry that is not this format (a foreign or damaged key): the learner stops
+    with one line rather than learn from what it cannot read."""
 
 
 def position(offset: int, k: int) -> int:

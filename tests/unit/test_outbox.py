@@ -117,3 +117,16 @@ def test_outputs_published_equal_those_of_an_in_memory_run() -> None:
         processor.close()
     payloads = [args[1] for kind, args in recording.sent if kind == "change"]
     assert payloads == [c.model_dump_json().encode() for c in collected.changes] and payloads
+
+
+def test_a_foreign_outbox_entry_stops_with_one_line_naming_it() -> None:
+    from dataclasses import replace
+
+    from stream.errors import SegstreamError
+    from stream.state.protocol import PartitionWrite
+
+    store = MemoryFeatureStore()
+    store.commit(replace(PartitionWrite(2, -1, 5, 0, {}, {}, {}), outbox=b"\x80\x04hostile"))
+    with pytest.raises(SegstreamError, match="partition 2: outbox entry 1 cannot be read") as raised:
+        _processor(store, RecordingSink()).publish_outbox(range(4))
+    assert "\n" not in str(raised.value) and store.outbox(2)  # nothing skipped

@@ -83,3 +83,23 @@ def test_the_learn_log_keeps_only_what_the_checkpoint_does_not_hold(log: list[So
     store, _, _, _ = run(log, [])
     kept = sum(len(decode_rows(blob)["pos"]) for p in range(4) for _, blob in store.learn_entries(p))
     assert kept < len(log) / 4  # trimmed at each checkpoint: rows since the last one, and waiting
+
+
+def test_a_foreign_learn_log_entry_stops_with_one_line_naming_it() -> None:
+    from dataclasses import replace
+
+    from stream.errors import SegstreamError
+    from stream.state.protocol import PartitionWrite
+
+    settings = load()
+    store = MemoryFeatureStore()
+    store.commit(replace(PartitionWrite(1, -1, 5, 0, {}, {}, {}), learned=b"junk", learned_name="x"))
+    processor = BatchProcessor(
+        settings,
+        store,
+        load_engine(settings, store),
+        CollectSink(None),
+        Metrics(CollectorRegistry()),  # type: ignore[arg-type]
+    )
+    with pytest.raises(SegstreamError, match="partition 1: the learner's learn log cannot be read"):
+        processor.relearn(range(4))

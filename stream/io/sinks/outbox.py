@@ -17,6 +17,8 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from stream.errors import StateLost
+
 __all__ = ["OutboxError", "decode_outbox", "encode_outbox"]
 
 _FORMAT = 1
@@ -24,8 +26,9 @@ _HEADER = struct.Struct(">BIIq?")
 _KINDS = ("change", "dead_letter")
 
 
-class OutboxError(ValueError):
-    """An outbox entry that is not this format (a foreign or damaged key)."""
+class OutboxError(StateLost, ValueError):
+    """An outbox entry that is not this format (a foreign or damaged key): the service stops with
+    one line rather than publish or skip what it cannot read."""
 
 
 def encode_outbox(items: Sequence[tuple[str, tuple[Any, ...]]]) -> bytes:
