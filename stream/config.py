@@ -290,6 +290,12 @@ class ModelSettings(_Frozen):
         description="a learner reading several partitions learns from them in event-time order "
         "(its versions do not depend on how their records interleave)",
     )
+    max_held_records: int = Field(
+        200_000,
+        ge=0,
+        description="records a learner holds back for a slower partition (the merge); beyond, it goes "
+        "on out of order",
+    )
     margin: float = Field(
         0.55, ge=0, lt=1, description="hysteresis: the new segment must be this much closer"
     )

@@ -64,6 +64,18 @@ class Assignment:
             versions=self.versions[lo:hi],
         )
 
+    def take(self, index: np.ndarray) -> Assignment:
+        """The rows at ``index`` (copies, the same ids)."""
+        return Assignment(
+            segment_ids=self.segment_ids[index],
+            membership=self.membership[index],
+            ids=self.ids,
+            confidence=self.confidence[index],
+            outlier=self.outlier[index],
+            distances=self.distances[index],
+            versions=self.versions[index],
+        )
+
     def row(self, i: int) -> AssignmentRow:
         ok = np.isfinite(self.distances[i])
         ids = self.ids[ok].tolist()

@@ -121,12 +121,15 @@ class PopulationSample:
         self.sources[slots[kept]] = sources[last_row[kept]]
 
     def __getstate__(self) -> dict[str, object]:
-        keys, rows = self.held()  # no unused slots in a snapshot
+        # No unused slots, and in key order: which slot a customer took depends on how its rows
+        # came in blocks, the sample's content (all that is read of it) does not.
+        keys, rows = self.held()
+        order = np.argsort(keys, kind="stable")
         return {
             "capacity": self.capacity,
-            "keys": keys.copy(),
-            "rows": rows.copy(),
-            "sources": self.held_sources().copy(),
+            "keys": keys[order],
+            "rows": rows[order],
+            "sources": self.held_sources()[order],
         }
 
     def __setstate__(self, state: dict[str, object]) -> None:

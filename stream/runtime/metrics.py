@@ -112,7 +112,14 @@ class Metrics:
         )
         self.model_waiting_rows = Gauge(
             "segstream_model_waiting_rows",
-            "Rows the learner holds until its other partitions pass them (model.align_partitions)",
+            "Rows and records the learner holds until its other partitions pass them "
+            "(model.align_partitions)",
+            registry=registry,
+        )
+        self.merge_forced = Counter(
+            "segstream_merge_forced_records_total",
+            "Records a learner processed out of the merge's order: more than model.max_held_records "
+            "waited for a partition that did not deliver",
             registry=registry,
         )
         self.model_checkpoint_bytes = Gauge(

@@ -21,6 +21,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ from stream.config import Settings
 from stream.io.kafka import Record
 from stream.io.sinks import OutputSink, Sink
 from stream.runtime.batch import BatchResult, PartitionBatch, Row, iso, iso_seconds
+from stream.runtime.merge import merge_order, safe_prefix
 from stream.runtime.metrics import Metrics
 from stream.runtime.outputs import OutputsMixin
 from stream.runtime.relearn import RelearnMixin
@@ -70,6 +72,52 @@ _OFFSET = operator.attrgetter("offset")
 _TYPE_INFO: dict[EventType, tuple[str, bool]] = {
     t: (KIND_OF_TYPE[t], t is EventType.ADD_TO_CART) for t in EventType
 }
+
+
+_Decoded = tuple[Record, DecodedEvent | None, int]  # a record, its event (None: bad), its time
+
+
+class _Quiet:
+    """Metrics that count nothing (the merge's dry run of the event loop)."""
+
+    def __getattr__(self, name: str) -> _Quiet:
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Quiet:
+        return self
+
+
+_QUIET = _Quiet()
+
+
+@dataclass
+class _Prepared:
+    """A partition's part of a batch between its event loop and its write."""
+
+    batch: PartitionBatch
+    applied_offset: int
+    new_offset: int
+    placed_before: list[int]
+    due_updates: dict[str, int]
+    clock: PartitionClock
+    staged: list[Any]  # its outputs in the making
+    deltas: dict[int, int] = field(default_factory=dict)  # segment count changes
+    moved_out: dict[str, bytes] = field(default_factory=dict)  # states of customers outside the batch
+    learned: tuple[str, bytes] = ("", b"")  # its learn-log entry
+    rescores: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class _Inputs:
+    """What the engine takes of a partition's rows (from ``unclocked`` on, but ``raw``: all)."""
+
+    raw: np.ndarray
+    unclocked: int
+    times: np.ndarray
+    learn: np.ndarray
+    keys: np.ndarray | None
+    sources: np.ndarray | None
+    positions: np.ndarray | None
 
 
 class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
@@ -116,7 +164,13 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         self.io = OrderedIO(store, publish=self._publish_written, flush=self._flush_outputs)
         self._staged: list[tuple[str, Any]] = []  # the partition's outputs, in the making
         self._unacked_versions: deque[int] = deque()
-        self._learned: tuple[str, bytes] = ("", b"")  # the partition's learn-log entry, in the making
+        # The learner's merge (stream.runtime.merge): records read ahead of a partition that may
+        # still deliver earlier rows wait here, at most ``max_held_records``; each partition's
+        # clock as last written (a partition without records in a batch bounds the others by it).
+        self._merge = self.learns and settings.model.align_partitions
+        self._held: dict[int, list[_Decoded]] = {}
+        self._clock_of: dict[int, int] = {}
+        self._max_held = settings.model.max_held_records
         # Calls to make once the batch's writes landed (the learner's checkpoints); None: outside
         # a batch, where they run at once.
         self._after_writes: list[Callable[[], None]] | None = None
@@ -208,24 +262,37 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         # reads the next partition while this one computes.
         decode = self._decode_quiet
         work = []
-        for p in sorted(by_partition):
-            recs = sorted(by_partition[p], key=_OFFSET)
+        for p in sorted(set(by_partition) | set(self._held)):
+            recs = sorted(by_partition.get(p, ()), key=_OFFSET)
             # (record, event, event time in whole seconds): the time is computed once per event.
-            events = [(r, *d) if (d := decode(r)) else (r, None, 0) for r in recs]
+            # Records held back by the learner's merge come first (they precede in the partition).
+            events = self._held.pop(p, []) + [(r, *d) if (d := decode(r)) else (r, None, 0) for r in recs]
             customers = sorted({e.customer_id for _, e, _ in events if e is not None})
             max_ts = max((ts for _, e, ts in events if e is not None), default=0)
             work.append((p, events, self.io.load(p, customers, due_until=max_ts)))
-            result.offsets[p] = recs[-1].offset + 1
         self.io.release()  # the previous batch's writes, behind this batch's loads
         self._after_writes = []
         self._unfed = set(by_partition)
-        writes = []
+        merging = self._merging()
+        if merging:
+            work = self._hold_back([(p, events, self.io.view(loading)) for p, events, loading in work])
+        prepared: list[_Prepared] = []
         for p, events, loading in work:
-            # A partition read to its end stops holding the learner's rows back only once this
-            # batch's rows of it are in the engine; they go in before anything is released.
-            self._unfed.discard(p)
-            if (w := self._process_partition(p, events, self.io.view(loading), result)) is not None:
-                writes.append(w)
+            if not events:
+                continue
+            result.offsets[p] = events[-1][0].offset + 1
+            view = loading if isinstance(loading, PartitionView) else self.io.view(loading)
+            if (prep := self._prepare_partition(p, events, view, result)) is None:
+                continue
+            prepared.append(prep)
+            if not merging:
+                # A partition read to its end stops holding the learner's rows back only once this
+                # batch's rows of it are in the engine; they go in before anything is released.
+                self._unfed.discard(p)
+                self._assign(prep, result)
+        if merging and prepared:
+            self._assign_merged(prepared, result)
+        writes = [self._finish_partition(prep) for prep in prepared]
         # State and outputs together, outputs published after, offsets last: a crash in between
         # publishes the written outputs again (the same bytes) but never loses a change, publishes
         # none Redis does not hold, and never applies an event twice. The writes run in the
@@ -240,18 +307,80 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         for w in writes:
             self.metrics.watermark.labels(partition=str(w.partition)).set(w.watermark)
             result.watermarks[w.partition] = w.watermark
+            self._clock_of[w.partition] = w.watermark
         if self.learns:
-            self.metrics.model_waiting_rows.set(self.engine.waiting_rows())
+            self.metrics.model_waiting_rows.set(self.engine.waiting_rows() + self.held_records())
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
 
-    def _process_partition(
+    # ---- the learner's merge (stream.runtime.merge) ----
+    def _merging(self) -> bool:
+        """A learner reading several partitions processes their rows in one merged order."""
+        return self._merge and self.owned is not None and len(self.owned) > 1
+
+    def held_records(self) -> int:
+        """Records read but held back by the merge (processed by a later batch)."""
+        return sum(len(h) for h in self._held.values())
+
+    def held_until(self, p: int) -> int | None:
+        """The offset after the last record of ``p`` held back (None: none held)."""
+        held = self._held.get(p)
+        return held[-1][0].offset + 1 if held else None
+
+    def drop_held(self) -> None:
+        """Forget the held records: the caller seeks back to what the store applied, and reads
+        them again (a rebalance, a resync, a rewind)."""
+        self._held.clear()
+        self._clock_of.clear()
+
+    def _hold_back(
+        self, work: list[tuple[int, list[_Decoded], PartitionView]]
+    ) -> list[tuple[int, list[_Decoded], Any]]:
+        """Each partition's records that may go now; the rest wait in ``_held`` for a later batch.
+        The rows' clocks come from a dry run of the event loop (no state, output or metric is
+        touched); a row goes once no partition not read to its end can deliver one before it."""
+        owned = self.owned or frozenset()
+        waiting = set(owned - self.drained)
+        if not waiting:
+            return work  # every partition read to its end: nothing can come before these rows
+        clocks: dict[int, np.ndarray] = {}
+        offsets: dict[int, list[int]] = {}
+        before: dict[int, int] = {}
+        for p, events, view in work:
+            before[p] = view.watermark
+            fresh = [x for x in events if x[0].offset > view.applied_offset]
+            rows = self._apply_dry(view, fresh)
+            clocks[p] = np.array([r.clock for r in rows], dtype=np.int64)
+            offsets[p] = [r.offset for r in rows]
+        for q in waiting - set(before):
+            if q not in self._clock_of:
+                self._clock_of[q] = self.store.watermark(q)
+            before[q] = self._clock_of[q]
+        go = safe_prefix(clocks, before, waiting)
+        held = {p: offsets[p][go[p]] for p in clocks if go[p] < len(clocks[p])}
+        kept = sum(sum(1 for x in events if x[0].offset >= held[p]) for p, events, _ in work if p in held)
+        if kept > self._max_held:
+            # Too much read ahead of a partition that does not deliver: go on out of order (the
+            # merge no longer guarantees the segments; counted) rather than grow without bound.
+            self.metrics.merge_forced.inc(kept)
+            return work
+        out = []
+        for p, events, view in work:
+            cut = held.get(p)
+            if cut is None:
+                out.append((p, events, view))
+                continue
+            self._held[p] = [x for x in events if x[0].offset >= cut]
+            out.append((p, [x for x in events if x[0].offset < cut], view))
+        return out
+
+    def _prepare_partition(
         self,
         p: int,
         events: Sequence[tuple[Record, DecodedEvent | None, int]],
         view: PartitionView,
         result: BatchResult,
-    ) -> PartitionWrite | None:
+    ) -> _Prepared | None:
         if self.topic_id and view.topic_id and view.topic_id != self.topic_id:
             raise topic_changed(p, view.topic_id, self.topic_id)  # before anything is published
         applied_offset = view.applied_offset
@@ -270,27 +399,34 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         placed_before = list(states.segment)
         rows, snaps, dirty, due_updates, clock = self._apply(view, ids, states, fresh, result)
         batch = PartitionBatch(p, ids, view.states, states, rows, snaps, dirty, view.watermark)
-        deltas, moved_out = self._assign(batch, result)
+        return _Prepared(
+            batch, view.applied_offset, fresh[-1][0].offset, placed_before, due_updates, clock, self._staged
+        )
+
+    def _finish_partition(self, prep: _Prepared) -> PartitionWrite:
+        batch, states, ids, dirty = prep.batch, prep.batch.states, prep.batch.ids, prep.batch.dirty
+        deltas = prep.deltas
         # Customers without a segment are counted too (under -1): a version that comes after
         # their last row places them (_move_retired), and only if there are any.
         unplaced = sum(
-            (states.segment[i] < 0) - (placed_before[i] < 0 and view.states[ids[i]] is not None)
+            (states.segment[i] < 0) - (prep.placed_before[i] < 0 and batch.loaded[ids[i]] is not None)
             for i in dirty
         )
         if unplaced:
             deltas[UNPLACED] = deltas.get(UNPLACED, 0) + unplaced
         order = sorted(dirty, key=ids.__getitem__)
+        self._staged = prep.staged
         outputs, outbox = self._take_staged()
-        (learned_name, learned), self._learned = self._learned, ("", b"")
+        learned_name, learned = prep.learned
         return PartitionWrite(
-            partition=p,
-            expected_offset=view.applied_offset,
-            new_offset=fresh[-1][0].offset,
-            watermark=clock.value,
-            states=dict(zip([ids[i] for i in order], states.pack(order), strict=True)) | moved_out,
-            due=due_updates,
+            partition=batch.partition,
+            expected_offset=prep.applied_offset,
+            new_offset=prep.new_offset,
+            watermark=prep.clock.value,
+            states=dict(zip([ids[i] for i in order], states.pack(order), strict=True)) | prep.moved_out,
+            due=prep.due_updates,
             segment_deltas=deltas,
-            clock=clock.pack(),
+            clock=prep.clock.pack(),
             topic_id=self.topic_id,
             outbox=outbox,
             outputs=outputs,
@@ -324,6 +460,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         states: StateBatch,
         decoded: Sequence[tuple[Record, DecodedEvent | None, int]],
         result: BatchResult,
+        dry: bool = False,
     ) -> tuple[list[Row], np.ndarray, set[int], dict[str, int], PartitionClock]:
         """The per-event loop: dead letters, duplicates, the watermark, the inactivity schedule and
         the rows to assign, in stream order, on the batch's plain columns; the feature arithmetic
@@ -333,7 +470,10 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         ``FutureEvent``; one more than ``allowed_lateness_hours`` before its own customer's newest
         event is a ``LateEvent``. No other record, customer or quiet period decides, so a gap of
         any length costs nothing and a record far off in time costs only its own customer. The
-        watermark (inactivity re-scoring) is the partition's :class:`PartitionClock`."""
+        watermark (inactivity re-scoring) is the partition's :class:`PartitionClock`.
+
+        ``dry``: only the rows (their clocks), for the learner's merge; the caller passes throwaway
+        states and hides outputs and metrics (:meth:`_apply_dry`)."""
         index = {c: i for i, c in enumerate(ids)}
         rows: list[Row] = []
         dirty: set[int] = set()
@@ -464,6 +604,8 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
                 mark(qi)
                 if next_due[qi]:
                     heappush(due_heap, (next_due[qi], qcid))
+        if dry:
+            return rows, np.zeros((0, 0)), dirty, due_updates, clock
         if duplicates:
             self.metrics.duplicates.inc(duplicates)
         result.applied += len(events)
@@ -472,6 +614,19 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         # The rhythm of each row as the loop noted it, beside the counters and sums.
         snaps = np.hstack([base, np.array(rhythms, dtype=np.float64).reshape(len(rows), RHYTHM_WIDTH)])
         return rows, snaps, dirty, due_updates, clock
+
+    def _apply_dry(self, view: PartitionView, fresh: Sequence[_Decoded]) -> list[Row]:
+        """The rows :meth:`_apply` would make of these records, touching nothing."""
+        if not fresh:
+            return []
+        ids = list(view.states)
+        metrics, staged = self.metrics, self._staged
+        self.metrics, self._staged = _QUIET, []  # type: ignore[assignment]
+        try:
+            states = StateBatch([view.states[c] for c in ids])
+            return self._apply(view, ids, states, fresh, BatchResult(), dry=True)[0]
+        finally:
+            self.metrics, self._staged = metrics, staged
 
     def _stage_step(
         self, states: StateBatch, i: int, at: int, thresholds_of: dict[int, tuple[int, int, int, int]]
@@ -503,84 +658,155 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         h = History(purchase_days, states.last_purchase_ts[i], pdays, states.last_ts[i], adays)
         return new, (old, new, describe_stage(new, at, h, p)), crossing
 
-    def _assign(self, batch: PartitionBatch, result: BatchResult) -> tuple[dict[int, int], dict[str, bytes]]:
-        """Assign the batch's rows chunk by chunk; returns the segment count deltas and the states
-        of customers outside the batch that a model-driven move moved (a later one in the same
-        batch reads them from there: the store has them only once the batch is written)."""
+    def _inputs(self, prep: _Prepared) -> _Inputs:
+        """What the engine takes of a partition's rows: features, times, what it learns."""
+        batch = prep.batch
         p, rows, snaps, states = batch.partition, batch.rows, batch.snaps, batch.states
-        deltas: dict[int, int] = {}
-        moved_out: dict[str, bytes] = {}
-        if not rows:
-            return deltas, moved_out
-        engine = self.engine
         times = np.array([r.at for r in rows])
         raw = evaluate_many(snaps, self.params, times)
-        now = time.time()
         # Rows made before the partition had a watermark (its first customers) are assigned but
         # not learned: nothing yet says whether their times are where the partition is. The
         # clock never goes back to 0, so they are the batch's first rows.
         unclocked = next((k for k, r in enumerate(rows) if r.clock), len(rows))
-        # The engine learns in, ages its sample to and times its versions by each row's place in
-        # the partition's event time: its time kept within [watermark - lateness, watermark], so
-        # that one customer's far-off clock moves no version, and a partition's later rows never
-        # come before what it has passed by more than the lateness (the learner's alignment).
         clocks = np.array([r.clock for r in rows[unclocked:]], dtype=np.float64)
-        order_times = np.clip(times[unclocked:], clocks - self._lateness, clocks)
-        # One chunk per model version: names, explanations and RFM come from the version that
-        # assigned the row, so the output does not depend on where batches were cut.
+        if self._merging():
+            # The merge's order: the partition's clock at each row (it never goes back).
+            order_times = clocks
+        else:
+            # The engine learns in, ages its sample to and times its versions by each row's place
+            # in the partition's event time: its time kept within [watermark - lateness,
+            # watermark], so that one customer's far-off clock moves no version, and a
+            # partition's later rows never come before what it has passed by more than the
+            # lateness (the learner's alignment).
+            order_times = np.clip(times[unclocked:], clocks - self._lateness, clocks)
         learn = self._learn_mask(rows, states, unclocked)
-        keys = sources = None
+        keys = positions = sources = None
         if self.learns:
             sources = np.full(len(rows) - unclocked, p, dtype=np.int64)  # each customer ages by its partition
-            self.engine.align_sources(self.owned, self.drained - self._unfed)
-        if engine.population is not None and self.learns:
+            positions = row_positions(rows, unclocked)
+        if self.engine.population is not None and self.learns:
             # Every row refreshes the customer sample, learned or not: the sample must hold each
             # customer's latest state (a second purchase the same day counts), which is what an
             # offline snapshot of the population sees.
             ids = [r.customer_id for r in rows[unclocked:]]
             key_of = {c: customer_key(c) for c in dict.fromkeys(ids)}  # one hash per customer
             keys = np.fromiter(map(key_of.__getitem__, ids), dtype=np.uint64, count=len(ids))
-        positions = None
-        if self.learns:
-            positions = row_positions(rows, unclocked)
-            self._learned = self._learn_entry(
+        if positions is not None:
+            prep.learned = self._learn_entry(
                 positions, order_times, learn, raw[unclocked:], keys, snaps[unclocked:]
             )
-        chunks = engine.process_chunks(
-            raw[unclocked:],
-            order_times,
-            learn,
-            keys,
-            snaps[unclocked:] if keys is not None else None,
-            sources,
-            positions,
-        )
-        if unclocked:
+        prep.rescores = self._rescore_rows(rows, batch.watermark)
+        return _Inputs(raw, unclocked, order_times, learn, keys, sources, positions)
+
+    def _assign(self, prep: _Prepared, result: BatchResult) -> None:
+        """Assign one partition's rows chunk by chunk (one chunk per model version: names,
+        explanations and RFM come from the version that assigned the row, so the output does not
+        depend on where batches were cut)."""
+        if not prep.batch.rows:
+            return
+        engine = self.engine
+        x = self._inputs(prep)
+        u = x.unclocked
+        if self.learns:
+            engine.align_sources(self.owned, self.drained - self._unfed)
+        snaps = prep.batch.snaps[u:] if x.keys is not None else None
+        chunks = engine.process_chunks(x.raw[u:], x.times, x.learn, x.keys, snaps, x.sources, x.positions)
+        if u:
             chunks = itertools.chain(
-                [Chunk(0, unclocked, engine.assign(raw[:unclocked]), [])],
-                (Chunk(c.lo + unclocked, c.hi + unclocked, c.assignment, c.events_before) for c in chunks),
+                [Chunk(0, u, engine.assign(x.raw[:u]), [])],
+                (Chunk(c.lo + u, c.hi + u, c.assignment, c.events_before) for c in chunks),
             )
-        rescores = self._rescore_rows(rows, batch.watermark)
+        now = time.time()
+        for chunk in chunks:
+            self._publish_model_events(chunk.events_before)
+            self._take_chunk(prep, chunk, x.raw, engine.live_names(), now, result)
+        self._publish_model_events(engine.trailing_events)
+
+    def _assign_merged(self, preps: list[_Prepared], result: BatchResult) -> None:
+        """Assign the partitions' rows in the merge's order (stream.runtime.merge): the engine
+        takes them as one stream, so a version built after a row of one partition assigns the
+        rows of every partition that come after it, and none before."""
+        engine = self.engine
+        engine.align_sources(None)  # the merge orders the rows; nothing waits in the engine
+        now = time.time()
+        inputs = {prep.batch.partition: self._inputs(prep) for prep in preps if prep.batch.rows}
+        by_p = {prep.batch.partition: prep for prep in preps}
+        # Rows before a partition has a clock are assigned by the version in force, not learned.
+        for p, x in inputs.items():
+            if x.unclocked:
+                chunk = Chunk(0, x.unclocked, engine.assign(x.raw[: x.unclocked]), [])
+                self._take_chunk(by_p[p], chunk, x.raw, engine.live_names(), now, result)
+        clocked = {p: x.times for p, x in inputs.items() if len(x.times)}
+        if not clocked:
+            return
+        # Each partition's rows' places in the merged stream (its own order is kept).
+        part = merge_order(clocked)
+        order = {p: np.flatnonzero(part == p) for p in clocked}
+        n = len(part)
+        raw = np.empty((n, inputs[next(iter(clocked))].raw.shape[1]))
+        times = np.empty(n)
+        learn = np.empty(n, dtype=bool)
+        sources = np.empty(n, dtype=np.int64)
+        positions = np.empty(n, dtype=np.int64)
+        sampled = engine.population is not None
+        keys = np.empty(n, dtype=np.uint64) if sampled else None
+        snaps = None
+        for p, pos in order.items():
+            x, u = inputs[p], inputs[p].unclocked
+            raw[pos] = x.raw[u:]
+            times[pos] = x.times
+            learn[pos] = x.learn
+            sources[pos] = p
+            positions[pos] = x.positions if x.positions is not None else -1
+            if keys is not None and x.keys is not None:
+                keys[pos] = x.keys
+                psnaps = by_p[p].batch.snaps[u:]
+                if snaps is None:
+                    snaps = np.empty((n, psnaps.shape[1]))
+                snaps[pos] = psnaps
+        chunks = engine.process_chunks(raw, times, learn, keys, snaps, sources, positions)
         for chunk in chunks:
             self._publish_model_events(chunk.events_before)
             live = engine.live_names()
-            if chunk.hi > chunk.lo and self._checked_retired.get(p) != self._retired_key():
-                self._checked_retired[p] = self._retired_key()
-                first = rows[chunk.lo]
-                moved_out |= self._move_retired(
-                    batch, chunk.lo, first.at, first.offset, live, deltas, result, moved_out
-                )
-            # The chunk's rows up to each re-scoring row, the re-scoring, and on.
-            lo = chunk.lo
-            while rescores and rescores[0][0] < chunk.hi:
-                k, bucket = rescores.pop(0)
-                self._decide(batch, chunk, lo, k, raw, live, deltas, now, result)
-                if engine.warmed_up:
-                    moved_out |= self._rescore(batch, k, bucket, live, deltas, result, moved_out)
-                lo = k
-            self._decide(batch, chunk, lo, chunk.hi, raw, live, deltas, now, result)
+            for p, pos in order.items():
+                a, b = np.searchsorted(pos, [chunk.lo, chunk.hi])
+                if b <= a:
+                    continue
+                u = inputs[p].unclocked
+                mine = Chunk(int(a) + u, int(b) + u, chunk.assignment.take(pos[a:b] - chunk.lo), [])
+                self._take_chunk(by_p[p], mine, inputs[p].raw, live, now, result)
         self._publish_model_events(engine.trailing_events)
-        return deltas, moved_out
+
+    def _take_chunk(
+        self,
+        prep: _Prepared,
+        chunk: Chunk,
+        raw: np.ndarray,
+        live: dict[int, str],
+        now: float,
+        result: BatchResult,
+    ) -> None:
+        """A partition's rows of one chunk (assigned by one version): customers left in a retired
+        segment, the hysteresis, and the re-scorings that fall among the rows."""
+        batch, engine, p = prep.batch, self.engine, prep.batch.partition
+        self._staged = prep.staged
+        rows = batch.rows
+        if chunk.hi > chunk.lo and self._checked_retired.get(p) != self._retired_key():
+            self._checked_retired[p] = self._retired_key()
+            first = rows[chunk.lo]
+            prep.moved_out |= self._move_retired(
+                batch, chunk.lo, first.at, first.offset, live, prep.deltas, result, prep.moved_out
+            )
+        # The chunk's rows up to each re-scoring row, the re-scoring, and on.
+        lo = chunk.lo
+        rescores = prep.rescores
+        while rescores and rescores[0][0] < chunk.hi:
+            k, bucket = rescores.pop(0)
+            self._decide(batch, chunk, lo, k, raw, live, prep.deltas, now, result)
+            if engine.warmed_up:
+                prep.moved_out |= self._rescore(batch, k, bucket, live, prep.deltas, result, prep.moved_out)
+            lo = k
+        self._decide(batch, chunk, lo, chunk.hi, raw, live, prep.deltas, now, result)
 
     def _decide(
         self,

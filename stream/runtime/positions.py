@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -15,6 +16,9 @@ from stream.config import Settings
 from stream.io.kafka import Record
 from stream.runtime.metrics import Metrics
 from stream.state import FeatureStore
+
+if TYPE_CHECKING:
+    from stream.runtime.pipeline import BatchProcessor
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,7 @@ class PositionsMixin:
     consumer: KafkaConsumer | None
     store: FeatureStore | None
     metrics: Metrics
+    processor: BatchProcessor | None
     _assigned: set[int]
     _next_offset: dict[int, int]
     _asked: dict[int, int]
@@ -72,7 +77,8 @@ class PositionsMixin:
             last[r.partition] = max(last.get(r.partition, -1), r.offset)
         drained = set()
         for p, end in self._ends(sorted(self._assigned), max_age=5.0).items():
-            nxt = last[p] + 1 if p in last else self._next_offset.get(p)
+            held = self.processor.held_until(p) if self.processor is not None else None
+            nxt = last[p] + 1 if p in last else held if held is not None else self._next_offset.get(p)
             if end is not None and (end == 0 or (nxt is not None and nxt >= end)):
                 drained.add(p)
         return frozenset(drained)
@@ -104,6 +110,8 @@ class PositionsMixin:
         assert self.consumer is not None and self.store is not None
         topic = self.settings.topics.interactions
         owned = self.consumer.assignment()
+        if self.processor is not None:
+            self.processor.drop_held()  # read again from the first record not processed
         for p in sorted(self._assigned):
             tp = TopicPartition(topic, p)
             if tp in owned:
@@ -119,6 +127,8 @@ class PositionsMixin:
         # is insurance against a kafka-python version that does otherwise.)
         topic = self.settings.topics.interactions
         owned = self.consumer.assignment()
+        if self.processor is not None:
+            self.processor.drop_held()  # read again from what Redis applied
         for p in sorted(self._assigned):
             tp = TopicPartition(topic, p)
             if tp not in owned:

@@ -75,6 +75,7 @@ class RelearnMixin:
     store: StateStore
     engine: SegmentEngine
     owned: frozenset[int] | None
+    _merge: bool
     _queued_version: int
     _publish_model_events: Callable[[list[ModelEvent]], None]
 
@@ -123,27 +124,16 @@ class RelearnMixin:
                 lo = hi
         if not queues:
             return 0, lost
-        # Rows wait for every partition the learner reads or has read, as before the crash.
-        engine.align_sources(set(fed) | set(logs) | set(self.owned or ()), ())
-        learned = 0
-        for p, lo, hi in _in_time_order(queues, logs):
-            part = logs[p]
-            n = hi - lo
-            learn = part.learn[lo:hi]
-            raw = np.zeros((n, width))
-            raw[learn] = part.raw[int(part.learn[:lo].sum()) : int(part.learn[:hi].sum())]
-            keys = snaps = None
-            if part.key is not None and part.candidate is not None and part.snap is not None:
-                keys = part.key[lo:hi]
-                cand = part.candidate[lo:hi]
-                snaps = np.zeros((n, part.snap.shape[1]))
-                snaps[cand] = part.snap[int(part.candidate[:lo].sum()) : int(part.candidate[:hi].sum())]
-            sources = np.full(n, p, dtype=np.int64)
-            chunks = engine.process_chunks(raw, part.t[lo:hi], learn, keys, snaps, sources, part.pos[lo:hi])
-            for chunk in chunks:
-                self._publish_model_events(chunk.events_before)
-            self._publish_model_events(engine.trailing_events)
-            learned += n
+        if self._merge and len(set(fed) | set(logs) | set(self.owned or ())) > 1:
+            # The learner's merge: one stream by (time, partition, position).
+            pieces = [_piece(logs[p], p, lo, hi, width) for p, spans in queues.items() for lo, hi in spans]
+            learned = self._learn_again(pieces, merged=True)
+        else:
+            # Earlier releases (the engine's alignment): rows wait for every partition the learner
+            # reads or has read, as before the crash, fed piece by piece as a live read mixed them.
+            engine.align_sources(set(fed) | set(logs) | set(self.owned or ()), ())
+            pieces = [_piece(logs[p], p, lo, hi, width) for p, lo, hi in _in_time_order(queues, logs)]
+            learned = sum(self._learn_again([piece], merged=False) for piece in pieces)
         log.info(
             "learned %d rows again from the learn log (model version %d now); %d waiting rows lost",
             learned,
@@ -151,6 +141,47 @@ class RelearnMixin:
             lost,
         )
         return learned, lost
+
+    def _learn_again(self, pieces: list[dict[str, np.ndarray]], merged: bool) -> int:
+        """Feed learn-log rows to the engine, publishing the versions they build; ``merged``:
+        the pieces are first merged by (time, partition, position), the learner's merge
+        (stream.runtime.merge), and nothing waits in the engine."""
+        common = set.intersection(*(set(piece) for piece in pieces))  # a sample's columns: all or none
+        cat = {k: np.concatenate([piece[k] for piece in pieces]) for k in common}
+        if merged:
+            order = np.lexsort((cat["pos"], cat["source"], cat["t"]))
+            cat = {k: v[order] for k, v in cat.items()}
+            self.engine.align_sources(None)
+        engine = self.engine
+        chunks = engine.process_chunks(
+            cat["raw"], cat["t"], cat["learn"], cat.get("key"), cat.get("snap"), cat["source"], cat["pos"]
+        )
+        for chunk in chunks:
+            self._publish_model_events(chunk.events_before)
+        self._publish_model_events(engine.trailing_events)
+        return len(cat["t"])
+
+
+def _piece(part: _Partition, p: int, lo: int, hi: int, width: int) -> dict[str, np.ndarray]:
+    """Rows ``lo:hi`` of a partition's learn log as the engine takes them (features of the rows
+    not learned are zeros: nobody reads them)."""
+    n = hi - lo
+    learn = part.learn[lo:hi]
+    raw = np.zeros((n, width))
+    raw[learn] = part.raw[int(part.learn[:lo].sum()) : int(part.learn[:hi].sum())]
+    out = {
+        "pos": part.pos[lo:hi],
+        "t": part.t[lo:hi],
+        "learn": learn,
+        "raw": raw,
+        "source": np.full(n, p, dtype=np.int64),
+    }
+    if part.key is not None and part.candidate is not None and part.snap is not None:
+        cand = part.candidate[lo:hi]
+        snaps = np.zeros((n, part.snap.shape[1]))
+        snaps[cand] = part.snap[int(part.candidate[:lo].sum()) : int(part.candidate[:hi].sum())]
+        out |= {"key": part.key[lo:hi], "snap": snaps}
+    return out
 
 
 def _in_time_order(

@@ -188,6 +188,7 @@ class Service(IntegrityMixin, PositionsMixin):
         self._assigned = {tp.partition for tp in assigned}
         if self.processor is not None:
             self.processor.owned = frozenset(self._assigned)
+            self.processor.drop_held()  # read again from the positions sought here
         self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp in set(assigned)}
         self.metrics.assigned_partitions.set(len(assigned))
         assert self.consumer is not None and self.store is not None
@@ -213,6 +214,7 @@ class Service(IntegrityMixin, PositionsMixin):
         self._written = {p: o for p, o in self._written.items() if p not in gone}
         if self.processor is not None:
             self.processor.owned = frozenset(self._assigned)
+            self.processor.drop_held()
         # Their offsets are the new owner's to commit from now on (lag readings would go back).
         self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp.partition not in gone}
         self._durable = deque(
@@ -286,6 +288,12 @@ class Service(IntegrityMixin, PositionsMixin):
                     self._verify()  # before any record of newly assigned partitions
                 if self._relearn_due and not self._unverified:
                     self._relearn()
+                if not records and self.processor.held_records():
+                    # Records the merge held back go once what held them passed or ended.
+                    self._process(records, summary)
+                    if self.processor.held_records():
+                        self._stop.wait(0.05)
+                    continue
                 if not records:
                     self._drain()  # idle: let the state and the offsets catch up
                     self._idle_model_update()

@@ -43,10 +43,15 @@ def run(records: list[SourceRecord], crashes: list[int]) -> tuple[MemoryFeatureS
         processor = BatchProcessor(settings, store, engine, sink, Metrics(CollectorRegistry()))
         processor.owned = frozenset(range(4))
         processor.relearn(range(4))
-        # The batch that was in flight is redone: records already applied are skipped.
-        for batch in batches[max(i - 1, 0) : stop]:
+        # Read again from what the store applied, as the service seeks: the batch that was in
+        # flight and the records the merge held back.
+        redo = [r for b in batches[:i] for r in b if r.offset > store.applied_offset(r.partition)]
+        for batch in [redo, *batches[i:stop]] if redo else batches[i:stop]:
             processor.process(batch)
         if stop == len(batches):
+            processor.drained = frozenset(range(4))  # the log's end: nothing holds rows back
+            processor.process([])
+            assert not processor.held_records()
             processor.close()
         changes += [c.model_dump_json() for c in sink.changes]
         i = stop

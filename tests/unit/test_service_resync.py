@@ -58,6 +58,15 @@ class FakeProcessor:
         self.outboxes.append(sorted(partitions))
         return 0
 
+    def drop_held(self) -> None:  # nothing is held back: no merge here
+        pass
+
+    def held_records(self) -> int:
+        return 0
+
+    def held_until(self, p: int) -> None:
+        return None
+
 
 def service(consumer: FakeConsumer, assigned: set[int]) -> Service:
     svc = Service(load(overrides={"topics": {"interactions": TOPIC}}))
