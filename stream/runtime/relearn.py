@@ -123,8 +123,14 @@ class RelearnMixin:
                 lo = hi
         if not queues:
             return 0, lost
-        # Rows wait for every partition the learner reads or has read, as before the crash.
-        engine.align_sources(set(fed) | set(logs) | set(self.owned or ()), ())
+        # Rows wait for every partition the learner reads or has read, as before the crash: the
+        # checkpoint's sources too. A start may relearn before any partition is assigned to it
+        # (``owned`` unknown), and a catch-up's first checkpoints have fed, and logged, a single
+        # partition: from those alone the engine would stop aligning and learn every waiting
+        # row at once, in that partition's order (a restart from the warm-up checkpoint built
+        # other versions than the uninterrupted run).
+        read = set(fed) | set(logs) | set(self.owned or ()) | engine.aligned_sources
+        engine.align_sources(read, ())
         learned = 0
         for p, lo, hi in _in_time_order(queues, logs):
             part = logs[p]
