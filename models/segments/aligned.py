@@ -50,6 +50,11 @@ class AlignedLearning:
         self._align_sources = frozenset(sources or ())
         self._align_drained = frozenset(drained) & self._align_sources
 
+    @property
+    def aligned_sources(self) -> frozenset[int]:
+        """The sources last given to :meth:`align_sources` (a checkpoint keeps them)."""
+        return self._align_sources
+
     def _aligning(self) -> bool:
         return self.params.align_lateness_days is not None and len(self._align_sources) > 1
 

@@ -130,8 +130,13 @@ class RelearnMixin:
             learned = self._learn_again(pieces, merged=True)
         else:
             # Earlier releases (the engine's alignment): rows wait for every partition the learner
-            # reads or has read, as before the crash, fed piece by piece as a live read mixed them.
-            engine.align_sources(set(fed) | set(logs) | set(self.owned or ()), ())
+            # reads or has read, as before the crash, fed piece by piece as a live read mixed them;
+            # the checkpoint's sources too: a start may relearn before any partition is assigned
+            # to it, and a catch-up's first checkpoints have fed and logged a single partition
+            # (from those alone the engine would learn every waiting row at once, in that
+            # partition's order).
+            read = set(fed) | set(logs) | set(self.owned or ()) | engine.aligned_sources
+            engine.align_sources(read, ())
             pieces = [_piece(logs[p], p, lo, hi, width) for p, lo, hi in _in_time_order(queues, logs)]
             learned = sum(self._learn_again([piece], merged=False) for piece in pieces)
         log.info(

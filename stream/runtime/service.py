@@ -286,7 +286,9 @@ class Service(IntegrityMixin, PositionsMixin):
             try:
                 if self._unverified:
                     self._verify()  # before any record of newly assigned partitions
-                if self._relearn_due and not self._unverified:
+                # Not before the group assigned partitions (a subscribing start's first polls
+                # can come back before that): none would have been verified yet.
+                if self._relearn_due and self._assigned and not self._unverified:
                     self._relearn()
                 if not records and self.processor.held_records():
                     # Records the merge held back go once what held them passed or ended.
@@ -445,8 +447,9 @@ class Service(IntegrityMixin, PositionsMixin):
 
     def _relearn(self) -> None:
         """A learner back at its stored checkpoint (a start, a failed batch) learns the rows its
-        learn log holds after it, before the next batch, and only once the partitions' state is
-        verified: a namespace that lost writes stops the service before anything is rebuilt."""
+        learn log holds after it, before the next batch, and only once partitions are assigned
+        and their state is verified: a namespace that lost writes stops the service before
+        anything is rebuilt."""
         assert self.processor is not None
         self._relearn_due = False
         self.processor.relearn(range(self.settings.topics.partitions))

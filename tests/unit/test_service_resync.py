@@ -8,6 +8,8 @@ tests/integration/test_rebalance.py drives the same path through a real group.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import redis
 from kafka import TopicPartition
@@ -188,3 +190,41 @@ def test_a_state_conflict_also_brings_a_learner_back_to_the_stored_checkpoint() 
     svc.processor = processor  # type: ignore[assignment]
     svc._resync(StateConflict("partition 0: applied offset moved"))
     assert processor.engine.version == 2
+
+
+class JoiningConsumer(FakeConsumer):
+    """A subscribing consumer whose group has not assigned it anything yet: its polls come back
+    empty (the join takes longer than the poll timeout); the loop stops after ``polls``."""
+
+    def __init__(self, svc_stop: Callable[[], None], polls: int) -> None:
+        super().__init__(owned=set())
+        self.stop, self.polls = svc_stop, polls
+
+    def poll(self, timeout_ms: int) -> dict[TopicPartition, list[object]]:
+        self.polls -= 1
+        if self.polls <= 0:
+            self.stop()
+        return {}
+
+
+class IdleLearner(LearnerProcessor):
+    def move_retired_idle(self, partitions: set[int]) -> None:
+        pass
+
+
+def test_a_start_learns_its_learn_log_again_only_once_partitions_are_assigned() -> None:
+    """A learner's start subscribes; its first polls can come back before the group assigned it
+    any partition. Nothing is verified then, and the learn log must wait: relearning there, with
+    no partition known, built other versions than the uninterrupted run (test_relearn.py)."""
+    svc = service(FakeConsumer(owned=set()), assigned=set())
+    svc.consumer = JoiningConsumer(svc.request_stop, polls=3)  # type: ignore[assignment]
+    processor = IdleLearner(0)
+    svc.processor = processor  # type: ignore[assignment]
+    svc._relearn_due = True  # as Service.start leaves a learner
+    svc.run()
+    assert processor.relearned == 0 and svc._relearn_due
+    svc._assigned = {0, 1, 2, 3}  # assigned, and verified (_unverified empty)
+    svc._stop.clear()
+    svc.consumer = JoiningConsumer(svc.request_stop, polls=1)  # type: ignore[assignment]
+    svc.run()
+    assert processor.relearned == 1 and not svc._relearn_due
