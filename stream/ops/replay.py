@@ -5,14 +5,16 @@ offsets seen at the start (``assign``, no consumer group, nothing committed). Re
 same :class:`~stream.runtime.pipeline.BatchProcessor` as the service, into a shadow Redis namespace and
 output topics with a suffix, beside production.
 
-Determinism: the processor keeps state per partition and the segment engine learns at fixed
-row boundaries, so the replay feeds one partition at a time, in partition order, each in offset
-order, in fixed-size batches that never mix partitions. Replaying one log twice gives the same
-change stream (the wall-clock emit time travels only as a Kafka header) and the same features.
+Determinism: the replay reads the partitions as the service does (all of them, mixed as the log
+or the polls have them) and the learner's merge puts their rows in one order that depends only
+on the log (docs/decisions/0028-the-learner-merges-its-partitions.md): a replay publishes, per
+partition, what one service instance publishes, and replaying one log twice gives the same change
+stream (the wall-clock emit time travels only as a Kafka header) and the same features.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -149,13 +151,16 @@ def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
 
 @dataclass
 class Source:
-    """Records grouped by partition, each in offset order, partitions in ascending order."""
+    """Records of every partition, each partition's in offset order, interleaved as the log has
+    them; ``ends`` gives, per partition, the offset after its last record (what "read to its
+    end" means for the learner's merge)."""
 
     description: str
     topic: str
     partitions: int
     total: int | None  # records to read, when known up front
-    read: Callable[[], Iterator[tuple[int, Iterator[SourceRecord]]]]
+    read: Callable[[], Iterator[SourceRecord]]
+    ends: Callable[[], dict[int, int]]
 
 
 def file_source(paths: Sequence[Path], partitions: int = 1) -> Source:
@@ -166,7 +171,7 @@ def file_source(paths: Sequence[Path], partitions: int = 1) -> Source:
             raise SegstreamError(f"log file not found: {path}")
     topic = paths[0].name if len(paths) == 1 else "replay"
 
-    def all_records() -> Iterator[SourceRecord]:
+    def read() -> Iterator[SourceRecord]:
         next_offset = [0] * partitions
         for path in paths:
             for key, value in read_lines(path):
@@ -174,15 +179,15 @@ def file_source(paths: Sequence[Path], partitions: int = 1) -> Source:
                 yield SourceRecord(path.name, p, next_offset[p], key, value)
                 next_offset[p] += 1
 
-    def read() -> Iterator[tuple[int, Iterator[SourceRecord]]]:
-        if partitions == 1:
-            yield 0, all_records()
-            return
-        # Partition by partition: one pass per partition keeps memory flat for big logs.
-        for p in range(partitions):
-            yield p, (r for r in all_records() if r.partition == p)
+    def ends() -> dict[int, int]:
+        """A counting pass: where each partition ends (the merge must know which have ended)."""
+        count = dict.fromkeys(range(partitions), 0)
+        for path in paths:
+            for key, _ in read_lines(path):
+                count[partition_for_key(key, partitions)] += 1
+        return count
 
-    return Source(", ".join(str(p) for p in paths), topic, partitions, None, read)
+    return Source(", ".join(str(p) for p in paths), topic, partitions, None, read, ends)
 
 
 def parse_time(text: str) -> datetime:
@@ -221,45 +226,51 @@ def kafka_source(
     total = sum(max(e - s, 0) for s, e in ranges.values())
     where = f"offset {from_offset}" if from_offset is not None else (from_time or "the beginning")
 
-    def read() -> Iterator[tuple[int, Iterator[SourceRecord]]]:
+    def read() -> Iterator[SourceRecord]:
         consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
         try:
-            for p, (s, e) in sorted(ranges.items()):
-                yield p, _read_partition(consumer, topic, p, s, e)
+            yield from _read_partitions(consumer, topic, ranges)
         finally:
             consumer.close()
 
-    return Source(f"kafka topic {topic} from {where}", topic, len(tps), total, read)
+    def source_ends() -> dict[int, int]:
+        return {p: e for p, (_, e) in ranges.items()}
+
+    return Source(f"kafka topic {topic} from {where}", topic, len(tps), total, read, source_ends)
 
 
-def _read_partition(consumer: Any, topic: str, p: int, start: int, end: int) -> Iterator[SourceRecord]:
-    if start >= end:
+def _read_partitions(consumer: Any, topic: str, ranges: dict[int, tuple[int, int]]) -> Iterator[SourceRecord]:
+    """Every partition from its start up to its end, as the polls mix them (the merge orders
+    them); a partition stops at its end."""
+    tps = {p: TopicPartition(topic, p) for p, (s, e) in ranges.items() if s < e}
+    if not tps:
         return
-    tp = TopicPartition(topic, p)
-    consumer.assign([tp])
-    consumer.seek(tp, start)
+    consumer.assign(list(tps.values()))
+    for p, tp in tps.items():
+        consumer.seek(tp, ranges[p][0])
+    open_ = set(tps)
     idle_polls = 0
-    while True:
+    while open_:
         polled = consumer.poll(timeout_ms=1000)
-        msgs = polled.get(tp, [])
-        if not msgs:
+        got = False
+        for p in sorted(open_):
+            tp, end = tps[p], ranges[p][1]
+            for m in polled.get(tp, []):
+                if m.offset >= end:
+                    break
+                got = True
+                yield SourceRecord(topic, p, m.offset, m.key, m.value)
             # Transactions or compaction leave gaps: the position may reach the end without a record.
             if consumer.position(tp) >= end:
-                return
-            idle_polls += 1
-            if idle_polls > 60:
-                raise SegstreamError(
-                    f"{topic}[{p}]: no records for 60 s at offset {consumer.position(tp)}, "
-                    f"expected up to {end}"
-                )
+                open_.discard(p)
+                consumer.pause(tp)
+        if got:
+            idle_polls = 0
             continue
-        idle_polls = 0
-        for m in msgs:
-            if m.offset >= end:
-                return
-            yield SourceRecord(topic, p, m.offset, m.key, m.value)
-        if msgs[-1].offset >= end - 1:
-            return
+        idle_polls += 1
+        if idle_polls > 60:
+            where = ", ".join(f"{p} at {consumer.position(tps[p])} of {ranges[p][1]}" for p in sorted(open_))
+            raise SegstreamError(f"{topic}: no records for 60 s (partition {where})")
 
 
 def batched(records: Iterable[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
@@ -343,19 +354,30 @@ def replay(
         tune_runtime()
         summary.partitions = source.partitions
         started = time.perf_counter()
-        for p, records in source.read():
-            log.info("replaying partition %d of %s", p, source.description)
-            for batch in batched(records, batch_size):
-                result = processor.process(batch)
-                summary.records += len(batch)
-                summary.applied += result.applied
-                summary.dead_letters += result.dead_letters
-                for name, n in result.dead_letter_classes.items():
-                    summary.dead_letter_classes[name] = summary.dead_letter_classes.get(name, 0) + n
-                summary.changes += result.changes
-                summary.batches += 1
-                if progress is not None:
-                    progress(len(batch))
+        # As the service reads them: every partition owned, each "read to its end" once its last
+        # record is in, so the learner's merge (stream.runtime.merge) orders the rows as it does
+        # live, and the replay publishes what one service instance would.
+        owned = frozenset(range(source.partitions))
+        processor.owned = owned
+        ends = source.ends()
+        read = dict.fromkeys(owned, 0)
+        log.info("replaying %s", source.description)
+        # A last empty batch once every partition ended: what the merge still held goes.
+        for batch in itertools.chain(batched(source.read(), batch_size), [[]]):
+            for rec in batch:
+                read[rec.partition] = rec.offset + 1
+            ended = frozenset(p for p in owned if read[p] >= ends.get(p, 0))
+            processor.drained = ended if batch else owned
+            result = processor.process(batch)
+            summary.records += len(batch)
+            summary.applied += result.applied
+            summary.dead_letters += result.dead_letters
+            for name, n in result.dead_letter_classes.items():
+                summary.dead_letter_classes[name] = summary.dead_letter_classes.get(name, 0) + n
+            summary.changes += result.changes
+            summary.batches += 1 if batch else 0
+            if progress is not None and batch:
+                progress(len(batch))
         processor.close()  # every batch's state written (raises a failed write)
         # The model as the replay left it: diff, export and segments read it from the namespace.
         store.save_model(engine.snapshot(), engine.version)

@@ -91,6 +91,21 @@ _QUIET = _Quiet()
 
 
 @dataclass
+class _DryRows:
+    """A dry run's rows of a partition's records: each row's clock and record offset, and the
+    offset of the last record it went through."""
+
+    clocks: np.ndarray
+    offsets: np.ndarray
+    through: int
+
+    def after(self, offset: int) -> _DryRows:
+        """The rows of the records from ``offset`` on."""
+        keep = self.offsets >= offset
+        return _DryRows(self.clocks[keep], self.offsets[keep], self.through)
+
+
+@dataclass
 class _Prepared:
     """A partition's part of a batch between its event loop and its write."""
 
@@ -169,6 +184,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         # clock as last written (a partition without records in a batch bounds the others by it).
         self._merge = self.learns and settings.model.align_partitions
         self._held: dict[int, list[_Decoded]] = {}
+        self._held_rows: dict[int, _DryRows] = {}  # the dry run's rows of the held records
         self._clock_of: dict[int, int] = {}
         self._max_held = settings.model.max_held_records
         # Calls to make once the batch's writes landed (the learner's checkpoints); None: outside
@@ -331,6 +347,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         """Forget the held records: the caller seeks back to what the store applied, and reads
         them again (a rebalance, a resync, a rewind)."""
         self._held.clear()
+        self._held_rows.clear()
         self._clock_of.clear()
 
     def _hold_back(
@@ -338,26 +355,52 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
     ) -> list[tuple[int, list[_Decoded], Any]]:
         """Each partition's records that may go now; the rest wait in ``_held`` for a later batch.
         The rows' clocks come from a dry run of the event loop (no state, output or metric is
-        touched); a row goes once no partition not read to its end can deliver one before it."""
+        touched); a row goes once no partition not read to its end can deliver one before it.
+
+        The clocks of held records are kept with them (``_held_rows``): the real run of the
+        records that went ends in the state the dry run had reached there, so they stay valid.
+        A partition's records that came after those known are dry-run only once all its known
+        rows may go: until then they are held anyway, and a partition read first in a catch-up
+        (tens of thousands of records before any other delivers) costs one dry run, not one per
+        batch."""
         owned = self.owned or frozenset()
         waiting = set(owned - self.drained)
+        cached, self._held_rows = self._held_rows, {}
         if not waiting:
             return work  # every partition read to its end: nothing can come before these rows
-        clocks: dict[int, np.ndarray] = {}
-        offsets: dict[int, list[int]] = {}
+        known: dict[int, _DryRows] = {}
+        complete: dict[int, bool] = {}
         before: dict[int, int] = {}
+        fresh_of: dict[int, list[_Decoded]] = {}
+        views: dict[int, PartitionView] = {}
         for p, events, view in work:
-            before[p] = view.watermark
-            fresh = [x for x in events if x[0].offset > view.applied_offset]
-            rows = self._apply_dry(view, fresh)
-            clocks[p] = np.array([r.clock for r in rows], dtype=np.int64)
-            offsets[p] = [r.offset for r in rows]
+            before[p], views[p] = view.watermark, view
+            fresh = fresh_of[p] = [x for x in events if x[0].offset > view.applied_offset]
+            rows = cached.get(p)
+            if rows is None or (fresh and rows.through < fresh[0][0].offset):
+                known[p], complete[p] = self._dry_rows(view, fresh), True
+            else:
+                known[p] = rows
+                complete[p] = not fresh or fresh[-1][0].offset <= rows.through
         for q in waiting - set(before):
             if q not in self._clock_of:
                 self._clock_of[q] = self.store.watermark(q)
             before[q] = self._clock_of[q]
-        go = safe_prefix(clocks, before, waiting)
-        held = {p: offsets[p][go[p]] for p in clocks if go[p] < len(clocks[p])}
+        while True:
+            # A partition with records beyond its known rows may deliver rows from its last known
+            # clock on: it is waited for, as a partition not read to its end.
+            open_ = {p for p, done in complete.items() if not done}
+            bounds = dict(before)
+            for p in open_:
+                if len(known[p].clocks):
+                    bounds[p] = int(known[p].clocks[-1])
+            go = safe_prefix({p: r.clocks for p, r in known.items()}, bounds, waiting | open_)
+            more = [p for p in open_ if go[p] == len(known[p].clocks)]
+            if not more:
+                break
+            for p in more:  # every known row may go: the rest's clocks are needed now
+                known[p], complete[p] = self._dry_rows(views[p], fresh_of[p]), True
+        held = {p: int(r.offsets[go[p]]) for p, r in known.items() if go[p] < len(r.clocks)}
         kept = sum(sum(1 for x in events if x[0].offset >= held[p]) for p, events, _ in work if p in held)
         if kept > self._max_held:
             # Too much read ahead of a partition that does not deliver: go on out of order (the
@@ -371,8 +414,17 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
                 out.append((p, events, view))
                 continue
             self._held[p] = [x for x in events if x[0].offset >= cut]
+            self._held_rows[p] = known[p].after(cut)
             out.append((p, [x for x in events if x[0].offset < cut], view))
         return out
+
+    def _dry_rows(self, view: PartitionView, fresh: Sequence[_Decoded]) -> _DryRows:
+        rows = self._apply_dry(view, fresh)
+        return _DryRows(
+            np.array([r.clock for r in rows], dtype=np.int64),
+            np.array([r.offset for r in rows], dtype=np.int64),
+            fresh[-1][0].offset if fresh else -1,
+        )
 
     def _prepare_partition(
         self,
