@@ -3,7 +3,7 @@
 # KRaft mode (one JVM, broker+controller) and a Redis server, both on loopback, with their
 # state, logs and pids in .cache/stack/.
 #
-#   scripts/stack.sh start|stop|status|restart [--secure]
+#   scripts/stack.sh start|stop|status|restart [--secure | --brokers 3]
 #
 # Ports come from KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093) and REDIS_PORT (16379),
 # away from the defaults so that a system Kafka/Redis does not collide with ours.
@@ -15,6 +15,17 @@
 # default "seg"). A throwaway CA and certificate (scripts/tls.sh) and random passwords are made
 # at the first start; the SCRAM users when the storage is formatted. start writes
 # .cache/stack-secure/segstream.env, the SEGSTREAM_* settings to `source` (mode 600).
+#
+# --brokers 3: a three-node cluster beside the others, in .cache/stack-brokers: each node a
+# broker and a controller (a quorum of 3 voters), clients on ports 39092-39094 (KAFKA_PORT is
+# the first), controllers on 39192-39194 (KAFKA_CONTROLLER_PORT the first), Redis on 16381
+# (not 29092: docker-compose.yml's broker publishes that port, and other stacks use it here);
+# config/kafka/brokers.properties on top of server.properties (replication 3, min ISR 2, the
+# internal topics too). The service's topics are created with replication factor 3 and
+# min.insync.replicas 2; start writes .cache/stack-brokers/segstream.env, the SEGSTREAM_*
+# settings to `source` (the three brokers, topics.replication_factor/min_insync_replicas).
+# Every command takes the same flag: `scripts/stack.sh stop --brokers 3` stops that cluster only.
+#
 # start is idempotent (a running stack is left alone and it exits 0), waits until both answer
 # and then creates the service's topics. stop leaves no process behind. status exits 0 only if
 # both services are up. Prerequisites come from scripts/bootstrap.sh.
@@ -22,10 +33,41 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECURE=0
-for arg in "$@"; do
-    [[ "$arg" == "--secure" ]] && SECURE=1
+BROKERS=1
+CMD=""
+usage() {
+    echo "usage: scripts/stack.sh start|stop|status|restart [--secure | --brokers 3]" >&2
+    exit 2
+}
+ARGS=("$@")
+for ((i = 0; i < ${#ARGS[@]}; i++)); do
+    case "${ARGS[$i]}" in
+        --secure) SECURE=1 ;;
+        --brokers=*) BROKERS="${ARGS[$i]#--brokers=}" ;;
+        --brokers)
+            ((i + 1 < ${#ARGS[@]})) || usage
+            i=$((i + 1))
+            BROKERS="${ARGS[$i]}"
+            ;;
+        -*) usage ;;
+        *) CMD="${ARGS[$i]}" ;;
+    esac
 done
-if ((SECURE)); then
+# Three: the smallest quorum that survives a node, and what the replication factor 3 needs.
+[[ "$BROKERS" == 1 || "$BROKERS" == 3 ]] || {
+    echo "stack: error: --brokers takes 3 (a three-node cluster); got '$BROKERS'" >&2
+    exit 2
+}
+if ((SECURE && BROKERS > 1)); then
+    echo "stack: error: --secure and --brokers cannot be combined (yet)" >&2
+    exit 2
+fi
+if ((BROKERS > 1)); then
+    KAFKA_PORT="${KAFKA_PORT:-39092}"
+    KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-39192}"
+    REDIS_PORT="${REDIS_PORT:-16381}"
+    STACK="${STACK_DIR:-$ROOT/.cache/stack-brokers}"
+elif ((SECURE)); then
     KAFKA_PORT="${KAFKA_PORT:-19094}"
     KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19095}"
     REDIS_PORT="${REDIS_PORT:-16380}"
@@ -43,14 +85,40 @@ TLS="$STACK/tls"             # --secure: CA, certificate, keystore (scripts/tls.
 SECRETS="$STACK/secrets"     # --secure: one password per file, mode 600
 ENV_FILE="$STACK/segstream.env"
 KLIBS="$ROOT/.cache/kafka/libs"
-KDIR="$STACK/kafka"           # generated config, logs, pid
-KDATA="$STACK/kafka-data"     # log.dirs (also the KRaft metadata log and meta.properties)
-KPID="$KDIR/kafka.pid"
 RDIR="$STACK/redis"           # redis data (AOF) and generated config
 RPID="$STACK/redis.pid"
 VENV_PY="$ROOT/.venv/bin/python"
 # Marker on the java command line so that stop can find a broker whose pidfile was lost.
 KMARK="-Dsegstream.stack=$STACK"
+# Where the marker lives that the topics were created for these broker processes.
+TOPICS_OK_DIR="$STACK/kafka"
+((BROKERS > 1)) && TOPICS_OK_DIR="$STACK"
+
+# The node the kafka functions below act on (1..BROKERS): its directories, pidfile, ports and
+# the marker of its command line. One node: the paths of the stack before clusters existed.
+use_node() {
+    NODE="$1"
+    KAFKA_NODE_PORT=$((KAFKA_PORT + NODE - 1))
+    KAFKA_NODE_CONTROLLER_PORT=$((KAFKA_CONTROLLER_PORT + NODE - 1))
+    if ((BROKERS > 1)); then
+        KDIR="$STACK/kafka-$NODE"       # generated config, logs, pid
+        KDATA="$STACK/kafka-$NODE-data" # log.dirs (also the KRaft metadata log, meta.properties)
+        KNODEMARK="$KMARK -Dsegstream.node=$NODE"
+    else
+        KDIR="$STACK/kafka"
+        KDATA="$STACK/kafka-data"
+        KNODEMARK="$KMARK"
+    fi
+    KPID="$KDIR/kafka.pid"
+}
+use_node 1
+
+# The clients' bootstrap list: every node's port.
+bootstrap_servers() {
+    local n out=""
+    for ((n = 1; n <= BROKERS; n++)); do out+="${out:+,}localhost:$((KAFKA_PORT + n - 1))"; done
+    echo "$out"
+}
 
 die() {
     echo "stack: error: $*" >&2
@@ -72,8 +140,9 @@ redis_pid() {
     p="$(read_pid "$RPID")"
     if pid_alive "$p"; then echo "$p"; fi
 }
-# Fallbacks for stop: processes of *this* checkout's stack, found by their command lines.
-kafka_strays() { pgrep -f -- "$KMARK " || true; }
+# Fallbacks for stop: processes of *this* checkout's stack, found by their command lines (the
+# trailing space: not a longer path, nor another node's number).
+kafka_strays() { pgrep -f -- "$KNODEMARK " || true; }
 redis_strays() { pgrep -f -- "redis-server .*$RDIR/redis.conf" || true; }
 
 # --secure: a password of the stack's, made at the first start (hex: safe in URLs and configs).
@@ -98,14 +167,17 @@ redis_ping() {
 # A metadata round trip with the client the service uses: the port opens before the broker is
 # ready to serve, so an open port alone is not enough. --secure: as the service's user, the
 # password read from its file (never on a command line).
+# A cluster's node is ready once all the cluster's brokers are registered and unfenced: the
+# topics' replication factor needs every one of them.
 kafka_ready() {
-    "$VENV_PY" - "127.0.0.1:$KAFKA_PORT" "$SECURE" "$SECRETS" "$TLS" >/dev/null 2>&1 <<'PY'
+    "$VENV_PY" - "127.0.0.1:$KAFKA_NODE_PORT" "$SECURE" "$SECRETS" "$TLS" "$BROKERS" >/dev/null 2>&1 <<'PY'
 import sys
 from pathlib import Path
 
 from kafka import KafkaAdminClient
 
 bootstrap, secure, secrets, tls = sys.argv[1], sys.argv[2] == "1", Path(sys.argv[3]), Path(sys.argv[4])
+brokers = int(sys.argv[5])
 security = {}
 if secure:
     security = {
@@ -120,9 +192,22 @@ admin = KafkaAdminClient(
 )
 try:
     admin.list_topics()
+    if brokers > 1:
+        live = [b for b in admin.describe_cluster()["brokers"] if not b.get("is_fenced")]
+        assert len(live) >= brokers, f"{len(live)} of {brokers} brokers registered"
 finally:
     admin.close()
 PY
+}
+
+# --brokers: the settings of the cluster, for `source` (or `set -a; . FILE`).
+write_brokers_env_file() {
+    cat >"$ENV_FILE" <<EOF
+export SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS=$(bootstrap_servers)
+export SEGSTREAM_TOPICS__REPLICATION_FACTOR=3
+export SEGSTREAM_TOPICS__MIN_INSYNC_REPLICAS=2
+export SEGSTREAM_REDIS__URL=redis://localhost:$REDIS_PORT/0
+EOF
 }
 
 # --secure: the settings the service and the CLI need, for `source` (or `set -a; . FILE`).
@@ -234,7 +319,11 @@ stop_redis() {
 # --- kafka ---------------------------------------------------------------------------------
 render_kafka_config() {
     mkdir -p "$KDIR" "$KDATA"
-    local files=("$ROOT/config/kafka/server.properties") broker_pw="" keystore_pw=""
+    local files=("$ROOT/config/kafka/server.properties") broker_pw="" keystore_pw="" voters="" n
+    ((BROKERS > 1)) && files+=("$ROOT/config/kafka/brokers.properties")
+    for ((n = 1; n <= BROKERS; n++)); do
+        voters+="${voters:+,}$n@127.0.0.1:$((KAFKA_CONTROLLER_PORT + n - 1))"
+    done
     if ((SECURE)); then
         files+=("$ROOT/config/kafka/secure.properties")
         broker_pw="$(secret kafka-broker)"
@@ -243,9 +332,11 @@ render_kafka_config() {
     # Mode 600: with --secure it holds the broker's own SCRAM password and the keystore's.
     (
         umask 077
-        cat "${files[@]}" | sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
-            -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+        cat "${files[@]}" | sed -e "s#@KAFKA_PORT@#$KAFKA_NODE_PORT#g" \
+            -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_NODE_CONTROLLER_PORT#g" \
             -e "s#@KAFKA_DATA_DIR@#$KDATA#g" \
+            -e "s#@NODE_ID@#$NODE#g" \
+            -e "s#@VOTERS@#$voters#g" \
             -e "s#@TLS_DIR@#$TLS#g" \
             -e "s#@BROKER_USER@#broker#g" \
             -e "s#@BROKER_PASSWORD@#$broker_pw#g" \
@@ -254,28 +345,40 @@ render_kafka_config() {
     )
 }
 
-JAVA_OPTS=(
-    # Small heap: the broker shares 2 cores and the box with Redis, the service and the tests.
-    -Xmx512m -Xms256m
-    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
-    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
-    "-Dlog4j2.configurationFile=$ROOT/config/kafka/log4j2.properties"
-    "-Dkafka.logs.dir=$KDIR"
-)
+# Small heap: the broker shares 2 cores and the box with Redis, the service and the tests; a
+# cluster's three nodes smaller still. A function: the logs dir is the current node's.
+HEAP=(-Xmx512m -Xms256m)
+((BROKERS > 1)) && HEAP=(-Xmx384m -Xms128m)
+java_opts() {
+    JAVA_OPTS=(
+        "${HEAP[@]}"
+        -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+        -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
+        "-Dlog4j2.configurationFile=$ROOT/config/kafka/log4j2.properties"
+        "-Dkafka.logs.dir=$KDIR"
+    )
+}
 
 format_kafka_storage() {
     # Format once: meta.properties in the data dir holds the cluster id from then on.
     [[ -f "$KDATA/meta.properties" ]] && return 0
-    local cluster_id
+    local cluster_id="" id_file="$KDIR/cluster-id"
+    # A cluster's nodes share one id, kept beside them.
+    if ((BROKERS > 1)); then
+        id_file="$STACK/cluster-id"
+        cluster_id="$(cat "$id_file" 2>/dev/null || true)"
+    fi
     # A Kafka Uuid is 16 random bytes in unpadded url-safe base64 (what StorageTool
     # random-uuid prints), made here without paying for a second JVM start. Like Kafka's own
     # Uuid.randomUuid, redraw one that starts with '-': StorageTool would read it as an option
     # (1 start in 64 failed this way).
-    cluster_id="-"
-    while [[ "$cluster_id" == -* ]]; do
-        cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
-    done
-    echo "$cluster_id" >"$KDIR/cluster-id"
+    if [[ -z "$cluster_id" ]]; then
+        cluster_id="-"
+        while [[ "$cluster_id" == -* ]]; do
+            cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+        done
+        echo "$cluster_id" >"$id_file"
+    fi
     # --secure: the SCRAM users exist from the start, in the formatted metadata.
     local scram=() user
     if ((SECURE)); then
@@ -283,6 +386,7 @@ format_kafka_storage() {
             scram+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$(secret "kafka-$user")]")
         done
     fi
+    java_opts
     if ! java "${JAVA_OPTS[@]}" -cp "$KLIBS/*" kafka.tools.StorageTool format \
         --cluster-id "$cluster_id" --config "$KDIR/server.properties" --ignore-formatted \
         "${scram[@]}" >"$KDIR/format.out" 2>&1; then
@@ -290,114 +394,149 @@ format_kafka_storage() {
     fi
 }
 
-start_kafka() {
-    local pid
-    pid="$(kafka_pid)"
-    if [[ -n "$pid" ]]; then
-        # Already started by us (this or an earlier call): make sure it answers, then no-op.
-        wait_kafka "$pid"
-        return 0
-    fi
-    command -v java >/dev/null || die "java not found: run scripts/bootstrap.sh"
-    ls "$KLIBS"/kafka_2.13-*.jar >/dev/null 2>&1 || die "Kafka jars missing in $KLIBS: run scripts/bootstrap.sh"
-    [[ -x "$VENV_PY" ]] || die "no .venv: run scripts/bootstrap.sh"
+# Launch the current node's JVM (not waiting for it); its pid in $KPID.
+launch_kafka_node() {
     if [[ -n "$(kafka_strays)" ]]; then
-        die "a broker for $STACK runs without a pidfile: run scripts/stack.sh stop first"
+        die "a broker for $STACK (node $NODE) runs without a pidfile: run scripts/stack.sh stop first"
     fi
     local p
-    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    for p in "$KAFKA_NODE_PORT" "$KAFKA_NODE_CONTROLLER_PORT"; do
         port_open "$p" && die "kafka port $p is already in use by another process (set KAFKA_PORT/KAFKA_CONTROLLER_PORT)"
     done
     render_kafka_config
     format_kafka_storage
+    java_opts
     # setsid + no inherited stdio: the broker outlives this script and never holds the pipes
     # of whoever called it (pytest's subprocess.run would otherwise wait for it forever).
-    setsid java "${JAVA_OPTS[@]}" "$KMARK" -cp "$KLIBS/*" kafka.Kafka "$KDIR/server.properties" \
+    # The node marker is a separate argument after the stack's: "$KMARK " finds every node.
+    local marks=("$KMARK")
+    ((BROKERS > 1)) && marks+=("-Dsegstream.node=$NODE")
+    setsid java "${JAVA_OPTS[@]}" "${marks[@]}" -cp "$KLIBS/*" kafka.Kafka "$KDIR/server.properties" \
         </dev/null >"$KDIR/kafka.out" 2>&1 9>&- &
-    pid=$!
-    echo "$pid" >"$KPID"
-    if ! (wait_kafka "$pid"); then
-        # Leave no half-started broker behind; wait_kafka already printed the reason.
-        stop_kafka >/dev/null 2>&1
-        exit 1
-    fi
-    # A new broker process: the topics have to be (re)checked.
-    rm -f "$KDIR"/topics.ok.*
+    echo "$!" >"$KPID"
+}
+
+start_kafka() {
+    command -v java >/dev/null || die "java not found: run scripts/bootstrap.sh"
+    ls "$KLIBS"/kafka_2.13-*.jar >/dev/null 2>&1 || die "Kafka jars missing in $KLIBS: run scripts/bootstrap.sh"
+    [[ -x "$VENV_PY" ]] || die "no .venv: run scripts/bootstrap.sh"
+    # Every node first, then the waits: a cluster's node serves only once a quorum of the
+    # controllers (two of three) runs.
+    local n launched=0
+    for ((n = 1; n <= BROKERS; n++)); do
+        use_node "$n"
+        # Already started by us (this or an earlier call): only waited for below.
+        [[ -n "$(kafka_pid)" ]] && continue
+        launch_kafka_node
+        launched=1
+    done
+    for ((n = 1; n <= BROKERS; n++)); do
+        use_node "$n"
+        if ! (wait_kafka "$(kafka_pid)"); then
+            # Leave no half-started broker behind; wait_kafka already printed the reason.
+            ((launched)) && stop_kafka >/dev/null 2>&1
+            exit 1
+        fi
+    done
+    # New broker processes: the topics have to be (re)checked.
+    ((launched)) && rm -f "$TOPICS_OK_DIR"/topics.ok.*
+    return 0
 }
 
 wait_kafka() {
     local pid="$1" deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+    [[ -n "$pid" ]] || die "kafka node $NODE is not running: $(last_error_line) (log: $KDIR/server.log)"
     while ((SECONDS < deadline)); do
         pid_alive "$pid" || die "kafka exited during start-up: $(last_error_line) (log: $KDIR/server.log)"
-        if port_open "$KAFKA_PORT" && kafka_ready; then return 0; fi
+        if port_open "$KAFKA_NODE_PORT" && kafka_ready; then return 0; fi
         sleep 0.5
     done
-    die "kafka did not answer on port $KAFKA_PORT within ${KAFKA_START_TIMEOUT}s: $(last_error_line) (log: $KDIR/server.log)"
+    die "kafka did not answer on port $KAFKA_NODE_PORT within ${KAFKA_START_TIMEOUT}s: $(last_error_line) (log: $KDIR/server.log)"
 }
 
 stop_kafka() {
-    local pids p i
-    pids="$(kafka_pid) $(kafka_strays)"
+    local pids="" p i n
+    for ((n = 1; n <= BROKERS; n++)); do
+        use_node "$n"
+        pids+=" $(kafka_pid) $(kafka_strays)"
+    done
     pids="$(echo "$pids" | tr ' ' '\n' | sort -u | grep -v '^$' || true)"
-    [[ -n "$pids" ]] || { rm -f "$KPID"; return 0; }
-    # SIGTERM runs the broker's controlled shutdown (flushes logs, clean shutdown marker, so
-    # the next start skips log recovery). Give it 60 s, then SIGKILL.
-    for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-    for ((i = 0; i < 600; i++)); do
-        local alive=0
-        for p in $pids; do pid_alive "$p" && alive=1; done
-        ((alive)) || break
-        sleep 0.1
+    if [[ -n "$pids" ]]; then
+        # SIGTERM runs the broker's controlled shutdown (flushes logs, clean shutdown marker, so
+        # the next start skips log recovery). A cluster's nodes all at once: each one's
+        # controlled shutdown needs the controller quorum, which stopping them one by one would
+        # take away from the last. Give them 60 s, then SIGKILL.
+        for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+        for ((i = 0; i < 600; i++)); do
+            local alive=0
+            for p in $pids; do pid_alive "$p" && alive=1; done
+            ((alive)) || break
+            sleep 0.1
+        done
+        for p in $pids; do
+            if pid_alive "$p"; then
+                warn "kafka pid $p ignored SIGTERM for 60 s: killing it"
+                kill -KILL "$p" 2>/dev/null || true
+            fi
+        done
+    fi
+    for ((n = 1; n <= BROKERS; n++)); do
+        use_node "$n"
+        rm -f "$KPID"
     done
-    for p in $pids; do
-        if pid_alive "$p"; then
-            warn "kafka pid $p ignored SIGTERM for 60 s: killing it"
-            kill -KILL "$p" 2>/dev/null || true
-        fi
-    done
-    rm -f "$KPID" "$KDIR"/topics.ok.*
+    rm -f "$TOPICS_OK_DIR"/topics.ok.*
 }
 
 # --- topics --------------------------------------------------------------------------------
 create_topics() {
-    local pid
-    pid="$(kafka_pid)"
+    local pids="" n
+    for ((n = 1; n <= BROKERS; n++)); do
+        use_node "$n"
+        pids+="${pids:+-}$(kafka_pid)"
+    done
     # Once per broker process: a no-op start stays cheap (no CLI import per test session).
-    [[ -f "$KDIR/topics.ok.$pid" ]] && return 0
-    local cli="$ROOT/.venv/bin/segstream"
+    [[ -f "$TOPICS_OK_DIR/topics.ok.$pids" ]] && return 0
+    # This checkout's CLI, whatever the venv's editable install points at (a git worktree
+    # shares the main checkout's .venv): its settings are the ones this script passes.
+    local cli=(env "PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$VENV_PY" -m stream)
     # The CLI is written in parallel with this script: until `topics` exists, warn, go on.
-    if [[ ! -x "$cli" ]] || ! "$cli" topics --help >/dev/null 2>&1; then
+    if [[ ! -x "$VENV_PY" ]] || ! "${cli[@]}" topics --help >/dev/null 2>&1; then
         warn "'segstream topics create' is not available yet: topics not created"
         return 0
     fi
     local out
     if ! out="$(
-        if ((SECURE)); then
+        if ((SECURE || BROKERS > 1)); then
             # shellcheck disable=SC1090
             . "$ENV_FILE"
         fi
-        SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS="localhost:$KAFKA_PORT" "$cli" topics create 2>&1
+        SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS="$(bootstrap_servers)" "${cli[@]}" topics create 2>&1
     )"; then
         die "segstream topics create failed: $(echo "$out" | grep -v '^\s*$' | tail -n 1)"
     fi
-    touch "$KDIR/topics.ok.$pid"
+    touch "$TOPICS_OK_DIR/topics.ok.$pids"
 }
 
 # --- commands ------------------------------------------------------------------------------
 status() {
-    local rc=0 p
-    p="$(kafka_pid)"
-    if [[ -n "$p" ]] && port_open "$KAFKA_PORT"; then
-        local how=""
-        ((SECURE)) && how=", SASL_SSL SCRAM-SHA-512"
-        echo "kafka: running (pid $p, bootstrap localhost:$KAFKA_PORT$how, controller $KAFKA_CONTROLLER_PORT)"
-    elif [[ -n "$p" ]]; then
-        echo "kafka: starting or unhealthy (pid $p, port $KAFKA_PORT not open)"
-        rc=3
-    else
-        echo "kafka: stopped"
-        rc=3
-    fi
+    local rc=0 p n name="kafka"
+    for ((n = 1; n <= BROKERS; n++)); do
+        use_node "$n"
+        ((BROKERS > 1)) && name="kafka node $n"
+        p="$(kafka_pid)"
+        if [[ -n "$p" ]] && port_open "$KAFKA_NODE_PORT"; then
+            local how=""
+            ((SECURE)) && how=", SASL_SSL SCRAM-SHA-512"
+            echo "$name: running (pid $p, bootstrap localhost:$KAFKA_NODE_PORT$how, controller $KAFKA_NODE_CONTROLLER_PORT)"
+        elif [[ -n "$p" ]]; then
+            echo "$name: starting or unhealthy (pid $p, port $KAFKA_NODE_PORT not open)"
+            rc=3
+        else
+            echo "$name: stopped"
+            rc=3
+        fi
+    done
+    ((BROKERS > 1)) && echo "kafka: bootstrap $(bootstrap_servers); settings: $ENV_FILE"
     p="$(redis_pid)"
     if [[ -n "$p" ]] && redis_ping; then
         if ((SECURE)); then
@@ -416,10 +555,11 @@ status() {
 }
 
 main() {
-    local cmd="" arg
-    for arg in "$@"; do
-        [[ "$arg" == "--secure" ]] || cmd="$arg"
-    done
+    local cmd="$CMD"
+    case "$cmd" in
+        start | stop | restart | status) ;;
+        *) usage ;;
+    esac
     mkdir -p "$STACK"
     # One stack.sh at a time per checkout (test.sh and the pytest fixture may race).
     exec 9>"$STACK/.lock"
@@ -428,6 +568,9 @@ main() {
         command -v openssl >/dev/null || die "openssl not found: run scripts/bootstrap.sh"
         "$ROOT/scripts/tls.sh" "$TLS" >/dev/null || die "making the TLS certificate in $TLS failed"
         write_env_file
+    fi
+    if ((BROKERS > 1)) && [[ "$cmd" == start || "$cmd" == restart ]]; then
+        write_brokers_env_file
     fi
     case "$cmd" in
         start)
@@ -447,11 +590,7 @@ main() {
             create_topics
             ;;
         status) status ;;
-        *)
-            echo "usage: scripts/stack.sh start|stop|status|restart [--secure]" >&2
-            exit 2
-            ;;
     esac
 }
 
-main "$@"
+main

@@ -151,6 +151,29 @@ class TopicSettings(_Frozen):
     )
     suffix: str = Field("", description="appended to every output topic (shadow replays)")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the topics segstream creates")
+    # 1 / 1 fit the single-node stack; a cluster (`scripts/stack.sh start --brokers 3`) takes 3 / 2:
+    # with the producers' acks=all, an acknowledged output is then on two brokers at least, and
+    # one broker may die without losing it or stopping the writes.
+    replication_factor: int = Field(
+        1, ge=1, le=32, description="replicas of each partition of the topics segstream creates"
+    )
+    min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="`min.insync.replicas` of the topics segstream creates: replicas that must have "
+        "a record before the broker acknowledges it (the producers use acks=all)",
+    )
+
+    @model_validator(mode="after")
+    def _isr_within_replicas(self) -> TopicSettings:
+        # The broker would accept such a topic and then refuse every acks=all write to it.
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) is above replication_factor "
+                f"({self.replication_factor}): no write could ever be acknowledged"
+            )
+        return self
 
     def out(self, name: str) -> str:
         return f"{getattr(self, name)}{self.suffix}"

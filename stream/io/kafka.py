@@ -97,7 +97,14 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     conf: dict[str, Any] = {
+        # A record counts as sent once every in-sync replica has it (topics.min_insync_replicas of
+        # them at least): a leader that dies after the acknowledgement does not take it along.
         "acks": "all",
+        # kafka-python's defaults (3.0), pinned: idempotence, so that its retries after a leader
+        # change (retries unbounded within delivery_timeout_ms, 120 s; the metadata is refreshed
+        # on NotLeaderForPartition) write no second copy. Explicit, an override that conflicts
+        # with it fails at construction instead of silently turning it off.
+        "enable_idempotence": True,
         "linger_ms": 5,
         "batch_size": 256 * 1024,
         "max_request_size": MAX_OUTPUT_RECORD_BYTES,
@@ -238,20 +245,30 @@ def _discard(client: KafkaNetClient) -> None:
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    """The topics segstream creates, with limits that fit what it writes to them."""
+    """The topics segstream creates, with limits that fit what it writes to them, each with the
+    settings' replication factor and ``min.insync.replicas`` (written on every topic, so that a
+    broker's default does not decide how many copies an acknowledged output has)."""
     t = settings.topics
-    compact = {"cleanup.policy": "compact"}
+    rf = t.replication_factor
+    durable = {"min.insync.replicas": str(t.min_insync_replicas)}
+    compact = {**durable, "cleanup.policy": "compact"}
     return [
-        NewTopic(t.interactions, t.partitions, 1),
+        NewTopic(t.interactions, t.partitions, rf, topic_configs=dict(durable)),
         NewTopic(
-            t.out("dlq"), t.partitions, 1, topic_configs={"max.message.bytes": str(DEAD_LETTER_TOPIC_BYTES)}
+            t.out("dlq"),
+            t.partitions,
+            rf,
+            topic_configs={**durable, "max.message.bytes": str(DEAD_LETTER_TOPIC_BYTES)},
         ),
-        NewTopic(t.out("changes"), t.partitions, 1),
-        NewTopic(t.out("current"), t.partitions, 1, topic_configs=compact),
+        NewTopic(t.out("changes"), t.partitions, rf, topic_configs=dict(durable)),
+        NewTopic(t.out("current"), t.partitions, rf, topic_configs=compact),
         NewTopic(
-            t.out("model"), 1, 1, topic_configs={**compact, "max.message.bytes": str(MAX_OUTPUT_RECORD_BYTES)}
+            t.out("model"),
+            1,
+            rf,
+            topic_configs={**compact, "max.message.bytes": str(MAX_OUTPUT_RECORD_BYTES)},
         ),
-        NewTopic(t.out("model_events"), 1, 1),
+        NewTopic(t.out("model_events"), 1, rf, topic_configs=dict(durable)),
     ]
 
 

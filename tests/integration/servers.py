@@ -353,3 +353,98 @@ class Silent:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+@dataclass
+class PrivateCluster:
+    """Brokers of a test's own that form one cluster (:func:`private_cluster`)."""
+
+    nodes: dict[int, PrivateKafka]  # node id -> its broker
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node, as the service's ``kafka.bootstrap_servers`` takes them."""
+        return ",".join(node.bootstrap for node in self.nodes.values())
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL one node (its broker and its controller): a crash, not a controlled shutdown."""
+        self.nodes[node_id].kill()
+
+
+@contextlib.contextmanager
+def private_cluster(tmp_path: Path, nodes: int = 3) -> Iterator[PrivateCluster]:
+    """``nodes`` KRaft nodes on free ports, each broker and controller (the controllers are the
+    quorum's voters), from config/kafka/server.properties and brokers.properties as ``scripts/
+    stack.sh start --brokers 3`` (replication 3 and min ISR 2 for the internal topics), with a
+    256 MB heap each. Yields once every broker is registered and unfenced."""
+    if shutil.which("java") is None or not list(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
+        pytest.fail(f"java or Kafka jars in {KAFKA_LIBS} missing: run scripts/bootstrap.sh", pytrace=False)
+    ports = {n: (free_port(), free_port()) for n in range(1, nodes + 1)}
+    voters = ",".join(f"{n}@127.0.0.1:{controller}" for n, (_, controller) in ports.items())
+    template = "\n".join(
+        (ROOT / "config" / "kafka" / name).read_text() for name in ("server.properties", "brokers.properties")
+    )
+    home = tmp_path / f"cluster-{ports[1][0]}"
+    commands: dict[int, list[str]] = {}
+    formats: dict[int, subprocess.Popen[bytes]] = {}
+    for n, (port, controller) in ports.items():
+        data, logs = home / f"node-{n}" / "data", home / f"node-{n}" / "logs"
+        data.mkdir(parents=True)
+        logs.mkdir()
+        props = home / f"node-{n}" / "server.properties"
+        props.write_text(
+            template.replace("@KAFKA_PORT@", str(port))
+            .replace("@KAFKA_CONTROLLER_PORT@", str(controller))
+            .replace("@KAFKA_DATA_DIR@", str(data))
+            .replace("@NODE_ID@", str(n))
+            .replace("@VOTERS@", voters)
+        )
+        java = ["java", *_KAFKA_JAVA, f"-Dkafka.logs.dir={logs}", "-cp", f"{KAFKA_LIBS}/*"]
+        commands[n] = [*java, "kafka.Kafka", str(props)]
+        # One cluster id for every node; the formats run side by side (a JVM start each).
+        formats[n] = subprocess.Popen(
+            [
+                *(*java, "kafka.tools.StorageTool", "format", "--cluster-id", "c2Vnc3RyZWFtLWNsdXN0ZQ"),
+                *("--config", str(props), "--ignore-formatted"),
+            ],
+            stdout=(logs / "format.out").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+    for n, fmt in formats.items():
+        assert fmt.wait(timeout=120) == 0, (home / f"node-{n}" / "logs" / "format.out").read_text()
+    cluster = PrivateCluster({})
+    try:
+        for n, command in commands.items():
+            logs = home / f"node-{n}" / "logs"
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=(logs / "kafka.out").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C of pytest does not reach it before the teardown does
+            )
+            cluster.nodes[n] = PrivateKafka(proc, ports[n][0], logs)
+        check = (
+            "import sys\n"
+            "from kafka import KafkaAdminClient\n"
+            f"a = KafkaAdminClient(bootstrap_servers={cluster.bootstrap!r}, bootstrap_timeout_ms=2000)\n"
+            "live = [b for b in a.describe_cluster()['brokers'] if not b.get('is_fenced')]\n"
+            f"a.close(); sys.exit(0 if len(live) == {nodes} else 1)\n"
+        )
+
+        def answers() -> bool:
+            for n, node in cluster.nodes.items():
+                assert node.proc.poll() is None, (
+                    f"node {n}: " + (node.logs / "kafka.out").read_text(errors="replace")[-2000:]
+                )
+            probe = subprocess.run([sys.executable, "-c", check], capture_output=True, check=False)
+            return probe.returncode == 0
+
+        wait_for(answers, 120, f"the private cluster's {nodes} brokers", step=0.5)
+        yield cluster
+    finally:
+        for node in cluster.nodes.values():  # together: a controlled shutdown needs the quorum
+            if node.proc.poll() is None:
+                node.proc.terminate()
+        for node in cluster.nodes.values():
+            _stop(node.proc, timeout=30)
