@@ -33,9 +33,9 @@ keys of that tag, the same slot as its declared keys, which Redis allows); ``ns:
 ``ns:meta`` are single keys, read and written by single-key commands and a one-key script. The
 hash tag is the partition number alone, so partition p of every namespace shares a slot.
 Pipelines that span partitions are not transactions: the cluster client splits them by node. SCAN
-runs on every primary; CONFIG GET/SET on every node the cluster client knows: its primaries
-(scripts/stack.sh and docker-compose.yml give every node, replicas too, the listpack limits in its
-config, so that a replica promoted by a failover has them).
+runs on every primary; CONFIG GET/SET on every node the cluster client knows (the primaries, and
+the replicas CLUSTER SLOTS listed when it connected; scripts/stack.sh and docker-compose.yml give
+every node the listpack limits in its config, so that a replica promoted by a failover has them).
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ class FeatureStore:
 
     def _servers(self) -> list[dict[str, Any]]:
         """Keyword arguments that send a server command to each server: one for a single Redis,
-        one per primary for a cluster (its client would send CONFIG to one node only)."""
+        one per node the cluster client knows (it would send CONFIG to one node only)."""
         client = self.client
         if isinstance(client, RedisCluster):
             return [{"target_nodes": node} for node in client.get_nodes()]
