@@ -371,6 +371,8 @@ class PrivateCluster:
                 # The bus port is set: the default (port + 10000) may be past 65535.
                 *("--cluster-port", str(free_port())),
                 *("--cluster-node-timeout", str(node_timeout_ms)),
+                # A replica's first sync at once, not after the default 5 s wait for others.
+                *("--repl-diskless-sync-delay", "0"),
             )
             for i in range(6)
         ]
