@@ -12,6 +12,9 @@ lost (the service would stop with StateLost: a failover to a replica that had no
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from models.sim import generate
 from stream.state import REDIS_DOWN, FeatureStore, PartitionWrite
 
 from .harness import (
+    STACK_SH,
     Stack,
     assert_features_equal,
     direct_states,
@@ -208,3 +212,68 @@ def test_the_service_rides_out_a_master_failover(
     assert_features_equal(stored, direct_states(records))
     assert sum(CustomerState.unpack(b).events for b in stored.values()) == n
     print(f"\nservice on a cluster: {n} records, master killed at {at_kill} applied; all applied once")
+
+
+def free_cluster_ports() -> int:
+    """A first port such that it and the next five are free, and their cluster bus ports
+    (port + 10000) too."""
+    for base in range(20100, 22000, 10):
+        ports = [*range(base, base + 6), *range(base + 10000, base + 10006)]
+        try:
+            with contextlib.ExitStack() as held:
+                for port in ports:
+                    s = held.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise AssertionError("no six free ports with free bus ports in 20100-22000")
+
+
+def test_the_cluster_stack_starts_once_comes_back_and_stops_clean(tmp_path: Path) -> None:
+    """``scripts/stack.sh start --cluster`` (on ports and in a directory of the test's own, never
+    the shared stack's): three masters and three replicas, a second start is a no-op, a stop
+    leaves no process, and a start after it brings the same cluster and data back."""
+    env = {**os.environ, "STACK_DIR": str(tmp_path / "stack"), "CLUSTER_PORT": str(free_cluster_ports())}
+    port = int(env["CLUSTER_PORT"])
+
+    def stack(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [str(STACK_SH), *args, "--cluster"]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    def processes() -> list[str]:
+        cmd = ["pgrep", "-f", str(tmp_path / "stack")]
+        found = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        return found.stdout.split()
+
+    try:
+        started = stack("start")
+        assert started.returncode == 0, started.stderr
+        status = stack("status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.count(", master, cluster_state ok") == 3, status.stdout
+        assert status.stdout.count(", slave, cluster_state ok") == 3, status.stdout
+        pids = sorted(processes())
+        assert len(pids) == 6
+        again = stack("start")
+        assert again.returncode == 0 and sorted(processes()) == pids, again.stderr
+        settings = (tmp_path / "stack" / "segstream.env").read_text()
+        assert f"SEGSTREAM_REDIS__URL=redis://localhost:{port}/0" in settings
+        assert "SEGSTREAM_REDIS__CLUSTER=true" in settings
+
+        store = FeatureStore(f"redis://localhost:{port}/0", "st", cluster=True).start()
+        store.commit(batch(2, 0, {c: None for c in customers_of(0)}))
+        store.close()
+        stopped = stack("stop")
+        assert stopped.returncode == 0 and processes() == [], stopped.stderr
+        assert stack("status").returncode == 3
+
+        restarted = stack("start")
+        assert restarted.returncode == 0, restarted.stderr
+        store = FeatureStore(f"redis://localhost:{port}/0", "st", cluster=True).start()
+        assert retried(lambda: store.applied_offset(2)) == 0
+        assert dict(store.partition_states(2)) == dict.fromkeys(customers_of(0), b"\x011")
+        store.close()
+    finally:
+        stack("stop")
+    assert processes() == []
