@@ -132,14 +132,21 @@ class FeatureStore:
                     probe.ping(target_nodes=RedisCluster.PRIMARIES)
                 else:
                     probe.ping()
+                    self._refuse_a_cluster_node(probe)
             finally:
                 probe.close()
             self._client = connect(self._url, self.cluster, 30, connect_timeout)
         except REDIS_ERRORS as e:
-            refused = isinstance(e, (*REDIS_REFUSED, redis.ResponseError)) and not isinstance(
-                e, ClusterDownError
-            )
+            # redis-py's words for a server without cluster support, met by the cluster client.
+            if self.cluster and "cluster mode is not enabled" in str(e).lower():
+                raise ConfigError(
+                    f"Redis at {_host_of(self._url)} is not a Redis Cluster node but redis.cluster is "
+                    "true: set it false (SEGSTREAM_REDIS__CLUSTER=false)"
+                ) from e
+            refused = isinstance(e, (*REDIS_REFUSED, redis.ResponseError))
             what = "refused the connection" if refused else f"did not answer within {connect_timeout:g} s"
+            if isinstance(e, ClusterDownError):
+                what = "is down (a failover under way?)"
             kind = "Redis Cluster" if self.cluster else "Redis"
             raise ServiceUnavailable(f"{kind} at {_host_of(self._url)} {what}: {e}") from e
         self._ensure_listpack_config()
@@ -151,6 +158,20 @@ class FeatureStore:
         self._erase = client.register_script(lua.joinpath("erase_customer.lua").read_text())
         self._save_model = client.register_script(lua.joinpath("save_model.lua").read_text())
         return self
+
+    def _refuse_a_cluster_node(self, client: redis.Redis) -> None:
+        """A node of a Redis Cluster taken for a single Redis would answer every batch of a
+        partition it does not serve with MOVED: stop at the start with the setting to change.
+        (A server that does not grant INFO is not checked.)"""
+        try:
+            enabled = client.info("cluster").get("cluster_enabled")
+        except redis.ResponseError:
+            return
+        if enabled in (1, "1"):
+            raise ConfigError(
+                f"Redis at {_host_of(self._url)} is a node of a Redis Cluster but redis.cluster is false: "
+                "set it true (SEGSTREAM_REDIS__CLUSTER=true)"
+            )
 
     @classmethod
     def from_client(cls, client: Client, namespace: str, buckets: int = DEFAULT_BUCKETS) -> FeatureStore:

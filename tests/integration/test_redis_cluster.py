@@ -21,8 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from models.features import CustomerState
 from models.sim import generate
+from stream.errors import ConfigError
 from stream.state import REDIS_DOWN, FeatureStore, PartitionWrite
 
 from .harness import (
@@ -37,9 +40,10 @@ from .harness import (
     service_env,
     start_service,
     tail,
+    unique,
     wait_until,
 )
-from .servers import private_cluster
+from .servers import PrivateCluster, private_cluster, private_redis
 
 PARTITIONS = [0, 1, 2, 3]
 BATCHES = 150  # per partition
@@ -277,3 +281,14 @@ def test_the_cluster_stack_starts_once_comes_back_and_stops_clean(tmp_path: Path
     finally:
         stack("stop")
     assert processes() == []
+
+
+def test_the_cluster_setting_must_match_the_server(redis_cluster: PrivateCluster, tmp_path: Path) -> None:
+    """A cluster node taken for a single Redis (its batches of other slots would fail with
+    MOVED) and a single Redis taken for a cluster both stop the start with the setting to change."""
+    with pytest.raises(ConfigError, match=r"is a node of a Redis Cluster but redis.cluster is false"):
+        FeatureStore(redis_cluster.url, unique("t")).start()
+    with private_redis(tmp_path) as single:
+        with pytest.raises(ConfigError, match=r"is not a Redis Cluster node but redis.cluster is true"):
+            FeatureStore(single.url, unique("t"), cluster=True).start()
+        FeatureStore(single.url, unique("t")).start().close()  # as before
