@@ -3,7 +3,7 @@
 # KRaft mode (one JVM, broker+controller) and a Redis server, both on loopback, with their
 # state, logs and pids in .cache/stack/.
 #
-#   scripts/stack.sh start|stop|status|restart [--secure | --brokers 3]
+#   scripts/stack.sh start|stop|status|restart [--secure | --brokers 3 | --cluster]
 #
 # Ports come from KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093) and REDIS_PORT (16379),
 # away from the defaults so that a system Kafka/Redis does not collide with ours.
@@ -29,20 +29,31 @@
 # start is idempotent (a running stack is left alone and it exits 0), waits until both answer
 # and then creates the service's topics. stop leaves no process behind. status exits 0 only if
 # both services are up. Prerequisites come from scripts/bootstrap.sh.
+#
+# --cluster: a Redis Cluster only (no Kafka: the plaintext broker of `scripts/stack.sh start` on
+# 19092 serves it), in .cache/stack-cluster: three masters with one replica each, Debian's
+# redis-server on loopback ports CLUSTER_PORT..CLUSTER_PORT+5 (17001-17006; cluster bus on each
+# port + 10000), made once by `redis-cli --cluster create --cluster-replicas 1`; a master silent
+# for CLUSTER_NODE_TIMEOUT ms (2000) is failed over to its replica. Each node keeps an AOF and
+# its nodes.conf, so a stop and a start bring the same cluster back. start writes
+# .cache/stack-cluster/segstream.env (SEGSTREAM_REDIS__URL and SEGSTREAM_REDIS__CLUSTER=true);
+# stop and status with --cluster touch only the cluster's nodes, never the plaintext stack.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECURE=0
 BROKERS=1
+CLUSTER=0
 CMD=""
 usage() {
-    echo "usage: scripts/stack.sh start|stop|status|restart [--secure | --brokers 3]" >&2
+    echo "usage: scripts/stack.sh start|stop|status|restart [--secure | --brokers 3 | --cluster]" >&2
     exit 2
 }
 ARGS=("$@")
 for ((i = 0; i < ${#ARGS[@]}; i++)); do
     case "${ARGS[$i]}" in
         --secure) SECURE=1 ;;
+        --cluster) CLUSTER=1 ;;
         --brokers=*) BROKERS="${ARGS[$i]#--brokers=}" ;;
         --brokers)
             ((i + 1 < ${#ARGS[@]})) || usage
@@ -58,8 +69,8 @@ done
     echo "stack: error: --brokers takes 3 (a three-node cluster); got '$BROKERS'" >&2
     exit 2
 }
-if ((SECURE && BROKERS > 1)); then
-    echo "stack: error: --secure and --brokers cannot be combined (yet)" >&2
+if ((SECURE + CLUSTER + (BROKERS > 1) > 1)); then
+    echo "stack: error: --secure, --brokers and --cluster are separate stacks: pass one" >&2
     exit 2
 fi
 if ((BROKERS > 1)); then
@@ -67,6 +78,14 @@ if ((BROKERS > 1)); then
     KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-39192}"
     REDIS_PORT="${REDIS_PORT:-16381}"
     STACK="${STACK_DIR:-$ROOT/.cache/stack-brokers}"
+elif ((CLUSTER)); then
+    # Kafka is the plaintext stack's; its ports are set only for the shared definitions below.
+    KAFKA_PORT="${KAFKA_PORT:-19092}"
+    KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+    REDIS_PORT="${REDIS_PORT:-16379}"
+    CLUSTER_PORT="${CLUSTER_PORT:-17001}"
+    CLUSTER_NODE_TIMEOUT="${CLUSTER_NODE_TIMEOUT:-2000}"
+    STACK="${STACK_DIR:-$ROOT/.cache/stack-cluster}"
 elif ((SECURE)); then
     KAFKA_PORT="${KAFKA_PORT:-19094}"
     KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19095}"
@@ -314,6 +333,144 @@ stop_redis() {
     done
     for p in $pids; do pid_alive "$p" && kill -KILL "$p" 2>/dev/null || true; done
     rm -f "$RPID"
+}
+
+# --- redis cluster (--cluster) -------------------------------------------------------------
+cluster_ports() { seq "$CLUSTER_PORT" $((CLUSTER_PORT + 5)); }
+node_dir() { echo "$STACK/redis-$1"; }
+node_pid() {
+    local p
+    p="$(read_pid "$(node_dir "$1")/redis.pid")"
+    if pid_alive "$p"; then echo "$p"; fi
+}
+# Nodes of *this* cluster whose pidfile was lost, found by the config path in their title.
+cluster_strays() { pgrep -f -- "redis-server .*$STACK/redis-[0-9]+/redis.conf" || true; }
+node_cli() {
+    local port="$1"
+    shift
+    redis-cli -h 127.0.0.1 -p "$port" "$@" 2>/dev/null || true
+}
+# One field of a node's CLUSTER INFO (empty when the node does not answer).
+node_info() { node_cli "$1" cluster info | tr -d '\r' | sed -n "s/^$2://p"; }
+
+start_node() {
+    local port="$1" dir
+    dir="$(node_dir "$port")"
+    if [[ -n "$(node_pid "$port")" ]]; then return 0; fi
+    port_open "$port" && die "redis cluster port $port is already in use by another process (set CLUSTER_PORT)"
+    port_open $((port + 10000)) &&
+        die "cluster bus port $((port + 10000)) is already in use by another process (set CLUSTER_PORT)"
+    mkdir -p "$dir"
+    # Generated each start (a changed CLUSTER_NODE_TIMEOUT is honoured). nodes.conf, the node's
+    # identity and its view of the cluster, is Redis's own and kept across restarts.
+    cat >"$dir/redis.conf" <<CONF
+port $port
+bind 127.0.0.1
+protected-mode yes
+daemonize yes
+pidfile $dir/redis.pid
+logfile $dir/redis.log
+dir $dir
+cluster-enabled yes
+cluster-config-file $dir/nodes.conf
+cluster-node-timeout $CLUSTER_NODE_TIMEOUT
+appendonly yes
+appendfsync everysec
+save ""
+# Every node, replicas too: a replica promoted by a failover keeps the buckets' listpacks.
+hash-max-listpack-value 512
+hash-max-listpack-entries 1024
+zset-max-listpack-entries 1024
+proc-title-template "{title} {listen-addr} {server-mode} {config-file}"
+CONF
+    redis-server "$dir/redis.conf" </dev/null >/dev/null 2>&1 9>&- ||
+        die "redis-server on port $port failed to start: $(tail -n 1 "$dir/redis.log" 2>/dev/null)"
+}
+
+start_cluster() {
+    command -v redis-server >/dev/null || die "redis-server not installed: run scripts/bootstrap.sh"
+    command -v redis-cli >/dev/null || die "redis-cli not installed: run scripts/bootstrap.sh"
+    local port running=0 i
+    for port in $(cluster_ports); do
+        [[ -n "$(node_pid "$port")" ]] && running=1
+    done
+    if ((!running)) && [[ -n "$(cluster_strays)" ]]; then
+        die "redis cluster nodes for $STACK run without pidfiles: run scripts/stack.sh stop --cluster first"
+    fi
+    for port in $(cluster_ports); do start_node "$port"; done
+    for port in $(cluster_ports); do
+        for ((i = 0; i < 100; i++)); do
+            [[ "$(node_cli "$port" ping)" == "PONG" ]] && break
+            sleep 0.1
+        done
+        [[ "$(node_cli "$port" ping)" == "PONG" ]] ||
+            die "redis on port $port did not answer within 10 s: $(tail -n 1 "$(node_dir "$port")/redis.log" 2>/dev/null)"
+    done
+    # Made once: a first node that knows only itself and serves no slot is a new cluster. Nodes
+    # started again from their nodes.conf find each other on their own.
+    if [[ "$(node_info "$CLUSTER_PORT" cluster_known_nodes)" == 1 &&
+        "$(node_info "$CLUSTER_PORT" cluster_slots_assigned)" == 0 ]]; then
+        local nodes=() out
+        for port in $(cluster_ports); do nodes+=("127.0.0.1:$port"); done
+        if ! out="$(redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes </dev/null 2>&1)"; then
+            die "redis-cli --cluster create failed: $(echo "$out" | grep -v '^\s*$' | tail -n 1)"
+        fi
+    fi
+    local deadline=$((SECONDS + 30)) ok=0
+    while ((SECONDS < deadline)); do
+        ok=1
+        for port in $(cluster_ports); do
+            [[ "$(node_info "$port" cluster_state)" == ok ]] || ok=0
+        done
+        ((ok)) && break
+        sleep 0.5
+    done
+    ((ok)) || die "the redis cluster on ports $CLUSTER_PORT-$((CLUSTER_PORT + 5)) is not ok after 30 s (see scripts/stack.sh status --cluster)"
+    cat >"$ENV_FILE" <<ENV
+export SEGSTREAM_REDIS__URL=redis://localhost:$CLUSTER_PORT/0
+export SEGSTREAM_REDIS__CLUSTER=true
+ENV
+}
+
+stop_cluster() {
+    local pids port p i
+    pids="$(cluster_strays)"
+    for port in $(cluster_ports); do pids+=" $(node_pid "$port")"; done
+    pids="$(echo "$pids" | tr ' ' '\n' | sort -u | grep -v '^$' || true)"
+    if [[ -n "$pids" ]]; then
+        # SIGTERM: each node flushes its AOF and saves its nodes.conf, then exits.
+        for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+        for ((i = 0; i < 150; i++)); do
+            local alive=0
+            for p in $pids; do pid_alive "$p" && alive=1; done
+            ((alive)) || break
+            sleep 0.1
+        done
+        for p in $pids; do pid_alive "$p" && kill -KILL "$p" 2>/dev/null || true; done
+    fi
+    for port in $(cluster_ports); do rm -f "$(node_dir "$port")/redis.pid"; done
+}
+
+cluster_status() {
+    local rc=0 port p role state masters=0
+    for port in $(cluster_ports); do
+        p="$(node_pid "$port")"
+        if [[ -n "$p" ]] && [[ "$(node_cli "$port" ping)" == "PONG" ]]; then
+            role="$(node_cli "$port" role | head -n 1)"
+            state="$(node_info "$port" cluster_state)"
+            [[ "$role" == master ]] && masters=$((masters + 1))
+            echo "redis node: running (pid $p, port $port, $role, cluster_state ${state:-unknown})"
+            [[ "$state" == ok ]] || rc=3
+        elif [[ -n "$p" ]]; then
+            echo "redis node: unhealthy (pid $p, no PONG on port $port)"
+            rc=3
+        else
+            echo "redis node: stopped (port $port)"
+            rc=3
+        fi
+    done
+    echo "redis cluster: $masters masters, redis://localhost:$CLUSTER_PORT/0 (settings: $ENV_FILE); Kafka: the plaintext stack's"
+    return $rc
 }
 
 # --- kafka ---------------------------------------------------------------------------------
@@ -571,6 +728,18 @@ main() {
     fi
     if ((BROKERS > 1)) && [[ "$cmd" == start || "$cmd" == restart ]]; then
         write_brokers_env_file
+    fi
+    if ((CLUSTER)); then
+        case "$cmd" in
+            start) start_cluster ;;
+            stop) stop_cluster ;;
+            restart)
+                stop_cluster
+                start_cluster
+                ;;
+            status) cluster_status ;;
+        esac
+        return
     fi
     case "$cmd" in
         start)

@@ -138,6 +138,11 @@ class RedisSettings(_Frozen):
     connect_timeout_seconds: float = Field(
         5.0, gt=0, le=300, description="connecting and the first PING, then a command fails with one line"
     )
+    cluster: bool = Field(
+        False,
+        description="`url` is one node of a Redis Cluster (`scripts/stack.sh start --cluster`): "
+        "the store uses redis-py's cluster client",
+    )
 
 
 class TopicSettings(_Frozen):

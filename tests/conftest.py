@@ -20,6 +20,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from tests.integration.harness import ROOT, STACK_SH, Stack, create_topics, delete_topics, unique
+from tests.integration.servers import PrivateRedisCluster, private_redis_cluster
 
 # Per-test topics: key -> (suffix, partitions, topic configs). Mirrors the production layout:
 # interactions and changes keyed by customer id over 4 partitions, the latest-state topics
@@ -52,6 +53,14 @@ def stack() -> Stack:
             f"scripts/stack.sh start failed ({proc.returncode}): {proc.stderr.strip()}", pytrace=False
         )
     return Stack(bootstrap=f"localhost:{kafka_port}", redis_url=f"redis://localhost:{redis_port}/0")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedisCluster]:
+    """A Redis Cluster of the session's own (never the shared stack's Redis): tests on it use
+    namespaces of their own and leave their keys; the cluster goes with the session."""
+    with private_redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

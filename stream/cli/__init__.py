@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 import redis
+from redis.exceptions import RedisClusterException
 
 from models.segments.checkpoint import CheckpointError
 from stream.cli import data, evaluate, lookups, ops, report, run
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SegstreamError, CheckpointError) as e:
         print(f"segstream: error: {e}", file=sys.stderr)
         return 1
-    except redis.RedisError as e:
+    except (redis.RedisError, RedisClusterException) as e:
         # Redis refused a command (a full memory, a script error); `run` rides out dropped
         # connections itself. One line naming the problem; the traceback at debug level.
         log.debug("Redis error", exc_info=True)

@@ -67,7 +67,9 @@ def open_store(settings: Settings) -> Any:
     from stream.state import FeatureStore
 
     r = settings.redis
-    return FeatureStore(r.url.get_secret_value(), r.namespace).start(r.connect_timeout_seconds)
+    return FeatureStore(r.url.get_secret_value(), r.namespace, cluster=r.cluster).start(
+        r.connect_timeout_seconds
+    )
 
 
 def partitions_of(settings: Settings, store: Any) -> int:

@@ -105,7 +105,7 @@ def plan(mode: Mode, applied: int, stored_topic: str, current: str, begin: int, 
 def recover(settings: Settings, mode: Mode, dry_run: bool = False) -> RecoverReport:
     s = settings
     topic, ns, group = s.topics.interactions, s.redis.namespace, s.kafka.group_id
-    store = FeatureStore(s.redis.url.get_secret_value(), ns).start()
+    store = FeatureStore(s.redis.url.get_secret_value(), ns, cluster=s.redis.cluster).start()
     admin = make_admin(s)
     consumer = make_consumer(s, group_id=None)
     try:

@@ -332,7 +332,7 @@ def replay(
         raise SegstreamError(f"the replay would write into its own source topic {source.topic!r}")
     summary = ReplaySummary(namespace=ns, source=source.description, output_topics=outputs)
     r = settings.redis
-    store = FeatureStore(r.url.get_secret_value(), ns).start(r.connect_timeout_seconds)
+    store = FeatureStore(r.url.get_secret_value(), ns, cluster=r.cluster).start(r.connect_timeout_seconds)
     sink: OutputSink | None = None
     try:
         if namespace_key_count(store):

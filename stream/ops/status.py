@@ -126,7 +126,9 @@ def _redis_part(settings: Settings, report: StatusReport) -> int:
     from stream.state import FeatureStore
 
     r = settings.redis
-    store = FeatureStore(r.url.get_secret_value(), r.namespace).start(r.connect_timeout_seconds)
+    store = FeatureStore(r.url.get_secret_value(), r.namespace, cluster=r.cluster).start(
+        r.connect_timeout_seconds
+    )
     try:
         meta = store.meta()
         report.topic = meta.get("topic", report.topic)

@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.cluster import RedisCluster
 
 from stream.config import Settings
+from stream.state import connect
 
 log = logging.getLogger(__name__)
 
@@ -178,23 +177,25 @@ class Prober:
 
 
 class _RedisClient:
-    """PING on a connection of the prober's own, with a read timeout of ``timeout`` seconds."""
+    """PING on a connection of the prober's own, with a read timeout of ``timeout`` seconds. A
+    Redis Cluster (``redis.cluster``): every primary of the cluster client's map answers it (a
+    failed one is dropped from the map by the refresh its error asks for, once a replica took
+    over)."""
 
     def __init__(self, settings: Settings, timeout: float) -> None:
         self._url = settings.redis.url.get_secret_value()
+        self._cluster = settings.redis.cluster
         self._connect_timeout = min(settings.redis.connect_timeout_seconds, timeout)
         self._timeout = timeout
-        self._client: redis.Redis | None = None
+        self._client: Any = None
 
     def check(self) -> None:
         if self._client is None:
-            self._client = redis.Redis.from_url(
-                self._url,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._connect_timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
-        self._client.ping()
+            self._client = connect(self._url, self._cluster, self._timeout, self._connect_timeout)
+        if isinstance(self._client, RedisCluster):
+            self._client.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            self._client.ping()
 
     def close(self) -> None:
         if self._client is not None:

@@ -12,7 +12,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from kafka import (
     ConsumerRebalanceListener,
     KafkaAdminClient,
@@ -41,7 +40,7 @@ from stream.runtime.metrics import Metrics
 from stream.runtime.pipeline import BatchProcessor
 from stream.runtime.positions import PositionsMixin
 from stream.runtime.probes import Prober
-from stream.state import FeatureStore, model_conflict
+from stream.state import REDIS_DOWN, REDIS_ERRORS, REDIS_REFUSED, FeatureStore, model_conflict
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,6 @@ class RunSummary:
     changes: int = 0
     batches: int = 0
     seconds: float = 0.0
-
-
-# Transient: the loop waits for Redis and resumes from its applied offsets. Other Redis errors
-# (a script error, a full memory, a wrong password: redis-py's authentication errors are
-# ConnectionErrors too) stop the service with the error.
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
-REDIS_REFUSED = (redis.AuthenticationError, redis.exceptions.AuthorizationError)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -126,9 +118,9 @@ class Service(IntegrityMixin, PositionsMixin):
         self.health.checks["redis"] = self._redis_check
         self.health.checks["kafka"] = self._kafka_check
         self.health.checks["publisher"] = self._publisher_check
-        self.store = FeatureStore(s.redis.url.get_secret_value(), s.redis.namespace).start(
-            s.redis.connect_timeout_seconds
-        )
+        self.store = FeatureStore(
+            s.redis.url.get_secret_value(), s.redis.namespace, cluster=s.redis.cluster
+        ).start(s.redis.connect_timeout_seconds)
         ensure_topics(s)  # before any work: an unreachable broker ends the start with one line
         started = time.perf_counter()
         engine = load_engine(s, self.store)
@@ -236,7 +228,7 @@ class Service(IntegrityMixin, PositionsMixin):
             written = True
             try:
                 self.processor.close()  # every processed batch's state into Redis first
-            except (StateConflict, PublisherError, redis.RedisError) as e:
+            except (StateConflict, PublisherError, *REDIS_ERRORS) as e:
                 written = False
                 log.warning("the last batch's state was not written (%s); a restart redoes it", e)
             self._commit_durable()
@@ -394,8 +386,9 @@ class Service(IntegrityMixin, PositionsMixin):
         owned = {tp.partition for tp in self.consumer.assignment()}
         self.processor.publish_outbox(self._assigned & owned)  # type: ignore[union-attr]
 
-    def _recover_from_redis(self, e: redis.RedisError) -> None:
-        """Redis dropped a connection or went away mid-batch (a restart, a network blip). Nothing is
+    def _recover_from_redis(self, e: Exception) -> None:
+        """Redis dropped a connection or went away mid-batch (a restart, a network blip, a Redis
+        Cluster's failover: the loop's transient errors are REDIS_DOWN of stream.state). Nothing is
         lost: a batch whose step did not land is redone from Redis's applied offsets, and one
         whose reply alone was lost is found applied there. Wait until Redis answers (the loop
         stays alive for /healthz; /readyz reports Redis), then resume from what it holds."""

@@ -12,12 +12,22 @@ from stream.state.protocol import (
     model_conflict,
     topic_changed,
 )
-from stream.state.redis_store import LISTPACK_CONFIG, FeatureStore
+from stream.state.redis_store import (
+    LISTPACK_CONFIG,
+    REDIS_DOWN,
+    REDIS_ERRORS,
+    REDIS_REFUSED,
+    FeatureStore,
+    connect,
+)
 
 __all__ = [
     "DEFAULT_BUCKETS",
     "LISTPACK_CONFIG",
     "MAX_UNWRITTEN_BATCHES",
+    "REDIS_DOWN",
+    "REDIS_ERRORS",
+    "REDIS_REFUSED",
     "FeatureStore",
     "Loading",
     "MemoryFeatureStore",
@@ -26,6 +36,7 @@ __all__ = [
     "PartitionWrite",
     "StateStore",
     "bucket_of",
+    "connect",
     "model_conflict",
     "topic_changed",
 ]

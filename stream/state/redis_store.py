@@ -25,6 +25,17 @@ customers at the target scale (``buckets`` per partition, fixed for a namespace:
 needs a replay into a fresh namespace). Listpack encoding needs ``hash-max-listpack-value`` >= the
 packed state size and ``*-max-listpack-entries`` >= the bucket size: ``start()`` raises them with
 CONFIG SET if they are lower (scripts/stack.sh configures them too).
+
+Redis Cluster (``cluster=True``, setting ``redis.cluster``): the same key names and scripts, on
+redis-py's cluster client. Every command and script touches one slot: a batch's, an erase's and
+``adopt_topic``'s keys carry the partition's hash tag (``load_partition.lua`` builds due bucket
+keys of that tag, the same slot as its declared keys, which Redis allows); ``ns:model`` and
+``ns:meta`` are single keys, read and written by single-key commands and a one-key script. The
+hash tag is the partition number alone, so partition p of every namespace shares a slot.
+Pipelines that span partitions are not transactions: the cluster client splits them by node. SCAN
+runs on every primary; CONFIG GET/SET on every node the cluster client knows (the primaries, and
+the replicas CLUSTER SLOTS listed when it connected; scripts/stack.sh and docker-compose.yml give
+every node the listpack limits in its config, so that a replica promoted by a failover has them).
 """
 
 from __future__ import annotations
@@ -38,6 +49,8 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 from redis.retry import Retry
 
 from models.segments.population import customer_key
@@ -52,6 +65,25 @@ from stream.state.protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+Client = redis.Redis | RedisCluster
+
+# Transient: Redis went away or is failing over; a caller waits until it answers and resumes from
+# the applied offsets (stream/runtime/service.py). A dropped connection or a timeout on a single
+# server; on a cluster also CLUSTERDOWN (a master failed and no replica took over yet, or nodes
+# still disagree), a slot no node serves yet, and a topology refresh that reached no node. Other
+# Redis errors (a script error, a full memory, a wrong password: redis-py's authentication errors
+# are ConnectionErrors too) are not transient.
+REDIS_DOWN = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    redis.exceptions.RedisClusterUnreachableError,  # type: ignore[attr-defined]  # newer than types-redis
+)
+REDIS_REFUSED = (redis.AuthenticationError, redis.exceptions.AuthorizationError)
+# Every error of a Redis client: redis-py's cluster client raises some that are no RedisError.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 # Redis settings that keep the buckets in listpack encoding (the packed state is <= 276 bytes).
 LISTPACK_CONFIG = {
@@ -72,11 +104,14 @@ def _pack_u16(values: list[int]) -> bytes:
 class FeatureStore:
     """Reads and atomically writes per-partition feature state. Connect with ``start()``."""
 
-    def __init__(self, url: str, namespace: str, buckets: int = DEFAULT_BUCKETS) -> None:
+    def __init__(
+        self, url: str, namespace: str, buckets: int = DEFAULT_BUCKETS, cluster: bool = False
+    ) -> None:
         self._url = url
         self.ns = namespace
         self.buckets = buckets
-        self._client: redis.Redis | None = None
+        self.cluster = cluster
+        self._client: Client | None = None
         self._commit: Any = None
         self._load: Any = None
         self._erase: Any = None
@@ -89,58 +124,81 @@ class FeatureStore:
         try:
             # The first PING on a connection of its own with a short read timeout: a server that
             # accepts connections but does not answer (paused, overloaded) fails the command in
-            # seconds rather than after the working client's 30 s read timeout.
-            probe = redis.Redis.from_url(
-                self._url,
-                socket_timeout=connect_timeout,
-                socket_connect_timeout=connect_timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
+            # seconds rather than after the working client's 30 s read timeout. (A cluster: every
+            # primary answers it.)
+            probe = connect(self._url, self.cluster, connect_timeout, connect_timeout)
             try:
-                probe.ping()
+                if isinstance(probe, RedisCluster):
+                    probe.ping(target_nodes=RedisCluster.PRIMARIES)
+                else:
+                    probe.ping()
+                    self._refuse_a_cluster_node(probe)
             finally:
                 probe.close()
-            # No client-side retries: a script re-sent after a lost reply would fail its own
-            # compare-and-set. The service loop redoes batches from the applied offsets instead.
-            self._client = redis.Redis.from_url(
-                self._url,
-                decode_responses=False,
-                socket_timeout=30,
-                socket_connect_timeout=connect_timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
-        except redis.RedisError as e:
-            refused = isinstance(
-                e, (redis.AuthenticationError, redis.exceptions.AuthorizationError, redis.ResponseError)
-            )
+            self._client = connect(self._url, self.cluster, 30, connect_timeout)
+        except REDIS_ERRORS as e:
+            # redis-py's words for a server without cluster support, met by the cluster client.
+            if self.cluster and "cluster mode is not enabled" in str(e).lower():
+                raise ConfigError(
+                    f"Redis at {_host_of(self._url)} is not a Redis Cluster node but redis.cluster is "
+                    "true: set it false (SEGSTREAM_REDIS__CLUSTER=false)"
+                ) from e
+            refused = isinstance(e, (*REDIS_REFUSED, redis.ResponseError))
             what = "refused the connection" if refused else f"did not answer within {connect_timeout:g} s"
-            raise ServiceUnavailable(f"Redis at {_host_of(self._url)} {what}: {e}") from e
+            if isinstance(e, ClusterDownError):
+                what = "is down (a failover under way?)"
+            kind = "Redis Cluster" if self.cluster else "Redis"
+            raise ServiceUnavailable(f"{kind} at {_host_of(self._url)} {what}: {e}") from e
         self._ensure_listpack_config()
         self._refuse_eviction()
         lua = resources.files("stream.state").joinpath("lua")
-        self._commit = self._client.register_script(lua.joinpath("commit_partition.lua").read_text())
-        self._load = self._client.register_script(lua.joinpath("load_partition.lua").read_text())
-        self._erase = self._client.register_script(lua.joinpath("erase_customer.lua").read_text())
-        self._save_model = self._client.register_script(lua.joinpath("save_model.lua").read_text())
+        client: Any = self._client  # (types-redis gives RedisCluster no register_script)
+        self._commit = client.register_script(lua.joinpath("commit_partition.lua").read_text())
+        self._load = client.register_script(lua.joinpath("load_partition.lua").read_text())
+        self._erase = client.register_script(lua.joinpath("erase_customer.lua").read_text())
+        self._save_model = client.register_script(lua.joinpath("save_model.lua").read_text())
         return self
 
+    def _refuse_a_cluster_node(self, client: redis.Redis) -> None:
+        """A node of a Redis Cluster taken for a single Redis would answer every batch of a
+        partition it does not serve with MOVED: stop at the start with the setting to change.
+        (A server that does not grant INFO is not checked.)"""
+        try:
+            enabled = client.info("cluster").get("cluster_enabled")
+        except redis.ResponseError:
+            return
+        if enabled in (1, "1"):
+            raise ConfigError(
+                f"Redis at {_host_of(self._url)} is a node of a Redis Cluster but redis.cluster is false: "
+                "set it true (SEGSTREAM_REDIS__CLUSTER=true)"
+            )
+
     @classmethod
-    def from_client(cls, client: redis.Redis, namespace: str, buckets: int = DEFAULT_BUCKETS) -> FeatureStore:
+    def from_client(cls, client: Client, namespace: str, buckets: int = DEFAULT_BUCKETS) -> FeatureStore:
         """A store on an existing connection, for look-ups (tests, notebooks): no scripts loaded."""
-        store = cls("", namespace, buckets)
+        store = cls("", namespace, buckets, cluster=isinstance(client, RedisCluster))
         store._client = client
         return store
+
+    def _servers(self) -> list[dict[str, Any]]:
+        """Keyword arguments that send a server command to each server: one for a single Redis,
+        one per node the cluster client knows (it would send CONFIG to one node only)."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+            return [{"target_nodes": node} for node in client.get_nodes()]
+        return [{}]
 
     def _ensure_listpack_config(self) -> None:
         """Raise the listpack limits the bucket layout needs; warn if CONFIG is not allowed."""
         client = self.client
         try:
-            current = client.config_get("*-max-listpack-*")
-            for name, wanted in LISTPACK_CONFIG.items():
-                have = current.get(name, current.get(name.encode()))
-                if have is None or int(have) < wanted:
-                    client.config_set(name, wanted)
-        except redis.RedisError as e:
+            for target in self._servers():
+                current = client.config_get("*-max-listpack-*", **target)
+                for name, wanted in LISTPACK_CONFIG.items():
+                    have = current.get(name, current.get(name.encode()))
+                    if have is None or int(have) < wanted:
+                        client.config_set(name, wanted, **target)
+        except REDIS_ERRORS as e:
             log.warning(
                 "could not check or raise Redis listpack limits (%s): %s; buckets may use the "
                 "hashtable/skiplist encodings and memory per customer will be higher",
@@ -152,18 +210,22 @@ class FeatureStore:
         """A Redis that evicts keys under memory pressure (``allkeys-*``) would drop customers'
         states and offsets silently; ``noeviction`` fails the write instead, which stops the
         service with the error. (``volatile-*`` evicts only keys with a TTL: segstream sets none.)"""
-        try:
-            policy = self.client.config_get("maxmemory-policy")
-        except redis.RedisError as e:
-            log.warning("could not check Redis's maxmemory-policy (%s): make sure it does not evict keys", e)
-            return
-        value = policy.get("maxmemory-policy", policy.get(b"maxmemory-policy", b""))
-        value = value.decode() if isinstance(value, bytes) else str(value)
-        if value.startswith("allkeys-"):
-            raise ConfigError(
-                f"Redis at {_host_of(self._url)} evicts keys under memory pressure (maxmemory-policy "
-                f"{value}): customers' states would be lost silently; set maxmemory-policy noeviction"
-            )
+        for target in self._servers():
+            try:
+                policy = self.client.config_get("maxmemory-policy", **target)
+            except REDIS_ERRORS as e:
+                log.warning(
+                    "could not check Redis's maxmemory-policy (%s): make sure it does not evict keys", e
+                )
+                return
+            value = policy.get("maxmemory-policy", policy.get(b"maxmemory-policy", b""))
+            value = value.decode() if isinstance(value, bytes) else str(value)
+            if value.startswith("allkeys-"):
+                node = target["target_nodes"].name if target else _host_of(self._url)
+                raise ConfigError(
+                    f"Redis at {node} evicts keys under memory pressure (maxmemory-policy "
+                    f"{value}): customers' states would be lost silently; set maxmemory-policy noeviction"
+                )
 
     def close(self) -> None:
         if self._client is not None:
@@ -171,7 +233,7 @@ class FeatureStore:
             self._client = None
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Client:
         if self._client is None:
             raise RuntimeError("FeatureStore.start() was not called")
         return self._client
@@ -520,6 +582,26 @@ class FeatureStore:
         for key in keys:
             pipe.hkeys(key)
         return sorted(c.decode() for fields in pipe.execute() for c in fields)
+
+
+def connect(url: str, cluster: bool, timeout: float, connect_timeout: float) -> Client:
+    """A client of the Redis at ``url``, or of the Redis Cluster ``url`` is a node of.
+
+    No client-side retries: a script re-sent after a lost reply would fail its own compare-and-set.
+    The service loop redoes batches from the applied offsets instead (on a cluster too: a command
+    that meets a failover fails with one of REDIS_DOWN, and the cluster client refreshes its map
+    of slots before its next command)."""
+    if cluster:
+        return RedisCluster.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0)
+        )
+    return redis.Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=timeout,
+        socket_connect_timeout=connect_timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def _escape(pattern: str) -> str:

@@ -1,5 +1,6 @@
 """One contract, every store: the in-memory store (always) and the Redis store with its default
-and with tiny buckets (marked integration: they need the stack)."""
+and with tiny buckets (marked integration: they need the stack), and on a Redis Cluster of the
+session's own (three masters, a replica each; marked integration: it needs redis-server)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from models.segments.population import customer_key
 from stream.errors import ModelConflict, StateConflict, StateLost, TopicChanged
 from stream.state import DEFAULT_BUCKETS, FeatureStore, MemoryFeatureStore, PartitionWrite
-from tests.integration.harness import Stack
+from tests.integration.harness import Stack, unique
+from tests.integration.servers import PrivateRedisCluster
 
 
 @pytest.fixture(
@@ -18,11 +20,18 @@ from tests.integration.harness import Stack
         "memory",
         pytest.param("redis", marks=pytest.mark.integration),
         pytest.param("redis-2-buckets", marks=pytest.mark.integration),
+        pytest.param("redis-cluster", marks=pytest.mark.integration),
     ]
 )
 def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore | MemoryFeatureStore]:
     if request.param == "memory":
         yield MemoryFeatureStore()
+        return
+    if request.param == "redis-cluster":
+        cluster: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
+        s = FeatureStore(cluster.url, unique("t"), cluster=True).start()
+        yield s
+        s.close()
         return
     stack = request.getfixturevalue("stack")
     namespace = request.getfixturevalue("namespace")
@@ -216,14 +225,26 @@ def test_erase_customer(store: FeatureStore | MemoryFeatureStore) -> None:
 
 
 @pytest.mark.integration
-def test_the_due_index_is_a_skiplist_and_buckets_are_listpacks(stack: Stack, namespace: str) -> None:
+@pytest.mark.parametrize("server", ["redis", "redis-cluster"])
+def test_the_due_index_is_a_skiplist_and_buckets_are_listpacks(
+    request: pytest.FixtureRequest, server: str
+) -> None:
     """The index takes one update per touched bucket per batch: as a listpack of a few hundred
     buckets each update moved the whole set (~6 us against ~0.5 us); the never-due member that
-    keeps it a skiplist never shows in a load."""
-    s = FeatureStore(stack.redis_url, namespace).start()
+    keeps it a skiplist never shows in a load. On the cluster (its nodes start with Redis's
+    default listpack limits, too low for the buckets) the store raised them on the node that
+    holds the partition."""
+    if server == "redis-cluster":
+        cluster: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
+        s = FeatureStore(cluster.url, unique("t"), cluster=True).start()
+    else:
+        stack: Stack = request.getfixturevalue("stack")
+        s = FeatureStore(stack.redis_url, request.getfixturevalue("namespace")).start()
     try:
         ids = [f"c{i}" for i in range(300)]
-        s.commit(write(0, -1, 1, states={c: b"\x01" + c.encode() for c in ids}, due={c: 100 for c in ids}))
+        # States as long as packed ones get (<= 276 bytes): past Redis's default listpack value limit.
+        states = {c: b"\x01" + c.encode().ljust(270, b".") for c in ids}
+        s.commit(write(0, -1, 1, states=states, due={c: 100 for c in ids}))
         client = s.client
         assert client.object("encoding", s.due_key(0)) == b"skiplist"
         assert client.object("encoding", s.due_bucket_key(0, s.bucket_of("c7"))) == b"listpack"

@@ -448,3 +448,98 @@ def private_cluster(tmp_path: Path, nodes: int = 3) -> Iterator[PrivateCluster]:
                 node.proc.terminate()
         for node in cluster.nodes.values():
             _stop(node.proc, timeout=30)
+
+
+class PrivateRedisCluster:
+    """A Redis Cluster of the test's own: three masters with one replica each (as
+    ``scripts/stack.sh start --cluster``), ``redis-server`` processes on free ports in
+    ``workdir``, without persistence, made with ``redis-cli --cluster create``. A master that
+    is silent for ``node_timeout_ms`` is failed over to its replica."""
+
+    def __init__(self, workdir: Path, node_timeout_ms: int = 2000) -> None:
+        self.dir = workdir
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes = [
+            PrivateRedis(
+                workdir / f"node-{i}",
+                *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                # The bus port is set: the default (port + 10000) may be past 65535.
+                *("--cluster-port", str(free_port())),
+                *("--cluster-node-timeout", str(node_timeout_ms)),
+                # A replica's first sync at once, not after the default 5 s wait for others.
+                *("--repl-diskless-sync-delay", "0"),
+            )
+            for i in range(6)
+        ]
+
+    @property
+    def url(self) -> str:
+        """One node's URL: the cluster client finds the others from it."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self) -> PrivateRedisCluster:
+        if shutil.which("redis-cli") is None:
+            pytest.fail("redis-cli not found: run scripts/bootstrap.sh", pytrace=False)
+        for node in self.nodes:
+            node.start()
+        create = subprocess.run(
+            [
+                *("redis-cli", "--cluster", "create"),
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                *("--cluster-replicas", "1", "--cluster-yes"),
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert create.returncode == 0, create.stdout[-2000:] + create.stderr[-2000:]
+        wait_for(self.healthy, 30, "the private Redis Cluster to be ok, every replica in sync")
+        return self
+
+    def client(self, node: PrivateRedis) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2)
+
+    def healthy(self) -> bool:
+        """Every live node says the cluster is ok, and every live replica's link is up."""
+        try:
+            for node in self.live():
+                with self.client(node) as c:
+                    if c.cluster("info").get("cluster_state") != "ok":
+                        return False
+                    info = c.info("replication")
+                    if info["role"] == "slave" and info.get("master_link_status") != "up":
+                        return False
+        except redis.RedisError:
+            return False
+        return True
+
+    def live(self) -> list[PrivateRedis]:
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def owner(self, key: str) -> PrivateRedis:
+        """The master serving ``key``'s slot, as the live nodes see it."""
+        for node in self.live():
+            try:
+                with self.client(node) as c:
+                    slot = int(c.cluster("keyslot", key))
+                    for start, end, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                        if start <= slot <= end:
+                            return next(n for n in self.nodes if n.port == int(master[1]))
+            except redis.RedisError:
+                continue
+        raise AssertionError(f"no live node knows who serves {key!r}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@contextlib.contextmanager
+def private_redis_cluster(tmp_path: Path, node_timeout_ms: int = 2000) -> Iterator[PrivateRedisCluster]:
+    cluster = PrivateRedisCluster(tmp_path / f"cluster-{free_port()}", node_timeout_ms)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
