@@ -104,6 +104,7 @@ class Service(IntegrityMixin, PositionsMixin):
         self._unverified: set[int] = set()
         self._written: dict[int, int] = {}  # partition -> next offset after what Redis confirmed
         self._relearn_due = False  # a learner's learn log is to be learned again (_relearn)
+        self._model_needed = False  # customers in segments and only a warm-up checkpoint (start)
         # Offsets of processed batches, waiting for their state to be written (BatchResult.durable).
         self._durable: deque[tuple[Future[None] | None, dict[TopicPartition, OffsetAndMetadata]]] = deque()
 
@@ -124,7 +125,11 @@ class Service(IntegrityMixin, PositionsMixin):
         ensure_topics(s)  # before any work: an unreachable broker ends the start with one line
         started = time.perf_counter()
         engine = load_engine(s, self.store)
-        if engine.version == 0 and self.store.segment_counts(s.topics.partitions):
+        # Customers in segments need a model. A stored warm-up checkpoint (version 0) is enough
+        # at the start: a crash can fall between a batch that built version 1 and its checkpoint,
+        # and the learn log builds it again (checked once relearned, _relearn).
+        self._model_needed = engine.version == 0 and bool(self.store.segment_counts(s.topics.partitions))
+        if self._model_needed and self.store.load_model() is None:
             raise StateLost(
                 f"namespace {s.redis.namespace!r} has customers in segments but no model checkpoint: "
                 "Redis lost it (a flush of that key, a failover to a lagging replica?); rebuild with "
@@ -447,6 +452,13 @@ class Service(IntegrityMixin, PositionsMixin):
         self._relearn_due = False
         self.processor.relearn(range(self.settings.topics.partitions))
         self.metrics.model_version.set(self.processor.engine.version)
+        if self._model_needed and self.processor.engine.version == 0:
+            raise StateLost(
+                f"namespace {self.settings.redis.namespace!r} has customers in segments but its "
+                "learn log does not rebuild the version that placed them (Redis lost it); rebuild with "
+                "`segstream replay --from-offset 0 --namespace NEW`"
+            )
+        self._model_needed = False
 
     def _forget_unwritten(self) -> None:
         """Wait for the batches still being written; those that fail are redone after a re-seek."""
