@@ -69,8 +69,14 @@ class PositionsMixin:
         learner need not wait for them to pass a row (SegmentEngine.align_sources). In a replay
         of a finished log such a partition has nothing more to deliver; at the head of a live
         topic every partition is drained between polls, and rows are learned as they come."""
-        assert self.consumer is not None
         if len(self._assigned) < 2:
+            return frozenset()
+        return self._read_to_end(records)
+
+    def _read_to_end(self, records: list[Record]) -> frozenset[int]:
+        """Owned partitions read (with ``records``) up to the end the broker last reported."""
+        assert self.consumer is not None
+        if not self._assigned:
             return frozenset()
         last: dict[int, int] = {}
         for r in records:

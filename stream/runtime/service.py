@@ -345,7 +345,9 @@ class Service(IntegrityMixin, PositionsMixin):
         assert self.processor is not None
         self._follow_model()
         try:
-            self.processor.move_retired_idle(self._assigned)
+            # Only partitions read to their end: an idle spell mid-log (a restart's group join,
+            # a broker away) must not move anyone a record would not have (a function of the log).
+            self.processor.move_retired_idle(self._read_to_end([]))
         except StateConflict as e:
             self._resync(e)
 

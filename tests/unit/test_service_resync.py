@@ -34,6 +34,14 @@ class FakeConsumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self.owned)
 
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None  # no fetch has told an end
+
+    def end_offsets(
+        self, tps: list[TopicPartition], timeout_ms: int | None = None
+    ) -> dict[TopicPartition, int]:
+        return {}
+
     def seek(self, tp: TopicPartition, offset: int) -> None:
         if tp.partition == self.revoke_on_seek:
             self.owned.discard(tp)
