@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -306,14 +307,14 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float 
         time.sleep(step)
 
 
-def compare_states(got: dict[str, bytes], want: dict[str, bytes]) -> tuple[list[str], dict[str, int]]:
+def compare_states(got: dict[str, bytes], want: dict[str, bytes]) -> tuple[list[str], dict[str, Any]]:
     """(feature problems, segment agreement counts) between two namespaces' states."""
     problems: list[str] = []
     if set(got) != set(want):
         problems.append(
             f"customer sets differ: {len(set(got) - set(want))} extra, {len(set(want) - set(got))} missing"
         )
-    seg = {"customers": 0, "segment": 0, "seq": 0, "segment_since": 0}
+    seg: dict[str, Any] = {"customers": 0, "segment": 0, "seq": 0, "segment_since": 0, "differ": []}
     for cid in sorted(set(got) & set(want)):
         a, b = CustomerState.unpack(got[cid]), CustomerState.unpack(want[cid])
         for m in feature_differences(a, b):
@@ -322,6 +323,9 @@ def compare_states(got: dict[str, bytes], want: dict[str, bytes]) -> tuple[list[
         seg["segment"] += a.segment == b.segment
         seg["seq"] += a.seq == b.seq
         seg["segment_since"] += a.segment_since == b.segment_since
+        mine, theirs = (a.segment, a.seq, a.segment_since), (b.segment, b.seq, b.segment_since)
+        if mine != theirs and len(seg["differ"]) < 12:
+            seg["differ"].append((cid, mine, theirs, a.last_ts))  # (segment, seq, since), newest event
     return problems, seg
 
 

@@ -108,7 +108,8 @@ def test_sigkill_five_times_then_state_equals_uninterrupted_run(
         f"{topics['unplaced']} customers without a segment; model version {seg.get('model_version')} "
         f"(uninterrupted: {seg.get('reference_version')}), same segment ids and names "
         f"{seg.get('same_segments')}, same checkpoint {seg.get('same_model')}; "
-        f"crashing run {crashed_at:.0f}s, total {time.monotonic() - started:.0f}s"
+        f"crashing run {crashed_at:.0f}s, total {time.monotonic() - started:.0f}s; "
+        f"differing (customer, crashed (segment, seq, since), uninterrupted, newest event): {seg['differ']}"
     )
     assert seg.get("model_version") == seg.get("reference_version")
     assert seg.get("same_segments"), "segment ids or names differ from the uninterrupted run's"
