@@ -15,8 +15,13 @@
    ``FeatureStore.commit`` (the real layout: listpack hash buckets, per-bucket due sorted sets and
    the due index), divided by the customer count; the previous layout (a string key per customer
    + one due sorted set per partition) is measured beside it. Scratch namespaces are deleted.
+   With ``--redis-cluster`` (``--redis-url`` a cluster node): used_memory of every node before and
+   after, summed over the primaries and over the replicas (after they caught up), which primary
+   holds each partition, and MEMORY USAGE of sampled buckets.
 
     .venv/bin/python benchmarks/bench_feature_store.py [--profile] [--skip-memory]
+    .venv/bin/python benchmarks/bench_feature_store.py --skip-throughput \
+        --redis-url redis://localhost:17001/0 --redis-cluster [--memory-customers N]
 
 Goals on the 2-core dev machine: >= 30k events/s batch, >= 15x the baseline, <= 350 B/customer.
 """
@@ -38,6 +43,7 @@ from collections.abc import Callable
 import numpy as np
 import redis
 from kafka.partitioner.default import murmur2
+from redis.cluster import RedisCluster
 
 from models.features import (
     DAY,
@@ -276,7 +282,8 @@ def run_per_event(store: FeatureStore, src: EventSource, params: FeatureParams, 
 # ---------------------------------------------------------------- memory
 
 
-def delete_ns(client: redis.Redis, ns: str) -> None:
+def delete_ns(client: redis.Redis | RedisCluster, ns: str) -> None:
+    """(On a cluster, scan_iter visits every primary and unlink splits the keys by slot.)"""
     keys: list[bytes] = []
     for k in client.scan_iter(match=f"{ns}:*", count=5000):
         keys.append(k)
@@ -296,6 +303,82 @@ def used_memory(client: redis.Redis) -> int:
         if int(info.get("lazyfree_pending_objects", 0)) == 0 or time.monotonic() > deadline:
             time.sleep(0.5)
             return int(client.info("memory")["used_memory"])
+
+
+def cluster_memory(client: RedisCluster) -> dict[str, tuple[str, int]]:
+    """Every cluster node's used_memory (name -> (role, bytes)), once the primaries' replicas have
+    caught up with them and the lazyfree of earlier UNLINKs is done on every node."""
+    deadline = time.monotonic() + 60
+    nodes = client.get_nodes()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        behind = False
+        for node in nodes:
+            if node.server_type == "primary":
+                rep = client.info("replication", target_nodes=node)
+                head = int(rep["master_repl_offset"])
+                behind |= any(
+                    int(v["offset"]) < head
+                    for k, v in rep.items()
+                    if k.startswith("slave") and isinstance(v, dict)
+                )
+            behind |= int(client.info("memory", target_nodes=node).get("lazyfree_pending_objects", 0)) > 0
+        if not behind:
+            break
+    time.sleep(0.5)
+    return {
+        node.name: (str(node.server_type), int(client.info("memory", target_nodes=node)["used_memory"]))
+        for node in nodes
+    }
+
+
+def measure_cluster_memory(redis_url: str, n: int, params: FeatureParams) -> None:
+    """As ``measure_memory``'s real layout, on a Redis Cluster: used_memory per node before and after,
+    summed over the primaries and over the replicas; MEMORY USAGE of sampled buckets beside it."""
+    rng = random.Random(7)
+    states = [realistic_state(rng, params, START) for _ in range(2000)]
+    sizes = [len(s.pack()) for s in states]
+    print(f"packed state: {statistics.mean(sizes):.0f} B mean, {max(sizes)} B max")
+    ns = "benchmem" + uuid.uuid4().hex[:8]
+    store = FeatureStore(redis_url, ns, cluster=True).start()
+    client = store.client
+    assert isinstance(client, RedisCluster)
+    try:
+        before = cluster_memory(client)
+        t0 = time.perf_counter()
+        load_real_layout(store, n, states)
+        took = time.perf_counter() - t0
+        after = cluster_memory(client)
+        print(f"  real layout on a Redis Cluster, {n:,} customers (load {took:.0f}s):")
+        for name in sorted(after):
+            role, used = after[name]
+            print(f"    {name:18s} {role:8s} used_memory {before[name][1]:>13,} -> {used:>13,} B")
+        for role, label in (("primary", "primaries"), ("replica", "replicas")):
+            delta = sum(after[k][1] - before[k][1] for k in after if after[k][0] == role)
+            print(f"    sum over {label:9s}: +{delta:,} B = {delta / n:.1f} B/customer")
+        for p in range(PARTITIONS):
+            node = client.get_node_from_key(store.bucket_key(p, 0))
+            print(f"    partition {p}: slot {client.keyslot(store.bucket_key(p, 0))}, primary {node.name}")
+        # MEMORY USAGE (exact, SAMPLES 0) of every 64th bucket and its due set, per customer in them.
+        used = held = 0
+        for p in range(PARTITIONS):
+            for b in range(0, store.buckets, 64):
+                for key in (store.bucket_key(p, b), store.due_bucket_key(p, b)):
+                    used += int(client.memory_usage(key, samples=0) or 0)
+                held += int(client.hlen(store.bucket_key(p, b)))
+        print(
+            f"    MEMORY USAGE of {PARTITIONS * len(range(0, store.buckets, 64))} sampled buckets + their "
+            f"due sets: {used:,} B for {held:,} customers = {used / max(held, 1):.1f} B/customer "
+            "(keys only: no due index, allocator overhead or replication buffers)"
+        )
+        b = store.bucket_key(0, 0)
+        print(
+            f"    bucket 0 of partition 0: {client.hlen(b)} customers, "
+            f"encoding {client.object('encoding', b)!r}"
+        )
+    finally:
+        delete_ns(client, ns)
+        store.close()
 
 
 def load_previous_layout(client: redis.Redis, ns: str, n: int, states: list[CustomerState]) -> None:
@@ -395,6 +478,12 @@ def median_of(fn: Callable[[], float], repeats: int) -> tuple[float, list[float]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--redis-url", default="redis://localhost:16379/0")
+    ap.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="--redis-url is a Redis Cluster node (scripts/stack.sh start --cluster: "
+        "redis://localhost:17001/0): memory per node, summed over primaries and replicas",
+    )
     ap.add_argument("--customers", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--batch-events", type=int, default=40_000, help="events per batch-path repeat")
@@ -410,7 +499,7 @@ def main() -> None:
     params = FeatureParams()
     tune_runtime()  # the service's interpreter settings (GC thresholds, GIL switch interval)
     ns = "bench" + uuid.uuid4().hex[:8]
-    store = FeatureStore(args.redis_url, ns).start()
+    store = FeatureStore(args.redis_url, ns, cluster=args.redis_cluster).start()
     client = store.client
     try:
         if not args.skip_throughput:
@@ -449,7 +538,10 @@ def main() -> None:
         delete_ns(client, ns)
     if not args.skip_memory:
         print(f"memory at {args.memory_customers:,} customers:")
-        measure_memory(args.redis_url, args.memory_customers, params, args.previous_layout)
+        if args.redis_cluster:
+            measure_cluster_memory(args.redis_url, args.memory_customers, params)
+        else:
+            measure_memory(args.redis_url, args.memory_customers, params, args.previous_layout)
     store.close()
 
 
