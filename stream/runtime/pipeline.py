@@ -20,7 +20,7 @@ import operator
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,12 +343,21 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         held = self._held.get(p)
         return held[-1][0].offset + 1 if held else None
 
-    def drop_held(self) -> None:
-        """Forget the held records: the caller seeks back to what the store applied, and reads
-        them again (a rebalance, a resync, a rewind)."""
-        self._held.clear()
-        self._held_rows.clear()
-        self._clock_of.clear()
+    def drop_held(self, partitions: Iterable[int] | None = None) -> dict[int, int]:
+        """Forget the held records (of ``partitions``, default all): the caller seeks back and
+        reads them again (a rebalance, a resync, a rewind). Returns, per partition, the offset of
+        its first record dropped: where to seek when the store has applied nothing of it."""
+        gone = list(self._held) if partitions is None else [p for p in partitions if p in self._held]
+        first = {p: self._held[p][0][0].offset for p in gone if self._held[p]}
+        for p in gone:
+            del self._held[p]
+            self._held_rows.pop(p, None)
+        if partitions is None:
+            self._clock_of.clear()
+        else:
+            for p in partitions:
+                self._clock_of.pop(p, None)
+        return first
 
     def _hold_back(
         self, work: list[tuple[int, list[_Decoded], PartitionView]]

@@ -105,6 +105,7 @@ class Service(IntegrityMixin, PositionsMixin):
         self._written: dict[int, int] = {}  # partition -> next offset after what Redis confirmed
         self._relearn_due = False  # a learner's learn log is to be learned again (_relearn)
         self._model_needed = False  # customers in segments and only a warm-up checkpoint (start)
+        self._held_from: dict[int, int] = {}  # revoked partitions' first held offsets (on_revoked)
         # Offsets of processed batches, waiting for their state to be written (BatchResult.durable).
         self._durable: deque[tuple[Future[None] | None, dict[TopicPartition, OffsetAndMetadata]]] = deque()
 
@@ -183,9 +184,14 @@ class Service(IntegrityMixin, PositionsMixin):
         """Seek past what Redis already applied: a restart resumes where the state is, not re-reads."""
         self.metrics.rebalances.inc()
         self._assigned = {tp.partition for tp in assigned}
+        # Records the merge held back are read again from the positions sought here; a partition
+        # kept through the rebalance may keep its position, past them, so it is sought back.
+        # (kafka-python revokes every partition before an eager rebalance's assignment, and
+        # on_revoked notes where their held records began.)
+        held_from, self._held_from = self._held_from, {}
         if self.processor is not None:
             self.processor.owned = frozenset(self._assigned)
-            self.processor.drop_held()  # read again from the positions sought here
+            held_from |= self.processor.drop_held()
         self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp in set(assigned)}
         self.metrics.assigned_partitions.set(len(assigned))
         assert self.consumer is not None and self.store is not None
@@ -197,6 +203,8 @@ class Service(IntegrityMixin, PositionsMixin):
             if applied >= 0:
                 self.consumer.seek(tp, applied + 1)
                 self._next_offset[tp.partition] = applied + 1
+            elif tp.partition in held_from:  # nothing applied yet, every record read was held
+                self.consumer.seek(tp, held_from[tp.partition])
         # Checked against the group and the topic before any of their records is processed
         # (_verify: the blocking calls it needs cannot run on kafka-python's IO thread).
         self._unverified = set(self._assigned)
@@ -211,7 +219,8 @@ class Service(IntegrityMixin, PositionsMixin):
         self._written = {p: o for p, o in self._written.items() if p not in gone}
         if self.processor is not None:
             self.processor.owned = frozenset(self._assigned)
-            self.processor.drop_held()
+            # Sought back by on_assigned if the partition comes back (its position may be kept).
+            self._held_from |= self.processor.drop_held(gone)
         # Their offsets are the new owner's to commit from now on (lag readings would go back).
         self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp.partition not in gone}
         self._durable = deque(

@@ -68,8 +68,8 @@ class FakeProcessor:
         self.outboxes.append(sorted(partitions))
         return 0
 
-    def drop_held(self) -> None:  # nothing is held back: no merge here
-        pass
+    def drop_held(self, partitions: object = None) -> dict[int, int]:  # nothing is held: no merge
+        return {}
 
     def held_records(self) -> int:
         return 0
@@ -236,3 +236,41 @@ def test_a_start_learns_its_learn_log_again_only_once_partitions_are_assigned() 
     svc.consumer = JoiningConsumer(svc.request_stop, polls=1)  # type: ignore[assignment]
     svc.run()
     assert processor.relearned == 1 and not svc._relearn_due
+
+
+class HoldingProcessor(FakeProcessor):
+    """A learner's merge that held records back: partition 2's from offset 7, 3's from 40."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = {2: 7, 3: 40}
+
+    def drop_held(self, partitions: object = None) -> dict[int, int]:
+        gone = set(self.held) if partitions is None else set(partitions)  # type: ignore[call-overload]
+        out = {p: o for p, o in self.held.items() if p in gone}
+        self.held = {p: o for p, o in self.held.items() if p not in gone}
+        return out
+
+
+class EmptyFor2(FakeStore):
+    def applied_offset(self, p: int) -> int:
+        return -1 if p == 2 else super().applied_offset(p)
+
+
+def test_a_rebalance_reads_again_what_the_merge_held_back() -> None:
+    # Partition 2 kept through a rebalance with nothing applied (every record read was held):
+    # the consumer may keep its position past those records, so it is sought back to them.
+    consumer = FakeConsumer(owned={0, 2, 3})
+    svc = service(consumer, assigned={0, 1, 2, 3})
+    svc.store = EmptyFor2()  # type: ignore[assignment]
+    processor = HoldingProcessor()
+    svc.processor = processor  # type: ignore[assignment]
+    svc.on_revoked([TopicPartition(TOPIC, 1), TopicPartition(TOPIC, 3)])
+    assert processor.held == {2: 7}  # a revoked partition's held records go; the kept ones' stay
+    svc.on_assigned([TopicPartition(TOPIC, p) for p in (0, 2)])
+    assert consumer.sought == {0: 101, 2: 7} and processor.held == {}  # 0: past its applied 100
+    # An eager rebalance revokes everything first, then assigns: the same seek.
+    processor.held, consumer.sought = {2: 9}, {}
+    svc.on_revoked([TopicPartition(TOPIC, p) for p in (0, 2)])
+    svc.on_assigned([TopicPartition(TOPIC, p) for p in (0, 2)])
+    assert consumer.sought == {0: 101, 2: 9}
