@@ -165,10 +165,13 @@ def test_run_exposes_health_and_metrics(
         # partition to pass its rows): then the first segment changes are the placement of the
         # customers it had not placed, when the service goes idle.
         changed = sum(labelled(text, "segstream_segment_changes_total", "reason").values())
+        # The outputs' flush runs on its own thread once a batch's write landed: its first
+        # observation can come a moment after the batch was counted.
         if (
             now.get("segstream_events_consumed_total", 0) >= n_produced
             and accounted >= n_produced
             and changed
+            and now.get("segstream_output_flush_seconds_count", 0) >= 1
         ):
             break
         time.sleep(0.25)
