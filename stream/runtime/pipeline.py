@@ -186,6 +186,11 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         self._held: dict[int, list[_Decoded]] = {}
         self._held_rows: dict[int, _DryRows] = {}  # the dry run's rows of the held records
         self._clock_of: dict[int, int] = {}
+        # Learn-log rows of records already applied that wait for their place in the merge (a
+        # restart after a crash between two partitions' writes of a batch: RelearnMixin.relearn),
+        # per partition, and how many of each the batch in progress releases.
+        self._ghosts: dict[int, dict[str, np.ndarray]] = {}
+        self._ghost_go: dict[int, int] = {}
         self._max_held = settings.model.max_held_records
         # Calls to make once the batch's writes landed (the learner's checkpoints); None: outside
         # a batch, where they run at once.
@@ -290,6 +295,8 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         self._after_writes = []
         self._unfed = set(by_partition)
         merging = self._merging()
+        if self._ghosts and not merging:
+            self._learn_ghosts()
         if merging:
             work = self._hold_back([(p, events, self.io.view(loading)) for p, events, loading in work])
         prepared: list[_Prepared] = []
@@ -306,7 +313,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
                 # batch's rows of it are in the engine; they go in before anything is released.
                 self._unfed.discard(p)
                 self._assign(prep, result)
-        if merging and prepared:
+        if merging and (prepared or self._ghost_go):
             self._assign_merged(prepared, result)
         writes = [self._finish_partition(prep) for prep in prepared]
         # State and outputs together, outputs published after, offsets last: a crash in between
@@ -335,8 +342,25 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         return self._merge and self.owned is not None and len(self.owned) > 1
 
     def held_records(self) -> int:
-        """Records read but held back by the merge (processed by a later batch)."""
-        return sum(len(h) for h in self._held.values())
+        """Records read but held back by the merge (processed by a later batch), and learn-log
+        rows waiting for their place in it."""
+        return sum(len(h) for h in self._held.values()) + sum(len(g["t"]) for g in self._ghosts.values())
+
+    def _learn_ghosts(self) -> None:
+        """Learn the waiting learn-log rows now (a learner no longer merging: one partition)."""
+        ghosts, self._ghosts = list(self._ghosts.values()), {}
+        self._learn_again(ghosts, merged=True)
+
+    def _take_ghosts(self) -> dict[int, dict[str, np.ndarray]]:
+        """The waiting learn-log rows this batch releases (``_ghost_go``), per partition."""
+        out = {}
+        for p, k in self._ghost_go.items():
+            g = self._ghosts.pop(p)
+            out[p] = {c: v[:k] for c, v in g.items()}
+            if k < len(g["t"]):
+                self._ghosts[p] = {c: v[k:] for c, v in g.items()}
+        self._ghost_go = {}
+        return out
 
     def held_until(self, p: int) -> int | None:
         """The offset after the last record of ``p`` held back (None: none held)."""
@@ -375,6 +399,9 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         owned = self.owned or frozenset()
         waiting = set(owned - self.drained)
         cached, self._held_rows = self._held_rows, {}
+        # Waiting learn-log rows precede their partition's records (RelearnMixin.relearn).
+        ghost_n = {p: len(g["t"]) for p, g in self._ghosts.items()}
+        self._ghost_go = ghost_n
         if not waiting:
             return work  # every partition read to its end: nothing can come before these rows
         known: dict[int, _DryRows] = {}
@@ -403,18 +430,24 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
             for p in open_:
                 if len(known[p].clocks):
                     bounds[p] = int(known[p].clocks[-1])
-            go = safe_prefix({p: r.clocks for p, r in known.items()}, bounds, waiting | open_)
-            more = [p for p in open_ if go[p] == len(known[p].clocks)]
+            clocks = {p: r.clocks for p, r in known.items()}
+            for p, g in self._ghosts.items():
+                clocks[p] = np.concatenate([g["t"].astype(np.int64), clocks.get(p, np.zeros(0, np.int64))])
+            go = safe_prefix(clocks, bounds, waiting | open_)
+            more = [p for p in open_ if go[p] == len(clocks[p])]
             if not more:
                 break
             for p in more:  # every known row may go: the rest's clocks are needed now
                 known[p], complete[p] = self._dry_rows(views[p], fresh_of[p]), True
-        held = {p: int(r.offsets[go[p]]) for p, r in known.items() if go[p] < len(r.clocks)}
+        self._ghost_go = {p: min(go[p], n) for p, n in ghost_n.items() if go[p]}
+        live = {p: go[p] - ghost_n.get(p, 0) for p in known}  # negative: ghosts still wait
+        held = {p: int(r.offsets[max(live[p], 0)]) for p, r in known.items() if live[p] < len(r.clocks) > 0}
         kept = sum(sum(1 for x in events if x[0].offset >= held[p]) for p, events, _ in work if p in held)
         if kept > self._max_held:
             # Too much read ahead of a partition that does not deliver: go on out of order (the
             # merge no longer guarantees the segments; counted) rather than grow without bound.
             self.metrics.merge_forced.inc(kept)
+            self._ghost_go = ghost_n
             return work
         out = []
         for p, events, view in work:
@@ -792,38 +825,56 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         now = time.time()
         inputs = {prep.batch.partition: self._inputs(prep) for prep in preps if prep.batch.rows}
         by_p = {prep.batch.partition: prep for prep in preps}
+        # Learn-log rows of applied records first in their partitions: learned, not assigned.
+        ghosts = self._take_ghosts()
         # Rows before a partition has a clock are assigned by the version in force, not learned.
         for p, x in inputs.items():
             if x.unclocked:
                 chunk = Chunk(0, x.unclocked, engine.assign(x.raw[: x.unclocked]), [])
                 self._take_chunk(by_p[p], chunk, x.raw, engine.live_names(), now, result)
         clocked = {p: x.times for p, x in inputs.items() if len(x.times)}
+        for p, g in ghosts.items():
+            clocked[p] = np.concatenate([g["t"], clocked.get(p, np.zeros(0))])
         if not clocked:
             return
         # Each partition's rows' places in the merged stream (its own order is kept).
         part = merge_order(clocked)
-        order = {p: np.flatnonzero(part == p) for p in clocked}
+        placed = {p: np.flatnonzero(part == p) for p in clocked}
         n = len(part)
-        raw = np.empty((n, inputs[next(iter(clocked))].raw.shape[1]))
+        raw = np.zeros((n, len(engine.feature_names)))
         times = np.empty(n)
         learn = np.empty(n, dtype=bool)
         sources = np.empty(n, dtype=np.int64)
         positions = np.empty(n, dtype=np.int64)
-        sampled = engine.population is not None
-        keys = np.empty(n, dtype=np.uint64) if sampled else None
+        keys = np.zeros(n, dtype=np.uint64) if engine.population is not None else None
         snaps = None
-        for p, pos in order.items():
+        order: dict[int, np.ndarray] = {}  # each partition's live rows' places
+        for p, at in placed.items():
+            sources[at] = p
+            ghost = ghosts.get(p)
+            k = len(ghost["t"]) if ghost is not None else 0
+            if ghost is not None:
+                gat = at[:k]
+                raw[gat], times[gat], learn[gat] = ghost["raw"], ghost["t"], ghost["learn"]
+                positions[gat] = ghost["pos"]
+                if keys is not None and "key" in ghost:
+                    keys[gat] = ghost["key"]
+                    if snaps is None:
+                        snaps = np.zeros((n, ghost["snap"].shape[1]))
+                    snaps[gat] = ghost["snap"]
+            if p not in inputs or not len(inputs[p].times):
+                continue
+            pos = order[p] = at[k:]
             x, u = inputs[p], inputs[p].unclocked
             raw[pos] = x.raw[u:]
             times[pos] = x.times
             learn[pos] = x.learn
-            sources[pos] = p
             positions[pos] = x.positions if x.positions is not None else -1
             if keys is not None and x.keys is not None:
                 keys[pos] = x.keys
                 psnaps = by_p[p].batch.snaps[u:]
                 if snaps is None:
-                    snaps = np.empty((n, psnaps.shape[1]))
+                    snaps = np.zeros((n, psnaps.shape[1]))
                 snaps[pos] = psnaps
         chunks = engine.process_chunks(raw, times, learn, keys, snaps, sources, positions)
         for chunk in chunks:

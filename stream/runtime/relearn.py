@@ -78,12 +78,14 @@ class RelearnMixin:
     _merge: bool
     _queued_version: int
     _publish_model_events: Callable[[list[ModelEvent]], None]
+    _ghosts: dict[int, dict[str, np.ndarray]]
 
     def relearn(self, partitions: Iterable[int]) -> tuple[int, int]:
         """Learn again from the learn log of these partitions what the engine's checkpoint did
         not hold; returns (rows learned again, waiting rows whose features were gone)."""
         engine = self.engine
         self._queued_version = engine.version
+        self._ghosts = {}
         width = len(engine.feature_names)
         logs: dict[int, _Partition] = {}
         for p in partitions:
@@ -125,9 +127,13 @@ class RelearnMixin:
         if not queues:
             return 0, lost
         if self._merge and len(set(fed) | set(logs) | set(self.owned or ())) > 1:
-            # The learner's merge: one stream by (time, partition, position).
+            # The learner's merge: one stream by (time, partition, position), learned up to what
+            # a partition may still deliver; the rest waits for its place in the live merge.
             pieces = [_piece(logs[p], p, lo, hi, width) for p, spans in queues.items() for lo, hi in spans]
-            learned = self._learn_again(pieces, merged=True)
+            merged = _merged(pieces)
+            safe = self._before_every_partition(merged, set(partitions) | set(fed) | set(logs))
+            learned = self._learn_again([{k: v[:safe] for k, v in merged.items()}], merged=True)
+            self._ghosts = _by_source({k: v[safe:] for k, v in merged.items()})
         else:
             # Earlier releases (the engine's alignment): rows wait for every partition the learner
             # reads or has read, as before the crash, fed piece by piece as a live read mixed them;
@@ -140,22 +146,33 @@ class RelearnMixin:
             pieces = [_piece(logs[p], p, lo, hi, width) for p, lo, hi in _in_time_order(queues, logs)]
             learned = sum(self._learn_again([piece], merged=False) for piece in pieces)
         log.info(
-            "learned %d rows again from the learn log (model version %d now); %d waiting rows lost",
+            "learned %d rows again from the learn log (model version %d now), %d wait for their "
+            "place among the partitions' next rows; %d waiting rows lost",
             learned,
             engine.version,
+            sum(len(g["t"]) for g in self._ghosts.values()),
             lost,
         )
         return learned, lost
+
+    def _before_every_partition(self, merged: dict[str, np.ndarray], partitions: set[int]) -> int:
+        """How many of the merged learn-log rows come before every row a partition can still
+        deliver: its next rows' clocks are at least its written watermark. A crash between two
+        partitions' writes of one batch leaves the rows of those written in the log and the
+        others' to be read again; these come before some of the former in the merge's order."""
+        t, source = merged["t"], merged["source"]
+        safe = np.ones(len(t), dtype=bool)
+        for q in partitions:
+            w = self.store.watermark(q)
+            safe &= (source == q) | (t < w) | ((t == w) & (source < q))
+        return len(t) if safe.all() else int(np.argmin(safe))
 
     def _learn_again(self, pieces: list[dict[str, np.ndarray]], merged: bool) -> int:
         """Feed learn-log rows to the engine, publishing the versions they build; ``merged``:
         the pieces are first merged by (time, partition, position), the learner's merge
         (stream.runtime.merge), and nothing waits in the engine."""
-        common = set.intersection(*(set(piece) for piece in pieces))  # a sample's columns: all or none
-        cat = {k: np.concatenate([piece[k] for piece in pieces]) for k in common}
+        cat = _merged(pieces) if merged else _concat(pieces)
         if merged:
-            order = np.lexsort((cat["pos"], cat["source"], cat["t"]))
-            cat = {k: v[order] for k, v in cat.items()}
             self.engine.align_sources(None)
         engine = self.engine
         chunks = engine.process_chunks(
@@ -165,6 +182,24 @@ class RelearnMixin:
             self._publish_model_events(chunk.events_before)
         self._publish_model_events(engine.trailing_events)
         return len(cat["t"])
+
+
+def _concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    common = set.intersection(*(set(piece) for piece in pieces))  # a sample's columns: all or none
+    return {k: np.concatenate([piece[k] for piece in pieces]) for k in common}
+
+
+def _merged(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The pieces' rows as one stream in the learner's merge order: (time, partition, position)."""
+    cat = _concat(pieces)
+    order = np.lexsort((cat["pos"], cat["source"], cat["t"]))
+    return {k: v[order] for k, v in cat.items()}
+
+
+def _by_source(rows: dict[str, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
+    """Merged rows split back into each partition's (its order is kept)."""
+    source = rows["source"]
+    return {int(p): {k: v[source == p] for k, v in rows.items()} for p in np.unique(source).tolist()}
 
 
 def _piece(part: _Partition, p: int, lo: int, hi: int, width: int) -> dict[str, np.ndarray]:

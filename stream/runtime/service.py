@@ -385,6 +385,7 @@ class Service(IntegrityMixin, PositionsMixin):
         summary.dead_letters += result.dead_letters
         summary.changes += result.changes
         summary.batches += 1
+        self._check_model_rebuilt()
 
     def _resync(self, e: StateConflict) -> None:
         """Someone else advanced a partition (a rebalance race), or a batch's write failed: resume
@@ -463,7 +464,15 @@ class Service(IntegrityMixin, PositionsMixin):
         self._relearn_due = False
         self.processor.relearn(range(self.settings.topics.partitions))
         self.metrics.model_version.set(self.processor.engine.version)
-        if self._model_needed and self.processor.engine.version == 0:
+        self._check_model_rebuilt()
+
+    def _check_model_rebuilt(self) -> None:
+        """After a relearn, customers in segments need a version; learn-log rows that wait for
+        their place in the merge may build it, so the check waits for them."""
+        assert self.processor is not None
+        if not self._model_needed or self._relearn_due or self.processor.held_records():
+            return
+        if self.processor.engine.version == 0:
             raise StateLost(
                 f"namespace {self.settings.redis.namespace!r} has customers in segments but its "
                 "learn log does not rebuild the version that placed them (Redis lost it); rebuild with "

@@ -18,9 +18,27 @@ from stream.runtime.metrics import Metrics
 from stream.runtime.pipeline import BatchProcessor
 from stream.state import MemoryFeatureStore
 from stream.state.learnlog import LearnLogError, decode_rows, encode_rows
+from stream.state.protocol import PartitionWrite
 from tests.helpers import partitioned_log
 
 BATCH = 600
+
+
+class Died(Exception):
+    """The learner's process ends between two partitions' writes of a batch."""
+
+
+class DyingStore(MemoryFeatureStore):
+    """A store whose writes stop after ``budget`` more partition writes (None: never)."""
+
+    budget: int | None = None
+
+    def commit(self, w: PartitionWrite) -> int | None:
+        if self.budget is not None:
+            if self.budget <= 0:
+                raise Died(f"partition {w.partition}'s write never lands")
+            self.budget -= 1
+        return super().commit(w)
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +52,17 @@ def run(
     size: int = BATCH,
     assigned_first: bool = True,
     legacy: bool = False,
+    landed: dict[int, int] | None = None,
 ) -> tuple[MemoryFeatureStore, list[str], int, bytes]:
     """Process ``records`` in batches of ``size`` on one store; after each batch index in ``crashes`` the
     learner dies (its last batch never written, nothing closed) and a new one starts from the
     store, as the service does: restore the checkpoint, learn again from the learn log, go on.
+    ``landed``: per crash, how many partitions' writes of its last batch land (default none).
     ``assigned_first`` False: the restarted learner learns again before it knows its partitions
     (``owned`` None), as a subscribing start whose first poll came back before the group
     assigned it any. ``legacy``: the engine's own alignment of earlier releases, not the merge."""
     settings = load(overrides={"model": {"update_every": 400, "warmup_vectors": 400, "warmup_days": 7}})
-    store = MemoryFeatureStore()
+    store = DyingStore()
     batches = [records[lo : lo + size] for lo in range(0, len(records), size)]
     changes: list[str] = []
     i = 0
@@ -59,6 +79,11 @@ def run(
         redo = [r for b in batches[:i] for r in b if r.offset > store.applied_offset(r.partition)]
         for batch in [redo, *batches[i:stop]] if redo else batches[i:stop]:
             processor.process(batch)
+        if stop in (landed or {}):
+            store.budget = (landed or {})[stop]
+            with pytest.raises(Died):
+                processor.drain()  # the writes of the last batch, some of them
+            store.budget = None
         if stop == len(batches):
             processor.drained = frozenset(range(4))  # the log's end: nothing holds rows back
             processor.process([])
@@ -93,6 +118,20 @@ def test_after_crashes_the_model_and_the_changes_are_an_uninterrupted_runs(log: 
         assert c_changes == changes
         states = {c: CustomerState.unpack(b) for _, c, b in c_store.scan_customers(4)}
         assert states == {c: CustomerState.unpack(b) for _, c, b in store.scan_customers(4)}
+
+
+def test_a_crash_between_two_partitions_writes_of_a_batch_changes_nothing(log: list[SourceRecord]) -> None:
+    """The partitions written hold the batch's rows in their learn logs, the others read theirs
+    again: some of the former come after some of the latter in the merge's order, and wait for
+    their place there (measured before: 25-406 of 1,029 changes differed, and the model)."""
+    _, changes, version, snapshot = run(log, [])
+    rng = random.Random(5)
+    for _ in range(3):
+        crashes = sorted(rng.sample(range(1, len(log) // BATCH), 3))
+        landed = {c: rng.randint(1, 3) for c in crashes}
+        _, c_changes, c_version, c_snapshot = run(log, crashes, landed=landed)
+        assert (c_version, c_snapshot) == (version, snapshot), landed
+        assert c_changes == changes, landed
 
 
 def test_a_restart_from_the_warm_up_checkpoint_of_a_catch_up_ends_in_the_uninterrupted_model(
