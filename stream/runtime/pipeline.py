@@ -11,6 +11,7 @@ are published once it landed, and the caller commits the Kafka offsets last.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import heapq
 import itertools
@@ -67,6 +68,11 @@ from stream.state.learnlog import encode_rows, entry_name, position
 log = logging.getLogger(__name__)
 
 _OFFSET = operator.attrgetter("offset")
+
+
+def _event_offset(x: tuple[Record, Any, int]) -> int:
+    return x[0].offset
+
 
 # Event type -> (feature kind, is an add-to-cart): what fact_of derives from the type, looked up once.
 _TYPE_INFO: dict[EventType, tuple[str, bool]] = {
@@ -283,18 +289,23 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         # reads the next partition while this one computes.
         decode = self._decode_quiet
         work = []
+        merging = self._merging()
+        still_held = self._still_held(by_partition) if merging else set()
         for p in sorted(set(by_partition) | set(self._held)):
             recs = sorted(by_partition.get(p, ()), key=_OFFSET)
             # (record, event, event time in whole seconds): the time is computed once per event.
             # Records held back by the learner's merge come first (they precede in the partition).
-            events = self._held.pop(p, []) + [(r, *d) if (d := decode(r)) else (r, None, 0) for r in recs]
+            decoded = [(r, *d) if (d := decode(r)) else (r, None, 0) for r in recs]
+            if p in still_held:
+                self._held[p].extend(decoded)  # nothing of it can go: not loaded, not looked at
+                continue
+            events = self._held.pop(p, []) + decoded
             customers = sorted({e.customer_id for _, e, _ in events if e is not None})
             max_ts = max((ts for _, e, ts in events if e is not None), default=0)
             work.append((p, events, self.io.load(p, customers, due_until=max_ts)))
         self.io.release()  # the previous batch's writes, behind this batch's loads
         self._after_writes = []
         self._unfed = set(by_partition)
-        merging = self._merging()
         if self._ghosts and not merging:
             self._learn_ghosts()
         if merging:
@@ -340,6 +351,26 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
     def _merging(self) -> bool:
         """A learner reading several partitions processes their rows in one merged order."""
         return self._merge and self.owned is not None and len(self.owned) > 1
+
+    def _still_held(self, by_partition: dict[int, list[Record]]) -> set[int]:
+        """Partitions whose held records all wait through this batch, known before any load: a
+        partition not read to its end that delivers nothing now and holds nothing bounds the
+        others by its clock exactly, and a held partition's first row after that bound stays
+        (a catch-up reads one partition far ahead while others are silent: its held records
+        would otherwise be reloaded and looked at in every batch)."""
+        incoming = sum(len(r) for r in by_partition.values())
+        if self._ghosts or not self._held or self.held_records() + incoming > self._max_held:
+            return set()  # near the bound, the whole batch is looked at (_hold_back forces it)
+        silent = (self.owned or frozenset()) - self.drained - set(by_partition) - set(self._held)
+        bounds = [(self._clock_of[q], q) for q in silent if q in self._clock_of]
+        if not bounds:
+            return set()
+        bound = min(bounds)
+        return {
+            p
+            for p, rows in self._held_rows.items()
+            if p in self._held and len(rows.clocks) and (int(rows.clocks[0]), p) > bound
+        }
 
     def held_records(self) -> int:
         """Records read but held back by the merge (processed by a later batch), and learn-log
@@ -398,7 +429,10 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         batch."""
         owned = self.owned or frozenset()
         waiting = set(owned - self.drained)
-        cached, self._held_rows = self._held_rows, {}
+        # Partitions left out of the batch (_still_held) keep their rows and bound the others by
+        # their first one held.
+        cached = self._held_rows
+        self._held_rows = {p: r for p, r in cached.items() if p in self._held}
         # Waiting learn-log rows precede their partition's records (RelearnMixin.relearn).
         ghost_n = {p: len(g["t"]) for p, g in self._ghosts.items()}
         self._ghost_go = ghost_n
@@ -411,13 +445,17 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         views: dict[int, PartitionView] = {}
         for p, events, view in work:
             before[p], views[p] = view.watermark, view
-            fresh = fresh_of[p] = [x for x in events if x[0].offset > view.applied_offset]
+            first = bisect.bisect_right(events, view.applied_offset, key=_event_offset)
+            fresh = fresh_of[p] = events[first:] if first else events
             rows = cached.get(p)
             if rows is None or (fresh and rows.through < fresh[0][0].offset):
                 known[p], complete[p] = self._dry_rows(view, fresh), True
             else:
                 known[p] = rows
                 complete[p] = not fresh or fresh[-1][0].offset <= rows.through
+        for p, rows in self._held_rows.items():
+            if len(rows.clocks):
+                before[p] = int(rows.clocks[0])
         for q in waiting - set(before):
             if q not in self._clock_of:
                 self._clock_of[q] = self.store.watermark(q)
@@ -442,7 +480,8 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         self._ghost_go = {p: min(go[p], n) for p, n in ghost_n.items() if go[p]}
         live = {p: go[p] - ghost_n.get(p, 0) for p in known}  # negative: ghosts still wait
         held = {p: int(r.offsets[max(live[p], 0)]) for p, r in known.items() if live[p] < len(r.clocks) > 0}
-        kept = sum(sum(1 for x in events if x[0].offset >= held[p]) for p, events, _ in work if p in held)
+        cut_at = {p: bisect.bisect_left(e, held[p], key=_event_offset) for p, e, _ in work if p in held}
+        kept = sum(len(events) - cut_at[p] for p, events, _ in work if p in held)
         if kept > self._max_held:
             # Too much read ahead of a partition that does not deliver: go on out of order (the
             # merge no longer guarantees the segments; counted) rather than grow without bound.
@@ -455,9 +494,9 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
             if cut is None:
                 out.append((p, events, view))
                 continue
-            self._held[p] = [x for x in events if x[0].offset >= cut]
+            self._held[p] = events[cut_at[p] :]
             self._held_rows[p] = known[p].after(cut)
-            out.append((p, [x for x in events if x[0].offset < cut], view))
+            out.append((p, events[: cut_at[p]], view))
         return out
 
     def _dry_rows(self, view: PartitionView, fresh: Sequence[_Decoded]) -> _DryRows:
