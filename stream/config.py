@@ -353,9 +353,10 @@ class ModelSettings(_Frozen):
         0.99, gt=0.5, lt=1, description="beyond this quantile of member distances: outlier"
     )
     seed: int = Field(42, description="every random choice of the model")
-    role: Literal["learner", "follower"] = Field(
+    role: Literal["learner", "follower", "auto"] = Field(
         "learner",
-        description="`follower`: assign with the learner's newest checkpointed version, never learn",
+        description="`follower`: assign with the learner's newest checkpointed version, never learn; "
+        "`auto`: learn while this instance owns input partition 0 (one per consumer group), else follow",
     )
 
     @model_validator(mode="after")

@@ -104,6 +104,7 @@ class Service(IntegrityMixin, PositionsMixin):
         self._unverified: set[int] = set()
         self._written: dict[int, int] = {}  # partition -> next offset after what Redis confirmed
         self._relearn_due = False  # a learner's learn log is to be learned again (_relearn)
+        self._role_due = False  # `model.role: auto`: the assignment changed (_take_role)
         self._model_needed = False  # customers in segments and only a warm-up checkpoint (start)
         self._held_from: dict[int, int] = {}  # revoked partitions' first held offsets (on_revoked)
         # Offsets of processed batches, waiting for their state to be written (BatchResult.durable).
@@ -141,7 +142,7 @@ class Service(IntegrityMixin, PositionsMixin):
         self._admin = make_admin(s)
         self.store.save_meta(s.topics.interactions, s.topics.partitions)
         self.sink = open_sink(s)
-        self.processor = BatchProcessor(s, self.store, engine, self.sink, self.metrics)
+        self.processor = BatchProcessor(self._as(self._role()), self.store, engine, self.sink, self.metrics)
         self.processor.topic_id = topic_id(self._admin, s.topics.interactions)
         if self.processor.learns:
             if n := self.processor.publish_unpublished():
@@ -184,6 +185,7 @@ class Service(IntegrityMixin, PositionsMixin):
         """Seek past what Redis already applied: a restart resumes where the state is, not re-reads."""
         self.metrics.rebalances.inc()
         self._assigned = {tp.partition for tp in assigned}
+        self._role_due = self.settings.model.role == "auto"
         # Records the merge held back are read again from the positions sought here; a partition
         # kept through the rebalance may keep its position, past them, so it is sought back.
         # (kafka-python revokes every partition before an eager rebalance's assignment, and
@@ -215,6 +217,7 @@ class Service(IntegrityMixin, PositionsMixin):
         Their batches still in flight fail their compare-and-set if the new owner moved on."""
         gone = {tp.partition for tp in revoked}
         self._assigned = self._assigned - gone
+        self._role_due = self.settings.model.role == "auto"
         self._next_offset = {p: o for p, o in self._next_offset.items() if p not in gone}
         self._written = {p: o for p, o in self._written.items() if p not in gone}
         if self.processor is not None:
@@ -294,6 +297,8 @@ class Service(IntegrityMixin, PositionsMixin):
                     self._verify()  # before any record of newly assigned partitions
                 # Not before the group assigned partitions (a subscribing start's first polls
                 # can come back before that): none would have been verified yet.
+                if self._role_due and not self._unverified:
+                    self._take_role()
                 if self._relearn_due and self._assigned and not self._unverified:
                     self._relearn()
                 if not records and self.processor.held_records():
@@ -443,6 +448,10 @@ class Service(IntegrityMixin, PositionsMixin):
             return  # a follower swaps to the stored version between batches anyway
         built, stored = self.processor.engine.version, self.store.model_version()
         if stored > built:
+            if self.settings.model.role == "auto":  # another instance owns partition 0 now
+                log.warning("model version %d was built by another instance: this one follows", stored)
+                self._become("follower")
+                return
             raise model_conflict(built + 1, built, stored)
         self.processor.engine = load_engine(self.settings, self.store)
         self._relearn_due = True
@@ -454,6 +463,54 @@ class Service(IntegrityMixin, PositionsMixin):
                 built,
                 stored,
             )
+
+    def _role(self) -> str:
+        """``model.role``, with `auto` decided by who owns input partition 0: one learner per
+        consumer group, and another takes over when the partition moves (its owner died or left)."""
+        role = self.settings.model.role
+        if role != "auto":
+            return role
+        return "learner" if 0 in self._assigned else "follower"
+
+    def _as(self, role: str) -> Settings:
+        return self.settings.model_copy(
+            update={"model": self.settings.model.model_copy(update={"role": role})}
+        )
+
+    def _take_role(self) -> None:
+        """After a rebalance (`model.role: auto`), before any record of the new assignment: become
+        the learner if this instance got partition 0, a follower if it lost it."""
+        self._role_due = False
+        assert self.processor is not None
+        role = self._role()
+        if (role == "learner") != self.processor.learns:
+            self._become(role)
+
+    def _become(self, role: str) -> None:
+        """Swap the processor for one of ``role``, from the newest checkpoint: a new learner goes
+        on from the last version any learner stored, and learns again what its learn logs hold
+        after it (_relearn), as after a restart."""
+        assert self.processor is not None and self.store is not None and self.sink is not None
+        self._drain()
+        old = self.processor
+        old.close()
+        settings = self._as(role)
+        self.processor = BatchProcessor(
+            settings, self.store, load_engine(settings, self.store), self.sink, self.metrics
+        )
+        self.processor.topic_id = old.topic_id
+        self.processor.owned = frozenset(self._assigned)
+        self.metrics.model_version.set(self.processor.engine.version)
+        if self.processor.learns:
+            if n := self.processor.publish_unpublished():
+                log.info("published the model events of %d version(s) a crash kept from the broker", n)
+            self._relearn_due = True
+        log.info(
+            "this instance is the %s now (model.role auto: it %s input partition 0), from model version %d",
+            role,
+            "owns" if role == "learner" else "does not own",
+            self.processor.engine.version,
+        )
 
     def _relearn(self) -> None:
         """A learner back at its stored checkpoint (a start, a failed batch) learns the rows its
@@ -470,7 +527,12 @@ class Service(IntegrityMixin, PositionsMixin):
         """After a relearn, customers in segments need a version; learn-log rows that wait for
         their place in the merge may build it, so the check waits for them."""
         assert self.processor is not None
-        if not self._model_needed or self._relearn_due or self.processor.held_records():
+        if (
+            not self._model_needed
+            or not self.processor.learns
+            or self._relearn_due
+            or self.processor.held_records()
+        ):
             return
         if self.processor.engine.version == 0:
             raise StateLost(

@@ -1,0 +1,124 @@
+"""Learner failover: instances with `model.role: auto` in one consumer group; the learner is
+whoever owns input partition 0. Kill it (SIGKILL, mid-log): the group gives its partitions to
+the survivor, which becomes the learner from the last checkpoint any learner stored and goes on
+building versions with the same segment ids (issue #24 item 3)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import redis
+
+from models.sim import generate
+from stream.state import FeatureStore
+
+from .harness import (
+    Stack,
+    applied_count,
+    assert_exact_state,
+    end_offsets,
+    exit_code,
+    kill_all,
+    produce,
+    service_env,
+    start_service,
+    tail,
+    wait_until,
+)
+
+_LEARNER = re.compile(r"this instance is the learner now .*from model version (\d+)")
+
+
+def learner_lines(log_path: Path) -> list[int]:
+    """The model version each time the instance became the learner."""
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return [int(m.group(1)) for m in _LEARNER.finditer(text)]
+
+
+def role_lines(log_path: Path) -> list[str]:
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return re.findall(r"this instance is the (learner|follower) now", text)
+
+
+def test_killing_the_learner_makes_another_instance_the_learner(
+    stack: Stack,
+    redis_client: redis.Redis,
+    namespace: str,
+    settings_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    records = generate(customers=1200, days=90, seed=9, malformed_fraction=0.002).records
+    topic = settings_env["SEGSTREAM_TOPICS__INTERACTIONS"]
+    # Two thirds first; the rest once the learner is dead (the survivor must learn from them).
+    first = len(records) * 2 // 3
+    produce(stack, topic, records[:first])
+    env = service_env(
+        settings_env,
+        SEGSTREAM_KAFKA__MAX_POLL_RECORDS="200",
+        SEGSTREAM_MODEL__ROLE="auto",
+        # The broker's smallest session: a killed member's partitions move ~6 s after its death.
+        SEGSTREAM_KAFKA__SESSION_TIMEOUT_MS="6000",
+        SEGSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
+    )
+    store = FeatureStore.from_client(redis_client, namespace)
+    outs = {"a": tmp_path / "a.log", "b": tmp_path / "b.log"}
+
+    def progress() -> int:
+        return applied_count(redis_client, namespace)
+
+    procs = {"a": start_service(env, outs["a"], until_idle=20)}
+    try:
+        wait_until(
+            lambda: (progress() >= first and store.model_version() >= 1) or procs["a"].poll() is not None,
+            120,
+            "A to apply the first part and build a version",
+        )
+        assert procs["a"].poll() is None, f"A exited early: {tail(outs['a'])}"
+        assert learner_lines(outs["a"]), f"A alone in the group did not learn: {tail(outs['a'])}"
+        procs["b"] = start_service(env, outs["b"], until_idle=20)
+        wait_until(lambda: role_lines(outs["b"]) or procs["b"].poll() is not None, 120, "B to take a role")
+        assert procs["b"].poll() is None, f"B exited early: {tail(outs['b'])}"
+        learner = "a" if role_lines(outs["a"])[-1] == "learner" else "b"
+        survivor = "b" if learner == "a" else "a"
+        assert role_lines(outs[survivor])[-1] == "follower", (role_lines(outs["a"]), role_lines(outs["b"]))
+        became = len(learner_lines(outs[survivor]))
+        procs[learner].send_signal(signal.SIGKILL)
+        procs[learner].wait(timeout=30)
+        killed_at = time.monotonic()
+        produce(stack, topic, records[first:])
+        saved = store.load_model()
+        assert saved is not None
+        version_at_kill, blob_at_kill = saved
+        wait_until(
+            lambda: len(learner_lines(outs[survivor])) > became or procs[survivor].poll() is not None,
+            90,
+            f"{survivor} to become the learner",
+        )
+        takeover = time.monotonic() - killed_at
+        assert exit_code(procs[survivor], 300, outs[survivor], survivor) == 0, tail(outs[survivor])
+    finally:
+        kill_all(*procs.values())
+    n, ends = len(records), end_offsets(stack, topic)
+    assert sum(ends) == n
+    from_version = learner_lines(outs[survivor])[-1]
+    final = store.load_model()
+    assert final is not None
+    from models.segments.engine import SegmentEngine
+
+    before, after = SegmentEngine.restore(blob_at_kill), SegmentEngine.restore(final[1])
+    # It went on from the killed learner's last checkpoint, and built versions after it.
+    assert from_version == version_at_kill >= 1, (from_version, version_at_kill)
+    assert final[0] > version_at_kill, (final[0], version_at_kill)
+    # The same ids: every segment of the checkpoint is still live, or was retired by a version.
+    kept = set(after.live_names()) | set(after.registry.retired)
+    assert set(before.live_names()) <= kept, (before.live_names(), after.live_names())
+    seg = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    print(
+        f"\nlearner failover: {n} records; killed the learner ({learner}) at model version "
+        f"{version_at_kill}; {survivor} learned from version {from_version} {takeover:.1f} s later and "
+        f"built up to version {final[0]}; live segments {sorted(before.live_names())} -> "
+        f"{sorted(after.live_names())}; {seg['customers']} customers' features equal"
+    )
