@@ -318,6 +318,12 @@ class ModelSettings(_Frozen):
         description="a learner reading several partitions learns from them in event-time order "
         "(its versions do not depend on how their records interleave)",
     )
+    learn_all_partitions: bool = Field(
+        True,
+        description="followers write their rows to learn logs and the learner learns every "
+        "partition's in the merge's order: the model does not depend on how many instances share "
+        "the partitions or which one learns (needs align_partitions)",
+    )
     max_held_records: int = Field(
         200_000,
         ge=0,

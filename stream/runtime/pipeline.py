@@ -189,6 +189,14 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         # still deliver earlier rows wait here, at most ``max_held_records``; each partition's
         # clock as last written (a partition without records in a batch bounds the others by it).
         self._merge = self.learns and settings.model.align_partitions
+        # Every partition's rows go to the learner in the merge's order: a follower writes its
+        # rows to its partitions' learn logs, the learner takes them from there (``remote``).
+        all_rows = settings.model.align_partitions and settings.model.learn_all_partitions
+        self._logs_rows = self.learns or all_rows
+        self.remote: frozenset[int] = frozenset()  # partitions another instance reads (set by the service)
+        self._remote_drained: frozenset[int] = frozenset()
+        self._remote_bound: dict[int, int] = {}  # each remote partition's watermark when last pulled
+        self._pulled: dict[int, int] = {}  # the last learn-log position pulled of each
         self._held: dict[int, list[_Decoded]] = {}
         self._held_rows: dict[int, _DryRows] = {}  # the dry run's rows of the held records
         self._clock_of: dict[int, int] = {}
@@ -350,7 +358,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
     # ---- the learner's merge (stream.runtime.merge) ----
     def _merging(self) -> bool:
         """A learner reading several partitions processes their rows in one merged order."""
-        return self._merge and self.owned is not None and len(self.owned) > 1
+        return self._merge and self.owned is not None and len(self.owned | self.remote) > 1
 
     def _still_held(self, by_partition: dict[int, list[Record]]) -> set[int]:
         """Partitions whose held records all wait through this batch, known before any load: a
@@ -363,6 +371,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
             return set()  # near the bound, the whole batch is looked at (_hold_back forces it)
         silent = (self.owned or frozenset()) - self.drained - set(by_partition) - set(self._held)
         bounds = [(self._clock_of[q], q) for q in silent if q in self._clock_of]
+        bounds += [(self._remote_bound.get(q, 0), q) for q in self.remote - self._remote_drained]
         if not bounds:
             return set()
         bound = min(bounds)
@@ -428,7 +437,8 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         (tens of thousands of records before any other delivers) costs one dry run, not one per
         batch."""
         owned = self.owned or frozenset()
-        waiting = set(owned - self.drained)
+        remote = self.remote - self._remote_drained
+        waiting = set(owned - self.drained) | remote
         # Partitions left out of the batch (_still_held) keep their rows and bound the others by
         # their first one held.
         cached = self._held_rows
@@ -456,6 +466,8 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         for p, rows in self._held_rows.items():
             if len(rows.clocks):
                 before[p] = int(rows.clocks[0])
+        for q in remote - set(before):
+            before[q] = self._remote_bound.get(q, 0)  # only what was pulled: its rows below are known
         for q in waiting - set(before):
             if q not in self._clock_of:
                 self._clock_of[q] = self.store.watermark(q)
@@ -802,7 +814,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         # clock never goes back to 0, so they are the batch's first rows.
         unclocked = next((k for k, r in enumerate(rows) if r.clock), len(rows))
         clocks = np.array([r.clock for r in rows[unclocked:]], dtype=np.float64)
-        if self._merging():
+        if self._merging() or not self.learns:
             # The merge's order: the partition's clock at each row (it never goes back).
             order_times = clocks
         else:
@@ -814,10 +826,10 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
             order_times = np.clip(times[unclocked:], clocks - self._lateness, clocks)
         learn = self._learn_mask(rows, states, unclocked)
         keys = positions = sources = None
-        if self.learns:
+        if self._logs_rows:
             sources = np.full(len(rows) - unclocked, p, dtype=np.int64)  # each customer ages by its partition
             positions = row_positions(rows, unclocked)
-        if self.engine.population is not None and self.learns:
+        if self.engine.population is not None and self._logs_rows:
             # Every row refreshes the customer sample, learned or not: the sample must hold each
             # customer's latest state (a second purchase the same day counts), which is what an
             # offline snapshot of the population sees.
@@ -829,6 +841,8 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
                 positions, order_times, learn, raw[unclocked:], keys, snaps[unclocked:]
             )
         prep.rescores = self._rescore_rows(rows, batch.watermark)
+        if not self.learns:  # a follower's engine only assigns: its rows are for the learner
+            return _Inputs(raw, unclocked, order_times, np.zeros(len(learn), dtype=bool), None, None, None)
         return _Inputs(raw, unclocked, order_times, learn, keys, sources, positions)
 
     def _assign(self, prep: _Prepared, result: BatchResult) -> None:
@@ -1019,6 +1033,8 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         columns = {"pos": positions, "t": times, "learn": learn, "raw": raw[learn]}
         population = self.engine.population
         if keys is not None and population is not None:
+            # A follower's copy is the learner's of a version ago: a superset still (a full
+            # sample's largest key only falls).
             candidate = population.could_take(keys)
             columns |= {"key": keys, "candidate": candidate, "snap": snaps[candidate]}
         return entry_name(int(positions[-1])), encode_rows(columns)
@@ -1026,10 +1042,8 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
     def _learn_mask(self, rows: list[Row], states: StateBatch, start: int) -> np.ndarray:
         """What the model learns from (:func:`~models.segments.decide.learn_mask`), one entry
         per row from ``start`` on (the rows before it are not learned)."""
-        if not self.learns:
-            return np.zeros(
-                len(rows) - start, dtype=bool
-            )  # a follower: the learner's versions come from the store
+        if not self._logs_rows:
+            return np.zeros(len(rows) - start, dtype=bool)  # the learner's versions come from the store
         return learn_mask(rows[start:], states.last_learned, self._learn_interval)
 
 

@@ -46,6 +46,9 @@ class PositionsMixin:
         assert self.consumer is not None
         if not self._assigned:
             return False
+        p = self.processor
+        if p is not None and (p.held_records() or p.remote - p._remote_drained):
+            return False  # a learner waits for the other instances' rows too
         topic = self.settings.topics.interactions
         ends = self._ends(sorted(self._assigned), max_age=0.0)
         if any(end is None for end in ends.values()):
@@ -69,7 +72,7 @@ class PositionsMixin:
         learner need not wait for them to pass a row (SegmentEngine.align_sources). In a replay
         of a finished log such a partition has nothing more to deliver; at the head of a live
         topic every partition is drained between polls, and rows are learned as they come."""
-        if len(self._assigned) < 2:
+        if len(self._assigned) < 2 and not (self.processor is not None and self.processor.remote):
             return frozenset()
         return self._read_to_end(records)
 

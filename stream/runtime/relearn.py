@@ -19,7 +19,7 @@ import numpy as np
 
 from models.segments.engine import ModelEvent, SegmentEngine
 from stream.state import StateStore
-from stream.state.learnlog import LearnLogError, decode_rows
+from stream.state.learnlog import LearnLogError, decode_rows, entry_name
 
 __all__ = ["RelearnMixin"]
 
@@ -79,15 +79,23 @@ class RelearnMixin:
     _queued_version: int
     _publish_model_events: Callable[[list[ModelEvent]], None]
     _ghosts: dict[int, dict[str, np.ndarray]]
+    _pulled: dict[int, int]
+    _remote_bound: dict[int, int]
+    _remote_drained: frozenset[int]
+    remote: frozenset[int]
 
     def relearn(self, partitions: Iterable[int]) -> tuple[int, int]:
         """Learn again from the learn log of these partitions what the engine's checkpoint did
         not hold; returns (rows learned again, waiting rows whose features were gone)."""
         engine = self.engine
         self._queued_version = engine.version
-        self._ghosts = {}
+        self._ghosts, self._pulled, self._remote_bound = {}, {}, {}
         width = len(engine.feature_names)
         logs: dict[int, _Partition] = {}
+        partitions = list(partitions)
+        # Watermarks before the logs: another instance may write meanwhile, and a bound must not
+        # be newer than the rows read.
+        watermarks = {p: self.store.watermark(p) for p in partitions}
         for p in partitions:
             try:
                 entries = [decode_rows(blob) for _, blob in self.store.learn_entries(p)]
@@ -131,7 +139,8 @@ class RelearnMixin:
             # a partition may still deliver; the rest waits for its place in the live merge.
             pieces = [_piece(logs[p], p, lo, hi, width) for p, spans in queues.items() for lo, hi in spans]
             merged = _merged(pieces)
-            safe = self._before_every_partition(merged, set(partitions) | set(fed) | set(logs))
+            bounds = {q: watermarks.get(q, 0) for q in set(partitions) | set(fed) | set(logs)}
+            safe = _before_every_partition(merged, bounds)
             learned = self._learn_again([{k: v[:safe] for k, v in merged.items()}], merged=True)
             self._ghosts = _by_source({k: v[safe:] for k, v in merged.items()})
         else:
@@ -155,17 +164,34 @@ class RelearnMixin:
         )
         return learned, lost
 
-    def _before_every_partition(self, merged: dict[str, np.ndarray], partitions: set[int]) -> int:
-        """How many of the merged learn-log rows come before every row a partition can still
-        deliver: its next rows' clocks are at least its written watermark. A crash between two
-        partitions' writes of one batch leaves the rows of those written in the log and the
-        others' to be read again; these come before some of the former in the merge's order."""
-        t, source = merged["t"], merged["source"]
-        safe = np.ones(len(t), dtype=bool)
-        for q in partitions:
-            w = self.store.watermark(q)
-            safe &= (source == q) | (t < w) | ((t == w) & (source < q))
-        return len(t) if safe.all() else int(np.argmin(safe))
+    def pull_remote(self, drained: Iterable[int]) -> int:
+        """The learner takes the rows other instances wrote to the learn logs of their partitions
+        (``remote``) since it last looked, to learn them at their place in the merge; ``drained``:
+        those read to their end (they bound nothing). Returns how many rows it took."""
+        self._remote_drained = frozenset(drained) & self.remote
+        width = len(self.engine.feature_names)
+        fed = getattr(self.engine, "fed", {})
+        taken = 0
+        for q in sorted(self.remote):
+            bound = self.store.watermark(q)  # first: the entries read next hold every row below it
+            ghost = self._ghosts.get(q)
+            last = max(fed.get(q, -1), self._pulled.get(q, -1), int(ghost["pos"][-1]) if ghost else -1)
+            try:
+                entries = [
+                    decode_rows(blob) for _, blob in self.store.learn_entries(q, after=entry_name(last))
+                ]
+            except LearnLogError as e:
+                raise LearnLogError(f"partition {q}: its learn log cannot be read ({e})") from None
+            self._remote_bound[q] = bound
+            part = _Partition.of(entries, width) if entries else None
+            if part is None or not len(part.pos) or part.pos[-1] <= last:
+                continue
+            lo = int(np.searchsorted(part.pos, last, side="right"))
+            piece = _piece(part, q, lo, len(part.pos), width)
+            self._ghosts[q] = _concat([ghost, piece]) if ghost else piece
+            self._pulled[q] = int(part.pos[-1])
+            taken += len(part.pos) - lo
+        return taken
 
     def _learn_again(self, pieces: list[dict[str, np.ndarray]], merged: bool) -> int:
         """Feed learn-log rows to the engine, publishing the versions they build; ``merged``:
@@ -182,6 +208,18 @@ class RelearnMixin:
             self._publish_model_events(chunk.events_before)
         self._publish_model_events(engine.trailing_events)
         return len(cat["t"])
+
+
+def _before_every_partition(merged: dict[str, np.ndarray], bounds: dict[int, int]) -> int:
+    """How many of the merged learn-log rows come before every row a partition can still
+    deliver: its next rows' clocks are at least its written watermark (``bounds``). A crash
+    between two partitions' writes of one batch leaves the rows of those written in the log and
+    the others' to be read again; these come before some of the former in the merge's order."""
+    t, source = merged["t"], merged["source"]
+    safe = np.ones(len(t), dtype=bool)
+    for q, w in bounds.items():
+        safe &= (source == q) | (t < w) | ((t == w) & (source < q))
+    return len(t) if safe.all() else int(np.argmin(safe))
 
 
 def _concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -105,6 +105,8 @@ class Service(IntegrityMixin, PositionsMixin):
         self._written: dict[int, int] = {}  # partition -> next offset after what Redis confirmed
         self._relearn_due = False  # a learner's learn log is to be learned again (_relearn)
         self._role_due = False  # `model.role: auto`: the assignment changed (_take_role)
+        self._remote_end: dict[int, int] = {}  # end offsets of partitions read by other instances
+        self._remote_ends_at = -math.inf
         self._model_needed = False  # customers in segments and only a warm-up checkpoint (start)
         self._held_from: dict[int, int] = {}  # revoked partitions' first held offsets (on_revoked)
         # Offsets of processed batches, waiting for their state to be written (BatchResult.durable).
@@ -301,6 +303,7 @@ class Service(IntegrityMixin, PositionsMixin):
                     self._take_role()
                 if self._relearn_due and self._assigned and not self._unverified:
                     self._relearn()
+                self._pull_remote()
                 if not records and self.processor.held_records():
                     # Records the merge held back go once what held them passed or ended.
                     self._process(records, summary)
@@ -463,6 +466,42 @@ class Service(IntegrityMixin, PositionsMixin):
                 built,
                 stored,
             )
+
+    def _pull_remote(self) -> None:
+        """A learner takes the rows the other instances' partitions logged (their followers write
+        them, ``model.learn_all_partitions``), to learn them in the merge's order."""
+        p = self.processor
+        assert p is not None and self.store is not None and self.consumer is not None
+        all_rows = self.settings.model.align_partitions and self.settings.model.learn_all_partitions
+        p.remote = (
+            frozenset(range(self.settings.topics.partitions)) - self._assigned
+            if p.learns and all_rows and self._assigned and not self._relearn_due
+            else frozenset()
+        )
+        if not p.remote:
+            return
+        # Read to their end first: a partition applied up to its end has logged all its rows.
+        ends = self._remote_ends(sorted(p.remote))
+        drained = {
+            q for q, end in ends.items() if end is not None and self.store.applied_offset(q) + 1 >= end
+        }
+        p.pull_remote(drained)
+
+    def _remote_ends(self, partitions: list[int]) -> dict[int, int | None]:
+        """The end offsets of partitions this instance does not read, asked at most once a second."""
+        assert self.consumer is not None
+        now = time.monotonic()
+        if now - self._remote_ends_at >= 1.0:
+            self._remote_ends_at = now
+            topic = self.settings.topics.interactions
+            try:
+                got = self.consumer.end_offsets(
+                    [TopicPartition(topic, q) for q in partitions], timeout_ms=2000
+                )
+                self._remote_end.update({tp.partition: end for tp, end in got.items()})
+            except (KafkaError, TypeError) as e:
+                log.debug("end offsets not available: %s", e)
+        return {q: self._remote_end.get(q) for q in partitions}
 
     def _role(self) -> str:
         """``model.role``, with `auto` decided by who owns input partition 0: one learner per

@@ -98,8 +98,8 @@ class MemoryFeatureStore:
         self._outbox.setdefault(p, {})[n] = w.outbox
         return n
 
-    def learn_entries(self, p: int) -> list[tuple[str, bytes]]:
-        return sorted(self._learned.get(p, {}).items())
+    def learn_entries(self, p: int, after: str = "") -> list[tuple[str, bytes]]:
+        return sorted((k, v) for k, v in self._learned.get(p, {}).items() if k > after)
 
     def trim_learned(self, p: int, below: str) -> None:
         entries = self._learned.get(p, {})

@@ -404,9 +404,14 @@ class FeatureStore:
     def learn_key(self, p: int) -> str:
         return f"{self._tag(p)}:learn"
 
-    def learn_entries(self, p: int) -> list[tuple[str, bytes]]:
-        """Partition ``p``'s learn-log entries (a learner's rows of its written batches), in order."""
-        return sorted((k.decode(), bytes(v)) for k, v in self.client.hgetall(self.learn_key(p)).items())
+    def learn_entries(self, p: int, after: str = "") -> list[tuple[str, bytes]]:
+        """Partition ``p``'s learn-log entries (the rows of its written batches), in order; with
+        ``after``, only those named after it (read by name first: a learner polls them)."""
+        if not after:
+            return sorted((k.decode(), bytes(v)) for k, v in self.client.hgetall(self.learn_key(p)).items())
+        names = sorted(k for k in self.client.hkeys(self.learn_key(p)) if k.decode() > after)
+        values = self.client.hmget(self.learn_key(p), names) if names else []
+        return [(k.decode(), bytes(v)) for k, v in zip(names, values, strict=True) if v is not None]
 
     def trim_learned(self, p: int, below: str) -> None:
         """Forget partition ``p``'s learn-log entries named before ``below`` (a checkpoint has them)."""

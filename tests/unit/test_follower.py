@@ -19,8 +19,17 @@ from stream.state import MemoryFeatureStore
 from tests.helpers import partitioned_log
 
 
-def settings(role: str) -> Settings:
-    return load(overrides={"model": {"warmup_vectors": 300, "update_every": 300, "role": role}})
+def settings(role: str, all_partitions: bool = True) -> Settings:
+    return load(
+        overrides={
+            "model": {
+                "warmup_vectors": 300,
+                "update_every": 300,
+                "role": role,
+                "learn_all_partitions": all_partitions,
+            }
+        }
+    )
 
 
 def learner(store: MemoryFeatureStore) -> BatchProcessor:
@@ -35,7 +44,8 @@ def run(processor: BatchProcessor, recs: list[SourceRecord]) -> None:
     processor.close()
 
 
-def test_a_follower_uses_the_learners_version_and_never_learns() -> None:
+@pytest.mark.parametrize("all_partitions", [True, False])
+def test_a_follower_uses_the_learners_version_and_never_learns(all_partitions: bool) -> None:
     taught = learner(MemoryFeatureStore())
     run(taught, partitioned_log(150, seed=3))
     assert taught.learns and taught.engine.version >= 2
@@ -44,16 +54,23 @@ def test_a_follower_uses_the_learners_version_and_never_learns() -> None:
     engine = SegmentEngine.restore(taught.engine.snapshot())
     sink = CollectSink(engine)
     before = (engine.version, engine.learned, engine._pending_n, len(engine._pending_raw))
-    follower = BatchProcessor(settings("follower"), store, engine, sink, Metrics(CollectorRegistry()))
+    follower = BatchProcessor(
+        settings("follower", all_partitions), store, engine, sink, Metrics(CollectorRegistry())
+    )
     run(follower, partitioned_log(150, seed=4))
 
     assert not follower.learns
     assert (engine.version, engine.learned, engine._pending_n, len(engine._pending_raw)) == before
     assert sink.model_events == []  # no version built, so no model events and no snapshot
     assert sink.changes and {c.model_version for c in sink.changes} == {before[0]}
-    # The customers' "last learned" stamps stay unset: the learner would learn from them at once.
     states = [CustomerState.unpack(b) for _, _, b in store.scan_customers(4)]
-    assert states and all(s.last_learned == 0 for s in states)
+    logged = sum(len(store.learn_entries(p)) for p in range(4))
+    if all_partitions:
+        # Its rows go to the learner through its partitions' learn logs, stamped as learned.
+        assert logged and states and any(s.last_learned for s in states)
+    else:
+        # Nobody learns them: the stamps stay unset (a learner would learn from them at once).
+        assert not logged and states and all(s.last_learned == 0 for s in states)
 
 
 def test_worker_partitions_and_settings() -> None:

@@ -274,3 +274,30 @@ def test_a_rebalance_reads_again_what_the_merge_held_back() -> None:
     svc.on_revoked([TopicPartition(TOPIC, p) for p in (0, 2)])
     svc.on_assigned([TopicPartition(TOPIC, p) for p in (0, 2)])
     assert consumer.sought == {0: 101, 2: 9}
+
+
+def test_with_role_auto_the_owner_of_partition_0_learns_and_a_zombie_follows() -> None:
+    """`model.role: auto`: the role follows partition 0 at each assignment; an instance that
+    finds a newer version than its own in Redis (another instance learned meanwhile) follows
+    instead of stopping (tests/integration/test_learner_failover.py drives a real failover)."""
+    svc = service(FakeConsumer(owned={0}), assigned={0})
+    svc.settings = load(overrides={"topics": {"interactions": TOPIC}, "model": {"role": "auto"}})
+    became: list[str] = []
+    svc._become = became.append  # type: ignore[method-assign]
+    svc.processor = LearnerProcessor(1, learns=False)  # type: ignore[assignment]
+    svc._take_role()
+    assert became == ["learner"] and svc._role() == "learner"
+    svc.processor = LearnerProcessor(1)  # type: ignore[assignment]
+    svc._assigned = {1, 2}
+    svc._take_role()
+    assert became == ["learner", "follower"]
+    svc._assigned = {0}
+    svc.store = CheckpointStore(5)  # type: ignore[assignment]
+    svc.processor = LearnerProcessor(3)  # type: ignore[assignment]
+    svc._realign_model()  # no ModelConflict: it follows
+    assert became == ["learner", "follower", "follower"]
+    # A fixed role is never switched.
+    svc.settings = load(overrides={"topics": {"interactions": TOPIC}})
+    svc._assigned = set()
+    svc._take_role()
+    assert len(became) == 3
