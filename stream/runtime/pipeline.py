@@ -367,11 +367,18 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         (a catch-up reads one partition far ahead while others are silent: its held records
         would otherwise be reloaded and looked at in every batch)."""
         incoming = sum(len(r) for r in by_partition.values())
-        if self._ghosts or not self._held or self.held_records() + incoming > self._max_held:
+        if not self._held or self.held_records() + incoming > self._max_held:
             return set()  # near the bound, the whole batch is looked at (_hold_back forces it)
+
+        def last_known(q: int, clock: int) -> int:
+            # Its waiting learn-log rows may all go: it bounds the merge at the last of them.
+            ghost = self._ghosts.get(q)
+            return max(clock, int(ghost["t"][-1])) if ghost is not None and len(ghost["t"]) else clock
+
         silent = (self.owned or frozenset()) - self.drained - set(by_partition) - set(self._held)
-        bounds = [(self._clock_of[q], q) for q in silent if q in self._clock_of]
-        bounds += [(self._remote_bound.get(q, 0), q) for q in self.remote - self._remote_drained]
+        bounds = [(last_known(q, self._clock_of[q]), q) for q in silent if q in self._clock_of]
+        remote = self.remote - self._remote_drained
+        bounds += [(last_known(q, self._remote_bound.get(q, 0)), q) for q in remote]
         if not bounds:
             return set()
         bound = min(bounds)
