@@ -82,7 +82,7 @@ def ready(port: int) -> bool:
 def test_two_workers_one_model(  # type: ignore[no-untyped-def]
     log, stack: Stack, settings_env, topic_names, redis_client: redis.Redis, kafka_admin
 ) -> None:
-    env = {**settings_env, **FAST_MODEL}
+    env = {**settings_env, **FAST_MODEL, "SEGSTREAM_MODEL__LEARN_ALL_PARTITIONS": "true"}
     topic = topic_names["interactions"]
     pairs = [(r.key, r.value) for r in log.records]
     cut = len(pairs) * 3 // 5

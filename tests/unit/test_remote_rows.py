@@ -30,7 +30,15 @@ def log() -> list[SourceRecord]:
 
 def settings(role: str = "learner") -> Settings:
     return load(
-        overrides={"model": {"update_every": 400, "warmup_vectors": 400, "warmup_days": 7, "role": role}}
+        overrides={
+            "model": {
+                "update_every": 400,
+                "warmup_vectors": 400,
+                "warmup_days": 7,
+                "role": role,
+                "learn_all_partitions": True,
+            }
+        }
     )
 
 
