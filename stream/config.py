@@ -334,6 +334,21 @@ class ModelSettings(_Frozen):
         0.55, ge=0, lt=1, description="hysteresis: the new segment must be this much closer"
     )
     min_dwell_days: float = Field(21.0, ge=0, description="hysteresis: days in a segment before a move")
+    margin_floor: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="hysteresis: the margin narrows after the dwell to this (none if at least `margin`)",
+    )
+    margin_relax_days: float = Field(
+        120.0, ge=0, description="hysteresis: days in a segment at which the margin reaches `margin_floor`"
+    )
+    first_look_days: float = Field(
+        7.0,
+        ge=0,
+        description="a segment given in a customer's first days of history is provisional: after this "
+        "many days it moves once to a segment nearer by `margin_floor` (0: off)",
+    )
     rescore_every_days: float = Field(
         7.0,
         ge=0,

@@ -171,6 +171,11 @@ class StateBatch:
         self._recent: dict[int, list[tuple[int, int]]] = {}
         self._days: dict[int, tuple[list[int], list[int]]] = {}
 
+    @property
+    def first_seen(self) -> np.ndarray:
+        """Each customer's first event time (a view: it follows the events applied)."""
+        return self.ints[:, _FIRST]
+
     def days(self, i: int) -> tuple[list[int], list[int]]:
         """Customer ``i``'s newest purchase days and active days (live lists, as note() keeps them)."""
         lists = self._days.get(i)

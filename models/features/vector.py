@@ -125,6 +125,10 @@ def evaluate_many(snaps: np.ndarray, params: FeatureParams, at_ts: np.ndarray) -
     at = np.maximum(at_ts, ref)
     halves = np.array(params.group_half_lives)[list(_GROUP)]
     d = dec * np.exp2(-(at - ref)[:, None] / halves[None, :])
+    # Spend and purchase counts as of the last purchase: silence lowers neither (the stage reads
+    # silence), so a quiet customer keeps the segment its buying describes.
+    money_at = np.where(purchases > 0, np.minimum(last_purchase, at), at)
+    money = dec[:, :2] * np.exp2(-(money_at - ref)[:, None] / halves[None, :2])
     seen = events > 0
     bought = purchases > 0
     safe_p = np.where(bought, purchases, 1.0)
@@ -146,9 +150,10 @@ def evaluate_many(snaps: np.ndarray, params: FeatureParams, at_ts: np.ndarray) -
     kinds_total = kinds.sum(axis=1, keepdims=True)
     mix = np.divide(kinds, kinds_total, out=np.zeros_like(kinds), where=kinds_total > 0)
     interaction_mix = {f"mix_{k}": mix[:, j] for j, k in enumerate(KIND_GROUPS)}
-    # Purchase days per 30 days since the first purchase (at least 30 days: a new customer's one
-    # purchase is not a daily habit).
-    buying_days = np.maximum((at - first_purchase) / DAY, 30.0)
+    # Purchase days per 30 days from the first purchase to the last (at least 30 days: a new
+    # customer's one purchase is not a daily habit); silence does not lower it, as above.
+    bought_until = np.minimum(np.maximum(last_purchase, first_purchase), at)
+    buying_days = np.maximum((bought_until - first_purchase) / DAY, 30.0)
     purchase_rate = np.where(bought, purchase_days / buying_days * 30.0, 0.0)
     columns: dict[str, np.ndarray] = {
         "recency_purchase_days": np.where(
@@ -158,8 +163,8 @@ def evaluate_many(snaps: np.ndarray, params: FeatureParams, at_ts: np.ndarray) -
         "tenure_days": np.where(seen, (at - first) / DAY, 0.0),
         "purchases": purchases,
         "spend": net,
-        "purchases_decayed": d[:, _D["purchases_d"]],
-        "spend_decayed": np.maximum(d[:, _D["spend_d"]], 0.0),
+        "purchases_decayed": money[:, _D["purchases_d"]],
+        "spend_decayed": np.maximum(money[:, _D["spend_d"]], 0.0),
         "aov": np.where(bought, net / safe_p, 0.0),
         **channel_share,
         **kind_decayed,

@@ -1,7 +1,8 @@
 """Who moves where, and what the model learns from: the segment decisions of the pipeline.
 
 - :func:`hysteresis`: a customer moves only when the best segment wins by a margin, after a
-  minimum stay (boundary customers do not flap);
+  minimum stay (boundary customers do not flap); the margin narrows with the stay
+  (:func:`margin_after`), so a customer long in a segment that is no longer its nearest follows;
 - :func:`decide_moves`: the moves of a chunk of rows assigned by one version, applied to the
   customers' state columns, with the lifecycle stage changes the rows carry, in row order
   (a row's stage change before its segment move);
@@ -17,6 +18,9 @@ writes what they changed.
 2
 >>> hysteresis(1, 0.0, 2, d_best=1.0, d_current=1.5, t=30 * 86400.0, margin=0.5, min_dwell_days=21)
 1
+>>> hysteresis(1, 0.0, 2, d_best=1.0, d_current=1.5, t=200 * 86400.0, margin=0.5, min_dwell_days=21,
+...            margin_floor=0.2, margin_relax_days=120)
+2
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = [
     "decide_moves",
     "hysteresis",
     "learn_mask",
+    "margin_after",
     "record_move",
 ]
 
@@ -74,6 +79,28 @@ class Move(NamedTuple):
     why: str = ""  # a stage change's explanation
 
 
+def margin_after(
+    days_in: float, margin: float, min_dwell_days: float, margin_floor: float | None, margin_relax_days: float
+) -> float:
+    """The hysteresis margin of a customer ``days_in`` days in its segment: ``margin`` until the
+    dwell ends, then narrowing in a straight line to ``margin_floor`` at ``margin_relax_days``
+    (``None``: ``margin`` throughout).
+
+    Why it narrows: right after a move the margin is wide, so a boundary customer cannot come
+    straight back (a return within weeks is a flap); a customer that has stayed for months and is
+    now nearer another segment, even by a little, has changed (or the model has), and a segment
+    that is no longer its nearest tells downstream something untrue.
+
+    >>> [round(margin_after(d, 0.55, 21, 0.2, 120), 3) for d in (10, 21, 70.5, 120, 400)]
+    [0.55, 0.55, 0.375, 0.2, 0.2]
+    """
+    if margin_floor is None or margin_floor >= margin or days_in <= min_dwell_days:
+        return margin
+    span = margin_relax_days - min_dwell_days
+    done = 1.0 if span <= 0 else min((days_in - min_dwell_days) / span, 1.0)
+    return margin + (margin_floor - margin) * done
+
+
 def hysteresis(
     current: int | None,
     since: float | None,
@@ -83,13 +110,23 @@ def hysteresis(
     t: float,
     margin: float,
     min_dwell_days: float,
+    margin_floor: float | None = None,
+    margin_relax_days: float = 0.0,
+    first_seen: float | None = None,
+    first_look_days: float = 0.0,
 ) -> int | None:
     """The segment the customer should be in (``current`` if no move).
 
-    A customer moves when the best segment is closer than ``(1 - margin)`` times the distance to
-    the current one and the customer has been in the current one for ``min_dwell_days``. A
-    customer without a segment, or whose segment is not in the row's version (``d_current`` is
-    ``inf``), takes the best one; no best segment (``best < 0``, warming up) moves nobody.
+    A customer moves when the best segment is closer than ``(1 - m)`` times the distance to the
+    current one and the customer has been in the current one for ``min_dwell_days``, where ``m``
+    is :func:`margin_after` its stay (``margin``, narrowing to ``margin_floor``). A customer
+    without a segment, or whose segment is not in the row's version (``d_current`` is ``inf``),
+    takes the best one; no best segment (``best < 0``, warming up) moves nobody.
+
+    A segment given in the customer's first ``first_look_days`` of history (``first_seen`` its
+    first event) was chosen on little evidence: it is kept until that history exists, then left
+    for the best segment if nearer by ``margin_floor``, without the dwell (once: the segment it
+    moves to is not provisional).
     """
     if best < 0:
         return current
@@ -97,7 +134,15 @@ def hysteresis(
         return best
     if best == current:
         return current
+    look = first_look_days * DAY
+    if since is not None and first_seen is not None and look > 0 and since - first_seen < look:
+        if t - first_seen < look:
+            return current
+        floor = margin if margin_floor is None else min(margin_floor, margin)
+        return best if d_best <= (1.0 - floor) * d_current else current
     dwelt = since is None or t - since >= min_dwell_days * DAY
+    if since is not None:
+        margin = margin_after((t - since) / DAY, margin, min_dwell_days, margin_floor, margin_relax_days)
     if dwelt and d_best <= (1.0 - margin) * d_current:
         return best
     return current
@@ -122,12 +167,17 @@ def decide_moves(
     deltas: dict[int, int],
     margin: float,
     min_dwell_days: float,
+    margin_floor: float | None = None,
+    margin_relax_days: float = 0.0,
+    first_seen: Sequence[float] | np.ndarray | None = None,
+    first_look_days: float = 0.0,
 ) -> list[Move]:
     """The moves of rows assigned by one version, in row order, applied to the state columns
     (``segment``, ``segment_since``, ``seq``, indexed by each row's ``index``) and counted in
     ``deltas``. ``distances[k, column[id]]`` is row k's distance to segment ``id``; ``live`` the
     version's segment ids: a customer whose segment is not among them (a model update retired
-    it) moves to the best one with reason ``model_update``."""
+    it) moves to the best one with reason ``model_update``. ``first_seen`` (by row index): each
+    customer's first event time, for the provisional first segment of :func:`hysteresis`."""
     moves: list[Move] = []
     for k, row in enumerate(rows):
         best = best_ids[k]
@@ -147,7 +197,20 @@ def decide_moves(
                 d_cur = float(distances[k, column[current]]) if current in column else math.inf
                 since = float(segment_since[i]) if current is not None else None
                 d_best = float(distances[k, column[best]])
-                target = hysteresis(current, since, best, d_best, d_cur, row.at, margin, min_dwell_days)
+                target = hysteresis(
+                    current,
+                    since,
+                    best,
+                    d_best,
+                    d_cur,
+                    row.at,
+                    margin,
+                    min_dwell_days,
+                    margin_floor,
+                    margin_relax_days,
+                    float(first_seen[i]) if first_seen is not None else None,
+                    first_look_days,
+                )
             if target is not None and target != current:
                 segment[i] = target
                 segment_since[i] = int(row.at)

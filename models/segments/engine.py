@@ -176,6 +176,7 @@ class SegmentEngine(AlignedLearning):
         segment_since: list[int],
         seq: list[int],
         deltas: dict[int, int],
+        first_seen: Sequence[float] | np.ndarray | None = None,
     ) -> list[Move]:
         """:func:`~models.segments.decide.decide_moves` for rows this engine assigned, with its
         hysteresis (margin, dwell) and its live segments."""
@@ -191,6 +192,10 @@ class SegmentEngine(AlignedLearning):
             deltas,
             self.params.margin,
             self.params.min_dwell_days,
+            self.params.margin_floor,
+            self.params.margin_relax_days,
+            first_seen,
+            self.params.first_look_days,
         )
 
     def rescore_limit(self, segmented: int) -> int:
@@ -380,8 +385,9 @@ class SegmentEngine(AlignedLearning):
         """Hysteresis: the segment the customer should be in (``current_id`` if no move).
 
         A customer moves when the best segment is closer than ``(1 - margin)`` times the distance
-        to the current one and the customer has been in the current segment for at least
-        ``min_dwell_days``. A customer without a (live) segment takes the best one.
+        to the current one (the margin narrowing to ``margin_floor`` with the stay) and the
+        customer has been in the current segment for at least ``min_dwell_days``. A customer
+        without a (live) segment takes the best one.
         """
         best = row.segment_id
         d_cur = row.distances.get(current_id, math.inf) if current_id is not None else math.inf
@@ -402,7 +408,18 @@ class SegmentEngine(AlignedLearning):
         engine's margin and dwell); ``d_current`` is ``inf`` when the current segment does not
         exist in the row's version."""
         p = self.params
-        return hysteresis(current_id, current_since, best, d_best, d_current, t, p.margin, p.min_dwell_days)
+        return hysteresis(
+            current_id,
+            current_since,
+            best,
+            d_best,
+            d_current,
+            t,
+            p.margin,
+            p.min_dwell_days,
+            p.margin_floor,
+            p.margin_relax_days,
+        )
 
     def explain(self, raw_row: np.ndarray, from_id: int | None, to_id: int) -> str:
         """Plain words: the features that contribute most to ``to_id`` beating ``from_id``."""

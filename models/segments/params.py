@@ -29,6 +29,14 @@ class EngineParams:
     warmup_days: float = 21.0  # event-time span the first version waits for (behaviour needs history)
     margin: float = 0.55
     min_dwell_days: float = 21.0
+    # The margin narrows after the dwell, in a straight line, to `margin_floor` at
+    # `margin_relax_days` in the segment (models.segments.decide.margin_after); a floor at or
+    # above `margin` keeps the margin as it is.
+    margin_floor: float = 0.2
+    margin_relax_days: float = 120.0
+    # A segment given in a customer's first `first_look_days` of history is provisional
+    # (models.segments.decide.hysteresis): one move by `margin_floor` once that history exists.
+    first_look_days: float = 7.0
     # Re-scoring (models.segments.decide.clearly_elsewhere): each time a partition's watermark
     # passes a multiple of `rescore_every_days` (0: never), its customers whose best segment is
     # `rescore_margin` closer than their own (a wider margin than the hysteresis') move, at most
@@ -77,6 +85,8 @@ class EngineParams:
             raise ValueError("n_segments, update_every and warmup_vectors must be >= 1")
         if not 0.0 <= self.margin < 1.0:
             raise ValueError("margin must be in [0, 1)")
+        if not 0.0 <= self.margin_floor < 1.0 or self.margin_relax_days < 0 or self.first_look_days < 0:
+            raise ValueError("margin_floor must be in [0, 1), margin_relax_days and first_look_days >= 0")
         if not self.margin < self.rescore_margin < 1.0:
             raise ValueError("rescore_margin must be in (margin, 1)")
         if self.rescore_every_days < 0 or not 0.0 <= self.rescore_max_share <= 1.0:

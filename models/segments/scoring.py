@@ -86,10 +86,12 @@ def customer_months(first_seen: Mapping[str, float], end: float) -> float:
 
 def model_change_shares(changes: Sequence[SegmentChange], customers: int) -> list[float]:
     """Per model version that moved anyone, the share of customers it moved with reason
-    ``model_update`` (a version's retirement or re-scoring, not the customers' own events)."""
+    ``model_update`` (a version's retirement or re-scoring, not the customers' own events). A
+    customer's first segment is not a move: the first version gives one to every customer seen
+    while the model warmed up, which would make that version look like it moved them all."""
     by_version: dict[int, int] = {}
     for c in changes:
-        if c.reason == "model_update" and c.kind == "segment":
+        if c.reason == "model_update" and c.kind == "segment" and c.previous is not None:
             by_version[c.model_version] = by_version.get(c.model_version, 0) + 1
     return [n / customers for _, n in sorted(by_version.items())] if customers else []
 

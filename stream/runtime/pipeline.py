@@ -999,7 +999,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         assignment = chunk.assignment.rows(lo - chunk.lo, hi - chunk.lo)
         rows = batch.rows[lo:hi]
         moves = self.engine.decide_moves(
-            rows, assignment, states.segment, states.segment_since, states.seq, deltas
+            rows, assignment, states.segment, states.segment_since, states.seq, deltas, states.first_seen
         )
         if moves:
             self._publish_moves(batch.partition, lo, raw, assignment, rows, moves, live, now, result)

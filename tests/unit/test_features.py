@@ -112,12 +112,31 @@ def test_decay_and_recency_in_event_time() -> None:
     assert v[FEATURE_INDEX["recency_purchase_days"]] == pytest.approx(95.0)
     assert v[FEATURE_INDEX["recency_days"]] == pytest.approx(90.0)
     assert v[FEATURE_INDEX["tenure_days"]] == pytest.approx(95.0)
-    # One monetary half-life (90 d) after 95 days: 100 * 2^(-95/90)
-    assert v[FEATURE_INDEX["spend_decayed"]] == pytest.approx(100 * 2 ** (-95 / 90))
+    # Spend and purchase counts as of the last purchase: 95 days of silence lower neither
+    assert v[FEATURE_INDEX["spend_decayed"]] == pytest.approx(100.0)
+    assert v[FEATURE_INDEX["purchases_decayed"]] == pytest.approx(1.0)
     assert v[FEATURE_INDEX["spend"]] == 100.0
     assert v[FEATURE_INDEX["promo_share"]] == 1.0
     assert v[FEATURE_INDEX["share_web"]] + v[FEATURE_INDEX["share_app"]] == pytest.approx(1.0)
     assert len(v) == len(FEATURE_NAMES)
+
+
+def test_value_and_rate_describe_the_buying_not_the_silence_after_it() -> None:
+    """A customer's value and purchase rate stay still while it is quiet (the lifecycle stage
+    reads the silence); they decay between its purchases, in event time."""
+    s = CustomerState.new()
+    apply_event(s, P, Fact(T0, "purchase", "web", 100.0, False, 1))
+    apply_event(s, P, Fact(T0 + 45 * 86400, "purchase", "web", 50.0, False, 2))
+    apply_event(s, P, Fact(T0 + 50 * 86400, "browse", "app", 0.0, False, 3))  # after the purchase
+    at_purchase = evaluate(s, P, T0 + 45 * 86400)
+    assert at_purchase[FEATURE_INDEX["spend_decayed"]] == pytest.approx(100 * 2 ** (-45 / 90) + 50)
+    assert at_purchase[FEATURE_INDEX["purchases_decayed"]] == pytest.approx(2 ** (-45 / 90) + 1)
+    assert at_purchase[FEATURE_INDEX["purchase_rate"]] == pytest.approx(2 / 45 * 30)
+    for quiet in (5, 30, 400):  # days after the purchase; the browse 5 days after it is the newest event
+        later = evaluate(s, P, T0 + (45 + quiet) * 86400)
+        for name in ("spend_decayed", "purchases_decayed", "purchase_rate"):
+            assert later[FEATURE_INDEX[name]] == pytest.approx(at_purchase[FEATURE_INDEX[name]]), name
+        assert later[FEATURE_INDEX["recency_purchase_days"]] == pytest.approx(quiet)
 
 
 def test_never_purchased_and_cart_abandonment() -> None:

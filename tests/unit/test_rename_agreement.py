@@ -103,8 +103,12 @@ def test_the_changes_table_names_segments_as_customer_does(
     from stream.cli import main
 
     _, engine, sink, _ = replayed
-    renamed = next(
-        c for c in reversed(sink.changes) if c.current and c.current.name != engine.name_of(c.current.id)
+    renamed = next(  # renamed, not retired (a retired segment keeps its last name, marked so)
+        c
+        for c in reversed(sink.changes)
+        if c.current
+        and c.current.name != engine.name_of(c.current.id)
+        and c.current.id in engine.live_names()
     )
     published = renamed.model_dump_json().encode()
     _offline_changes(monkeypatch, engine, [published])
