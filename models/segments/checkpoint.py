@@ -288,8 +288,9 @@ def _set_state(out: Any, values: dict[str, Any], name: str) -> None:
         out.__setstate__(values)
     elif dataclasses.is_dataclass(out):
         fields = {f.name for f in dataclasses.fields(out)}
-        if set(values) != fields:
-            raise _refused(f"a {name} with fields {sorted(values)}, not {sorted(fields)}")
+        if set(values) != fields:  # written by another release: name what differs
+            missing, extra = sorted(fields - set(values)), sorted(set(values) - fields)
+            raise _refused(f"a {name} from another release (without {missing}, with {extra})")
         for k, x in values.items():
             object.__setattr__(out, k, x)  # frozen dataclasses too
         if hasattr(out, "__post_init__"):  # its own checks (EngineParams': a known model...)

@@ -257,6 +257,18 @@ def test_parameters_are_checked_as_when_built(taught: tuple[SegmentEngine, Colle
     assert "unknown model 'nope'" in one_line(e.value)
 
 
+def test_parameters_of_another_release_are_named(taught: tuple[SegmentEngine, CollectSink]) -> None:
+    """A checkpoint whose engine parameters are not this release's (one gained or lost since) is
+    refused naming the difference, not listing all of them."""
+    renamed = '"first_glance_days":'
+    blob = reframed(taught[0].snapshot(), lambda m: m.replace('"first_look_days":', renamed, 1))
+    with pytest.raises(CheckpointError) as e:
+        SegmentEngine.restore(blob)
+    line = one_line(e.value)
+    assert "another release (without ['first_look_days'], with ['first_glance_days'])" in line
+    assert "'margin'" not in line and "fresh namespace" in line
+
+
 def test_the_service_refuses_a_checkpoint_whose_learner_cannot_learn() -> None:
     e = SegmentEngine(EngineParams(model="kmeans", n_segments=2, warmup_vectors=50, warmup_days=0))
     e.process(np.abs(np.random.default_rng(1).normal(1, 1, (60, len(DEFAULT_FEATURES)))), np.arange(60.0))
