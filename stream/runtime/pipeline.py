@@ -281,6 +281,12 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
             gc.disable()
         try:
             return self._process(records)
+        except BaseException:
+            # A batch that failed before handing its writes over takes the checkpoints it queued
+            # with it (the caller goes back to the stored version and relearns): what runs next,
+            # outside a batch, must not join its list (a relearn's versions were lost that way).
+            self._after_writes = None
+            raise
         finally:
             if paused:
                 gc.enable()

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from models.features import CustomerState
 from stream.config import load
+from stream.errors import StateConflict
 from stream.io.kafka import SourceRecord
 from stream.io.sinks.collect import CollectSink
 from stream.runtime.engines import load_engine
@@ -183,3 +184,38 @@ def test_a_foreign_learn_log_entry_stops_with_one_line_naming_it() -> None:
     )
     with pytest.raises(SegstreamError, match="partition 1: the learner's learn log cannot be read"):
         processor.relearn(range(4))
+
+
+def test_a_relearn_after_a_failed_batch_checkpoints_its_versions_at_once(
+    log: list[SourceRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that fails after it started queueing checkpoints (a zombie's write conflict found
+    while it merges) leaves no queue behind: the service goes back to the stored version and
+    relearns outside any batch, and each version that relearn builds is checkpointed then. (It
+    was appended to the failed batch's queue, which the next batch dropped: the stored version
+    stayed behind the learner's, and its next checkpoint stopped it as "went back".)"""
+    settings = load(overrides={"model": {"update_every": 400, "warmup_vectors": 400, "warmup_days": 7}})
+    store = MemoryFeatureStore()
+    processor = BatchProcessor(
+        settings, store, load_engine(settings, store), CollectSink(None), Metrics(CollectorRegistry())
+    )
+    processor.owned = frozenset(range(4))
+    batches = [log[lo : lo + BATCH] for lo in range(0, len(log), BATCH)]
+    for batch in batches[:12]:
+        processor.process(batch)
+    assert processor.engine.version >= 1
+
+    def conflict(*args: object) -> None:
+        raise StateConflict("partition 2: applied offset is b'14599', batch expected -1")
+
+    monkeypatch.setattr(processor, "_hold_back", conflict)
+    with pytest.raises(StateConflict):
+        processor.process(batches[12])
+    monkeypatch.undo()
+    ran: list[int] = []
+    processor._after_write(lambda: ran.append(1))  # what a relearn's version queues
+    assert ran == [1]
+    processor.drain()
+    processor.engine = load_engine(settings, store)  # the service's realignment
+    processor.relearn(range(4))
+    assert processor.engine.version >= 1 and store.model_version() == processor.engine.version
