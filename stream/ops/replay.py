@@ -114,13 +114,20 @@ def what_if_overrides(path: Path) -> dict[str, Any]:
 
 
 def replay_overrides(namespace: str, suffix: str | None, what_if: dict[str, Any] | None) -> dict[str, Any]:
-    """Settings overrides for a replay: its namespace, its output topic suffix, the what-if sections."""
+    """Settings overrides for a replay: its namespace, its output topic suffix, the what-if sections,
+    and the learner's role: a replay builds its namespace's model alone, whatever role the
+    deployment's settings give the service (`follower` or `auto` would leave it at version 0).
+
+    >>> replay_overrides("ns1", None, {"model": {"role": "follower", "margin": 0.4}})["model"]
+    {'role': 'learner', 'margin': 0.4}
+    """
     o: dict[str, Any] = {
         "redis": {"namespace": namespace},
         "topics": {"suffix": f".{namespace}" if suffix is None else suffix},
     }
     for k, v in (what_if or {}).items():
         o[k] = dict(v)
+    o["model"] = {**o.get("model", {}), "role": "learner"}
     return o
 
 

@@ -1,7 +1,9 @@
 """Learner failover: instances with `model.role: auto` in one consumer group; the learner is
 whoever owns input partition 0. Kill it (SIGKILL, mid-log): the group gives its partitions to
 the survivor, which becomes the learner from the last checkpoint any learner stored and goes on
-building versions with the same segment ids (issue #24 item 3)."""
+building versions with the same segment ids (issue #24 item 3). With every partition's rows in
+the learn logs (`model.learn_all_partitions`), the model it ends with is the one an undisturbed
+replay of the topic builds: the same versions, ids and centroids."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 from pathlib import Path
 
 import redis
+from kafka.admin import KafkaAdminClient
 
 from models.sim import generate
 from stream.state import FeatureStore
@@ -19,16 +22,21 @@ from .harness import (
     Stack,
     applied_count,
     assert_exact_state,
+    delete_namespace,
+    delete_topics,
     end_offsets,
     exit_code,
     kill_all,
     produce,
+    run_cli,
     service_env,
     start_service,
     tail,
+    unique,
     wait_until,
 )
 from .test_rebalance import assignments
+from .test_workers import OUTPUTS, assert_same_engine
 
 _LEARNER = re.compile(r"this instance is the learner now .*from model version (\d+)")
 
@@ -49,6 +57,8 @@ def test_killing_the_learner_makes_another_instance_the_learner(
     redis_client: redis.Redis,
     namespace: str,
     settings_env: dict[str, str],
+    topic_names: dict[str, str],
+    kafka_admin: KafkaAdminClient,
     tmp_path: Path,
 ) -> None:
     records = generate(customers=1200, days=90, seed=9, malformed_fraction=0.002).records
@@ -60,6 +70,7 @@ def test_killing_the_learner_makes_another_instance_the_learner(
         settings_env,
         SEGSTREAM_KAFKA__MAX_POLL_RECORDS="200",
         SEGSTREAM_MODEL__ROLE="auto",
+        SEGSTREAM_MODEL__LEARN_ALL_PARTITIONS="true",
         # The broker's smallest session: a killed member's partitions move ~6 s after its death.
         SEGSTREAM_KAFKA__SESSION_TIMEOUT_MS="6000",
         SEGSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
@@ -132,6 +143,17 @@ def test_killing_the_learner_makes_another_instance_the_learner(
     # The same ids: every segment of the checkpoint is still live, or was retired by a version.
     kept = set(after.live_names()) | set(after.registry.retired)
     assert set(before.live_names()) <= kept, (before.live_names(), after.live_names())
+    # Nothing of the model was lost: an undisturbed replay of the topic builds the same one.
+    ns = unique("replay")
+    try:
+        res = run_cli(env, "replay", "--from-offset", "0", "--namespace", ns)
+        assert res.returncode == 0, res.stderr[-3000:]
+        undisturbed = FeatureStore.from_client(redis_client, ns).load_model()
+    finally:
+        delete_namespace(redis_client, ns)
+        delete_topics(kafka_admin, [topic_names[o] + f".{ns}" for o in OUTPUTS])
+    assert undisturbed is not None and undisturbed[0] == final[0], (undisturbed and undisturbed[0], final[0])
+    assert_same_engine(undisturbed[1], final[1])
     seg = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
     print(
         f"\nlearner failover: {n} records; killed the learner ({learner}) at model version "
