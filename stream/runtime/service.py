@@ -258,8 +258,10 @@ class Service(IntegrityMixin, PositionsMixin):
             if self.processor.learns and written:
                 try:
                     self.store.save_model(engine.snapshot(), engine.version, after=engine.version)
-                except ModelConflict as e:
-                    log.warning("%s", e)
+                except (ModelConflict, StateLost) as e:
+                    # Not raised on the way out: it would hide the error the service stops on (a
+                    # version of a failed batch is not checkpointed); a start checks the store.
+                    log.warning("the model checkpoint was not refreshed on the way out: %s", e)
                 except REDIS_DOWN as e:  # the last version's checkpoint stands; a restart resumes
                     log.warning("the model checkpoint was not refreshed on the way out: %s", e)
         if self.consumer is not None:

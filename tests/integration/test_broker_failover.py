@@ -169,10 +169,10 @@ def test_service_rides_out_the_death_of_a_partition_leader(tmp_path: Path) -> No
         sources = Counter((d["source_partition"], d["source_offset"]) for d in letters)
         assert len(sources) == malformed, f"{len(sources)} records dead-lettered, {malformed} malformed"
 
-        # Every input offset applied, each valid event once, features equal an uninterrupted run
-        # (in its own namespace, on the same two-broker cluster; it writes to the same output
-        # topics, which were checked above).
-        seg = assert_exact_state(stack, client, ns, env, records, ends, tmp_path)
+        # Every input offset applied, each valid event once, features and model equal an
+        # uninterrupted run's (in its own namespace, on the same two-broker cluster; it writes to
+        # the same output topics, which were checked above).
+        seg = assert_exact_state(stack, client, ns, env, records, ends, tmp_path, same_model=True)
         client.close()
     print(
         f"\nbroker failover: cluster up in {started:.0f} s; {n} records, node {victim} killed at "

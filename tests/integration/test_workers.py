@@ -34,6 +34,7 @@ from .harness import (
     Stack,
     alive,
     applied_offsets,
+    assert_same_engine,
     children_of,
     cli_env,
     delete_namespace,
@@ -145,38 +146,6 @@ def test_two_workers_one_model(  # type: ignore[no-untyped-def]
         delete_topics(kafka_admin, [topic_names[o] + f".{ns}" for o in OUTPUTS])
     assert alone is not None and alone[0] == saved[0]
     assert_same_engine(alone[1], saved[1])
-
-
-def assert_same_engine(a: bytes, b: bytes) -> None:
-    """Two checkpoints hold the same engine: the same manifest, and arrays equal up to float
-    rounding (measured: one standard deviation of the vectoriser 1 ulp apart). The rows waiting
-    for the next version are compared as one block (their blocks depend on the batches), and
-    the RFM score cache is left out (filled by whoever scored a row last)."""
-    import io
-
-    import numpy as np
-
-    def parts(snapshot: bytes) -> tuple[dict[str, object], list[np.ndarray]]:
-        engine = SegmentEngine.restore(snapshot)
-        engine.rfm_scorer._edge_bins = None
-        if engine._pending_raw:
-            engine._pending_raw = [np.concatenate(engine._pending_raw)]
-            engine._pending_t = [np.concatenate(engine._pending_t)]
-        blob = engine.snapshot()
-        size = int.from_bytes(blob[19:27], "big")
-        manifest = json.loads(blob[27 : 27 + size])
-        body = blob[27 + size :]
-        arrays = [np.load(io.BytesIO(body[o : o + n])) for o, n in manifest.pop("arrays")]
-        return manifest, arrays
-
-    (ma, xa), (mb, xb) = parts(a), parts(b)
-    assert ma == mb
-    for i, (x, y) in enumerate(zip(xa, xb, strict=True)):
-        assert x.shape == y.shape and x.dtype == y.dtype, i
-        if x.dtype.kind == "f":
-            assert np.allclose(x, y, rtol=1e-12, atol=1e-12, equal_nan=True), i
-        else:
-            assert np.array_equal(x, y), i
 
 
 def test_a_follower_swaps_to_the_newest_checkpoint(  # type: ignore[no-untyped-def]
