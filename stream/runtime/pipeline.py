@@ -869,8 +869,17 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         u = x.unclocked
         if self.learns:
             engine.align_sources(self.owned, self.drained - self._unfed)
-        snaps = prep.batch.snaps[u:] if x.keys is not None else None
-        chunks = engine.process_chunks(x.raw[u:], x.times, x.learn, x.keys, snaps, x.sources, x.positions)
+            snaps = prep.batch.snaps[u:] if x.keys is not None else None
+            chunks: Iterable[Chunk] = engine.process_chunks(
+                x.raw[u:], x.times, x.learn, x.keys, snaps, x.sources, x.positions
+            )
+        else:
+            # A follower's engine only assigns, with the version it holds: it never builds one.
+            # (Fed even without learning, a warm-up checkpoint it loaded built the first version
+            # itself once its rows passed the warm-up span, and stopped on the learner's.)
+            engine.trailing_events = []
+            n = len(x.raw) - u
+            chunks = [Chunk(0, n, engine.assign(x.raw[u:]), [])] if n else []
         if u:
             chunks = itertools.chain(
                 [Chunk(0, u, engine.assign(x.raw[:u]), [])],

@@ -11,7 +11,7 @@ from stream.config import Settings, load
 from stream.errors import ModelConflict
 from stream.io.kafka import SourceRecord
 from stream.io.sinks.collect import CollectSink
-from stream.runtime.engines import engine_params
+from stream.runtime.engines import engine_params, load_engine
 from stream.runtime.metrics import Metrics
 from stream.runtime.pipeline import BatchProcessor
 from stream.runtime.workers import worker_partitions, worker_settings
@@ -71,6 +71,33 @@ def test_a_follower_uses_the_learners_version_and_never_learns(all_partitions: b
     else:
         # Nobody learns them: the stamps stay unset (a learner would learn from them at once).
         assert not logged and states and all(s.last_learned == 0 for s in states)
+
+
+def test_a_follower_of_a_warm_up_checkpoint_never_builds_the_first_version() -> None:
+    """The learner stores its warming engine (version 0, rows waiting for the warm-up span) once
+    a day of event time; a follower that loaded it and whose rows passed the span built version
+    1 itself (and checkpointed it as the namespace's model, or stopped on the learner's)."""
+    store = MemoryFeatureStore()
+    log = partitioned_log(300, seed=11)  # 45 days
+    warm = {"warmup_vectors": 400, "update_every": 400, "warmup_days": 20}
+    ls = load(overrides={"model": {**warm, "role": "learner"}})
+    taught = BatchProcessor(
+        ls, store, load_engine(ls, store), CollectSink(None), Metrics(CollectorRegistry())
+    )
+    taught.owned = frozenset({0, 1})
+    for lo in range(0, 2400, 300):  # past the warm-up's rows, not its 20 days
+        taught.process([r for r in log if r.partition < 2][lo : lo + 300])
+        taught.drain()
+    saved = store.load_model()
+    assert saved is not None and saved[0] == 0
+    fs = load(overrides={"model": {**warm, "role": "follower"}})
+    engine = load_engine(fs, store)
+    assert not engine.warmed_up and engine._pending_n >= 400  # all it lacks is event time
+    sink = CollectSink(engine)
+    follower = BatchProcessor(fs, store, engine, sink, Metrics(CollectorRegistry()))
+    follower.owned = frozenset({2, 3})
+    run(follower, [r for r in log if r.partition >= 2])  # 45 days of its own rows
+    assert follower.engine.version == 0 and store.model_version() == 0 and sink.model_events == []
 
 
 def test_worker_partitions_and_settings() -> None:
