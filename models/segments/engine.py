@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -371,6 +372,7 @@ class SegmentEngine(AlignedLearning):
         clock = self._source_t
         for source in np.unique(src).tolist():  # one per call from the pipeline
             clock[source] = max(clock.get(source, -np.inf), float(times[src == source].max()))
+        self._source_t = _key_ordered(clock)
 
     def assign(self, raw: np.ndarray) -> Assignment:
         """Read-only assignment with the current version (ids -1 while warming up)."""
@@ -481,6 +483,7 @@ class SegmentEngine(AlignedLearning):
         fed = self.__dict__.setdefault("fed", {})  # absent in checkpoints from before it
         for source in np.unique(sources).tolist():
             fed[source] = max(fed.get(source, -1), int(positions[sources == source].max()))
+        self.fed = _key_ordered(fed)
 
     def refill(self, rows: Callable[[str, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> int:
         """Give the rows a checkpoint named by position back their columns (``rows(column,
@@ -614,3 +617,14 @@ class SegmentEngine(AlignedLearning):
             restart_gain=p.population_restart_gain,
         )
         return summary
+
+
+_V = TypeVar("_V")
+
+
+def _key_ordered(by_source: dict[int, _V]) -> dict[int, _V]:
+    """A per-source map in source order, whichever source came first: the same state gives the
+    same checkpoint bytes whatever order the polls delivered the partitions in."""
+    if list(by_source) == sorted(by_source):
+        return by_source
+    return dict(sorted(by_source.items()))

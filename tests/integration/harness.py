@@ -394,17 +394,38 @@ def assert_exact_state(
     customer's features equal to those of an uninterrupted run of the same log (in a namespace
     of its own). Returns the segment agreement counts with that run (compare_states).
     ``same_model``: the namespace's model is also that run's (assert_same_engine)."""
-    assert applied_offsets(client, ns) == [e - 1 for e in ends]
-    got = customer_states(client, ns)
+    store = FeatureStore.from_client(client, ns)
+    return assert_like_reference(
+        stack, client, store, settings_env, records, ends, tmp_path, until_idle, same_model
+    )
+
+
+def assert_like_reference(
+    stack: Stack,
+    client: redis.Redis,
+    store: FeatureStore,
+    settings_env: dict[str, str],
+    records: Sequence[GeneratedRecord],
+    ends: list[int],
+    tmp_path: Path,
+    until_idle: float = 5.0,
+    same_model: bool = False,
+) -> dict[str, int]:
+    """:func:`assert_exact_state` of the namespace ``store`` reads (on any Redis, a cluster's
+    too), against an uninterrupted run of ``settings_env`` in a namespace of its own on the Redis
+    ``client`` talks to."""
+    partitions = len(ends)
+    assert [store.applied_offset(p) for p in range(partitions)] == [e - 1 for e in ends]
+    got = {c: blob for _, c, blob in store.scan_customers(partitions)}
     events = sum(CustomerState.unpack(v).events for v in got.values())
     assert events == valid_count(records), f"{events} events applied, {valid_count(records)} valid records"
     ref_env, ref_ns = second_env(settings_env, stack)
     try:
         run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=until_idle)
-        assert applied_offsets(client, ref_ns) == applied_offsets(client, ns)
-        problems, seg = compare_states(got, customer_states(client, ref_ns))
+        assert applied_offsets(client, ref_ns, partitions) == [e - 1 for e in ends]
+        problems, seg = compare_states(got, customer_states(client, ref_ns, partitions))
         assert not problems, f"{len(problems)} feature differences, first: {problems[:5]}"
-        mine, theirs = (FeatureStore.from_client(client, n).load_model() for n in (ns, ref_ns))
+        mine, theirs = store.load_model(), FeatureStore.from_client(client, ref_ns).load_model()
         if mine is not None and theirs is not None:
             from models.segments.engine import SegmentEngine
 
@@ -420,6 +441,21 @@ def assert_exact_state(
     finally:
         delete_namespace(client, ref_ns)
     return seg
+
+
+def manifest_diff(a: object, b: object, path: str = "") -> list[str]:
+    """Where two decoded manifests differ: one line per differing leaf."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            line for k in a.keys() | b.keys() for line in manifest_diff(a.get(k), b.get(k), f"{path}/{k}")
+        ]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            line
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for line in manifest_diff(x, y, f"{path}/{i}")
+        ]
+    return [] if a == b else [f"{path}: {str(a)[:200]}, {str(b)[:200]}"]
 
 
 def assert_same_engine(a: bytes, b: bytes) -> None:
@@ -444,13 +480,33 @@ def assert_same_engine(a: bytes, b: bytes) -> None:
         return manifest, arrays
 
     (ma, xa), (mb, xb) = parts(a), parts(b)
-    assert ma == mb
+    assert ma == mb, f"engine manifests differ (path: reference, this run): {manifest_diff(ma, mb)[:20]}"
     for i, (x, y) in enumerate(zip(xa, xb, strict=True)):
-        assert x.shape == y.shape and x.dtype == y.dtype, i
-        if x.dtype.kind == "f":
-            assert np.allclose(x, y, rtol=1e-12, atol=1e-12, equal_nan=True), i
-        else:
-            assert np.array_equal(x, y), i
+        where = f"array {i} at {array_path(ma, i)}"
+        assert x.shape == y.shape and x.dtype == y.dtype, f"{where}: {x.shape} {x.dtype}, {y.shape} {y.dtype}"
+        same = (
+            np.allclose(x, y, rtol=1e-12, atol=1e-12, equal_nan=True)
+            if x.dtype.kind == "f"
+            else np.array_equal(x, y)
+        )
+        assert same, f"{where} differs (reference, this run): {x.ravel()[:8]}, {y.ravel()[:8]}"
+
+
+def array_path(manifest: object, i: int, path: str = "") -> str | None:
+    """Where array ``i`` sits in a decoded manifest (``{"$nd": i}``)."""
+    if manifest == {"$nd": i}:
+        return path
+    items = (
+        manifest.items()
+        if isinstance(manifest, dict)
+        else enumerate(manifest)
+        if isinstance(manifest, list)
+        else ()
+    )
+    for k, v in items:
+        if (found := array_path(v, i, f"{path}/{k}")) is not None:
+            return found
+    return None
 
 
 # ---------------------------------------------------------------- logs and direct computation

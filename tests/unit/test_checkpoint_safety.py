@@ -74,6 +74,23 @@ def test_a_restored_engine_learns_on_as_the_original() -> None:
     assert a.snapshot() == b.snapshot()
 
 
+def test_per_partition_clocks_encode_in_partition_order_whichever_came_first() -> None:
+    # Seen in a broker failover: the checkpoint listed the partitions' clocks and fed positions
+    # in the order the partitions first delivered, so one model encoded to two byte strings.
+    params = EngineParams(n_segments=3, warmup_vectors=300, update_every=300, warmup_days=0, population=0)
+    raw = np.abs(np.random.default_rng(0).normal(1.0, 0.5, (40, len(DEFAULT_FEATURES))))
+    t = np.arange(40.0)
+    engines = []
+    for order in ((3, 2), (2, 3)):
+        e = SegmentEngine(params)
+        for k, source in enumerate(order):
+            rows = slice(20 * k, 20 * k + 20)
+            list(e.process_chunks(raw[rows], t[rows], sources=np.full(20, source), positions=np.arange(20)))
+        assert list(e._source_t) == [2, 3] and list(e.fed) == [2, 3]
+        engines.append(e)
+    assert SegmentEngine.restore(engines[0].snapshot()).fed == engines[1].fed
+
+
 def test_a_warming_engine_round_trips() -> None:
     e = SegmentEngine(EngineParams())
     e.process(np.ones((10, len(DEFAULT_FEATURES))), np.arange(10.0))
