@@ -30,7 +30,12 @@ from stream.runtime.metrics import Metrics
 from stream.state import PartitionWrite, StateStore, model_conflict
 from stream.state.learnlog import entry_name
 
-__all__ = ["OutputsMixin"]
+__all__ = ["LEARN_LOG_GRACE_SECONDS", "OutputsMixin"]
+
+# How long a checkpoint must have been stored before the learn-log rows it holds are forgotten,
+# where a failover can lose the newest writes of one server and not another's: the replicas'
+# lag is well under a second in normal operation; this leaves room for a slow replica.
+LEARN_LOG_GRACE_SECONDS = 30.0
 
 
 class OutputsMixin:
@@ -45,6 +50,7 @@ class OutputsMixin:
     _unacked_versions: deque[int]  # versions whose model events were emitted, not yet flushed
     _after_writes: list[Callable[[], None]] | None
     _queued_version: int
+    _trims: deque[tuple[float, dict[int, int]]]  # checkpoints not trimmed yet: (saved at, needs)
     _ship: Callable[[], None]
 
     def _flush_outputs(self) -> None:
@@ -280,7 +286,22 @@ class OutputsMixin:
         return needed
 
     def _trim_learn_log(self, needed: dict[int, int]) -> None:
-        for p, pos in needed.items():
+        """After a checkpoint landed: forget the learn-log entries it holds. On a store whose
+        writes may be lost out of order (a Redis Cluster: the checkpoint and the learn logs live
+        on different masters, each replicated on its own), only those of the checkpoints saved
+        :data:`LEARN_LOG_GRACE_SECONDS` ago or more: a master failover can lose the newest
+        checkpoint and keep the trims that followed it on other masters, and the learner would go
+        back to the checkpoint before without the rows between (seen in the master failover test:
+        a model other than an undisturbed run's)."""
+        if getattr(self.store, "writes_in_order", True):
+            due: dict[int, int] | None = needed
+        else:
+            now = time.monotonic()
+            self._trims.append((now, needed))
+            due = None
+            while self._trims and now - self._trims[0][0] >= LEARN_LOG_GRACE_SECONDS:
+                due = self._trims.popleft()[1]
+        for p, pos in (due or {}).items():
             self.store.trim_learned(p, entry_name(pos))
 
     def _publish_model(

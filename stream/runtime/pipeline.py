@@ -210,6 +210,7 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         # a batch, where they run at once.
         self._after_writes: list[Callable[[], None]] | None = None
         self._queued_version = engine.version  # the newest version checkpointed or about to be
+        self._trims: deque[tuple[float, dict[int, int]]] = deque()  # OutputsMixin._trim_learn_log
         # An OutputSink takes outputs as bytes, which the outbox stores; minimal sinks (tests,
         # evaluation) take the objects, and nothing is stored for them.
         self._encoded = isinstance(sink, OutputSink)

@@ -133,6 +133,7 @@ class RelearnMixin:
                     queues.setdefault(p, []).append((start, hi))
                 lo = hi
         if not queues:
+            log.debug("nothing to learn again: the learn logs hold only rows the checkpoint has (%s)", fed)
             return 0, lost
         if self._merge and len(set(fed) | set(logs) | set(self.owned or ())) > 1:
             # The learner's merge: one stream by (time, partition, position), learned up to what

@@ -18,6 +18,7 @@ class MemoryFeatureStore:
     """
 
     blocking_io = False  # OrderedIO runs it inline
+    writes_in_order = True  # what a failure loses is always the newest writes (one process)
 
     def __init__(self, namespace: str = "memory") -> None:
         self.ns = namespace

@@ -111,6 +111,10 @@ class FeatureStore:
         self.ns = namespace
         self.buckets = buckets
         self.cluster = cluster
+        # One server (and its replicas) applies and replicates writes in the order made: what a
+        # crash or a failover loses is a suffix of them. A cluster's masters replicate each on
+        # its own: a failover can lose a write to one and keep a later one to another.
+        self.writes_in_order = not cluster
         self._client: Client | None = None
         self._commit: Any = None
         self._load: Any = None

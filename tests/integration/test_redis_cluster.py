@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import redis
 
 from models.features import CustomerState
 from models.sim import generate
@@ -34,6 +35,7 @@ from .harness import (
     STACK_SH,
     Stack,
     assert_features_equal,
+    assert_like_reference,
     direct_states,
     end_offsets,
     exit_code,
@@ -189,6 +191,7 @@ def test_the_service_rides_out_a_master_failover(
             SEGSTREAM_REDIS__URL=cluster.url,
             SEGSTREAM_REDIS__CLUSTER="true",
             SEGSTREAM_KAFKA__MAX_POLL_RECORDS="100",
+            SEGSTREAM_LOG_LEVEL="DEBUG",
         )
         ns = settings_env["SEGSTREAM_REDIS__NAMESPACE"]
         store = FeatureStore(cluster.url, ns, cluster=True).start()
@@ -219,10 +222,24 @@ def test_the_service_rides_out_a_master_failover(
         offsets = retried(lambda: [store.applied_offset(p) for p in range(len(ends))])
         assert offsets == [e - 1 for e in ends]
         stored = retried(lambda: {c: blob for _, c, blob in store.scan_customers(len(ends))})
-        store.close()
-    assert_features_equal(stored, direct_states(records))
+        assert_features_equal(stored, direct_states(records))
+        # Features and every customer's segment those of an undisturbed run (on the single
+        # Redis). Not yet the whole model: after a failover during warm-up the micro-clusters'
+        # counts differ in 5 of 6 runs (the version's centroids, names and ids do not); open in
+        # issue #24.
+        client = redis.Redis.from_url(stack.redis_url)
+        try:
+            seg = assert_like_reference(stack, client, store, settings_env, records, ends, tmp_path)
+        finally:
+            client.close()
+            store.close()
     assert sum(CustomerState.unpack(b).events for b in stored.values()) == n
-    print(f"\nservice on a cluster: {n} records, master killed at {at_kill} applied; all applied once")
+    assert seg["segment"] == seg["seq"] == seg["segment_since"] == seg["customers"], seg["differ"]
+    assert seg["same_segments"] == 1 and seg["model_version"] == seg["reference_version"], seg
+    print(
+        f"\nservice on a cluster: {n} records, master killed at {at_kill} applied; all applied once; "
+        f"model version {seg.get('model_version')} and every customer's segment as undisturbed"
+    )
 
 
 def free_cluster_ports() -> int:

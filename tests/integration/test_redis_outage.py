@@ -61,7 +61,9 @@ def test_service_rides_out_dropped_redis_connections(
     finally:
         kill_all(proc)
     assert recoveries() >= 1, f"none of {kills} connection kills landed mid-command: {tail(out)}"
-    seg = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    seg = assert_exact_state(
+        stack, redis_client, namespace, settings_env, records, ends, tmp_path, same_model=True
+    )
     customers = seg["customers"]
     print(
         f"\nredis outage: {n} records, {kills} connection kills, {recoveries()} recoveries; "
