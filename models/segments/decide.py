@@ -1,8 +1,9 @@
 """Who moves where, and what the model learns from: the segment decisions of the pipeline.
 
-- :func:`hysteresis`: a customer moves only when the best segment wins by a margin, after a
+- :class:`Hysteresis`: a customer moves only when the best segment wins by a margin, after a
   minimum stay (boundary customers do not flap); the margin narrows with the stay
-  (:func:`margin_after`), so a customer long in a segment that is no longer its nearest follows;
+  (:meth:`Hysteresis.margin_after`), so a customer long in a segment that is no longer its
+  nearest follows; a first segment chosen on a few days of history is provisional;
 - :func:`decide_moves`: the moves of a chunk of rows assigned by one version, applied to the
   customers' state columns, with the lifecycle stage changes the rows carry, in row order
   (a row's stage change before its segment move);
@@ -14,12 +15,13 @@
 Plain values in, plain values out: the pipeline (``stream``) loads the states, calls these and
 writes what they changed.
 
->>> hysteresis(1, 0.0, 2, d_best=1.0, d_current=3.0, t=30 * 86400.0, margin=0.5, min_dwell_days=21)
+>>> rule = Hysteresis(margin=0.5, min_dwell_days=21)
+>>> rule.target(1, 0.0, 2, d_best=1.0, d_current=3.0, t=30 * 86400.0)
 2
->>> hysteresis(1, 0.0, 2, d_best=1.0, d_current=1.5, t=30 * 86400.0, margin=0.5, min_dwell_days=21)
+>>> rule.target(1, 0.0, 2, d_best=1.0, d_current=1.5, t=30 * 86400.0)
 1
->>> hysteresis(1, 0.0, 2, d_best=1.0, d_current=1.5, t=200 * 86400.0, margin=0.5, min_dwell_days=21,
-...            margin_floor=0.2, margin_relax_days=120)
+>>> relaxing = Hysteresis(margin=0.5, min_dwell_days=21, margin_floor=0.2, margin_relax_days=120)
+>>> relaxing.target(1, 0.0, 2, d_best=1.0, d_current=1.5, t=200 * 86400.0)
 2
 """
 
@@ -27,19 +29,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
 __all__ = [
     "DAY",
+    "Hysteresis",
     "Move",
     "RowLike",
     "clearly_elsewhere",
     "decide_moves",
-    "hysteresis",
     "learn_mask",
-    "margin_after",
     "record_move",
 ]
 
@@ -79,73 +81,79 @@ class Move(NamedTuple):
     why: str = ""  # a stage change's explanation
 
 
-def margin_after(
-    days_in: float, margin: float, min_dwell_days: float, margin_floor: float | None, margin_relax_days: float
-) -> float:
-    """The hysteresis margin of a customer ``days_in`` days in its segment: ``margin`` until the
-    dwell ends, then narrowing in a straight line to ``margin_floor`` at ``margin_relax_days``
-    (``None``: ``margin`` throughout).
+@dataclass(frozen=True)
+class Hysteresis:
+    """What holds a customer in its segment (docs/decisions/0012 and 0029): a move needs the best
+    segment nearer by ``margin`` after ``min_dwell_days`` in the current one; after the dwell the
+    margin narrows in a straight line to ``margin_floor`` at ``margin_relax_days`` (``None``: it
+    stays ``margin``); a segment given in a customer's first ``first_look_days`` of history is
+    provisional (0: off)."""
 
-    Why it narrows: right after a move the margin is wide, so a boundary customer cannot come
-    straight back (a return within weeks is a flap); a customer that has stayed for months and is
-    now nearer another segment, even by a little, has changed (or the model has), and a segment
-    that is no longer its nearest tells downstream something untrue.
+    margin: float
+    min_dwell_days: float
+    margin_floor: float | None = None
+    margin_relax_days: float = 0.0
+    first_look_days: float = 0.0
 
-    >>> [round(margin_after(d, 0.55, 21, 0.2, 120), 3) for d in (10, 21, 70.5, 120, 400)]
-    [0.55, 0.55, 0.375, 0.2, 0.2]
-    """
-    if margin_floor is None or margin_floor >= margin or days_in <= min_dwell_days:
-        return margin
-    span = margin_relax_days - min_dwell_days
-    done = 1.0 if span <= 0 else min((days_in - min_dwell_days) / span, 1.0)
-    return margin + (margin_floor - margin) * done
+    def margin_after(self, days_in: float) -> float:
+        """The margin of a customer ``days_in`` days in its segment.
 
+        Why it narrows: right after a move the margin is wide, so a boundary customer cannot come
+        straight back (a return within weeks is a flap); a customer that has stayed for months
+        and is now nearer another segment, even by a little, has changed (or the model has), and
+        a segment that is no longer its nearest tells downstream something untrue.
 
-def hysteresis(
-    current: int | None,
-    since: float | None,
-    best: int,
-    d_best: float,
-    d_current: float,
-    t: float,
-    margin: float,
-    min_dwell_days: float,
-    margin_floor: float | None = None,
-    margin_relax_days: float = 0.0,
-    first_seen: float | None = None,
-    first_look_days: float = 0.0,
-) -> int | None:
-    """The segment the customer should be in (``current`` if no move).
+        >>> rule = Hysteresis(0.55, 21, margin_floor=0.2, margin_relax_days=120)
+        >>> [round(rule.margin_after(d), 3) for d in (10, 21, 70.5, 120, 400)]
+        [0.55, 0.55, 0.375, 0.2, 0.2]
+        """
+        floor, margin, dwell = self.margin_floor, self.margin, self.min_dwell_days
+        if floor is None or floor >= margin or days_in <= dwell:
+            return margin
+        span = self.margin_relax_days - dwell
+        done = 1.0 if span <= 0 else min((days_in - dwell) / span, 1.0)
+        return margin + (floor - margin) * done
 
-    A customer moves when the best segment is closer than ``(1 - m)`` times the distance to the
-    current one and the customer has been in the current one for ``min_dwell_days``, where ``m``
-    is :func:`margin_after` its stay (``margin``, narrowing to ``margin_floor``). A customer
-    without a segment, or whose segment is not in the row's version (``d_current`` is ``inf``),
-    takes the best one; no best segment (``best < 0``, warming up) moves nobody.
+    def target(
+        self,
+        current: int | None,
+        since: float | None,
+        best: int,
+        d_best: float,
+        d_current: float,
+        t: float,
+        first_seen: float | None = None,
+    ) -> int | None:
+        """The segment the customer should be in at ``t`` (``current`` if no move).
 
-    A segment given in the customer's first ``first_look_days`` of history (``first_seen`` its
-    first event) was chosen on little evidence: it is kept until that history exists, then left
-    for the best segment if nearer by ``margin_floor``, without the dwell (once: the segment it
-    moves to is not provisional).
-    """
-    if best < 0:
-        return current
-    if current is None or not math.isfinite(d_current):
-        return best
-    if best == current:
-        return current
-    look = first_look_days * DAY
-    if since is not None and first_seen is not None and look > 0 and since - first_seen < look:
-        if t - first_seen < look:
+        A customer moves when the best segment is closer than ``(1 - m)`` times the distance to
+        the current one and the customer has been in the current one (since ``since``) for
+        ``min_dwell_days``, where ``m`` is :meth:`margin_after` its stay. A customer without a
+        segment, or whose segment is not in the row's version (``d_current`` is ``inf``), takes
+        the best one; no best segment (``best < 0``, warming up) moves nobody.
+
+        A segment given in the customer's first ``first_look_days`` of history (``first_seen``
+        its first event) was chosen on little evidence: it is kept until that history exists,
+        then left for the best segment if nearer by ``margin_floor``, without the dwell (once:
+        the segment it moves to is not provisional).
+        """
+        if best < 0:
             return current
-        floor = margin if margin_floor is None else min(margin_floor, margin)
-        return best if d_best <= (1.0 - floor) * d_current else current
-    dwelt = since is None or t - since >= min_dwell_days * DAY
-    if since is not None:
-        margin = margin_after((t - since) / DAY, margin, min_dwell_days, margin_floor, margin_relax_days)
-    if dwelt and d_best <= (1.0 - margin) * d_current:
-        return best
-    return current
+        if current is None or not math.isfinite(d_current):
+            return best
+        if best == current:
+            return current
+        look = self.first_look_days * DAY
+        if since is not None and first_seen is not None and look > 0 and since - first_seen < look:
+            if t - first_seen < look:
+                return current
+            floor = self.margin if self.margin_floor is None else min(self.margin_floor, self.margin)
+            return best if d_best <= (1.0 - floor) * d_current else current
+        dwelt = since is None or t - since >= self.min_dwell_days * DAY
+        margin = self.margin if since is None else self.margin_after((t - since) / DAY)
+        if dwelt and d_best <= (1.0 - margin) * d_current:
+            return best
+        return current
 
 
 def record_move(deltas: dict[int, int], previous: int | None, segment: int) -> None:
@@ -165,19 +173,16 @@ def decide_moves(
     segment_since: list[int],
     seq: list[int],
     deltas: dict[int, int],
-    margin: float,
-    min_dwell_days: float,
-    margin_floor: float | None = None,
-    margin_relax_days: float = 0.0,
+    rule: Hysteresis,
     first_seen: Sequence[float] | np.ndarray | None = None,
-    first_look_days: float = 0.0,
 ) -> list[Move]:
     """The moves of rows assigned by one version, in row order, applied to the state columns
     (``segment``, ``segment_since``, ``seq``, indexed by each row's ``index``) and counted in
     ``deltas``. ``distances[k, column[id]]`` is row k's distance to segment ``id``; ``live`` the
     version's segment ids: a customer whose segment is not among them (a model update retired
-    it) moves to the best one with reason ``model_update``. ``first_seen`` (by row index): each
-    customer's first event time, for the provisional first segment of :func:`hysteresis`."""
+    it) moves to the best one with reason ``model_update``; the others as ``rule`` says.
+    ``first_seen`` (by row index): each customer's first event time, for the provisional first
+    segment of :meth:`Hysteresis.target`."""
     moves: list[Move] = []
     for k, row in enumerate(rows):
         best = best_ids[k]
@@ -197,20 +202,8 @@ def decide_moves(
                 d_cur = float(distances[k, column[current]]) if current in column else math.inf
                 since = float(segment_since[i]) if current is not None else None
                 d_best = float(distances[k, column[best]])
-                target = hysteresis(
-                    current,
-                    since,
-                    best,
-                    d_best,
-                    d_cur,
-                    row.at,
-                    margin,
-                    min_dwell_days,
-                    margin_floor,
-                    margin_relax_days,
-                    float(first_seen[i]) if first_seen is not None else None,
-                    first_look_days,
-                )
+                first = float(first_seen[i]) if first_seen is not None else None
+                target = rule.target(current, since, best, d_best, d_cur, row.at, first)
             if target is not None and target != current:
                 segment[i] = target
                 segment_since[i] = int(row.at)

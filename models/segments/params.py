@@ -30,12 +30,12 @@ class EngineParams:
     margin: float = 0.55
     min_dwell_days: float = 21.0
     # The margin narrows after the dwell, in a straight line, to `margin_floor` at
-    # `margin_relax_days` in the segment (models.segments.decide.margin_after); a floor at or
+    # `margin_relax_days` in the segment (models.segments.decide.Hysteresis.margin_after); a floor at or
     # above `margin` keeps the margin as it is.
     margin_floor: float = 0.2
     margin_relax_days: float = 120.0
     # A segment given in a customer's first `first_look_days` of history is provisional
-    # (models.segments.decide.hysteresis): one move by `margin_floor` once that history exists.
+    # (models.segments.decide.Hysteresis.target): one move by `margin_floor` once that history exists.
     first_look_days: float = 7.0
     # Re-scoring (models.segments.decide.clearly_elsewhere): each time a partition's watermark
     # passes a multiple of `rescore_every_days` (0: never), its customers whose best segment is

@@ -7,26 +7,26 @@ import itertools
 
 import numpy as np
 
-from models.segments.decide import DAY, decide_moves, hysteresis, margin_after
+from models.segments.decide import DAY, Hysteresis, decide_moves
 
-KNOBS = {"margin": 0.55, "min_dwell_days": 21.0, "margin_floor": 0.2, "margin_relax_days": 120.0}
+RULE = Hysteresis(
+    margin=0.55, min_dwell_days=21.0, margin_floor=0.2, margin_relax_days=120.0, first_look_days=7
+)
 
 
 def decide(d_best: float, d_current: float, days_in: float, first_seen: float | None = None) -> int | None:
     """Customer in segment 1 since day 0; segment 2 is the best; the row ``days_in`` days later."""
-    return hysteresis(
-        1, 0.0, 2, d_best, d_current, days_in * DAY, **KNOBS, first_seen=first_seen, first_look_days=7
-    )
+    return RULE.target(1, 0.0, 2, d_best, d_current, days_in * DAY, first_seen)
 
 
 def test_the_margin_narrows_from_the_dwell_to_the_floor() -> None:
-    margins = [margin_after(d, 0.55, 21, 0.2, 120) for d in range(0, 400)]
+    margins = [RULE.margin_after(d) for d in range(0, 400)]
     assert margins[:22] == [0.55] * 22
     assert all(a >= b for a, b in itertools.pairwise(margins))  # never widens
     assert margins[120:] == [0.2] * 280
-    assert margin_after(500, 0.55, 21, None, 120) == 0.55  # no floor: as before
-    assert margin_after(500, 0.55, 21, 0.6, 120) == 0.55  # a floor above the margin: as before
-    assert margin_after(22, 0.55, 21, 0.2, 10) == 0.2  # relaxed by the end of the dwell
+    assert Hysteresis(0.55, 21, None, 120).margin_after(500) == 0.55  # no floor: as before
+    assert Hysteresis(0.55, 21, 0.6, 120).margin_after(500) == 0.55  # a floor above the margin: as before
+    assert Hysteresis(0.55, 21, 0.2, 10).margin_after(22) == 0.2  # relaxed by the end of the dwell
 
 
 def test_a_customer_long_in_a_segment_follows_a_mildly_nearer_one() -> None:
@@ -53,10 +53,7 @@ def test_a_first_segment_on_a_few_days_of_history_is_provisional() -> None:
     assert decide(1.0, 1.3, days_in=8, first_seen=-8 * DAY) == 1
     # nor is the segment a provisional one moved to (the move came after the first week)
     moved_at = 7 * DAY
-    assert (
-        hysteresis(2, moved_at, 1, 1.0, 1.3, moved_at + 3 * DAY, **KNOBS, first_seen=0.0, first_look_days=7)
-        == 2
-    )
+    assert RULE.target(2, moved_at, 1, 1.0, 1.3, moved_at + 3 * DAY, first_seen=0.0) == 2
 
 
 class Row:
@@ -72,8 +69,8 @@ def test_decide_moves_reads_each_customers_first_event() -> None:
     segment, since, seq = [0, 0], [0, 0], [1, 1]
     deltas: dict[int, int] = {}
     moves = decide_moves(
-        rows, [1, 1], distances, {0: 0, 1: 1}, {0, 1}, segment, since, seq, deltas,
-        0.55, 21.0, 0.2, 120.0, first_seen=np.array([0, -60 * DAY]), first_look_days=7.0,
+        rows, [1, 1], distances, {0: 0, 1: 1}, {0, 1}, segment, since, seq, deltas, RULE,
+        first_seen=np.array([0, -60 * DAY]),
     )  # fmt: skip
     assert [(m.row, m.previous, m.segment) for m in moves] == [(0, 0, 1)]
     assert segment == [1, 0] and since == [int(8 * DAY), 0] and seq == [2, 1] and deltas == {0: -1, 1: 1}

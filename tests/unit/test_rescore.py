@@ -15,7 +15,7 @@ import pytest
 from models.contracts import SegmentChange
 from models.features import CustomerState
 from models.segments.changes import change_id
-from models.segments.decide import DAY, clearly_elsewhere, hysteresis
+from models.segments.decide import DAY, Hysteresis, clearly_elsewhere
 from models.segments.engine import SegmentEngine
 from models.segments.params import EngineParams
 from models.sim import generate
@@ -65,7 +65,7 @@ def test_never_takes_a_customer_the_hysteresis_holds() -> None:
         d_current = d_best * rng.uniform(1.0, 6.0)
         since = rng.choice([0.0, T - 10 * DAY])
         if pick([d_current], [d_best], since=since, margin=0.7):
-            assert hysteresis(1, since, 2, d_best, d_current, T, margin=0.55, min_dwell_days=21) == 2
+            assert Hysteresis(margin=0.55, min_dwell_days=21).target(1, since, 2, d_best, d_current, T) == 2
 
 
 def test_the_min_dwell_holds() -> None:
