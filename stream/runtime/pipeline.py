@@ -429,11 +429,16 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         first = {p: self._held[p][0][0].offset for p in gone if self._held[p]}
         for p in gone:
             del self._held[p]
-            self._held_rows.pop(p, None)
+        # The dry-run rows too, of held records or not: a batch that failed had taken its held
+        # records out of ``_held`` before its loads, and their rows, kept, would be read as those
+        # of the records read again from an earlier offset (seen after a Redis failover: rows
+        # learned out of the merge's order).
         if partitions is None:
+            self._held_rows.clear()
             self._clock_of.clear()
         else:
             for p in partitions:
+                self._held_rows.pop(p, None)
                 self._clock_of.pop(p, None)
         return first
 

@@ -128,4 +128,9 @@ def test_library_logs_only_with_verbose(env: dict[str, str]) -> None:
     loud = run_cli(env, "-v", "--bootstrap", "localhost:1", "changes", timeout=BUDGET + 20)
     assert loud.returncode == 1
     assert "kafka.net" in loud.stderr  # kafka-python's own connection errors, for debugging
-    assert loud.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
+    # The same one line; its "(last error: ...)" is whatever the last attempt met (refused, or
+    # timed out on a loaded machine: seen in CI).
+    assert (
+        loud.stderr.strip().splitlines()[-1].split(" (last error:")[0]
+        == quiet.stderr.strip().split(" (last error:")[0]
+    )

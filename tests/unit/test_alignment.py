@@ -3,8 +3,11 @@ how the partitions' records interleave."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
+import redis
 from kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -14,11 +17,11 @@ from models.segments.population import customer_key
 from stream.config import Settings, load
 from stream.io.kafka import SourceRecord
 from stream.io.sinks.collect import CollectSink
-from stream.runtime.engines import new_engine
+from stream.runtime.engines import load_engine, new_engine
 from stream.runtime.metrics import Metrics
 from stream.runtime.pipeline import BatchProcessor
 from stream.runtime.service import Service
-from stream.state import MemoryFeatureStore
+from stream.state import MemoryFeatureStore, PartitionView
 from tests.helpers import partitioned_log
 
 DAY = 86400.0
@@ -328,3 +331,52 @@ def test_a_follower_never_learns_the_rows_a_learners_shutdown_kept(log: list[Sou
     follower.close()
     assert (engine.version, engine.learned, engine.waiting_rows()) == before
     assert follower.sink.model_events == []  # type: ignore[attr-defined]
+
+
+class DroppingStore(MemoryFeatureStore):
+    """A store whose ``fail_at``-th load fails, as Redis dropping the connection mid-batch."""
+
+    fail_at = 0
+    loads = 0
+
+    def load(self, p: int, customer_ids: list[str], due_until: int) -> PartitionView:
+        self.loads += 1
+        if self.loads == self.fail_at:
+            raise redis.ConnectionError("connection dropped mid-batch")
+        return super().load(p, customer_ids, due_until)
+
+
+def test_a_batch_redone_after_a_redis_failure_learns_in_the_merges_order(log: list[SourceRecord]) -> None:
+    # What the service does when Redis fails mid-batch (_recover_from_redis): back to the stored
+    # checkpoint, learn the learn log again, forget the held records and read again from the
+    # applied offsets. The model must be the uninterrupted run's.
+    s = settings()
+    whole = learn(log, 1, s)
+    for fail_at in (6, 18, 30, 42, 54):
+        store = DroppingStore()
+        store.fail_at = fail_at
+        processor = BatchProcessor(s, store, new_engine(s), CollectSink(None), Metrics(CollectorRegistry()))
+        processor.owned = frozenset(range(4))
+        polls = interleaved(log, 1)
+        failed = False
+        for poll, drained in polls:
+            processor.drained = drained
+            try:
+                processor.process(poll)
+            except redis.ConnectionError:
+                failed = True
+                with contextlib.suppress(redis.ConnectionError):
+                    processor.drain()
+                processor.engine = load_engine(s, store)
+                processor.relearn(range(4))
+                processor.drop_held()
+                rest = [r for r in log if r.offset > store.applied_offset(r.partition)]
+                for poll2, drained2 in interleaved(rest, 2):
+                    processor.drained = drained2
+                    processor.process(poll2)
+                break
+        assert failed and store.loads > fail_at
+        processor.drained = frozenset(range(4))
+        processor.process([])
+        processor.close()
+        assert model_of(processor.engine) == model_of(whole), fail_at
