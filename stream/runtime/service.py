@@ -459,6 +459,7 @@ class Service(IntegrityMixin, PositionsMixin):
                 return
             raise model_conflict(built + 1, built, stored)
         self.processor.engine = load_engine(self.settings, self.store)
+        self.processor.forget_rows_ahead()  # the relearn reads them again
         self._relearn_due = True
         self.metrics.model_version.set(stored)
         if stored < built:

@@ -141,9 +141,13 @@ class LearnerProcessor(FakeProcessor):
         self.relearned += 1  # the learn log is tested in tests/unit/test_relearn.py
         return 0, 0
 
+    def forget_rows_ahead(self) -> None:
+        self.forgot += 1
+
     def __init__(self, version: int, learns: bool = True) -> None:
         super().__init__()
         self.relearned = 0
+        self.forgot = 0
         self.engine = SegmentEngine(EngineParams())
         self.engine.version = version
         self.learns = learns
@@ -198,6 +202,9 @@ def test_a_state_conflict_also_brings_a_learner_back_to_the_stored_checkpoint() 
     svc.processor = processor  # type: ignore[assignment]
     svc._resync(StateConflict("partition 0: applied offset moved"))
     assert processor.engine.version == 2
+    # Rows pulled or waiting ahead of the old engine are dropped with it: the relearn reads them
+    # again (learned before it, on the stored version, their versions' saves raced the relearn's).
+    assert processor.forgot == 1
 
 
 class JoiningConsumer(FakeConsumer):
