@@ -38,7 +38,7 @@ from models.segments.aligned import AlignedLearning
 from models.segments.alignment import SourceAligner
 from models.segments.assignment import Assignment, AssignmentRow, Chunk
 from models.segments.catalog import make_model
-from models.segments.decide import Hysteresis, Move, RowLike, clearly_elsewhere, decide_moves
+from models.segments.decide import Move, RowLike, clearly_elsewhere, decide_moves
 from models.segments.explain import explain_many
 from models.segments.hierarchy import Hierarchy
 from models.segments.naming import SegmentNamer, group_stats
@@ -169,12 +169,6 @@ class SegmentEngine(AlignedLearning):
         """The one currency of the events' amounts; None when none was seen or they are mixed."""
         return next(iter(self.currencies)) if len(self.currencies) == 1 else None
 
-    @property
-    def hysteresis(self) -> Hysteresis:
-        """What holds this engine's customers in their segments (its parameters')."""
-        p = self.params
-        return Hysteresis(p.margin, p.min_dwell_days, p.margin_floor, p.margin_relax_days, p.first_look_days)
-
     def decide_moves(
         self,
         rows: Sequence[RowLike],
@@ -186,7 +180,7 @@ class SegmentEngine(AlignedLearning):
         first_seen: Sequence[float] | np.ndarray | None = None,
     ) -> list[Move]:
         """:func:`~models.segments.decide.decide_moves` for rows this engine assigned, with its
-        :attr:`hysteresis` and its live segments."""
+        parameters' :attr:`~models.segments.params.EngineParams.hysteresis` and its live segments."""
         return decide_moves(
             rows,
             assignment.segment_ids.tolist(),
@@ -197,7 +191,7 @@ class SegmentEngine(AlignedLearning):
             segment_since,
             seq,
             deltas,
-            self.hysteresis,
+            self.params.hysteresis,
             first_seen,
         )
 
@@ -409,9 +403,9 @@ class SegmentEngine(AlignedLearning):
         t: float,
     ) -> int | None:
         """:meth:`decide` on plain numbers (:meth:`~models.segments.decide.Hysteresis.target` of
-        :attr:`hysteresis`); ``d_current`` is ``inf`` when the current segment does not exist in
+        ``params.hysteresis``); ``d_current`` is ``inf`` when the current segment does not exist in
         the row's version."""
-        return self.hysteresis.target(current_id, current_since, best, d_best, d_current, t)
+        return self.params.hysteresis.target(current_id, current_since, best, d_best, d_current, t)
 
     def explain(self, raw_row: np.ndarray, from_id: int | None, to_id: int) -> str:
         """Plain words: the features that contribute most to ``to_id`` beating ``from_id``."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from models.segments.catalog import model_names
+from models.segments.decide import Hysteresis
 
 __all__ = ["DAY", "EngineParams"]
 
@@ -77,6 +79,14 @@ class EngineParams:
     # A segment's name changes when its claims have failed this many versions running and one
     # candidate has held as long (models.segments.naming; a refuted name changes at once).
     rename_versions: int = 3
+
+    @cached_property
+    def hysteresis(self) -> Hysteresis:
+        """What holds a customer in its segment, from these knobs (built once: the evaluation
+        decides per row; checkpoints hold the fields only)."""
+        return Hysteresis(
+            self.margin, self.min_dwell_days, self.margin_floor, self.margin_relax_days, self.first_look_days
+        )
 
     def __post_init__(self) -> None:
         if self.model not in model_names():

@@ -291,8 +291,8 @@ class OutputsMixin:
         on different masters, each replicated on its own), only those of the checkpoints saved
         :data:`LEARN_LOG_GRACE_SECONDS` ago or more: a master failover can lose the newest
         checkpoint and keep the trims that followed it on other masters, and the learner would go
-        back to the checkpoint before without the rows between (seen in the master failover test:
-        a model other than an undisturbed run's)."""
+        back to the checkpoint before without the rows between (tests/unit/test_relearn.py's
+        FailoverStore)."""
         if getattr(self.store, "writes_in_order", True):
             due: dict[int, int] | None = needed
         else:

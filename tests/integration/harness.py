@@ -191,6 +191,16 @@ def produce(stack: Stack, topic: str, records: Iterable[GeneratedRecord]) -> int
     return n
 
 
+# Rebalances within seconds: the broker's smallest session (group.min.session.timeout.ms), so a
+# killed or frozen member's partitions move ~6 s later, and small polls, so that a kill lands
+# mid-log.
+FAST_REBALANCE = {
+    "SEGSTREAM_KAFKA__MAX_POLL_RECORDS": "200",
+    "SEGSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
+    "SEGSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
+}
+
+
 def service_env(settings_env: dict[str, str], **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(settings_env)
@@ -389,31 +399,15 @@ def assert_exact_state(
     tmp_path: Path,
     until_idle: float = 5.0,
     same_model: bool = False,
+    store: FeatureStore | None = None,
 ) -> dict[str, int]:
     """Effectively-once, checked: every offset applied, every valid event applied once, and every
     customer's features equal to those of an uninterrupted run of the same log (in a namespace
-    of its own). Returns the segment agreement counts with that run (compare_states).
-    ``same_model``: the namespace's model is also that run's (assert_same_engine)."""
-    store = FeatureStore.from_client(client, ns)
-    return assert_like_reference(
-        stack, client, store, settings_env, records, ends, tmp_path, until_idle, same_model
-    )
-
-
-def assert_like_reference(
-    stack: Stack,
-    client: redis.Redis,
-    store: FeatureStore,
-    settings_env: dict[str, str],
-    records: Sequence[GeneratedRecord],
-    ends: list[int],
-    tmp_path: Path,
-    until_idle: float = 5.0,
-    same_model: bool = False,
-) -> dict[str, int]:
-    """:func:`assert_exact_state` of the namespace ``store`` reads (on any Redis, a cluster's
-    too), against an uninterrupted run of ``settings_env`` in a namespace of its own on the Redis
-    ``client`` talks to."""
+    of its own, on the Redis ``client`` talks to). Returns the segment agreement counts with that
+    run (compare_states). ``same_model``: the namespace's model is also that run's
+    (assert_same_engine). ``store``: where the namespace ``ns`` is read (a cluster's, say; default
+    ``client``'s Redis)."""
+    store = FeatureStore.from_client(client, ns) if store is None else store
     partitions = len(ends)
     assert [store.applied_offset(p) for p in range(partitions)] == [e - 1 for e in ends]
     got = {c: blob for _, c, blob in store.scan_customers(partitions)}

@@ -18,6 +18,7 @@ from models.sim import generate
 from stream.state import FeatureStore
 
 from .harness import (
+    FAST_REBALANCE,
     Stack,
     applied_count,
     assert_exact_state,
@@ -60,12 +61,9 @@ def test_killing_the_learner_makes_another_instance_the_learner(
     produce(stack, topic, records[:first])
     env = service_env(
         settings_env,
-        SEGSTREAM_KAFKA__MAX_POLL_RECORDS="200",
+        **FAST_REBALANCE,  # a killed member's partitions move ~6 s after its death
         SEGSTREAM_MODEL__ROLE="auto",
         SEGSTREAM_MODEL__LEARN_ALL_PARTITIONS="true",
-        # The broker's smallest session: a killed member's partitions move ~6 s after its death.
-        SEGSTREAM_KAFKA__SESSION_TIMEOUT_MS="6000",
-        SEGSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
     )
     store = FeatureStore.from_client(redis_client, namespace)
     outs = {"a": tmp_path / "a.log", "b": tmp_path / "b.log"}

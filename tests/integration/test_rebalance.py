@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from .harness import (
+    FAST_REBALANCE,
     Stack,
     applied_count,
     assert_exact_state,
@@ -104,13 +105,7 @@ def test_a_paused_instance_that_wakes_up_as_a_zombie_leaves_the_state_exact(
     state stays exact."""
     records, ends = produce_generated(stack, settings_env, customers=1200, seed=8)
     n = len(records)
-    fast_fail = {
-        "SEGSTREAM_KAFKA__MAX_POLL_RECORDS": "200",
-        # The broker's smallest session (group.min.session.timeout.ms): B takes over ~6 s in.
-        "SEGSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "SEGSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-    }
-    env_a = service_env(settings_env, **fast_fail)
+    env_a = service_env(settings_env, **FAST_REBALANCE)  # B takes over ~6 s in
     env_b = dict(env_a, SEGSTREAM_MODEL__ROLE="follower")
     out_a, out_b = tmp_path / "a.log", tmp_path / "b.log"
 

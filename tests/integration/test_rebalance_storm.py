@@ -16,6 +16,7 @@ import redis
 from stream.state import FeatureStore
 
 from .harness import (
+    FAST_REBALANCE,
     Stack,
     applied_count,
     assert_exact_state,
@@ -40,13 +41,7 @@ def test_instances_join_leave_and_die_while_the_log_is_read(
 ) -> None:
     records, ends = produce_generated(stack, settings_env, customers=1200, seed=10)
     n = len(records)
-    env = service_env(
-        settings_env,
-        SEGSTREAM_KAFKA__MAX_POLL_RECORDS="200",
-        SEGSTREAM_MODEL__ROLE="auto",
-        SEGSTREAM_KAFKA__SESSION_TIMEOUT_MS="6000",
-        SEGSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
-    )
+    env = service_env(settings_env, **FAST_REBALANCE, SEGSTREAM_MODEL__ROLE="auto")
     procs: dict[str, subprocess.Popen[bytes]] = {}
     outs: dict[str, Path] = {}
     step = n // 8

@@ -34,8 +34,8 @@ from stream.state import REDIS_DOWN, FeatureStore, PartitionWrite
 from .harness import (
     STACK_SH,
     Stack,
+    assert_exact_state,
     assert_features_equal,
-    assert_like_reference,
     direct_states,
     end_offsets,
     exit_code,
@@ -227,8 +227,8 @@ def test_the_service_rides_out_a_master_failover(
         # single Redis).
         client = redis.Redis.from_url(stack.redis_url)
         try:
-            seg = assert_like_reference(
-                stack, client, store, settings_env, records, ends, tmp_path, same_model=True
+            seg = assert_exact_state(
+                stack, client, ns, settings_env, records, ends, tmp_path, same_model=True, store=store
             )
         finally:
             client.close()
