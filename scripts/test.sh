@@ -41,7 +41,15 @@ step "ruff format --check" ruff format --check .
 step "mypy" mypy
 step "import layers" lint-imports
 # The slowest tests are listed: the suite must stay well under 20 minutes of CI.
-step "pytest" pytest --durations=25 "$@"
+if (($# == 0)); then
+    # Two lanes: the tests without servers spread over every core (pytest-xdist), then the
+    # integration tests one at a time: they share the stack's broker and Redis, one restarts the
+    # broker, and their timing bounds (sessions, readiness) assume no second test beside them.
+    step "pytest: unit, doctests, memory-store contracts" pytest -m "not integration" -n auto --durations=10
+    step "pytest: integration" pytest -m integration --durations=25
+else
+    step "pytest" pytest --durations=25 "$@"
+fi
 
 if ((first_rc != 0)); then
     echo "== FAILED (first failure exit code $first_rc)"

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import digamma, gammaln, hyp2f1
 
 __all__ = ["BGNBD", "GammaGamma", "fit_bgnbd", "fit_gamma_gamma", "simulate_bgnbd"]
@@ -133,6 +132,8 @@ def fit_bgnbd(
         grad = _bgnbd_ll_grad(theta, x, t_x, T) - (theta - centre) / _PRIOR_SD**2
         return float(-(ll - penalty) / n), -grad / n
 
+    from scipy.optimize import minimize  # here: a third of a second of import only fits need
+
     res = minimize(objective, first, method="L-BFGS-B", jac=True, bounds=[_BOUNDS] * 4)
     r, alpha, a, b = np.exp(res.x)
     return BGNBD(float(r), float(alpha), float(a), float(b))
@@ -172,6 +173,8 @@ def fit_gamma_gamma(x: np.ndarray, mean_spend: np.ndarray, start: GammaGamma | N
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         return _gamma_gamma_objective(theta, x, m, log_m, log_x, centre)
+
+    from scipy.optimize import minimize  # here: a third of a second of import only fits need
 
     res = minimize(objective, first, method="L-BFGS-B", jac=True, bounds=[_BOUNDS] * 3)
     p, q, g = np.exp(res.x)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 __all__ = ["EventKind", "ModelEvent", "SegmentRegistry"]
 
@@ -141,6 +140,8 @@ class SegmentRegistry:
                 allowed |= strong
                 cost = cost - frac_new * frac_old
             cost = np.where(allowed, cost, _BIG)
+            from scipy.optimize import linear_sum_assignment  # here: slow to import, only builds need it
+
             rows, cols = linear_sum_assignment(cost)
             match_old = np.full(k_old, -1)
             match_new = np.full(k, -1)

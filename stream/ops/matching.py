@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 NO_SEGMENT = -1
 # Less than one customer: it only decides between assignments that keep as many customers.
@@ -67,6 +66,8 @@ def match_segments(confusion: Mapping[tuple[int, int], int]) -> Matching:
         for i, a in enumerate(a_ids):
             for j, b in enumerate(b_ids):
                 m[i, j] = confusion.get((a, b), 0) + (_SAME_ID_BONUS if a == b else 0.0)
+        from scipy.optimize import linear_sum_assignment  # here: slow to import, one command needs it
+
         rows, cols = linear_sum_assignment(m, maximize=True)
         for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
             n = int(confusion.get((a_ids[i], b_ids[j]), 0))

@@ -92,13 +92,11 @@ def test_sigkill_five_times_then_state_equals_uninterrupted_run(
             kill_all(proc)
     assert len(kills) >= 3, f"only {len(kills)} kills landed mid-log: {kills}"
     env["SEGSTREAM_KAFKA__GROUP_ID"] = f"{settings_env['SEGSTREAM_KAFKA__GROUP_ID']}-last"
-    run_to_end(env, out, until_idle=8)
+    run_to_end(env, out)
     crashed_at = time.monotonic() - started
     # Before the reference run, which publishes to the same topics.
     topics = assert_topics_hold_the_state(stack, redis_client, namespace, topic_names)
-    seg = assert_exact_state(
-        stack, redis_client, namespace, settings_env, records, ends, tmp_path, until_idle=8
-    )
+    seg = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
     c = seg["customers"]
     print(
         f"\ncrash recovery: {n} records, SIGKILL after {kills} applied records; "

@@ -35,7 +35,7 @@ def test_service_end_to_end(log, stack, settings_env, topic_names, redis_client:
     malformed = [r for r in log.records if r.malformed]
     assert produced == len(log.records) and malformed
 
-    res = run_cli(env, "run", "--until-idle", "4", "--metrics-port", "0")
+    res = run_cli(env, "run", "--until-idle", "2", "--metrics-port", "0")
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"processed {produced} records" in res.stdout
 

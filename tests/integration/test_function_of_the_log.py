@@ -53,7 +53,7 @@ def test_three_live_runs_and_a_replay_publish_the_same_changes(
                 SEGSTREAM_KAFKA__GROUP_ID=unique("g"),
                 SEGSTREAM_TOPICS__SUFFIX=suffix,
             )
-            run_to_end(env, tmp_path / f"live{k}.log", until_idle=5)
+            run_to_end(env, tmp_path / f"live{k}.log", until_idle=2)
         ns = unique("replay")
         runs.append((ns, f".{ns}"))
         res = run_cli(settings_env, "replay", "--from-offset", "0", "--namespace", ns)
