@@ -319,7 +319,7 @@ class ModelSettings(_Frozen):
         "(its versions do not depend on how their records interleave)",
     )
     learn_all_partitions: bool = Field(
-        False,
+        True,
         description="followers write their rows to learn logs and the learner learns every "
         "partition's in the merge's order: the model does not depend on how many instances share "
         "the partitions or which one learns (needs align_partitions)",

@@ -3,15 +3,18 @@ whoever owns input partition 0. Kill it (SIGKILL, mid-log): the group gives its 
 the survivor, which becomes the learner from the last checkpoint any learner stored and goes on
 building versions with the same segment ids (issue #24 item 3). With every partition's rows in
 the learn logs (`model.learn_all_partitions`), the model it ends with is the one an undisturbed
-run of the same log builds: the same versions, ids and centroids."""
+run of the same log builds: the same versions, ids and centroids. Run on the stack's Redis and on
+a Redis Cluster of the test's own (issue #24: the crash and rebalance parts on the cluster)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from models.sim import generate
@@ -19,8 +22,8 @@ from stream.state import FeatureStore
 
 from .harness import (
     FAST_REBALANCE,
+    PARTITIONS,
     Stack,
-    applied_count,
     assert_exact_state,
     end_offsets,
     exit_code,
@@ -31,6 +34,7 @@ from .harness import (
     tail,
     wait_until,
 )
+from .servers import private_redis_cluster
 from .test_rebalance import assignments
 
 _LEARNER = re.compile(r"this instance is the learner now .*from model version (\d+)")
@@ -47,14 +51,40 @@ def role_lines(log_path: Path) -> list[str]:
     return re.findall(r"this instance is the (learner|follower) now", text)
 
 
+@pytest.mark.parametrize("redis_kind", ["redis", "cluster"])
 def test_killing_the_learner_makes_another_instance_the_learner(
     stack: Stack,
     redis_client: redis.Redis,
     namespace: str,
     settings_env: dict[str, str],
     tmp_path: Path,
+    redis_kind: str,
 ) -> None:
-    records = generate(customers=1200, days=90, seed=9, malformed_fraction=0.002).records
+    with contextlib.ExitStack() as resources:
+        if redis_kind == "cluster":
+            cluster = resources.enter_context(private_redis_cluster(tmp_path))
+            store = FeatureStore(cluster.url, namespace, cluster=True).start()
+            resources.callback(store.close)
+            where = {"SEGSTREAM_REDIS__URL": cluster.url, "SEGSTREAM_REDIS__CLUSTER": "true"}
+            customers = 600  # the same steps on a smaller log: the cluster run is the second one
+        else:
+            store, where, customers = FeatureStore.from_client(redis_client, namespace), {}, 1200
+        kill_the_learner(stack, redis_client, store, settings_env, where, customers, tmp_path)
+
+
+def kill_the_learner(
+    stack: Stack,
+    redis_client: redis.Redis,
+    store: FeatureStore,
+    settings_env: dict[str, str],
+    where: dict[str, str],
+    customers: int,
+    tmp_path: Path,
+) -> None:
+    """Two instances, the learner SIGKILLed mid-log, the survivor ends with the undisturbed model.
+    ``store``: where the service's namespace lives (``where``: its settings for it)."""
+    namespace = store.ns
+    records = generate(customers=customers, days=90, seed=9, malformed_fraction=0.002).records
     topic = settings_env["SEGSTREAM_TOPICS__INTERACTIONS"]
     # Two thirds first; the rest once the learner is dead (the survivor must learn from them).
     first = len(records) * 2 // 3
@@ -64,12 +94,12 @@ def test_killing_the_learner_makes_another_instance_the_learner(
         **FAST_REBALANCE,  # a killed member's partitions move ~6 s after its death
         SEGSTREAM_MODEL__ROLE="auto",
         SEGSTREAM_MODEL__LEARN_ALL_PARTITIONS="true",
+        **where,
     )
-    store = FeatureStore.from_client(redis_client, namespace)
     outs = {"a": tmp_path / "a.log", "b": tmp_path / "b.log"}
 
     def progress() -> int:
-        return applied_count(redis_client, namespace)
+        return sum(store.applied_offset(p) + 1 for p in range(PARTITIONS))
 
     procs = {"a": start_service(env, outs["a"], until_idle=20)}
     try:
@@ -135,10 +165,11 @@ def test_killing_the_learner_makes_another_instance_the_learner(
     assert set(before.live_names()) <= kept, (before.live_names(), after.live_names())
     # Nothing of the model was lost: an undisturbed run of the same log builds the same one.
     seg = assert_exact_state(
-        stack, redis_client, namespace, settings_env, records, ends, tmp_path, same_model=True
+        stack, redis_client, namespace, settings_env, records, ends, tmp_path, same_model=True, store=store
     )
     print(
-        f"\nlearner failover: {n} records; killed the learner ({learner}) at model version "
+        f"\nlearner failover ({'cluster' if where else 'redis'}): {n} records; killed the learner "
+        f"({learner}) at model version "
         f"{version_at_kill}; {survivor} learned from version {from_version} {takeover:.1f} s later and "
         f"built up to version {final[0]}; live segments {sorted(before.live_names())} -> "
         f"{sorted(after.live_names())}; {seg['customers']} customers' features equal"
