@@ -186,8 +186,11 @@ class TopicSettings(_Frozen):
 
 class FeatureSettings(_Frozen):
     monetary_half_life_days: float = Field(90.0, gt=0, description="decay of spend and purchase counts")
+    # 90, not 30: a 30-day mix of a weekly-to-monthly shopper swings with the phase of its visits
+    # (store share high after a visit, email between), so segments split a persona by where its
+    # customers were in their cycle (benchmarks/results/2026-12-07-session-21-channel-half-life.md).
     channel_half_life_days: float = Field(
-        30.0, gt=0, description="decay of the channel mix and kinds of interaction"
+        90.0, gt=0, description="decay of the channel mix and kinds of interaction"
     )
     short_half_life_days: float = Field(7.0, gt=0, description="short activity rate (engagement trend)")
     long_half_life_days: float = Field(60.0, gt=0, description="long activity rate (engagement trend)")

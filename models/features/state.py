@@ -57,7 +57,7 @@ _CHANNEL_GROUP_OF = {
 @dataclass(frozen=True)
 class FeatureParams:
     monetary_half_life_days: float = 90.0
-    channel_half_life_days: float = 30.0
+    channel_half_life_days: float = 90.0
     short_half_life_days: float = 7.0
     long_half_life_days: float = 60.0
 

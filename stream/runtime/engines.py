@@ -7,6 +7,7 @@ import gc
 import logging
 import sys
 from dataclasses import fields, replace
+from typing import TypeVar
 
 from models.features import FEATURE_NAMES
 from models.segments.catalog import CATALOG
@@ -17,6 +18,7 @@ from stream.config import Settings
 from stream.errors import ConfigError
 from stream.state import StateStore
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -111,13 +113,25 @@ def load_engine(settings: Settings, store: StateStore) -> SegmentEngine:
             align_lateness_days=align_lateness_days(settings),
         )
         log.info("restored model version %d of namespace %s", version, settings.redis.namespace)
-        differ = checkpoint_differs(engine.params, engine_params(settings))
+        differ = differences(engine.params, engine_params(settings))
         if differ:
             log.warning(
                 "the checkpoint was built with other model settings (%s); it keeps them: replay the "
                 "log into a fresh namespace to rebuild with these settings",
                 ", ".join(differ),
             )
+        # The state's features decay with the settings' half-lives whatever the checkpoint says, so
+        # the population sample is aged with them too (a model built on the old ones, features
+        # moving to the new ones: a replay gives a model built on the new ones throughout).
+        configured = settings.features.params()
+        differ = differences(engine.feature_params, configured)
+        if differ:
+            log.warning(
+                "the checkpoint was built with other feature settings (%s); features follow the "
+                "settings from now on: replay the log into a fresh namespace for a model built on them",
+                ", ".join(differ),
+            )
+            engine.feature_params = configured
         return engine
     return new_engine(settings)
 
@@ -131,11 +145,12 @@ def restore(settings: Settings, blob: bytes) -> SegmentEngine:
         raise ConfigError(f"namespace {settings.redis.namespace!r}: {e}") from None
 
 
-def checkpoint_differs(restored: EngineParams, configured: EngineParams) -> list[str]:
-    """The engine parameters a restored checkpoint keeps although the settings say otherwise."""
+def differences(restored: T, configured: T) -> list[str]:
+    """The fields of a restored checkpoint's parameters (a dataclass) that the settings set
+    otherwise."""
     return [
         f"{f.name}: {getattr(restored, f.name)!r} (settings: {getattr(configured, f.name)!r})"
-        for f in fields(EngineParams)
+        for f in fields(type(restored))  # type: ignore[arg-type]
         if getattr(restored, f.name) != getattr(configured, f.name)
     ]
 

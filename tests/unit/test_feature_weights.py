@@ -67,3 +67,20 @@ def test_a_checkpoint_keeps_its_weights_and_says_the_settings_differ(
     with caplog.at_level(logging.WARNING, logger="stream.runtime.service"):
         load_engine(same, store)
     assert caplog.text == ""
+
+
+def test_a_checkpoint_built_on_other_half_lives_follows_the_settings_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The state decays with the settings' half-lives, so the restored engine ages its population
+    sample with them too (not with the checkpoint's), and the log says the model was built on
+    others."""
+    store = MemoryFeatureStore()
+    built = built_engine({})
+    assert built.feature_params.channel_half_life_days == 90.0
+    store.save_model(built.snapshot(), built.version)
+    changed = load(overrides={"model": SMALL, "features": {"channel_half_life_days": 30.0}})
+    with caplog.at_level(logging.WARNING, logger="stream.runtime.service"):
+        restored = load_engine(changed, store)
+    assert restored.feature_params == changed.features.params()
+    assert "channel_half_life_days: 90.0 (settings: 30.0)" in caplog.text and "replay" in caplog.text

@@ -129,7 +129,7 @@ def test_the_margin_must_be_above_the_hysteresis_margin() -> None:
 OVERRIDES = {
     "model": {"update_every": 500, "warmup_vectors": 500, "population_step": 1.0, "rescore_max_share": 0.02}
 }
-CUSTOMERS = 300
+CUSTOMERS = 450
 
 
 def log() -> list[SourceRecord]:
