@@ -14,6 +14,7 @@ again), and the test prints how many were lost.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -41,6 +42,7 @@ from .harness import (
     exit_code,
     kill_all,
     produce,
+    run_cli,
     service_env,
     start_service,
     tail,
@@ -230,6 +232,30 @@ def test_the_service_rides_out_a_master_failover(
             seg = assert_exact_state(
                 stack, client, ns, settings_env, records, ends, tmp_path, same_model=True, store=store
             )
+            # Every command that reads or writes a namespace, on the cluster (issue #24 item 1),
+            # a replay of the topic into a shadow namespace included: the same segments.
+            cli = {k: v for k, v in env.items() if k != "SEGSTREAM_LOG_LEVEL"}
+            shadow, customer = unique("shadow"), sorted(stored)[0]
+            done = {}
+            for args in (
+                ("status", "--json", "--metrics-url", ""),
+                ("segments", "--json"),
+                ("customer", customer, "--json"),
+                ("changes", "-n", "5"),
+                ("export", "--out", str(tmp_path / "export.jsonl")),
+                ("recover", "--resume", "--dry-run"),
+                ("replay", "--from-offset", "0", "--namespace", shadow, "--json"),
+                ("diff", ns, shadow, "--json"),
+                ("forget", customer),
+            ):
+                res = run_cli(cli, *args, timeout=120)
+                assert res.returncode == 0, f"segstream {' '.join(args)} on a cluster: {res.stderr[-2000:]}"
+                done[args[0]] = res.stdout
+            assert len((tmp_path / "export.jsonl").read_text().splitlines()) == len(stored)
+            diff = json.loads(done["diff"])["customers"]
+            assert diff["only_a"] == diff["only_b"] == diff["changed_segment"] == 0, diff
+            after = retried(lambda: {c for _, c, _ in store.scan_customers(len(ends))})
+            assert after == set(stored) - {customer}
         finally:
             client.close()
             store.close()
