@@ -34,6 +34,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from models.segments.lifecycle import PROSPECT
+
 __all__ = [
     "DAY",
     "Hysteresis",
@@ -203,7 +205,13 @@ def decide_moves(
                 since = float(segment_since[i]) if current is not None else None
                 d_best = float(distances[k, column[best]])
                 first = float(first_seen[i]) if first_seen is not None else None
-                target = rule.target(current, since, best, d_best, d_cur, row.at, first)
+                if stage_move is not None and stage_move[0] == PROSPECT:
+                    # The first purchase: a customer who never bought is a buyer from now on, a
+                    # change for good that no hysteresis holds back (a "no purchase" segment would
+                    # go on naming a buyer): it takes the best segment, as one without a segment.
+                    target = best
+                else:
+                    target = rule.target(current, since, best, d_best, d_cur, row.at, first)
             if target is not None and target != current:
                 segment[i] = target
                 segment_since[i] = int(row.at)

@@ -74,3 +74,24 @@ def test_decide_moves_reads_each_customers_first_event() -> None:
     )  # fmt: skip
     assert [(m.row, m.previous, m.segment) for m in moves] == [(0, 0, 1)]
     assert segment == [1, 0] and since == [int(8 * DAY), 0] and seq == [2, 1] and deltas == {0: -1, 1: 1}
+
+
+def test_a_first_purchase_takes_the_best_segment_at_once() -> None:
+    """Two long-known customers (first seen 60 days ago) in segment 0 since day 0, both a little
+    nearer segment 1 on day 8, inside the dwell: the hysteresis holds the one whose row is an
+    ordinary event; the one whose row is its first purchase (stage prospect -> new) is a buyer for
+    good and takes segment 1 at once, its stage change published first."""
+    from models.segments.lifecycle import NEW, PROSPECT
+
+    rows = [Row(0, 8 * DAY), Row(1, 8 * DAY)]
+    rows[1].stage, rows[1].stage_move = NEW, (PROSPECT, NEW, "first purchase")
+    distances = np.array([[1.1, 1.0], [1.1, 1.0]])
+    segment, since, seq = [0, 0], [0, 0], [1, 1]
+    deltas: dict[int, int] = {}
+    moves = decide_moves(
+        rows, [1, 1], distances, {0: 0, 1: 1}, {0, 1}, segment, since, seq, deltas, RULE,
+        first_seen=np.array([-60 * DAY, -60 * DAY]),
+    )  # fmt: skip
+    got = [(m.row, m.kind, m.previous, m.segment) for m in moves]
+    assert got == [(1, "stage", 0, 0), (1, "segment", 0, 1)]
+    assert segment == [0, 1] and seq == [1, 3] and deltas == {0: -1, 1: 1}
