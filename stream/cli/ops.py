@@ -259,6 +259,12 @@ def export(obj: Ctx, fmt: str, out: Path | None) -> None:
     flag_value="adopt-topic",
     help="The input topic was recreated or truncated: keep the features, read it from its beginning.",
 )
+@click.option(
+    "--republish",
+    "mode",
+    flag_value="republish",
+    help="An output topic was deleted or recreated: publish what the namespace can give back.",
+)
 @click.option("--dry-run", is_flag=True, help="Only show what would be done.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -272,11 +278,17 @@ def recover(obj: Ctx, mode: str | None, dry_run: bool, as_json: bool) -> None:
     --adopt-topic  the input topic was deleted and created again, truncated, or trimmed by
                    retention before its records were read: every customer's features are kept
                    and each partition reads the topic from its current beginning.
+    --republish    an output topic was deleted or created again: the model is published again
+                   from Redis, the current-segments topic rebuilt from the changes topic (each
+                   customer's newest change), and the topics recorded as the namespace's.
     """
     from stream.ops import recover as rc
 
     if mode is None:
-        raise click.UsageError("give --resume or --adopt-topic (see segstream recover --help)")
+        raise click.UsageError("give --resume, --adopt-topic or --republish (see segstream recover --help)")
+    if mode == "republish":
+        _republish(obj, dry_run, as_json)
+        return
     report = rc.recover(obj.settings, mode, dry_run=dry_run)  # type: ignore[arg-type]
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
@@ -299,6 +311,35 @@ def recover(obj: Ctx, mode: str | None, dry_run: bool, as_json: bool) -> None:
             p.note,
         )
     console.print(t)
+    if not dry_run:
+        console.print("done: start `segstream run` again")
+
+
+def _republish(obj: Ctx, dry_run: bool, as_json: bool) -> None:
+    from stream.ops.republish import republish
+
+    report = republish(obj.settings, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    head = "recover --republish" + (" (dry run: nothing changed)" if dry_run else "")
+    console.print(f"{head}: namespace {report.namespace}")
+    for name, tid in report.topics.items():
+        console.print(
+            f"  {name}: id {tid}" + ("  (not the one recorded: recreated)" if name in report.changed else "")
+        )
+    version = (
+        "no model checkpoint" if report.model_version is None else f"model version {report.model_version}"
+    )
+    verb = "would publish" if dry_run else "published"
+    console.print(
+        f"{verb}: {version}; {report.current_records:,} customers' newest change onto the current topic"
+    )
+    if report.customers_without_change:
+        console.print(
+            f"{report.customers_without_change:,} customers' newest change is not on the changes topic any "
+            "more: their current record comes with their next change"
+        )
     if not dry_run:
         console.print("done: start `segstream run` again")
 

@@ -329,6 +329,16 @@ def read_topic(settings: Settings, topic: str) -> list[bytes]:
     """Every record value of a topic up to its end offsets at call time (tombstones left out),
     partition by partition in offset order. For reports over a whole stream (``segstream
     report``): no consumer group, nothing committed."""
+    found: dict[int, list[bytes]] = {}
+    for partition, msg in scan_topic(settings, topic):
+        if msg.value is not None:
+            found.setdefault(partition, []).append(msg.value)
+    return [v for p in sorted(found) for v in found[p]]
+
+
+def scan_topic(settings: Settings, topic: str) -> Iterator[tuple[int, Any]]:
+    """(partition, record) of every record of a topic up to its end offsets at call time, each
+    partition in offset order (partitions interleaved). No consumer group, nothing committed."""
     from kafka import TopicPartition
 
     consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
@@ -339,14 +349,11 @@ def read_topic(settings: Settings, topic: str) -> list[bytes]:
         consumer.assign(parts)
         end = consumer.end_offsets(parts)
         consumer.seek_to_beginning(*parts)
-        found: dict[int, list[bytes]] = {tp.partition: [] for tp in parts}
         pending = {tp for tp in parts if consumer.position(tp) < end[tp]}
         while pending:
             for tp, msgs in consumer.poll(timeout_ms=1000).items():
-                out = found[tp.partition]
-                out.extend(m.value for m in msgs if m.offset < end[tp] and m.value is not None)
+                yield from ((tp.partition, m) for m in msgs if m.offset < end[tp])
             pending = {tp for tp in pending if consumer.position(tp) < end[tp]}
-        return [v for p in sorted(found) for v in found[p]]
     finally:
         consumer.close()
 

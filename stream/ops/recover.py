@@ -75,6 +75,15 @@ def _active_members(admin: Any, group: str) -> int:
     return len(info.get("members") or [])
 
 
+def refuse_active_group(admin: Any, group: str) -> None:
+    """Recovery changes what running instances rely on: refuse while any is in the group."""
+    if n := _active_members(admin, group):
+        raise SegstreamError(
+            f"consumer group {group!r} has {n} active member(s): stop every `segstream run` of "
+            "this deployment first"
+        )
+
+
 def plan(mode: Mode, applied: int, stored_topic: str, current: str, begin: int, end: int) -> tuple[int, str]:
     """Where a partition resumes, and why (raises when ``--resume`` cannot be done)."""
     if mode == "adopt-topic":
@@ -112,11 +121,8 @@ def recover(settings: Settings, mode: Mode, dry_run: bool = False) -> RecoverRep
         parts = sorted(consumer.partitions_for_topic(topic) or [])
         if not parts:
             raise SegstreamError(f"topic {topic!r} does not exist: nothing to recover from")
-        if (n := _active_members(admin, group)) and not dry_run:
-            raise SegstreamError(
-                f"consumer group {group!r} has {n} active member(s): stop every `segstream run` of "
-                "this deployment first"
-            )
+        if not dry_run:
+            refuse_active_group(admin, group)
         current = topic_id(admin, topic)
         tps = [TopicPartition(topic, p) for p in parts]
         begin = consumer.beginning_offsets(tps)

@@ -355,6 +355,7 @@ def replay(
         engine = load_engine(settings, store)
         ensure_topics(settings, only=list(outputs.values()))
         store.save_meta(source.topic, source.partitions)
+        store.take_census(source.partitions)
         sink = open_sink(settings)
         metrics = Metrics(registry or CollectorRegistry())
         processor = BatchProcessor(settings, store, engine, sink, metrics)

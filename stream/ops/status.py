@@ -19,7 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream.config import Settings
 from stream.errors import ServiceUnavailable
 from stream.io.kafka import make_admin, make_consumer
-from stream.runtime.integrity import PartitionFacts, Where, first_problem, topic_id
+from stream.runtime.integrity import (
+    OUTPUT_TOPICS,
+    PartitionFacts,
+    Where,
+    first_problem,
+    outputs_problem,
+    topic_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,7 @@ class StatusReport:
     notes: list[str] = field(default_factory=list)
     # Kafka or Redis, when it could not be read: why (`segstream status` then exits 1).
     unavailable: dict[str, str] = field(default_factory=dict)
+    output_topics: dict[str, str] = field(default_factory=dict)  # as the namespace recorded them
 
     @property
     def total_lag(self) -> int | None:
@@ -124,6 +132,7 @@ def _redis_part(settings: Settings, report: StatusReport) -> int:
     """Fill applied offsets, watermarks, model and segments; returns the partition count."""
     from models.segments.engine import SegmentEngine
     from stream.state import FeatureStore
+    from stream.state.protocol import keys_lost
 
     r = settings.redis
     store = FeatureStore(r.url.get_secret_value(), r.namespace, cluster=r.cluster).start(
@@ -149,6 +158,9 @@ def _redis_part(settings: Settings, report: StatusReport) -> int:
                     stored_topic=tid.decode() if tid else "",
                 )
             )
+        report.output_topics = store.output_topics()
+        for p, what in store.census_problems(n):
+            report.notes.append(f"`segstream run` would stop: {keys_lost(store.ns, p, what)}")
         counts = store.segment_counts(n)
         saved = store.load_model()
         names: dict[int, str] = {}
@@ -200,11 +212,16 @@ def _kafka_part(settings: Settings, report: StatusReport, partitions: int) -> No
 
 def _integrity_notes(settings: Settings, report: StatusReport) -> None:
     """What would stop the service (a recreated topic, lost state), said here too."""
+    outputs = [settings.topics.out(name) for name in OUTPUT_TOPICS]
     admin = make_admin(settings)
     try:
-        current = topic_id(admin, report.topic)
+        ids = topic_ids(admin, [report.topic, *outputs])
     finally:
         admin.close()
+    current = ids[report.topic]
+    recorded = {n: tid for n, tid in report.output_topics.items() if n in outputs}
+    if (changed := outputs_problem(recorded, ids, report.namespace)) is not None:
+        report.notes.append(f"`segstream run` would stop: {changed}")
     where = Where(report.topic, report.namespace, report.group)
     facts = [
         PartitionFacts(ps.partition, ps.applied, ps.stored_topic, current, ps.committed, ps.begin, ps.end)

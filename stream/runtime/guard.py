@@ -13,7 +13,15 @@ from kafka.errors import KafkaError
 
 from stream.config import Settings
 from stream.errors import SegstreamError, ServiceUnavailable, TopicChanged
-from stream.runtime.integrity import PartitionFacts, Where, first_problem, topic_id
+from stream.runtime.integrity import (
+    OUTPUT_TOPICS,
+    PartitionFacts,
+    Where,
+    first_problem,
+    outputs_problem,
+    topic_id,
+    topic_ids,
+)
 from stream.runtime.pipeline import BatchProcessor
 from stream.state import FeatureStore
 
@@ -38,6 +46,7 @@ class IntegrityMixin:
     _assigned: set[int]
     _unverified: set[int]
     _written: dict[int, int]
+    _outputs: dict[str, str]  # output topic -> the id the namespace recorded for it
 
     def _verify(self) -> None:
         """Before the first record of newly assigned partitions (or after Redis came back): stop
@@ -89,19 +98,40 @@ class IntegrityMixin:
             log.info("published %d outputs left in the outbox of partitions %s", sent, parts)
         self._unverified.difference_update(parts)
 
+    def _adopt_outputs(self) -> None:
+        """At the start: the output topics must be those the namespace published to (a deleted or
+        recreated one stops the service: what downstream read from it is gone, and nothing the
+        service does next writes the compacted ones again). A namespace's first start, and topics
+        it had not published to (other names in the settings), are recorded."""
+        assert self.store is not None and self._admin is not None
+        t = self.settings.topics
+        names = [t.out(name) for name in OUTPUT_TOPICS]
+        current = topic_ids(self._admin, names)
+        recorded = {n: tid for n, tid in self.store.output_topics().items() if n in current}
+        if (problem := outputs_problem(recorded, current, self.settings.redis.namespace)) is not None:
+            raise problem
+        if recorded != current:
+            self.store.record_output_topics(current)
+        self._outputs = current
+
     def _check_topic(self) -> None:
         """After a poll that returned records, before they are processed: the input topic is
-        still the one the partitions' state was built from. kafka-python (3.0) keeps fetching a
-        deleted and recreated topic at its old position without noticing, so the broker is asked
-        each time (~0.6 ms): records fetched after a recreation are never applied."""
+        still the one the partitions' state was built from, and the output topics are still those
+        the namespace published to. kafka-python (3.0) keeps fetching a deleted and recreated
+        topic at its old position without noticing, so the broker is asked each time (~0.6 ms,
+        one request for every topic): records fetched after a recreation are never applied."""
         assert self.processor is not None and self._admin is not None
+        topic = self.settings.topics.interactions
+        ids = topic_ids(self._admin, [topic, *self._outputs])
+        if (problem := outputs_problem(self._outputs, ids, self.settings.redis.namespace)) is not None:
+            raise problem
         known = self.processor.topic_id
         if not known:
             return  # a broker without topic ids
-        current = topic_id(self._admin, self.settings.topics.interactions)
+        current = ids[topic]
         if current != known:
             raise TopicChanged(
-                f"input topic {self.settings.topics.interactions!r} was deleted while the service ran "
+                f"input topic {topic!r} was deleted while the service ran "
                 f"(topic id {current or 'none'} now, {known} before): its offsets started over and no "
                 "record of it was applied; keep every customer's features and read it from its "
                 "beginning with `segstream recover --adopt-topic`, or rebuild into a fresh namespace "

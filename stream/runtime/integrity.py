@@ -35,15 +35,49 @@ _NO_ID = {"", "00000000-0000-0000-0000-000000000000", "AAAAAAAAAAAAAAAAAAAAAA"}
 
 def topic_id(admin: KafkaAdminClient, topic: str) -> str:
     """The topic's id ("" when the broker has none or the topic does not exist)."""
+    return topic_ids(admin, [topic])[topic]
+
+
+def topic_ids(admin: KafkaAdminClient, topics: list[str]) -> dict[str, str]:
+    """Each topic's id, in one request ("" when the broker has none or the topic does not exist)."""
     try:
-        described = admin.describe_topics([topic])
+        described = admin.describe_topics(topics)
     except KafkaError as e:
-        raise ServiceUnavailable(f"Kafka did not describe topic {topic!r}: {e}") from e
+        raise ServiceUnavailable(f"Kafka did not describe topics {topics}: {e}") from e
+    found = dict.fromkeys(topics, "")
     for t in described:
-        if t.get("name", t.get("topic")) == topic and not t.get("error_code"):
-            found = str(t.get("topic_id") or "")
-            return "" if found in _NO_ID else found
-    return ""
+        name = t.get("name", t.get("topic"))
+        if name in found and not t.get("error_code"):
+            tid = str(t.get("topic_id") or "")
+            found[name] = "" if tid in _NO_ID else tid
+    return found
+
+
+# The outputs whose loss the namespace can make good (decision 0031).
+OUTPUT_TOPICS = ("changes", "current", "model", "model_events", "dlq")
+REPUBLISH = (
+    "with every instance stopped, `segstream recover --republish` publishes the model again from "
+    "Redis, rebuilds the current-segments topic from the changes topic and records the topics"
+)
+
+
+def outputs_problem(recorded: dict[str, str], current: dict[str, str], namespace: str) -> TopicChanged | None:
+    """An output topic deleted (and maybe created again) since the namespace recorded its id:
+    what downstream read from it is gone, and the compacted ones (the newest segment of each
+    customer, the model) are not written again by anything the service does next."""
+    for name, was in sorted(recorded.items()):
+        now = current.get(name, "")
+        if was and now != was:
+            what = (
+                f"was deleted and created again (topic id {now} now"
+                if now
+                else "was deleted (no topic id now"
+            )
+            return TopicChanged(
+                f"output topic {name!r} {what}, namespace {namespace!r} recorded {was}): downstream "
+                f"lost what was on it; {REPUBLISH}"
+            )
+    return None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from stream.runtime.probes import Prober
 from stream.state import REDIS_DOWN, REDIS_ERRORS, REDIS_REFUSED, FeatureStore, model_conflict
 
 log = logging.getLogger(__name__)
+IDLE_TOPIC_CHECK_SECONDS = 5.0  # how often an idle service asks the broker for its topics' ids
 
 
 @dataclass
@@ -103,6 +104,8 @@ class Service(IntegrityMixin, PositionsMixin):
         # Assigned partitions not yet checked against Redis, the group and the topic (integrity).
         self._unverified: set[int] = set()
         self._written: dict[int, int] = {}  # partition -> next offset after what Redis confirmed
+        self._outputs: dict[str, str] = {}  # output topic -> its id (integrity checks)
+        self._topics_checked_at = -math.inf  # when idle (_idle_topic_check)
         self._relearn_due = False  # a learner's learn log is to be learned again (_relearn)
         self._role_due = False  # `model.role: auto`: the assignment changed (_take_role)
         self._remote_end: dict[int, int] = {}  # end offsets of partitions read by other instances
@@ -142,7 +145,9 @@ class Service(IntegrityMixin, PositionsMixin):
         self.metrics.restore_seconds.set(time.perf_counter() - started)
         self.metrics.model_version.set(engine.version)
         self._admin = make_admin(s)
+        self._adopt_outputs()
         self.store.save_meta(s.topics.interactions, s.topics.partitions)
+        self.store.take_census(s.topics.partitions)  # before any batch: its loads check it
         self.sink = open_sink(s)
         self.processor = BatchProcessor(self._as(self._role()), self.store, engine, self.sink, self.metrics)
         self.processor.topic_id = topic_id(self._admin, s.topics.interactions)
@@ -314,6 +319,7 @@ class Service(IntegrityMixin, PositionsMixin):
                     continue
                 if not records:
                     self._drain()  # idle: let the state and the offsets catch up
+                    self._idle_topic_check()
                     self._idle_model_update()
                     idle = time.monotonic() - idle_since
                     if until_idle is not None and idle >= until_idle and self._caught_up():
@@ -356,6 +362,20 @@ class Service(IntegrityMixin, PositionsMixin):
         self.metrics.model_version.set(version)
         self.metrics.model_updated.set(time.time())
         log.debug("following model version %d", version)
+
+    def _idle_topic_check(self) -> None:
+        """Idle: the topics are checked every few seconds too (wall clock: how often to ask the
+        broker, nothing the state reads). An input topic deleted under a subscribing consumer
+        leaves it with no partitions, so no poll returns records to check; an output topic
+        recreated while nothing changes would wait for the next record."""
+        now = time.monotonic()
+        if self._admin is None or now - self._topics_checked_at < IDLE_TOPIC_CHECK_SECONDS:
+            return  # (no admin client: a service not started, as unit tests build it)
+        self._topics_checked_at = now
+        try:
+            self._check_topic()
+        except ServiceUnavailable as e:
+            raise KafkaUnavailable(str(e)) from e
 
     def _idle_model_update(self) -> None:
         """Idle: a follower takes the learner's newest version, and customers its partitions

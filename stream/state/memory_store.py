@@ -208,10 +208,20 @@ class MemoryFeatureStore:
         return self._model
 
     def save_meta(self, topic: str, partitions: int) -> None:
-        self._meta = {"topic": topic, "partitions": str(partitions)}
+        self._meta.update({"topic": topic, "partitions": str(partitions)})
 
     def meta(self) -> dict[str, str]:
         return dict(self._meta)
+
+    def output_topics(self) -> dict[str, str]:
+        return {k[4:]: v for k, v in self._meta.items() if k.startswith("out:")}
+
+    def record_output_topics(self, ids: dict[str, str]) -> None:
+        self._meta = {k: v for k, v in self._meta.items() if not k.startswith("out:")}
+        self._meta.update({f"out:{name}": tid for name, tid in ids.items()})
+
+    def take_census(self, partitions: int) -> None:
+        """Nothing to count: a process's memory loses no single key."""
 
     def scan_customers(self, partitions: int) -> Any:
         for p in range(partitions):

@@ -79,6 +79,9 @@ class StateStore(Protocol):
     def applied_offset(self, p: int) -> int: ...
     def watermark(self, p: int) -> int: ...
     def topic_id(self, p: int) -> str: ...
+    def take_census(self, partitions: int) -> None: ...
+    def output_topics(self) -> dict[str, str]: ...
+    def record_output_topics(self, ids: dict[str, str]) -> None: ...
 
 
 def topic_changed(p: int, stored: str, current: str) -> TopicChanged:
@@ -86,6 +89,16 @@ def topic_changed(p: int, stored: str, current: str) -> TopicChanged:
     return TopicChanged(
         f"partition {p}: the namespace's state was built from input topic id {stored}, but the topic "
         f"is now {current}: it was deleted and created again, and its offsets started over"
+    )
+
+
+def keys_lost(namespace: str, p: int, what: str) -> StateLost:
+    """The error of a load that found a key of the partition gone or short of what was written
+    (its key census): computed on what is left, its customers would start over as new ones."""
+    return StateLost(
+        f"namespace {namespace!r}, partition {p}: Redis lost {what}, by a DEL, an eviction or a "
+        "failover to a replica that missed writes; nothing was applied on top of it. Rebuild with "
+        "`segstream replay --from-offset 0 --namespace NEW`"
     )
 
 

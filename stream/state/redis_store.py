@@ -16,6 +16,12 @@ touches lives in one Redis Cluster slot and the same scripts run on Cluster):
 - ``ns:{p}:outbox``           hash: entry number -> a written batch's outputs not yet acknowledged
 - ``ns:{p}:learn``            hash: entry name -> a learner's rows of a written batch, until a
                               model checkpoint no longer needs them
+- ``ns:{p}:census``           hash: ``cb:<b>`` / ``db:<b>`` / ``learn`` -> entries, and marks of the
+                              keys that must exist: each load compares the buckets where it missed
+                              a customer (and the marked keys) with it, so a key Redis lost stops
+                              the service instead of making its customers new ones; a start checks
+                              every key (``take_census.lua``, which also counts a namespace of an
+                              earlier release once)
 - ``ns:model``                latest model snapshot; ``ns:meta`` hash (partition count, topic)
 
 Why buckets: a key per customer costs ~130 bytes of key, dict entry and object headers beyond the
@@ -60,6 +66,7 @@ from stream.state.protocol import (
     PartitionView,
     PartitionWrite,
     bucket_of,
+    keys_lost,
     model_conflict,
     topic_changed,
 )
@@ -120,6 +127,8 @@ class FeatureStore:
         self._load: Any = None
         self._erase: Any = None
         self._save_model: Any = None
+        self._take_census: Any = None
+        self._trim: Any = None
 
     # ---- lifecycle ----
     def start(self, connect_timeout: float = 5.0) -> FeatureStore:
@@ -161,6 +170,8 @@ class FeatureStore:
         self._load = client.register_script(lua.joinpath("load_partition.lua").read_text())
         self._erase = client.register_script(lua.joinpath("erase_customer.lua").read_text())
         self._save_model = client.register_script(lua.joinpath("save_model.lua").read_text())
+        self._take_census = client.register_script(lua.joinpath("take_census.lua").read_text())
+        self._trim = client.register_script(lua.joinpath("trim_learned.lua").read_text())
         return self
 
     def _refuse_a_cluster_node(self, client: redis.Redis) -> None:
@@ -278,6 +289,10 @@ class FeatureStore:
     def segcount_key(self, p: int) -> str:
         return f"{self._tag(p)}:segcount"
 
+    def census_key(self, p: int) -> str:
+        """The partition's key census: each bucket's entry count, and which keys must exist."""
+        return f"{self._tag(p)}:census"
+
     def erased_key(self, p: int) -> str:
         """The set of sample keys of the partition's erased customers, until the learner drops them."""
         return f"{self._tag(p)}:erased"
@@ -294,7 +309,16 @@ class FeatureStore:
     def load(self, p: int, customer_ids: list[str], due_until: int) -> PartitionView:
         """One round trip: applied offset, watermark, states, due re-evaluations up to ``due_until``."""
         tag = self._tag(p)
-        keys = [f"{tag}:offset", f"{tag}:wm", f"{tag}:due", f"{tag}:clock", f"{tag}:topic"]
+        keys = [
+            f"{tag}:offset",
+            f"{tag}:wm",
+            f"{tag}:due",
+            f"{tag}:clock",
+            f"{tag}:topic",
+            f"{tag}:census",
+            f"{tag}:outbox",
+            f"{tag}:learn",
+        ]
         index: dict[int, int] = {}
         head: list[int] = []  # per customer: its bucket key's index in KEYS, its id's length
         ids: list[bytes] = []
@@ -310,7 +334,9 @@ class FeatureStore:
             head += (ki, len(cb))
             ids.append(cb)
         args = [due_until, f"{tag}:cb:", f"{tag}:db:", _pack_u16(head), b"".join(ids)]
-        offset, wm, blobs, due_flat, extra, clock, topic = self._load(keys=keys, args=args)
+        offset, wm, blobs, due_flat, extra, clock, topic, lost = self._load(keys=keys, args=args)
+        if lost is not None:
+            raise keys_lost(self.ns, p, lost.decode())
         states: dict[str, bytes | None] = dict(zip(customer_ids, blobs, strict=True))
         # Customers that are only due (no event this batch) come with their state too.
         for i in range(0, len(extra), 2):
@@ -340,6 +366,7 @@ class FeatureStore:
             f"{tag}:topic",
             f"{tag}:outbox",
             f"{tag}:learn",
+            f"{tag}:census",
         ]
         index: dict[str, int] = {}
         nb = self.buckets
@@ -421,7 +448,7 @@ class FeatureStore:
         """Forget partition ``p``'s learn-log entries named before ``below`` (a checkpoint has them)."""
         names = [k for k in self.client.hkeys(self.learn_key(p)) if k.decode() < below]
         if names:
-            self.client.hdel(self.learn_key(p), *names)
+            self._trim(keys=[self.learn_key(p), self.census_key(p)], args=names)
 
     # ---- look-ups and admin ----
     def applied_offset(self, p: int) -> int:
@@ -448,8 +475,10 @@ class FeatureStore:
             pipe.delete(f"{tag}:offset")
         if topic_id:
             pipe.set(f"{tag}:topic", topic_id)
+            pipe.hset(f"{tag}:census", "topic", 1)
         else:
             pipe.delete(f"{tag}:topic")
+            pipe.hdel(f"{tag}:census", "topic")
         pipe.execute()
 
     def get_state(self, p: int, customer_id: str) -> bytes | None:
@@ -488,6 +517,7 @@ class FeatureStore:
             self.due_key(p),
             self.segcount_key(p),
             self.erased_key(p),
+            self.census_key(p),
         ]
         seg = str(segment)  # -1 too: the unplaced are counted
         return int(self._erase(keys=keys, args=[expected, customer_id, seg, b, customer_key(customer_id)]))
@@ -563,8 +593,49 @@ class FeatureStore:
     def save_meta(self, topic: str, partitions: int) -> None:
         self.client.hset(self.meta_key, mapping={"topic": topic, "partitions": partitions})
 
+    def take_census(self, partitions: int) -> None:
+        """Before any batch: check every partition's key census against every key of the
+        partition (a key lost where no batch will look, too), and count it for a namespace an
+        earlier release wrote (once). Raises StateLost naming the first key lost."""
+        for p, what in self._census(partitions, check_only=False):
+            raise keys_lost(self.ns, p, what)
+        self.client.hset(self.meta_key, "census", "1")
+
+    def census_problems(self, partitions: int) -> list[tuple[int, str]]:
+        """The keys each partition lost, by its census (read only: ``segstream status``)."""
+        return self._census(partitions, check_only=True)
+
+    def _census(self, partitions: int, check_only: bool) -> list[tuple[int, str]]:
+        kept = self.client.hget(self.meta_key, "census") == b"1"
+        lost = []
+        for p in range(partitions):
+            tag = self._tag(p)
+            names = ("offset", "census", "due", "outbox", "clock", "topic", "learn", "wm")
+            args = [f"{tag}:cb:", f"{tag}:db:", self.buckets, "1" if kept else "0"]
+            found = self._take_census(
+                keys=[f"{tag}:{k}" for k in names], args=[*args, "check" if check_only else ""]
+            )
+            if found[0] == 0:
+                lost.append((p, found[1].decode()))
+                if not check_only:
+                    break
+        return lost
+
     def meta(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.client.hgetall(self.meta_key).items()}
+
+    def output_topics(self) -> dict[str, str]:
+        """The ids of the output topics this namespace published to (topic name -> id)."""
+        return {k[4:]: v for k, v in self.meta().items() if k.startswith("out:")}
+
+    def record_output_topics(self, ids: dict[str, str]) -> None:
+        """Record the output topics' ids: a later start or poll that finds another id stops."""
+        old = [f"out:{name}" for name in self.output_topics()]
+        pipe = self.client.pipeline(transaction=True)
+        if old:
+            pipe.hdel(self.meta_key, *old)
+        pipe.hset(self.meta_key, mapping={f"out:{name}": tid for name, tid in ids.items()})
+        pipe.execute()
 
     def scan_customers(self, partitions: int) -> Iterator[tuple[int, str, bytes]]:
         """Yield (partition, customer_id, packed state) for every customer of the namespace."""

@@ -255,3 +255,117 @@ def test_the_due_index_is_a_skiplist_and_buckets_are_listpacks(
         assert sorted(c for _, c in view.due) == sorted(ids) and set(view.states) == set(ids)
     finally:
         s.close()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("redis-cluster", marks=pytest.mark.integration),
+    ]
+)
+def redis_store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
+    if request.param == "redis-cluster":
+        cluster: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
+        s = FeatureStore(cluster.url, unique("t"), cluster=True).start()
+    else:
+        stack: Stack = request.getfixturevalue("stack")
+        s = FeatureStore(stack.redis_url, request.getfixturevalue("namespace")).start()
+    s.take_census(2)
+    yield s
+    s.close()
+
+
+def _written(s: FeatureStore) -> list[str]:
+    """Partition 1 with customers in several buckets, due times, an outbox, a clock, a topic id and
+    a trimmed learn log; its customer ids."""
+    ids = [f"c{i}" for i in range(40)]
+    states = {c: b"\x01" + c.encode() for c in ids}
+    first = write(1, -1, 5, states=states, due={c: 50 for c in ids}, outbox=b"o", clock="k", topic="t")
+    first.learned, first.learned_name = b"rows", "e1"
+    s.commit(first)
+    second = write(1, 5, 6, topic="t")
+    second.learned, second.learned_name = b"rows", "e2"
+    s.commit(second)
+    s.trim_learned(1, "e2")  # a checkpoint has the first entry
+    return ids
+
+
+LOST = [
+    "state bucket",
+    "due bucket",
+    "census",
+    "watermark",
+    "due index",
+    "outbox",
+    "clock",
+    "topic",
+    "learn log",
+]
+
+
+@pytest.mark.parametrize("lost", LOST)
+def test_a_key_redis_lost_fails_the_load_that_would_read_past_it(
+    redis_store: FeatureStore, lost: str
+) -> None:
+    """Every load compares the buckets it reads, and the keys a partition must have, with the
+    partition's key census: a lost key fails the load (StateLost naming it) instead of handing
+    the pipeline customers that look new. Loads that do not read the lost bucket go on."""
+    s = redis_store
+    ids = _written(s)
+    victim = ids[0]
+    bystander = next(c for c in ids if s.bucket_of(c) != s.bucket_of(victim))
+    key = {
+        "state bucket": s.customer_key(1, victim),
+        "due bucket": s.due_bucket_key(1, s.bucket_of(victim)),
+        "census": s.census_key(1),
+        "watermark": s.watermark_key(1),
+        "due index": s.due_key(1),
+        "outbox": s.outbox_key(1),
+        "clock": f"{s.ns}:{{1}}:clock",
+        "topic": s.topic_key(1),
+        "learn log": s.learn_key(1),
+    }[lost]
+    assert s.client.delete(key) == 1
+    bucket_only = lost in ("state bucket", "due bucket")
+    if bucket_only:  # another bucket, nothing due: the lost key is not read
+        assert s.load(1, [bystander], due_until=0).states == {bystander: b"\x01" + bystander.encode()}
+    with pytest.raises(StateLost, match="Redis lost") as e:
+        s.load(1, [victim], due_until=100)
+    assert key in str(e.value)
+    assert s.load(0, ["x"], due_until=100).states == {"x": None}  # other partitions go on
+
+
+def test_the_census_follows_erasures_and_is_taken_once_for_an_earlier_release(
+    redis_store: FeatureStore,
+) -> None:
+    s = redis_store
+    ids = _written(s)
+    assert s.erase_customer(1, ids[3], b"\x01" + ids[3].encode(), -1) == 1
+    # The erased customer's buckets shrank with the census: no loss reported.
+    view = s.load(1, ids, due_until=100)
+    assert view.states[ids[3]] is None and len(view.due) == len(ids) - 1
+    # A namespace an earlier release wrote has no census: counted once, at the start.
+    s.client.delete(s.census_key(1))
+    s.client.hdel(s.meta_key, "census")
+    s.take_census(2)
+    assert s.load(1, ids, due_until=100).states == view.states
+    # Once a namespace keeps censuses, a partition with state that has none lost it.
+    s.client.delete(s.census_key(1))
+    with pytest.raises(StateLost, match="census"):
+        s.take_census(2)
+
+
+def test_a_start_finds_a_key_lost_where_no_batch_looks(redis_store: FeatureStore) -> None:
+    """A bucket of customers who never come back is read by no batch: the start's check of every
+    key finds it (and `segstream status` says so, read only)."""
+    s = redis_store
+    ids = _written(s)
+    s.take_census(2)
+    assert s.census_problems(2) == []
+    key = s.customer_key(1, ids[5])
+    s.client.delete(key)
+    # A write into the lost bucket (of a customer no load saw missing) does not make it right.
+    s.commit(write(1, 6, 7, states={ids[5]: b"\x01again"}, topic="t"))
+    assert [p for p, _ in s.census_problems(2)] == [1] and key in s.census_problems(2)[0][1]
+    with pytest.raises(StateLost, match="Redis lost"):
+        s.take_census(2)

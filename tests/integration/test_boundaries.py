@@ -22,6 +22,7 @@ from kafka.errors import TopicAlreadyExistsError
 from models.features import DAY, CustomerState
 from models.sim import GeneratedRecord, generate
 from stream.ops.erase import partition_of
+from stream.state import FeatureStore
 
 from .harness import (
     Stack,
@@ -259,7 +260,8 @@ def test_a_topic_recreated_while_the_service_runs_stops_it(
     tmp_path: Path,
 ) -> None:
     """kafka-python keeps fetching a recreated topic at its old position; the service asks the
-    broker for the topic's id after each poll and stops before applying any of its records."""
+    broker for the topic's id after each poll (and every 5 s while idle: a deletion the consumer
+    noticed leaves it with no partitions) and stops before applying any of its records."""
     topic, ns = settings_env["SEGSTREAM_TOPICS__INTERACTIONS"], settings_env["SEGSTREAM_REDIS__NAMESPACE"]
     start = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
     first = small_log(3, start)
@@ -305,6 +307,140 @@ def test_a_flushed_namespace_stops_the_service_until_rebuilt(
     assert fixed.returncode == 0, fixed.stderr[-2000:]
     assert run_cli(settings_env, "run", "--until-idle", "3", "--metrics-port", "0").returncode == 0
     assert_features_equal(customer_states(redis_client, ns), direct_states([*log, *more]))
+
+
+def test_a_key_redis_lost_stops_the_service_before_its_customers_start_over(
+    stack: Stack,
+    kafka_admin: KafkaAdminClient,
+    redis_client: redis.Redis,
+    settings_env: dict[str, str],
+    topic_names: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """One state bucket is deleted under a running service (a DEL, an eviction, a failover to a
+    replica that missed it). The next batch that reads it stops the service with one line naming
+    the key and the way out, before anything is applied on top of it: without the partition's key
+    census its customers would have started over as new ones, their seq from 1. A restart stops
+    the same way; a replay of the topic into a fresh namespace rebuilds every customer exactly."""
+    topic, ns = settings_env["SEGSTREAM_TOPICS__INTERACTIONS"], settings_env["SEGSTREAM_REDIS__NAMESPACE"]
+    start = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
+    first, second = small_log(11, start), small_log(12, start + 3 * DAY, n=300, first_id=10_000)
+    produce(stack, topic, first)
+    out = tmp_path / "run.log"
+    proc = start_service(service_env(settings_env), out, until_idle=60)
+    try:
+        wait_until(lambda: events_applied(redis_client, ns) == len(first), 60, "the first log applied")
+        before = customer_states(redis_client, ns)
+        store = FeatureStore.from_client(redis_client, ns)
+        victim = second[0].customer_id
+        p = partition_of(victim, 4)
+        lost_key = store.customer_key(p, victim)
+        assert redis_client.delete(lost_key) == 1
+        produce(stack, topic, second)
+        assert exit_code(proc, 60, out) == 1
+    finally:
+        kill_all(proc)
+    text = out.read_text()
+    assert "Traceback" not in text, tail(out)
+    line = next(x for x in text.splitlines() if "segstream: error: " in x)
+    assert "Redis lost" in line and lost_key in line and "segstream replay" in line, line
+    # Nothing of the second log reached the partition that lost the key.
+    after = customer_states(redis_client, ns)
+    gone = {c for c in before if store.customer_key(partition_of(c, 4), c) == lost_key}
+    assert gone and not gone & set(after)
+    assert {c: b for c, b in after.items() if partition_of(c, 4) == p} == {
+        c: b for c, b in before.items() if partition_of(c, 4) == p and c not in gone
+    }
+
+    res = run_cli(settings_env, "run", "--until-idle", "3", "--metrics-port", "0", timeout=120)
+    assert res.returncode == 1 and lost_key in error_line(res), res.stderr[-2000:]
+    status = run_cli(settings_env, "status")
+    assert "would stop" in status.stdout and lost_key in status.stdout, status.stdout[-2000:]
+
+    fresh = unique("r")
+    try:
+        rebuilt = run_cli(settings_env, "replay", "--from-offset", "0", "--namespace", fresh)
+        assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+        assert_features_equal(customer_states(redis_client, fresh), direct_states([*first, *second]))
+    finally:
+        delete_namespace(redis_client, fresh)
+        delete_topics(kafka_admin, [f"{t}.{fresh}" for k, t in topic_names.items() if k != "interactions"])
+
+
+def newest_per_key(stack: Stack, topic: str, partitions: int = 4) -> dict[str, dict | None]:
+    """A compacted topic as a consumer rebuilding its view sees it: each key's newest value."""
+    records = read_topic(stack, topic, partitions=partitions)
+    return {k.decode(): json.loads(v) if v is not None else None for k, v in records if k}
+
+
+def assert_current_holds_every_customer(stack: Stack, client: redis.Redis, ns: str, topic: str) -> None:
+    states = {c: CustomerState.unpack(b) for c, b in customer_states(client, ns).items()}
+    seqs = {c: s.seq for c, s in states.items() if s.seq > 0}
+    current = newest_per_key(stack, topic)
+    assert seqs and {c: v["seq"] for c, v in current.items() if v} == seqs
+
+
+def test_a_recreated_output_topic_stops_the_service_until_republished(
+    stack: Stack,
+    kafka_admin: KafkaAdminClient,
+    redis_client: redis.Redis,
+    settings_env: dict[str, str],
+    topic_names: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The current-segments topic is deleted and created again under an idle service (an
+    operator's mistake, a broker that lost its data): within seconds it stops with one line naming
+    the topic and the way out, before anything else is published (onto a compacted topic that
+    lost every other customer's newest segment). `recover --republish` rebuilds the
+    topic from the changes topic; the run goes on and the topic holds every customer's newest
+    change, as Redis does. The model topic deleted while the service is stopped: the start stops
+    the same way, and `recover --republish` publishes the model again from Redis."""
+    env = {
+        **service_env(settings_env),
+        "SEGSTREAM_MODEL__WARMUP_VECTORS": "300",
+        "SEGSTREAM_MODEL__UPDATE_EVERY": "400",
+    }
+    ns = env["SEGSTREAM_REDIS__NAMESPACE"]
+    records = [r for r in generate(customers=200, days=40, seed=21).records if not r.malformed]
+    cut = records[0].ts + 30 * DAY
+    first = [r for r in records if r.ts < cut]
+    second = [r for r in records if r.ts >= cut]
+    produce(stack, env["SEGSTREAM_TOPICS__INTERACTIONS"], first)
+    out = tmp_path / "run.log"
+    proc = start_service(env, out, until_idle=60)
+    try:
+        wait_until(lambda: events_applied(redis_client, ns) == len(first), 120, "the first part applied")
+        current = topic_names["current"]
+        delete_topics(kafka_admin, [current])
+        assert run_cli(env, "topics", "create").returncode == 0
+        assert exit_code(proc, 60, out) == 1  # idle: the service asks for its topics every 5 s
+    finally:
+        kill_all(proc)
+    produce(stack, env["SEGSTREAM_TOPICS__INTERACTIONS"], second)
+    text = out.read_text()
+    assert "Traceback" not in text, tail(out)
+    line = next(x for x in text.splitlines() if "segstream: error: " in x)
+    assert f"output topic {current!r}" in line and "recover --republish" in line, line
+    assert events_applied(redis_client, ns) == len(first)
+
+    fixed = run_cli(env, "recover", "--republish")
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert run_cli(env, "run", "--until-idle", "3", "--metrics-port", "0").returncode == 0
+    assert events_applied(redis_client, ns) == len(first) + len(second)
+    assert_current_holds_every_customer(stack, redis_client, ns, current)
+
+    model = topic_names["model"]
+    delete_topics(kafka_admin, [model])
+    res = run_cli(env, "run", "--until-idle", "3", "--metrics-port", "0", timeout=120)
+    assert res.returncode == 1 and f"output topic {model!r}" in error_line(res), res.stderr[-2000:]
+    assert newest_per_key(stack, model, partitions=1) == {}
+    status = run_cli(env, "status")
+    assert "would stop" in status.stdout and f"output topic {model!r}" in status.stdout, status.stdout[-2000:]
+    fixed = run_cli(env, "recover", "--republish")
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    version = int(redis_client.hget(f"{ns}:model", "version"))
+    assert version > 0 and newest_per_key(stack, model, partitions=1)["model"]["version"] == version
+    assert run_cli(env, "run", "--until-idle", "3", "--metrics-port", "0").returncode == 0
 
 
 def test_redis_losing_its_last_writes_stops_the_service_until_resumed(

@@ -15,8 +15,14 @@ import time
 from typing import Any, Protocol
 
 from models.contracts import DeadLetter, PublishedModel, SegmentChange
+from stream.errors import ServiceUnavailable
 
-__all__ = ["OutputSink", "Sink"]
+__all__ = ["OutputSink", "PublisherError", "Sink"]
+
+
+class PublisherError(ServiceUnavailable):
+    """The outputs were not published (the broker's error, as text) or the publisher process is
+    gone: the batch's state is not written, and the service stops with this one-line reason."""
 
 
 class Sink(Protocol):

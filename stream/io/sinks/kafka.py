@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
 from stream.config import Settings
 from stream.io.kafka import key_hash
-from stream.io.sinks.base import OutputSink
+from stream.io.sinks.base import OutputSink, PublisherError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["KafkaSink"]
 
@@ -27,7 +31,7 @@ class KafkaSink(OutputSink):
         self.dlq_topic = t.out("dlq")
         self.model_topic = t.out("model")
         self.model_events_topic = t.out("model_events")
-        self._futures: list[Any] = []
+        self._futures: list[tuple[str, Any]] = []
         self._futures_lock = threading.Lock()
         self._partitions: dict[str, int] = {}  # topic -> partition count, read once
         self._publish: dict[str, Callable[..., None]] = {
@@ -50,7 +54,7 @@ class KafkaSink(OutputSink):
     ) -> None:
         future = self._producer.send(topic, key=key, value=value, headers=headers, partition=partition)
         with self._futures_lock:  # flush() may run on the store's I/O thread
-            self._futures.append(future)
+            self._futures.append((topic, future))
 
     def _partition_count(self, topic: str) -> int:
         n = self._partitions.get(topic)
@@ -87,9 +91,19 @@ class KafkaSink(OutputSink):
     def flush(self, timeout: float = 60.0) -> None:
         with self._futures_lock:
             futures, self._futures = self._futures, []
-        self._producer.flush(timeout=timeout)
-        for f in futures:
-            f.get(timeout=timeout)  # raises if the broker refused a record
+        try:
+            self._producer.flush(timeout=timeout)
+            for _, f in futures:
+                f.get(timeout=timeout)  # raises if the broker refused a record
+        except KafkaError as e:
+            pending = sorted({topic for topic, f in futures if not f.succeeded()})
+            raise PublisherError(
+                f"the broker did not acknowledge the outputs to topics {pending} within {timeout:g} s: "
+                f"{e!r} (a topic deleted? `segstream status` names it)"
+            ) from e
 
     def close(self) -> None:
-        self._producer.close(timeout=10)
+        try:
+            self._producer.close(timeout=10)
+        except KafkaError as e:  # on the way out: what was not acknowledged is in the outbox
+            log.warning("the producer did not close cleanly: %r", e)

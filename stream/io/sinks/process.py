@@ -38,18 +38,15 @@ from typing import Any
 from stream.config import Settings
 from stream.errors import ServiceUnavailable
 from stream.io.kafka import make_producer
-from stream.io.sinks.base import OutputSink
+from stream.io.sinks.base import OutputSink, PublisherError
 from stream.io.sinks.kafka import KafkaSink
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ProcessSink", "PublisherError"]
+
 START_TIMEOUT = 60.0
 _UNNUMBERED = 0  # the reply number of start and close (flushes count from 1)
-
-
-class PublisherError(ServiceUnavailable):
-    """The publisher process failed to publish (the broker's error, as text) or is gone: the
-    batch's state is not written, and the service stops with this one-line reason."""
 
 
 class ProcessSink(OutputSink):
@@ -193,7 +190,12 @@ def _serve(conn: Connection) -> None:
             try:
                 sink.flush(timeout=timeout)
             except Exception as e:
-                failed = failed or f"the broker did not acknowledge every output: {e!r}"
+                said = (
+                    str(e)
+                    if isinstance(e, PublisherError)
+                    else f"the broker did not acknowledge every output: {e!r}"
+                )
+                failed = failed or said
             conn.send(("ok", None, number) if failed is None else ("error", failed, number))
             failed = None
         elif kind == "close":

@@ -9,7 +9,10 @@
 -- KEYS[4] segment counts hash   KEYS[5] partition clock   KEYS[6] input topic id
 -- KEYS[7] outbox hash (entry number -> the batch's encoded outputs; field "n" numbers them)
 -- KEYS[8] learn log hash (entry name -> a learner's rows of the batch)
--- KEYS[9..] bucket keys (state hashes and due zsets)
+-- KEYS[9] key census (hash: "cb:<b>" / "db:<b>" -> entries of that bucket, "learn" -> learn log
+-- entries; "v", "due", "outbox", "clock", "topic": kept since the partition's first write / since
+-- that key exists; load_partition.lua compares them with what Redis holds)
+-- KEYS[10..] bucket keys (state hashes and due zsets)
 -- ARGV[1] expected applied offset ("" = none yet)   ARGV[2] new applied offset   ARGV[3] watermark
 -- ARGV[4] partition clock ("=" = unchanged)   ARGV[5] input topic id ("" = not checked, e.g. files)
 -- ARGV[6] n   ARGV[7] n headers of three big-endian uint16: state bucket key index, customer id
@@ -32,35 +35,55 @@ if ARGV[5] ~= '' then
     redis.call('SET', KEYS[6], ARGV[5])
   end
 end
+local census = KEYS[9]
+-- The census moves by what this write added and removed (not set to what the key now holds: a
+-- key lost before this write stays short of its count, for the next load to find).
+local function add(field, d)
+  if d ~= 0 and redis.call('HINCRBY', census, field, d) <= 0 then
+    redis.call('HDEL', census, field)
+  end
+end
+if current == '' then
+  redis.call('HSET', census, 'v', 1)
+end
 local n = tonumber(ARGV[6])
 local head, body = ARGV[7], ARGV[8]
 local at = 1
+local delta = {}
 for j = 0, n - 1 do
   local k1, k2, c1, c2, s1, s2 = string.byte(head, 6 * j + 1, 6 * j + 6)
   local key = KEYS[k1 * 256 + k2]
   local cut = at + c1 * 256 + c2
   local cid = string.sub(body, at, cut - 1)
   at = cut + s1 * 256 + s2
+  local d
   if at == cut then
-    redis.call('HDEL', key, cid)
+    d = -redis.call('HDEL', key, cid)
   else
-    redis.call('HSET', key, cid, string.sub(body, cut, at - 1))
+    d = redis.call('HSET', key, cid, string.sub(body, cut, at - 1))
   end
+  delta[key] = (delta[key] or 0) + d
+end
+for key, d in pairs(delta) do
+  add(string.match(key, 'cb:%d+$'), d)
 end
 local pos = 9
 local m = tonumber(ARGV[pos])
 pos = pos + 1
 local touched = {}
+local due_delta = {}
 for _ = 1, m do
   local ki = tonumber(ARGV[pos])
   local member = ARGV[pos + 2]
   local score = ARGV[pos + 3]
+  local d
   if score == '0' then
-    redis.call('ZREM', KEYS[ki], member)
+    d = -redis.call('ZREM', KEYS[ki], member)
   else
-    redis.call('ZADD', KEYS[ki], score, member)
+    d = redis.call('ZADD', KEYS[ki], score, member)
   end
   touched[ki] = ARGV[pos + 1]
+  due_delta[ki] = (due_delta[ki] or 0) + d
   pos = pos + 4
 end
 -- The due index holds each due bucket's earliest entry (ZRANGE 0 0 of a small listpack zset).
@@ -72,8 +95,10 @@ end
 -- bucket has left it; loads ask for finite times and never see it.
 if next(touched) ~= nil then
   redis.call('ZADD', KEYS[3], 'NX', 'inf', 'never-due:' .. string.rep('-', 246))
+  redis.call('HSET', census, 'due', 1)
 end
 for ki, bucket in pairs(touched) do
+  add('db:' .. bucket, due_delta[ki])
   local first = redis.call('ZRANGE', KEYS[ki], 0, 0, 'WITHSCORES')
   if first[1] then
     redis.call('ZADD', KEYS[3], first[2], bucket)
@@ -95,14 +120,19 @@ local outputs = ARGV[pos + 2 * k + 1]
 if outputs ~= '' then
   entry = redis.call('HINCRBY', KEYS[7], 'n', 1)
   redis.call('HSET', KEYS[7], entry, outputs)
+  redis.call('HSET', census, 'outbox', 1)  -- its counter field "n" keeps it from now on
 end
 local learned = ARGV[pos + 2 * k + 3]
 if learned ~= '' then
-  redis.call('HSET', KEYS[8], ARGV[pos + 2 * k + 2], learned)
+  add('learn', redis.call('HSET', KEYS[8], ARGV[pos + 2 * k + 2], learned))
 end
 redis.call('SET', KEYS[2], ARGV[3])
 if ARGV[4] ~= '=' then
   redis.call('SET', KEYS[5], ARGV[4])
+  redis.call('HSET', census, 'clock', 1)
+end
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  redis.call('HSET', census, 'topic', 1)
 end
 redis.call('SET', KEYS[1], ARGV[2])
 return {1, ARGV[2], entry}
