@@ -17,7 +17,9 @@ from typing import Any, Protocol
 from models.contracts import DeadLetter, PublishedModel, SegmentChange
 from stream.errors import ServiceUnavailable
 
-__all__ = ["OutputSink", "PublisherError", "Sink"]
+__all__ = ["FLUSH_STALL_SECONDS", "OutputSink", "PublisherError", "Sink"]
+
+FLUSH_STALL_SECONDS = 10.0  # a flush waiting longer makes /readyz say so (a normal one: ms)
 
 
 class PublisherError(ServiceUnavailable):
@@ -81,8 +83,15 @@ class OutputSink:
     def ship(self) -> None:
         """Hand what was emitted to whoever sends it (a no-op where each call sends)."""
 
+    # When the flush under way began (None: none is): a flush the broker does not answer (a
+    # topic deleted, a partition without a leader) makes the service not ready.
+    _flushing_since: float | None = None
+
     def problem(self) -> str | None:
         """Why the sink cannot publish now (for /readyz), or None."""
+        since = self._flushing_since
+        if since is not None and (waited := time.monotonic() - since) >= FLUSH_STALL_SECONDS:
+            return f"the broker has not acknowledged outputs for {waited:.0f} s"
         return None
 
     def flush(self, timeout: float = 60.0) -> None:

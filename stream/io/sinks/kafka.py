@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +92,7 @@ class KafkaSink(OutputSink):
     def flush(self, timeout: float = 60.0) -> None:
         with self._futures_lock:
             futures, self._futures = self._futures, []
+        self._flushing_since = time.monotonic()
         try:
             self._producer.flush(timeout=timeout)
             for _, f in futures:
@@ -101,6 +103,8 @@ class KafkaSink(OutputSink):
                 f"the broker did not acknowledge the outputs to topics {pending} within {timeout:g} s: "
                 f"{e!r} (a topic deleted? `segstream status` names it)"
             ) from e
+        finally:
+            self._flushing_since = None
 
     def close(self) -> None:
         try:

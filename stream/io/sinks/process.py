@@ -74,7 +74,7 @@ class ProcessSink(OutputSink):
     def problem(self) -> str | None:
         """Why the publisher cannot publish (for /readyz), or None while its process runs."""
         code = self._proc.poll()
-        return None if code is None else f"publisher process exited (code {code})"
+        return super().problem() if code is None else f"publisher process exited (code {code})"
 
     def _emit(self, kind: str, *args: Any) -> None:
         with self._queue_lock:
@@ -93,9 +93,13 @@ class ProcessSink(OutputSink):
         with self._flush_lock:
             self.ship()
             self._flushes += 1
-            with self._write_lock:
-                self._send(("flush", (self._flushes, timeout)))
-            self._reply(timeout + 5.0, "flush", self._flushes)
+            self._flushing_since = time.monotonic()
+            try:
+                with self._write_lock:
+                    self._send(("flush", (self._flushes, timeout)))
+                self._reply(timeout + 5.0, "flush", self._flushes)
+            finally:
+                self._flushing_since = None
 
     def close(self) -> None:
         if self._closed:
