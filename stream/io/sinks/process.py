@@ -219,5 +219,8 @@ def _serve(conn: Connection) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s publisher: %(message)s")
+    # As the CLI does: kafka-python logs each metadata retry as an error (ten lines a second for a
+    # deleted topic, ~1,000 before a flush timed out); the service's one line names what failed.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL + 1)
     _serve(Connection(int(sys.argv[1])))
     os._exit(0)  # kafka-python's threads are done or irrelevant: the service asked, or is gone
