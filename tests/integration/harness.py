@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -355,6 +355,50 @@ def second_env(settings_env: dict[str, str], stack: Stack) -> tuple[dict[str, st
     return env, ns
 
 
+@dataclass(frozen=True)
+class Reference:
+    """An uninterrupted run started ahead of assert_exact_state (:func:`reference_run`)."""
+
+    proc: subprocess.Popen[bytes]
+    ns: str
+    log: Path
+
+
+@contextlib.contextmanager
+def reference_run(
+    stack: Stack,
+    client: redis.Redis,
+    settings_env: dict[str, str],
+    tmp_path: Path,
+    until_idle: float = 2.0,
+    own_outputs: bool = False,
+) -> Iterator[Reference]:
+    """assert_exact_state's uninterrupted run, started now (pass it as its ``reference``): its
+    seconds overlap what the test still waits for (an instance's ``--until-idle``, say) instead of
+    adding to them. Start it only once the whole log is in the topic: a run that catches up with
+    a log still being written is not an uninterrupted run of that log. ``own_outputs``: it
+    publishes to topics of its own (a suffix; deleted on the way out), not to the topics the
+    test may still read. On the way out it is killed if still running and its keys deleted."""
+    env, ns = second_env(settings_env, stack)
+    if own_outputs:
+        env["SEGSTREAM_TOPICS__SUFFIX"] = f".{ns}"
+    log = tmp_path / "reference.log"
+    proc = start_service(service_env(env), log, until_idle)
+    try:
+        yield Reference(proc, ns, log)
+    finally:
+        kill_all(proc)
+        delete_namespace(client, ns)
+        if own_outputs:
+            admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
+            try:
+                outputs = ("DLQ", "CHANGES", "CURRENT", "MODEL", "MODEL_EVENTS")
+                names = {f"{settings_env[f'SEGSTREAM_TOPICS__{o}']}.{ns}" for o in outputs}
+                delete_topics(admin, sorted(names & set(admin.list_topics())))
+            finally:
+                admin.close()
+
+
 def delete_namespace(client: redis.Redis, ns: str) -> None:
     batch: list[bytes] = []
     for key in client.scan_iter(match=f"{ns}:*", count=1000):
@@ -403,22 +447,28 @@ def assert_exact_state(
     until_idle: float = 2.0,
     same_model: bool = False,
     store: FeatureStore | None = None,
+    reference: Reference | None = None,
 ) -> dict[str, int]:
     """Effectively-once, checked: every offset applied, every valid event applied once, and every
     customer's features equal to those of an uninterrupted run of the same log (in a namespace
     of its own, on the Redis ``client`` talks to). Returns the segment agreement counts with that
     run (compare_states). ``same_model``: the namespace's model is also that run's
     (assert_same_engine). ``store``: where the namespace ``ns`` is read (a cluster's, say; default
-    ``client``'s Redis)."""
+    ``client``'s Redis). ``reference``: that run, started earlier by reference_run and waited for
+    here (default: run here, once ``ns`` passed its checks)."""
     store = FeatureStore.from_client(client, ns) if store is None else store
     partitions = len(ends)
     assert [store.applied_offset(p) for p in range(partitions)] == [e - 1 for e in ends]
     got = {c: blob for _, c, blob in store.scan_customers(partitions)}
     events = sum(CustomerState.unpack(v).events for v in got.values())
     assert events == valid_count(records), f"{events} events applied, {valid_count(records)} valid records"
-    ref_env, ref_ns = second_env(settings_env, stack)
+    ref_env, ref_ns = second_env(settings_env, stack) if reference is None else ({}, reference.ns)
     try:
-        run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=until_idle)
+        if reference is None:
+            run_to_end(service_env(ref_env), tmp_path / "reference.log", until_idle=until_idle)
+        else:
+            rc = exit_code(reference.proc, 300, reference.log, "the reference run")
+            assert rc == 0, f"the reference run exited {rc}: {tail(reference.log)}"
         assert applied_offsets(client, ref_ns, partitions) == [e - 1 for e in ends]
         problems, seg = compare_states(got, customer_states(client, ref_ns, partitions))
         assert not problems, f"{len(problems)} feature differences, first: {problems[:5]}"

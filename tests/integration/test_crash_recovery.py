@@ -14,6 +14,7 @@ decision 0028).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import time
@@ -31,6 +32,7 @@ from .harness import (
     end_offsets,
     kill_all,
     produce,
+    reference_run,
     run_to_end,
     service_env,
     start_service,
@@ -68,35 +70,42 @@ def test_sigkill_five_times_then_state_equals_uninterrupted_run(
     rng = random.Random(SEED)
     fractions = sorted(rng.uniform(0.05, 0.9) for _ in range(KILLS))
     kills: list[int] = []
-    for frac in fractions:
-        target = int(frac * n)
-        if progress() >= target:
-            continue  # an earlier restart already went past this point
-        # A fresh consumer group per restart: a SIGKILLed member stays in its group until the
-        # session times out (45 s by default), which would stall the next join. The service
-        # resumes from Redis's applied offsets on assignment, whatever the group committed.
-        env["SEGSTREAM_KAFKA__GROUP_ID"] = f"{settings_env['SEGSTREAM_KAFKA__GROUP_ID']}-{len(kills)}"
-        proc = start_service(env, out, until_idle=8)
-        try:
-            wait_until(
-                lambda t=target, pr=proc: progress() >= t or pr.poll() is not None,  # type: ignore[misc]
-                timeout=240,
-                what=f"applied offsets to pass {target} of {n}",
-                step=0.01,
-            )
-            assert proc.poll() is None, f"service exited early ({proc.returncode}): {tail(out)}"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            kills.append(progress())
-        finally:
-            kill_all(proc)
-    assert len(kills) >= 3, f"only {len(kills)} kills landed mid-log: {kills}"
-    env["SEGSTREAM_KAFKA__GROUP_ID"] = f"{settings_env['SEGSTREAM_KAFKA__GROUP_ID']}-last"
-    run_to_end(env, out)
-    crashed_at = time.monotonic() - started
-    # Before the reference run, which publishes to the same topics.
-    topics = assert_topics_hold_the_state(stack, redis_client, namespace, topic_names)
-    seg = assert_exact_state(stack, redis_client, namespace, settings_env, records, ends, tmp_path)
+    with contextlib.ExitStack() as later:
+        # The whole log is in: the uninterrupted run goes now, beside the crashing one, with
+        # output topics of its own (the crashing run's are checked below).
+        reference = later.enter_context(
+            reference_run(stack, redis_client, settings_env, tmp_path, own_outputs=True)
+        )
+        for frac in fractions:
+            target = int(frac * n)
+            if progress() >= target:
+                continue  # an earlier restart already went past this point
+            # A fresh consumer group per restart: a SIGKILLed member stays in its group until the
+            # session times out (45 s by default), which would stall the next join. The service
+            # resumes from Redis's applied offsets on assignment, whatever the group committed.
+            env["SEGSTREAM_KAFKA__GROUP_ID"] = f"{settings_env['SEGSTREAM_KAFKA__GROUP_ID']}-{len(kills)}"
+            proc = start_service(env, out, until_idle=8)
+            try:
+                wait_until(
+                    lambda t=target, pr=proc: progress() >= t or pr.poll() is not None,  # type: ignore[misc]
+                    timeout=240,
+                    what=f"applied offsets to pass {target} of {n}",
+                    step=0.01,
+                )
+                assert proc.poll() is None, f"service exited early ({proc.returncode}): {tail(out)}"
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                kills.append(progress())
+            finally:
+                kill_all(proc)
+        assert len(kills) >= 3, f"only {len(kills)} kills landed mid-log: {kills}"
+        env["SEGSTREAM_KAFKA__GROUP_ID"] = f"{settings_env['SEGSTREAM_KAFKA__GROUP_ID']}-last"
+        run_to_end(env, out)
+        crashed_at = time.monotonic() - started
+        topics = assert_topics_hold_the_state(stack, redis_client, namespace, topic_names)
+        seg = assert_exact_state(
+            stack, redis_client, namespace, settings_env, records, ends, tmp_path, reference=reference
+        )
     c = seg["customers"]
     print(
         f"\ncrash recovery: {n} records, SIGKILL after {kills} applied records; "

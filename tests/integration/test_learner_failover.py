@@ -29,6 +29,7 @@ from .harness import (
     exit_code,
     kill_all,
     produce,
+    reference_run,
     service_env,
     start_service,
     tail,
@@ -66,10 +67,10 @@ def test_killing_the_learner_makes_another_instance_the_learner(
             store = FeatureStore(cluster.url, namespace, cluster=True).start()
             resources.callback(store.close)
             where = {"SEGSTREAM_REDIS__URL": cluster.url, "SEGSTREAM_REDIS__CLUSTER": "true"}
-            customers = 600  # the same steps on a smaller log: the cluster run is the second one
         else:
-            store, where, customers = FeatureStore.from_client(redis_client, namespace), {}, 1200
-        kill_the_learner(stack, redis_client, store, settings_env, where, customers, tmp_path)
+            store, where = FeatureStore.from_client(redis_client, namespace), {}
+        # 600 customers (~72k records) on either Redis: what is checked does not grow with the log.
+        kill_the_learner(stack, redis_client, store, settings_env, where, 600, tmp_path, resources)
 
 
 def kill_the_learner(
@@ -80,9 +81,11 @@ def kill_the_learner(
     where: dict[str, str],
     customers: int,
     tmp_path: Path,
+    resources: contextlib.ExitStack,
 ) -> None:
     """Two instances, the learner SIGKILLed mid-log, the survivor ends with the undisturbed model.
-    ``store``: where the service's namespace lives (``where``: its settings for it)."""
+    ``store``: where the service's namespace lives (``where``: its settings for it);
+    ``resources``: what the test releases at its end (the undisturbed run)."""
     namespace = store.ns
     records = generate(customers=customers, days=90, seed=9, malformed_fraction=0.002).records
     topic = settings_env["SEGSTREAM_TOPICS__INTERACTIONS"]
@@ -101,7 +104,12 @@ def kill_the_learner(
     def progress() -> int:
         return sum(store.applied_offset(p) + 1 for p in range(PARTITIONS))
 
-    procs = {"a": start_service(env, outs["a"], until_idle=20)}
+    # --until-idle outlasts the longest quiet spell an instance has before the log is done: A
+    # waiting for B to start and join (~3 s), or the survivor, done with its own partitions,
+    # waiting for the dead one's (the 6 s session of FAST_REBALANCE: ~6 s). At the end it is
+    # waited out once, beside the undisturbed run.
+    idle = 12
+    procs = {"a": start_service(env, outs["a"], until_idle=idle)}
     try:
         wait_until(
             lambda: (progress() >= first and store.model_version() >= 1) or procs["a"].poll() is not None,
@@ -110,7 +118,7 @@ def kill_the_learner(
         )
         assert procs["a"].poll() is None, f"A exited early: {tail(outs['a'])}"
         assert learner_lines(outs["a"]), f"A alone in the group did not learn: {tail(outs['a'])}"
-        procs["b"] = start_service(env, outs["b"], until_idle=20)
+        procs["b"] = start_service(env, outs["b"], until_idle=idle)
 
         def settled() -> str | None:
             """Who learns, once the group has split the partitions and both took their roles (an
@@ -146,6 +154,14 @@ def kill_the_learner(
             f"{survivor} to become the learner",
         )
         takeover = time.monotonic() - killed_at
+        # Once every record is applied the survivor only waits out its --until-idle: the
+        # undisturbed run goes then, beside that wait.
+        wait_until(
+            lambda: progress() >= len(records) or procs[survivor].poll() is not None,
+            300,
+            "every record applied",
+        )
+        reference = resources.enter_context(reference_run(stack, redis_client, settings_env, tmp_path))
         assert exit_code(procs[survivor], 300, outs[survivor], survivor) == 0, tail(outs[survivor])
     finally:
         kill_all(*procs.values())
@@ -165,7 +181,16 @@ def kill_the_learner(
     assert set(before.live_names()) <= kept, (before.live_names(), after.live_names())
     # Nothing of the model was lost: an undisturbed run of the same log builds the same one.
     seg = assert_exact_state(
-        stack, redis_client, namespace, settings_env, records, ends, tmp_path, same_model=True, store=store
+        stack,
+        redis_client,
+        namespace,
+        settings_env,
+        records,
+        ends,
+        tmp_path,
+        same_model=True,
+        store=store,
+        reference=reference,
     )
     print(
         f"\nlearner failover ({'cluster' if where else 'redis'}): {n} records; killed the learner "

@@ -8,6 +8,7 @@ which partition when changes a version."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 from pathlib import Path
@@ -24,6 +25,7 @@ from .harness import (
     exit_code,
     kill_all,
     produce_generated,
+    reference_run,
     service_env,
     start_service,
     tail,
@@ -78,39 +80,55 @@ def test_instances_join_leave_and_die_while_the_log_is_read(
 
     store = FeatureStore.from_client(redis_client, namespace)
     gone = 0
-    try:
-        start("a")
-        advance("A to apply an eighth")
-        start("b")
-        start("c")
-        wait_until(lambda: settled() is not None or len(running()) < 3, 120, "three instances, one learner")
-        advance("three instances to apply another eighth")
-        # The kill must cost a learner that checkpointed: its successor takes that version on.
-        wait_until(lambda: store.model_version() >= 1 or len(running()) < 3, 120, "a first version")
-        learner = settled()
-        assert learner is not None and progress() < n, (owners(), progress())
-        procs[learner].send_signal(signal.SIGKILL)
-        procs[learner].wait(timeout=30)
-        at_kill = store.model_version()
-        gone += 1
-        start("d")
-        wait_until(lambda: settled() not in (None, learner) or len(running()) < 3, 120, "a new learner")
-        successor = settled()
-        assert successor is not None and successor != learner
-        took = learner_lines(outs[successor])[-1]
-        advance("the group without the killed learner to apply another eighth")
-        follower = next(w for w in running() if w != settled())
-        procs[follower].send_signal(signal.SIGTERM)
-        assert exit_code(procs[follower], 60, outs[follower], follower) == 0, tail(outs[follower])
-        gone += 1
-        for w in running():
-            assert exit_code(procs[w], 300, outs[w], w) == 0, tail(outs[w])
-    finally:
-        kill_all(*procs.values())
+    with contextlib.ExitStack() as later:  # the undisturbed run, started below
+        try:
+            start("a")
+            advance("A to apply an eighth")
+            start("b")
+            start("c")
+            wait_until(
+                lambda: settled() is not None or len(running()) < 3, 120, "three instances, one learner"
+            )
+            advance("three instances to apply another eighth")
+            # The kill must cost a learner that checkpointed: its successor takes that version on.
+            wait_until(lambda: store.model_version() >= 1 or len(running()) < 3, 120, "a first version")
+            learner = settled()
+            assert learner is not None and progress() < n, (owners(), progress())
+            procs[learner].send_signal(signal.SIGKILL)
+            procs[learner].wait(timeout=30)
+            at_kill = store.model_version()
+            gone += 1
+            start("d")
+            wait_until(lambda: settled() not in (None, learner) or len(running()) < 3, 120, "a new learner")
+            successor = settled()
+            assert successor is not None and successor != learner
+            took = learner_lines(outs[successor])[-1]
+            advance("the group without the killed learner to apply another eighth")
+            follower = next(w for w in running() if w != settled())
+            procs[follower].send_signal(signal.SIGTERM)
+            assert exit_code(procs[follower], 60, outs[follower], follower) == 0, tail(outs[follower])
+            gone += 1
+            # The storm is over. Once every record is applied the instances only wait out their
+            # --until-idle: the undisturbed run goes then, beside that wait.
+            rest = running()
+            wait_until(lambda: progress() >= n or not running(), 300, "every record applied")
+            reference = later.enter_context(reference_run(stack, redis_client, settings_env, tmp_path))
+            for w in rest:
+                assert exit_code(procs[w], 300, outs[w], w) == 0, tail(outs[w])
+        finally:
+            kill_all(*procs.values())
 
-    seg = assert_exact_state(
-        stack, redis_client, namespace, settings_env, records, ends, tmp_path, same_model=True
-    )
+        seg = assert_exact_state(
+            stack,
+            redis_client,
+            namespace,
+            settings_env,
+            records,
+            ends,
+            tmp_path,
+            same_model=True,
+            reference=reference,
+        )
     # The learner after the kill went on from the killed one's last checkpoint (not from 0), and
     # the model only went forward from there.
     assert took == at_kill and seg["model_version"] >= at_kill, (took, at_kill, seg["model_version"])
