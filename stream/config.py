@@ -145,6 +145,10 @@ class RedisSettings(_Frozen):
     )
 
 
+# The topics segstream writes, by their settings' names.
+OUTPUT_NAMES = ("dlq", "changes", "current", "model", "model_events")
+
+
 class TopicSettings(_Frozen):
     interactions: str = Field("interactions", description="the input topic")
     dlq: str = Field("interactions.dlq", description="dead letters")
@@ -182,6 +186,10 @@ class TopicSettings(_Frozen):
 
     def out(self, name: str) -> str:
         return f"{getattr(self, name)}{self.suffix}"
+
+    def outputs(self) -> dict[str, str]:
+        """Each output's topic (its setting's name -> the topic, suffix included)."""
+        return {name: self.out(name) for name in OUTPUT_NAMES}
 
 
 class FeatureSettings(_Frozen):

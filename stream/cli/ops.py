@@ -329,7 +329,7 @@ def _republish(obj: Ctx, dry_run: bool, as_json: bool) -> None:
             f"  {name}: id {tid}" + ("  (not the one recorded: recreated)" if name in report.changed else "")
         )
     version = (
-        "no model checkpoint" if report.model_version is None else f"model version {report.model_version}"
+        "no model version yet" if report.model_version is None else f"model version {report.model_version}"
     )
     verb = "would publish" if dry_run else "published"
     console.print(

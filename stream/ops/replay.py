@@ -40,7 +40,6 @@ from stream.state import FeatureStore
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 2000
-OUTPUTS = ("dlq", "changes", "current", "model", "model_events")
 # Settings sections a what-if file may override (everything else is the deployment's business).
 WHAT_IF_SECTIONS = ("model", "features")
 
@@ -334,7 +333,7 @@ def replay(
         raise SegstreamError("batch size must be at least 1")
     ns = settings.redis.namespace
     t = settings.topics
-    outputs = {name: t.out(name) for name in OUTPUTS}
+    outputs = t.outputs()
     if source.topic and source.topic in outputs.values():
         raise SegstreamError(f"the replay would write into its own source topic {source.topic!r}")
     summary = ReplaySummary(namespace=ns, source=source.description, output_topics=outputs)

@@ -25,7 +25,7 @@ from typing import Any
 from stream.config import Settings
 from stream.errors import SegstreamError
 from stream.io.kafka import make_admin, make_producer, partition_for_key, scan_topic
-from stream.runtime.integrity import OUTPUT_TOPICS, topic_ids
+from stream.runtime.integrity import topic_ids
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def republish(settings: Settings, dry_run: bool = False) -> RepublishReport:
     try:
         if not dry_run:
             refuse_active_group(admin, s.kafka.group_id)
-        names = [t.out(name) for name in OUTPUT_TOPICS]
+        names = list(t.outputs().values())
         current = topic_ids(admin, names)
         recorded = store.output_topics()
         report = RepublishReport(s.redis.namespace, applied=not dry_run, topics=current)
@@ -76,26 +76,23 @@ def republish(settings: Settings, dry_run: bool = False) -> RepublishReport:
         missing = [n for n in names if not current[n]]
         if missing:
             raise SegstreamError(f"output topics {missing} do not exist: run `segstream topics create` first")
-        saved = store.load_model()
+        version = store.model_version()
+        report.model_version = version or None  # a warm-up checkpoint (0) is no model to publish
         newest = _newest_changes(s, t.out("changes"))
         report.current_records = len(newest)
-        with_changes = _customers_with_changes(store, s.topics.partitions)
-        report.customers_without_change = len(with_changes - {k.decode() for k in newest})
-        if saved is not None:
-            report.model_version = saved[0]
+        report.customers_without_change = _without_newest_change(store, s.topics.partitions, newest)
         if dry_run:
             return report
-        if saved is not None:
-            engine = load_engine(s, store)
-            if engine.version > 0:
-                from models.segments.published import published_model
+        if version:
+            from models.segments.published import published_model
 
-                sink = open_sink(s)
-                try:
-                    sink.model_snapshot(published_model(engine), engine.snapshot(waiting=None))
-                    sink.flush()
-                finally:
-                    sink.close()
+            engine = load_engine(s, store)
+            sink = open_sink(s)
+            try:
+                sink.model_snapshot(published_model(engine), engine.snapshot(waiting=None))
+                sink.flush()
+            finally:
+                sink.close()
         _copy_newest(s, t.out("changes"), t.out("current"), newest)
         store.record_output_topics(current)
         log.info(
@@ -107,11 +104,15 @@ def republish(settings: Settings, dry_run: bool = False) -> RepublishReport:
         store.close()
 
 
-def _customers_with_changes(store: Any, partitions: int) -> set[str]:
-    """Customers of the namespace that have had a change (a seq): their newest belongs on current."""
+def _without_newest_change(store: Any, partitions: int, newest: dict[bytes, tuple[int, int, int]]) -> int:
+    """Customers who have had a change (a seq) whose newest is not on the changes topic."""
     from models.features import CustomerState
 
-    return {c for _, c, blob in store.scan_customers(partitions) if CustomerState.unpack(blob).seq > 0}
+    return sum(
+        1
+        for _, c, blob in store.scan_customers(partitions)
+        if CustomerState.unpack(blob).seq > 0 and c.encode() not in newest
+    )
 
 
 def _copy_newest(

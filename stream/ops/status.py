@@ -20,7 +20,6 @@ from stream.config import Settings
 from stream.errors import ServiceUnavailable
 from stream.io.kafka import make_admin, make_consumer
 from stream.runtime.integrity import (
-    OUTPUT_TOPICS,
     PartitionFacts,
     Where,
     first_problem,
@@ -212,7 +211,7 @@ def _kafka_part(settings: Settings, report: StatusReport, partitions: int) -> No
 
 def _integrity_notes(settings: Settings, report: StatusReport) -> None:
     """What would stop the service (a recreated topic, lost state), said here too."""
-    outputs = [settings.topics.out(name) for name in OUTPUT_TOPICS]
+    outputs = list(settings.topics.outputs().values())
     admin = make_admin(settings)
     try:
         ids = topic_ids(admin, [report.topic, *outputs])

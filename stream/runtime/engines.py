@@ -113,23 +113,21 @@ def load_engine(settings: Settings, store: StateStore) -> SegmentEngine:
             align_lateness_days=align_lateness_days(settings),
         )
         log.info("restored model version %d of namespace %s", version, settings.redis.namespace)
-        differ = differences(engine.params, engine_params(settings))
-        if differ:
+        if kept := differences(engine.params, engine_params(settings)):
             log.warning(
                 "the checkpoint was built with other model settings (%s); it keeps them: replay the "
                 "log into a fresh namespace to rebuild with these settings",
-                ", ".join(differ),
+                ", ".join(kept),
             )
         # The state's features decay with the settings' half-lives whatever the checkpoint says, so
         # the population sample is aged with them too (a model built on the old ones, features
         # moving to the new ones: a replay gives a model built on the new ones throughout).
         configured = settings.features.params()
-        differ = differences(engine.feature_params, configured)
-        if differ:
+        if followed := differences(engine.feature_params, configured):
             log.warning(
                 "the checkpoint was built with other feature settings (%s); features follow the "
                 "settings from now on: replay the log into a fresh namespace for a model built on them",
-                ", ".join(differ),
+                ", ".join(followed),
             )
             engine.feature_params = configured
         return engine

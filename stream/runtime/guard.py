@@ -14,7 +14,6 @@ from kafka.errors import KafkaError
 from stream.config import Settings
 from stream.errors import SegstreamError, ServiceUnavailable, TopicChanged
 from stream.runtime.integrity import (
-    OUTPUT_TOPICS,
     PartitionFacts,
     Where,
     first_problem,
@@ -104,9 +103,7 @@ class IntegrityMixin:
         service does next writes the compacted ones again). A namespace's first start, and topics
         it had not published to (other names in the settings), are recorded."""
         assert self.store is not None and self._admin is not None
-        t = self.settings.topics
-        names = [t.out(name) for name in OUTPUT_TOPICS]
-        current = topic_ids(self._admin, names)
+        current = topic_ids(self._admin, list(self.settings.topics.outputs().values()))
         recorded = {n: tid for n, tid in self.store.output_topics().items() if n in current}
         if (problem := outputs_problem(recorded, current, self.settings.redis.namespace)) is not None:
             raise problem

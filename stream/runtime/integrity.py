@@ -53,8 +53,6 @@ def topic_ids(admin: KafkaAdminClient, topics: list[str]) -> dict[str, str]:
     return found
 
 
-# The outputs whose loss the namespace can make good (decision 0031).
-OUTPUT_TOPICS = ("changes", "current", "model", "model_events", "dlq")
 REPUBLISH = (
     "with every instance stopped, `segstream recover --republish` publishes the model again from "
     "Redis, rebuilds the current-segments topic from the changes topic and records the topics"

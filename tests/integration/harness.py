@@ -30,6 +30,7 @@ from kafka.errors import UnknownTopicOrPartitionError
 from models.contracts import InteractionEvent
 from models.features import CustomerState, FeatureParams, apply_event, evaluate, fact_of, feature_differences
 from models.sim import GeneratedRecord, generate
+from stream.config import OUTPUT_NAMES
 from stream.ops.erase import partition_of
 from stream.state import FeatureStore
 
@@ -392,8 +393,7 @@ def reference_run(
         if own_outputs:
             admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
             try:
-                outputs = ("DLQ", "CHANGES", "CURRENT", "MODEL", "MODEL_EVENTS")
-                names = {f"{settings_env[f'SEGSTREAM_TOPICS__{o}']}.{ns}" for o in outputs}
+                names = {f"{settings_env[f'SEGSTREAM_TOPICS__{o.upper()}']}.{ns}" for o in OUTPUT_NAMES}
                 delete_topics(admin, sorted(names & set(admin.list_topics())))
             finally:
                 admin.close()

@@ -16,6 +16,7 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from models.sim import generate
+from stream.config import OUTPUT_NAMES
 
 from .harness import (
     Stack,
@@ -27,8 +28,6 @@ from .harness import (
     service_env,
     unique,
 )
-
-OUTPUTS = ("dlq", "changes", "current", "model", "model_events")
 
 
 def test_three_live_runs_and_a_replay_publish_the_same_changes(
@@ -72,7 +71,7 @@ def test_three_live_runs_and_a_replay_publish_the_same_changes(
     finally:
         for ns, suffix in runs:
             delete_namespace(redis_client, ns)
-            delete_topics(kafka_admin, [topic_names[o] + suffix for o in OUTPUTS])  # type: ignore[arg-type]
+            delete_topics(kafka_admin, [topic_names[o] + suffix for o in OUTPUT_NAMES])  # type: ignore[arg-type]
 
 
 def by_partition(stack: Stack, topic: str) -> dict[int, list[bytes]]:

@@ -22,7 +22,7 @@ from kafka import KafkaAdminClient
 
 from models.contracts import DeadLetter, RFMScore, SegmentChange, SegmentRef
 from models.contracts.model import ModelHierarchy, ModelTransform, PublishedModel
-from stream.config import KafkaSettings, Settings, TopicSettings
+from stream.config import OUTPUT_NAMES, KafkaSettings, Settings, TopicSettings
 from stream.io.kafka import ensure_topics, make_producer
 from stream.io.sinks import OutputSink
 from stream.io.sinks.kafka import KafkaSink
@@ -42,8 +42,6 @@ from .harness import (
 )
 from .harness import produce_pairs as produce
 from .harness import read_records as read_topic
-
-OUTPUTS = ("dlq", "changes", "current", "model", "model_events")
 
 
 def settings_for(stack: Stack, suffix: str) -> Settings:
@@ -103,7 +101,7 @@ def publish_sample(sink: OutputSink) -> None:
 
 def read_outputs(stack: Stack, s: Settings) -> dict[str, list[tuple]]:
     out = {}
-    for name in OUTPUTS:
+    for name in OUTPUT_NAMES:
         out[name] = [
             (m.partition, m.key, m.value, [k for k, _ in m.headers or []])
             for m in read_topic(stack.bootstrap, s.topics.out(name))
@@ -116,9 +114,9 @@ def two_topic_sets(stack: Stack, kafka_admin: KafkaAdminClient):
     base = unique("p")
     sets = [settings_for(stack, f"{base}a"), settings_for(stack, f"{base}b")]
     for s in sets:
-        ensure_topics(s, only=[s.topics.out(n) for n in OUTPUTS])
+        ensure_topics(s, only=[s.topics.out(n) for n in OUTPUT_NAMES])
     yield sets
-    delete_topics(kafka_admin, [s.topics.out(n) for s in sets for n in OUTPUTS])
+    delete_topics(kafka_admin, [s.topics.out(n) for s in sets for n in OUTPUT_NAMES])
 
 
 def test_process_sink_publishes_what_the_inline_sink_publishes(stack: Stack, two_topic_sets) -> None:

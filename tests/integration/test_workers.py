@@ -23,7 +23,7 @@ import redis
 from models.features import CustomerState
 from models.segments.engine import SegmentEngine
 from models.sim import generate
-from stream.config import load
+from stream.config import OUTPUT_NAMES, load
 from stream.runtime.engines import engine_params
 from stream.runtime.service import Service
 from stream.state import FeatureStore
@@ -48,7 +48,6 @@ from .harness import (
 from .harness import produce_pairs as produce
 from .harness import read_records as read_topic
 
-OUTPUTS = ("dlq", "changes", "current", "model", "model_events")
 FAST_MODEL = {"SEGSTREAM_MODEL__WARMUP_VECTORS": "300", "SEGSTREAM_MODEL__UPDATE_EVERY": "400"}
 
 
@@ -143,7 +142,7 @@ def test_two_workers_one_model(  # type: ignore[no-untyped-def]
         alone = FeatureStore.from_client(redis_client, ns).load_model()
     finally:
         delete_namespace(redis_client, ns)
-        delete_topics(kafka_admin, [topic_names[o] + f".{ns}" for o in OUTPUTS])
+        delete_topics(kafka_admin, [topic_names[o] + f".{ns}" for o in OUTPUT_NAMES])
     assert alone is not None and alone[0] == saved[0]
     assert_same_engine(alone[1], saved[1])
 
