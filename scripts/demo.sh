@@ -35,7 +35,7 @@ mkdir -p out
     --truth "out/$run.truth.csv" --to-kafka
 # One instance reading the four partitions: its segments are a function of the log (two demo runs
 # print the same tables; docs/decisions/0028). `run --workers N` splits the partitions across
-# processes, but its followers' segments still depend on timing.
+# processes and publishes the same changes (docs/decisions/0032).
 echo "== 3/4 running the service (one instance, four partitions) until the log is consumed"
 "${seg[@]}" run --until-idle 5 --metrics-port 0
 echo "== 4/4 results"

@@ -335,6 +335,12 @@ class ModelSettings(_Frozen):
         "partition's in the merge's order: the model does not depend on how many instances share "
         "the partitions or which one learns (needs align_partitions)",
     )
+    follower_wait_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="how long a follower waits for the learner's merge to pass a batch's rows "
+        "(learn_all_partitions) before it polls and reads the batch again",
+    )
     max_held_records: int = Field(
         200_000,
         ge=0,
@@ -387,7 +393,7 @@ class ModelSettings(_Frozen):
     seed: int = Field(42, description="every random choice of the model")
     role: Literal["learner", "follower", "auto"] = Field(
         "learner",
-        description="`follower`: assign with the learner's newest checkpointed version, never learn; "
+        description="`follower`: assign with the learner's versions, never learn; "
         "`auto`: learn while this instance owns input partition 0 (one per consumer group), else follow",
     )
 

@@ -27,3 +27,8 @@ class TopicChanged(SegstreamError):
 
 class StateLost(SegstreamError):
     """Redis holds less than the consumer group and the model checkpoint say was written."""
+
+
+class BatchAbandoned(SegstreamError):
+    """A follower stopped while it waited for the learner: its batch was not written (a restart
+    reads it again from the applied offsets)."""

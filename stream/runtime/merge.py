@@ -22,11 +22,35 @@ it bounds the others by its first row held: :func:`safe_prefix` iterates until n
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Collection, Mapping
 
 import numpy as np
 
-__all__ = ["merge_order", "safe_prefix"]
+__all__ = ["Place", "decode_place", "encode_place", "merge_order", "safe_prefix", "version_at"]
+
+# A row's place in the merge: (the partition's clock at it, the partition, its position).
+Place = tuple[int, int, int]
+
+
+def encode_place(place: Place) -> str:
+    return " ".join(map(str, place))
+
+
+def decode_place(text: str | bytes) -> Place:
+    c, p, pos = (int(x) for x in (text.decode() if isinstance(text, bytes) else text).split())
+    return c, p, pos
+
+
+def version_at(place: Place, built_after: list[tuple[Place, int]]) -> int:
+    """The version that assigns the row at ``place``: the newest built after a row before it
+    (``built_after``: (place, version) sorted by place; 0 when none was).
+
+    >>> version_at((5, 1, 0), [((3, 0, 7), 1), ((5, 1, 0), 2), ((9, 0, 1), 3)])  # it built 2
+    1
+    """
+    k = bisect.bisect_left(built_after, (place, -1))
+    return built_after[k - 1][1] if k else 0
 
 
 def safe_prefix(

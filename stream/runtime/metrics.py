@@ -122,6 +122,24 @@ class Metrics:
             "waited for a partition that did not deliver",
             registry=registry,
         )
+        self.follower_wait_seconds = Histogram(
+            "segstream_follower_merge_wait_seconds",
+            "How long a follower waited per batch for the learner's merge to pass its rows",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
+        self.follower_retried_batches = Counter(
+            "segstream_follower_retried_batches_total",
+            "Follower batches read again because the learner's merge did not pass them within "
+            "model.follower_wait_seconds (a learner dead, catching up or rebalancing)",
+            registry=registry,
+        )
+        self.follower_unmerged_batches = Counter(
+            "segstream_follower_unmerged_batches_total",
+            "Follower batches assigned with another version than the merge's: the one they needed "
+            "was no longer kept (after a merge forced out of order)",
+            registry=registry,
+        )
         self.model_checkpoint_bytes = Gauge(
             "segstream_model_checkpoint_bytes",
             "Size of the learner's last model checkpoint",

@@ -26,6 +26,7 @@ from stream.io.kafka import Record
 from stream.io.sinks import OutputSink, Sink
 from stream.io.sinks.outbox import OutboxError, decode_outbox, encode_outbox
 from stream.runtime.batch import WARMUP_CHECKPOINT_SECONDS, BatchResult, Row
+from stream.runtime.merge import Place, encode_place
 from stream.runtime.metrics import Metrics
 from stream.state import PartitionWrite, StateStore, model_conflict
 from stream.state.learnlog import entry_name
@@ -52,6 +53,8 @@ class OutputsMixin:
     _queued_version: int
     _trims: deque[tuple[float, dict[int, int]]]  # checkpoints not trimmed yet: (saved at, needs)
     _ship: Callable[[], None]
+    remote: frozenset[int]
+    _built_after: dict[int, Place]  # versions kept for followers: the place each was built after
 
     def _flush_outputs(self) -> None:
         started = time.perf_counter()
@@ -211,7 +214,10 @@ class OutputsMixin:
             if m.reason == "event":
                 self.metrics.latency.observe(max(now - row.at, 0.0))
 
-    def _publish_model_events(self, events: list[ModelEvent]) -> None:
+    def _publish_model_events(self, events: list[ModelEvent], built_after: Place | None = None) -> None:
+        """Checkpoint and publish the version these events are of; ``built_after``: the place in
+        the learner's merge of the row it was built after, for a version other instances read
+        partitions beside (its followers assign with it from there: the version history)."""
         version = self.engine.version
         if events and (stored := self.store.model_version()) > self._queued_version:
             # One learner per namespace: a second one stops before publishing anything of its own
@@ -246,6 +252,10 @@ class OutputsMixin:
         model = published_model(self.engine)
         keep = self._learn_log_needed()
         self._queued_version = version
+        history = built_after is not None and bool(self.remote)
+        if history:
+            assert built_after is not None
+            self._built_after[version] = built_after
         self.metrics.model_checkpoint_bytes.set(len(snapshot))
         self.metrics.model_version.set(version)
         self.metrics.model_updated.set(time.time())
@@ -261,6 +271,8 @@ class OutputsMixin:
                 version,
                 after=version - 1,
                 unpublished=json.dumps(payloads, sort_keys=True).encode(),
+                kept=published if history else b"",
+                built_after=encode_place(built_after) if history and built_after else "",
             )
             self._publish_model(version, payloads, model, published)
             if erased:

@@ -54,20 +54,25 @@ from models.segments.engine import Chunk, SegmentEngine
 from models.segments.lifecycle import History, day_thresholds, describe_stage, step
 from models.segments.population import customer_key
 from stream.config import Settings
+from stream.errors import BatchAbandoned
 from stream.io.kafka import Record
 from stream.io.sinks import OutputSink, Sink
 from stream.runtime.batch import BatchResult, PartitionBatch, Row, iso, iso_seconds
-from stream.runtime.merge import merge_order, safe_prefix
+from stream.runtime.engines import restore
+from stream.runtime.merge import Place, decode_place, encode_place, merge_order, safe_prefix, version_at
 from stream.runtime.metrics import Metrics
 from stream.runtime.outputs import OutputsMixin
 from stream.runtime.relearn import RelearnMixin
 from stream.runtime.retired import UNPLACED, RetiredMovesMixin
 from stream.state import OrderedIO, PartitionView, PartitionWrite, StateStore, topic_changed
-from stream.state.learnlog import encode_rows, entry_name, position
+from stream.state.learnlog import decode_rows, encode_rows, entry_name, position, rows_after
 
 log = logging.getLogger(__name__)
 
 _OFFSET = operator.attrgetter("offset")
+# Versions the learner keeps for its followers at most (they need those built since the slowest
+# partition's written watermark: a few; more only when the merge was forced out of order).
+MAX_KEPT_VERSIONS = 64
 
 
 def _event_offset(x: tuple[Record, Any, int]) -> int:
@@ -188,14 +193,31 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         # The learner's merge (stream.runtime.merge): records read ahead of a partition that may
         # still deliver earlier rows wait here, at most ``max_held_records``; each partition's
         # clock as last written (a partition without records in a batch bounds the others by it).
-        self._merge = self.learns and settings.model.align_partitions
         # Every partition's rows go to the learner in the merge's order: a follower writes its
         # rows to its partitions' learn logs, the learner takes them from there (``remote``).
         all_rows = settings.model.align_partitions and settings.model.learn_all_partitions
         self._logs_rows = self.learns or all_rows
+        # A follower of a merging learner assigns each row with the version the learner's merge
+        # had at its place: it logs its rows first, waits (bounded) until the merge passed them,
+        # then assigns, decides and writes (_assign_following). Its own partitions' rows are
+        # merged as the learner merges (a row of one waits for the others to pass it): else a
+        # row waiting for the next batch of another of its partitions would wait for itself.
+        self.waits_for_merge = False
+        self._merge = self.learns and settings.model.align_partitions
+        self.follow_merge(not self.learns and all_rows)
         self.remote: frozenset[int] = frozenset()  # partitions another instance reads (set by the service)
         self._remote_drained: frozenset[int] = frozenset()
-        self._remote_bound: dict[int, int] = {}  # each remote partition's watermark when last pulled
+        self._remote_bound: dict[int, int] = {}  # each remote partition's clock as far as pulled
+        self._remote_written: dict[int, int] = {}  # and its written watermark
+        # The learner's side of its followers' waits (decision 0032): how far its merge got, and
+        # the versions kept for them with the place each was built after.
+        self._merged_to: Place = (-1, -1, -1)
+        self._merge_published: Place = (-1, -1, -1)
+        self._built_after: dict[int, Place] = {}
+        self._kept_loaded = False
+        self.await_learner: Callable[[], bool] = _pause  # False: stop waiting (the service stops)
+        self._merge_wait = settings.model.follower_wait_seconds
+        self._versions: dict[int, SegmentEngine] = {}  # the versions a follower assigned with lately
         self._pulled: dict[int, int] = {}  # the last learn-log position pulled of each
         self._held: dict[int, list[_Decoded]] = {}
         self._held_rows: dict[int, _DryRows] = {}  # the dry run's rows of the held records
@@ -218,6 +240,13 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         # made (OutputSink.ship; stream.io.sinks.process); minimal sinks (tests, evaluation) send on
         # each call and need not have it.
         self._ship: Callable[[], None] = getattr(sink, "ship", lambda: None)
+
+    def follow_merge(self, on: bool) -> None:
+        """A follower waits for the learner's merge (decision 0032) or swaps to the newest version
+        between batches: the service turns it off where partitions move between instances (a
+        subscribing group), whose new owner would find rows logged ahead of what was applied."""
+        self.waits_for_merge = on and not self.learns
+        self._merge = (self.learns or self.waits_for_merge) and self.settings.model.align_partitions
 
     def drain(self) -> None:
         """Wait until every processed batch's state is in the store (raises a failed commit)."""
@@ -334,12 +363,15 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
             if (prep := self._prepare_partition(p, events, view, result)) is None:
                 continue
             prepared.append(prep)
-            if not merging:
+            if not merging and not self.waits_for_merge:
                 # A partition read to its end stops holding the learner's rows back only once this
                 # batch's rows of it are in the engine; they go in before anything is released.
                 self._unfed.discard(p)
                 self._assign(prep, result)
-        if merging and (prepared or self._ghost_go):
+        if self.waits_for_merge:
+            if prepared:
+                self._assign_following(prepared, result)
+        elif merging and (prepared or self._ghost_go):
             self._assign_merged(prepared, result)
         writes = [self._finish_partition(prep) for prep in prepared]
         # State and outputs together, outputs published after, offsets last: a crash in between
@@ -349,6 +381,8 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         # outputs are acknowledged, and the caller commits offsets then.
         if self.learns and not self.engine.warmed_up and writes:
             self._checkpoint_warmup(max(w.watermark for w in writes))  # saved once they are written
+        if self.learns and self.remote and self._merged_to > self._merge_published:
+            self._publish_merge_progress()
         after, self._after_writes = self._after_writes or [], None
         if writes or after:
             result.durable = self.io.commit(writes, after)
@@ -861,7 +895,10 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
             )
         prep.rescores = self._rescore_rows(rows, batch.watermark)
         if not self.learns:  # a follower's engine only assigns: its rows are for the learner
-            return _Inputs(raw, unclocked, order_times, np.zeros(len(learn), dtype=bool), None, None, None)
+            # (Its rows' positions place them in the learner's merge: _assign_following.)
+            return _Inputs(
+                raw, unclocked, order_times, np.zeros(len(learn), dtype=bool), None, None, positions
+            )
         return _Inputs(raw, unclocked, order_times, learn, keys, sources, positions)
 
     def _assign(self, prep: _Prepared, result: BatchResult) -> None:
@@ -958,8 +995,12 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
                     snaps = np.zeros((n, psnaps.shape[1]))
                 snaps[pos] = psnaps
         chunks = engine.process_chunks(raw, times, learn, keys, snaps, sources, positions)
+
+        def place(i: int) -> Place:
+            return int(times[i]), int(sources[i]), int(positions[i])
+
         for chunk in chunks:
-            self._publish_model_events(chunk.events_before)
+            self._publish_model_events(chunk.events_before, place(chunk.lo - 1) if chunk.lo else None)
             live = engine.live_names()
             for p, pos in order.items():
                 a, b = np.searchsorted(pos, [chunk.lo, chunk.hi])
@@ -968,7 +1009,136 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
                 u = inputs[p].unclocked
                 mine = Chunk(int(a) + u, int(b) + u, chunk.assignment.take(pos[a:b] - chunk.lo), [])
                 self._take_chunk(by_p[p], mine, inputs[p].raw, live, now, result)
-        self._publish_model_events(engine.trailing_events)
+        self._publish_model_events(engine.trailing_events, place(n - 1))
+        self._merged_to = max(self._merged_to, place(n - 1))
+
+    # ---- a follower of the learner's merge (decision 0032) ----
+    def _assign_following(self, preps: list[_Prepared], result: BatchResult) -> None:
+        """A follower's batch: its rows into the learn logs, a wait until the learner's merge has
+        passed them, then each row assigned by the version in force at its place in the merge,
+        as one instance reading every partition would have assigned it."""
+        inputs = {prep.batch.partition: self._inputs(prep) for prep in preps if prep.batch.rows}
+        last: Place | None = None
+        for p, rows in self._held_rows.items():  # partitions whose records all wait: their bound
+            if p not in inputs and len(rows.clocks):
+                self.store.log_rows(p, self.store.applied_offset(p), 0, "", b"", -1, int(rows.clocks[0]))
+        for prep in preps:
+            p = prep.batch.partition
+            self._log_rows(prep)
+            x = inputs.get(p)
+            if x is not None and x.positions is not None and len(x.positions):
+                place = (int(x.times[-1]), p, int(x.positions[-1]))
+                last = place if last is None else max(last, place)
+        built = self._await_merge(last)
+        now = time.time()
+        for prep in preps:
+            p = prep.batch.partition
+            if (x := inputs.get(p)) is None:
+                continue
+            u = x.unclocked
+            # Rows before the partition has a clock sit at clock 0 of the merge (until it has one,
+            # a partition bounds the merge there: no version is built past it).
+            first = row_positions(prep.batch.rows[:u], 0).tolist()
+            versions = [version_at((0, p, pos), built) for pos in first]
+            if x.positions is not None:
+                versions += [
+                    version_at((int(t), p, int(pos)), built)
+                    for t, pos in zip(x.times.tolist(), x.positions.tolist(), strict=True)
+                ]
+            lo = 0
+            while lo < len(versions):
+                hi = lo + 1
+                while hi < len(versions) and versions[hi] == versions[lo]:
+                    hi += 1
+                self.engine = engine = self._version(versions[lo])
+                chunk = Chunk(lo, hi, engine.assign(x.raw[lo:hi]), [])
+                self._take_chunk(prep, chunk, x.raw, engine.live_names(), now, result)
+                lo = hi
+        newest = max(self._versions)
+        self._versions = {v: e for v, e in self._versions.items() if v == newest}
+        self.engine = self._versions[newest]
+
+    def _log_rows(self, prep: _Prepared) -> None:
+        """A follower's rows of a partition into its learn log ahead of the batch's write (the
+        learner merges them from there); a redo after a crash sends only those not logged yet."""
+        p = prep.batch.partition
+        name, blob = prep.learned
+        prep.learned = ("", b"")  # not written again with the state
+        columns = decode_rows(blob) if blob else None
+        # Its next row's clock: of the first record held back, else its last row's.
+        held = self._held_rows.get(p)
+        clock = int(held.clocks[0]) if held is not None and len(held.clocks) else prep.clock.value
+        while True:
+            first = int(columns["pos"][0]) if columns is not None else 0
+            logged = self.store.log_rows(p, prep.applied_offset, first, name, blob, prep.new_offset, clock)
+            if logged < 0 or columns is None:
+                return
+            columns = rows_after(columns, logged)
+            if columns is None:
+                name, blob = "", b""
+            else:
+                name, blob = entry_name(int(columns["pos"][-1])), encode_rows(columns)
+
+    def _await_merge(self, last: Place | None) -> list[tuple[Place, int]]:
+        """Wait until the learner's merge has passed ``last`` (None: nothing to wait for); the
+        kept versions with the place each was built after, sorted by place. Not passed within
+        ``follower_wait_seconds`` (a learner dead or catching up, a rebalance under way): the
+        batch is abandoned, unwritten, and read again after the next poll (BatchAbandoned)."""
+        started = time.monotonic()
+        while True:
+            merged, kept = self.store.merge_state()
+            if last is None or (merged and decode_place(merged) >= last):
+                break
+            if time.monotonic() - started > self._merge_wait:
+                self.metrics.follower_retried_batches.inc()
+                raise BatchAbandoned(
+                    f"the learner's merge did not pass this follower's rows within {self._merge_wait:g} s "
+                    f"(at {merged or 'nothing yet'}, rows to {encode_place(last)}): reading the batch again"
+                )
+            if not self.await_learner():
+                raise BatchAbandoned("stopping while waiting for the learner; the batch is read again")
+        self.metrics.follower_wait_seconds.observe(time.monotonic() - started)
+        return sorted((decode_place(at), v) for v, at in kept.items())
+
+    def _version(self, v: int) -> SegmentEngine:
+        """Version ``v`` as the learner built it (0: before its first), from the kept versions."""
+        engine = self._versions.get(v)
+        if engine is not None:
+            return engine
+        if v == 0:
+            engine = SegmentEngine(self.engine.params, feature_params=self.engine.feature_params)
+        elif (blob := self.store.kept_version(v)) is not None:
+            engine = restore(self.settings, blob)
+        elif self.engine.version == v:
+            engine = self.engine
+        else:
+            # Forgotten: no follower should need a version built before every partition's
+            # written watermark (only a merge forced out of order goes back that far).
+            log.warning(
+                "model version %d is no longer kept; assigning with version %d", v, self.engine.version
+            )
+            self.metrics.follower_unmerged_batches.inc()
+            return self.engine
+        self._versions[v] = engine
+        return engine
+
+    def _publish_merge_progress(self) -> None:
+        """The learner, once the batch's writes and checkpoints landed: how far its merge got
+        (every version built before that place is kept by then), and the kept versions no
+        follower can need any more (built before the next was, before every other partition's
+        written watermark: their next rows come after that)."""
+        if not self._kept_loaded:  # after a restart: the versions an earlier run kept
+            _, kept = self.store.merge_state()
+            self._built_after = {v: decode_place(at) for v, at in kept.items()} | self._built_after
+            self._kept_loaded = True
+        at = self._merge_published = self._merged_to
+        floor = min((self._remote_written.get(q, 0) for q in self.remote), default=0)
+        versions = sorted(self._built_after)
+        forget = [v for v, nxt in itertools.pairwise(versions) if self._built_after[nxt][0] < floor]
+        forget += [v for v in versions[:-MAX_KEPT_VERSIONS] if v not in forget]
+        for v in forget:
+            del self._built_after[v]
+        self._after_write(lambda: self.store.set_merged(encode_place(at), forget))
 
     def _take_chunk(
         self,
@@ -1073,6 +1243,11 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
         if not self._logs_rows:
             return np.zeros(len(rows) - start, dtype=bool)  # the learner's versions come from the store
         return learn_mask(rows[start:], states.last_learned, self._learn_interval)
+
+
+def _pause() -> bool:
+    time.sleep(0.02)
+    return True
 
 
 def row_positions(rows: Sequence[Row], start: int) -> np.ndarray:

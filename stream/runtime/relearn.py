@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.segments.engine import ModelEvent, SegmentEngine
+from stream.runtime.merge import Place
 from stream.state import StateStore
 from stream.state.learnlog import LearnLogError, decode_rows, entry_name
 
@@ -77,13 +79,19 @@ class RelearnMixin:
     owned: frozenset[int] | None
     _merge: bool
     _queued_version: int
-    _publish_model_events: Callable[[list[ModelEvent]], None]
     _ghosts: dict[int, dict[str, np.ndarray]]
     _pulled: dict[int, int]
     _remote_bound: dict[int, int]
+    _remote_written: dict[int, int]
     _ghost_go: dict[int, int]
     _remote_drained: frozenset[int]
     remote: frozenset[int]
+
+    if TYPE_CHECKING:  # OutputsMixin's
+
+        def _publish_model_events(
+            self, events: list[ModelEvent], built_after: Place | None = None
+        ) -> None: ...
 
     def relearn(self, partitions: Iterable[int]) -> tuple[int, int]:
         """Learn again from the learn log of these partitions what the engine's checkpoint did
@@ -184,7 +192,10 @@ class RelearnMixin:
         fed = getattr(self.engine, "fed", {})
         taken = 0
         for q in sorted(self.remote):
-            bound = self.store.watermark(q)  # first: the entries read next hold every row below it
+            # First: the entries read next hold every row below it. A follower logs its rows
+            # (and its next row's clock) before it writes their batch, and waits for this merge.
+            written = self.store.watermark(q)
+            bound = max(written, self.store.logged(q)[1])
             ghost = self._ghosts.get(q)
             last = max(fed.get(q, -1), self._pulled.get(q, -1), int(ghost["pos"][-1]) if ghost else -1)
             try:
@@ -193,10 +204,12 @@ class RelearnMixin:
                 ]
             except LearnLogError as e:
                 raise LearnLogError(f"partition {q}: its learn log cannot be read ({e})") from None
-            self._remote_bound[q] = bound
+            self._remote_written[q] = written
+            self._remote_bound[q] = max(bound, self._remote_bound.get(q, 0))
             part = _Partition.of(entries, width) if entries else None
             if part is None or not len(part.pos) or part.pos[-1] <= last:
                 continue
+            self._remote_bound[q] = max(bound, int(part.t[-1]))
             lo = int(np.searchsorted(part.pos, last, side="right"))
             piece = _piece(part, q, lo, len(part.pos), width)
             self._ghosts[q] = _concat([ghost, piece]) if ghost else piece
@@ -215,10 +228,17 @@ class RelearnMixin:
         chunks = engine.process_chunks(
             cat["raw"], cat["t"], cat["learn"], cat.get("key"), cat.get("snap"), cat["source"], cat["pos"]
         )
+        n = len(cat["t"])
+
+        def place(i: int) -> Place | None:  # in the merge's order only
+            return (
+                (int(cat["t"][i]), int(cat["source"][i]), int(cat["pos"][i])) if merged and i >= 0 else None
+            )
+
         for chunk in chunks:
-            self._publish_model_events(chunk.events_before)
-        self._publish_model_events(engine.trailing_events)
-        return len(cat["t"])
+            self._publish_model_events(chunk.events_before, place(chunk.lo - 1))
+        self._publish_model_events(engine.trailing_events, place(n - 1))
+        return n
 
 
 def _before_every_partition(merged: dict[str, np.ndarray], bounds: dict[int, int]) -> int:

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from stream.config import Settings
 from stream.errors import (
+    BatchAbandoned,
     ModelConflict,
     ServiceUnavailable,
     StateConflict,
@@ -41,6 +42,7 @@ from stream.runtime.pipeline import BatchProcessor
 from stream.runtime.positions import PositionsMixin
 from stream.runtime.probes import Prober
 from stream.state import REDIS_DOWN, REDIS_ERRORS, REDIS_REFUSED, FeatureStore, model_conflict
+from stream.state.learnlog import offset_of
 
 log = logging.getLogger(__name__)
 IDLE_TOPIC_CHECK_SECONDS = 5.0  # how often an idle service asks the broker for its topics' ids
@@ -150,6 +152,10 @@ class Service(IntegrityMixin, PositionsMixin):
         self.store.take_census(s.topics.partitions)  # before any batch: its loads check it
         self.sink = open_sink(s)
         self.processor = BatchProcessor(self._as(self._role()), self.store, engine, self.sink, self.metrics)
+        self.processor.await_learner = self._await_learner
+        # Only with partitions assigned (--workers): in a subscribing group they move, and a new
+        # owner would find rows a follower logged ahead of what it applied.
+        self.processor.follow_merge(self.processor.waits_for_merge and self._partitions is not None)
         self.processor.topic_id = topic_id(self._admin, s.topics.interactions)
         if self.processor.learns:
             if n := self.processor.publish_unpublished():
@@ -292,7 +298,9 @@ class Service(IntegrityMixin, PositionsMixin):
             self.health.beat()
             self.metrics.last_loop.set(time.time())
             try:
-                polled = self.consumer.poll(timeout_ms=timeout)
+                # A learner with followers polls often: they wait for it to merge their rows.
+                remote = self.processor.learns and bool(self.processor.remote)
+                polled = self.consumer.poll(timeout_ms=min(timeout, 50) if remote else timeout)
             except KafkaError as e:
                 self.metrics.errors.labels(component="kafka").inc()
                 self._kafka_error = f"poll failed: {e}"
@@ -343,16 +351,45 @@ class Service(IntegrityMixin, PositionsMixin):
             if max_records is not None and summary.records >= max_records:
                 break
         try:
+            self._finish_followers()
             self._drain()
         except REDIS_DOWN as e:  # close() tries once more; a restart redoes what did not land
             log.warning("Redis failed while the last batches were written: %s", e)
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _follow_model(self) -> None:
-        """A follower swaps to the learner's newest checkpointed version between two batches."""
+    def _await_learner(self) -> bool:
+        """A follower waiting for the learner's merge to pass its rows: the loop stays alive for
+        /healthz. A stop does not end the wait (the learner finishes what its followers wait for
+        before it stops, _finish_followers): the batch is written rather than left logged."""
+        self.health.beat()
+        time.sleep(0.02)
+        return True
+
+    def _finish_followers(self) -> None:
+        """A stopping learner merges what its followers logged and wait for (at most
+        ``follower_wait_seconds``), so that a stop of `--workers N` leaves no rows logged ahead
+        of what was written: a run with another N would find them learned but not applied."""
+        p = self.processor
+        if p is None or self.store is None or not p.learns or not p.remote:
+            return
+        deadline = time.monotonic() + self.settings.model.follower_wait_seconds
+        while time.monotonic() < deadline:
+            ahead = [q for q in p.remote if self.store.logged(q)[0] > self.store.applied_offset(q)]
+            if not ahead:
+                return
+            self._pull_remote()
+            if p.held_records():
+                self._process([], RunSummary())
+            time.sleep(0.02)
+
+    def _follow_model(self, idle: bool = False) -> None:
+        """A follower swaps to the learner's newest checkpointed version between two batches (one
+        that waits for the learner's merge takes each row's version itself, so only when idle)."""
         assert self.processor is not None and self.store is not None
-        if self.processor.learns or self.store.model_version() <= self.processor.engine.version:
+        if self.processor.learns or (self.processor.waits_for_merge and not idle):
+            return
+        if self.store.model_version() <= self.processor.engine.version:
             return
         saved = self.store.load_model()
         if saved is None:
@@ -382,7 +419,7 @@ class Service(IntegrityMixin, PositionsMixin):
         hold in a segment a version retired move now rather than at the partition's next record
         (the end of a log, a quiet topic)."""
         assert self.processor is not None
-        self._follow_model()
+        self._follow_model(idle=True)
         try:
             # Only partitions read to their end: an idle spell mid-log (a restart's group join,
             # a broker away) must not move anyone a record would not have (a function of the log).
@@ -397,12 +434,18 @@ class Service(IntegrityMixin, PositionsMixin):
         except ServiceUnavailable as e:
             raise KafkaUnavailable(str(e)) from e
         self._follow_model()
-        if self.processor.learns:
+        if self.processor.learns or self.processor.waits_for_merge:
             self.processor.drained = self._drained(records)
         try:
             result = self.processor.process(records)
         except StateConflict as e:
             self._resync(e)
+            return
+        except BatchAbandoned as e:  # nothing of the batch was written or committed
+            if not self._stop.is_set():
+                # Polling again lets the group rebalance (a dead learner's partition 0 moves).
+                log.warning("%s", e)
+                self._rewind()
             return
         topic = self.settings.topics.interactions
         offsets = {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in result.offsets.items()}
@@ -505,8 +548,11 @@ class Service(IntegrityMixin, PositionsMixin):
             return
         # Read to their end first: a partition applied up to its end has logged all its rows.
         ends = self._remote_ends(sorted(p.remote))
+        # (Or logged to its end: a follower logs its rows before it writes their batch.)
         drained = {
-            q for q, end in ends.items() if end is not None and self.store.applied_offset(q) + 1 >= end
+            q
+            for q, end in ends.items()
+            if end is not None and max(self.store.applied_offset(q), self.store.logged(q)[0]) + 1 >= end
         }
         p.pull_remote(drained)
 
@@ -561,6 +607,10 @@ class Service(IntegrityMixin, PositionsMixin):
             settings, self.store, load_engine(settings, self.store), self.sink, self.metrics
         )
         self.processor.topic_id = old.topic_id
+        self.processor.await_learner = self._await_learner
+        # Only with partitions assigned (--workers): in a subscribing group they move, and a new
+        # owner would find rows a follower logged ahead of what it applied.
+        self.processor.follow_merge(self.processor.waits_for_merge and self._partitions is not None)
         self.processor.owned = frozenset(self._assigned)
         self.metrics.model_version.set(self.processor.engine.version)
         if self.processor.learns:
@@ -581,9 +631,26 @@ class Service(IntegrityMixin, PositionsMixin):
         anything is rebuilt."""
         assert self.processor is not None
         self._relearn_due = False
+        self._refuse_rows_learned_ahead()
         self.processor.relearn(range(self.settings.topics.partitions))
         self.metrics.model_version.set(self.processor.engine.version)
         self._check_model_rebuilt()
+
+    def _refuse_rows_learned_ahead(self) -> None:
+        """A learner that now reads a partition a `--workers` follower read, whose checkpoint took
+        in rows that follower logged but did not write (it was killed while it waited for the
+        merge), would learn them twice: one line and a stop (decision 0032)."""
+        assert self.processor is not None and self.store is not None
+        fed = getattr(self.processor.engine, "fed", {})
+        for p in sorted(self._assigned):
+            applied = self.store.applied_offset(p)
+            took = offset_of(fed.get(p, -1))  # the record of the last row it took in
+            if took > applied and self.store.logged(p)[0] > applied:
+                raise StateLost(
+                    f"partition {p}: the model learned the rows of offsets up to {took}, which a "
+                    f"`--workers` follower logged but did not write (applied: {applied}); run again with "
+                    "the --workers of the run that stopped to write them, or replay into a fresh namespace"
+                )
 
     def _check_model_rebuilt(self) -> None:
         """After a relearn, customers in segments need a version; learn-log rows that wait for

@@ -20,7 +20,7 @@ import numpy as np
 
 from stream.errors import StateLost
 
-__all__ = ["LearnLogError", "decode_rows", "encode_rows", "entry_name", "position"]
+__all__ = ["LearnLogError", "decode_rows", "encode_rows", "entry_name", "offset_of", "position", "rows_after"]
 
 _MAGIC = b"SSLEARN1"
 _DTYPES = {"<i8", "<f8", "<u8", "|b1"}
@@ -37,6 +37,11 @@ class LearnLogError(StateLost, ValueError):
 
 def position(offset: int, k: int) -> int:
     return (offset << _ROW_BITS) | k
+
+
+def offset_of(pos: int) -> int:
+    """The offset of the record a row at this position came from."""
+    return pos >> _ROW_BITS
 
 
 def entry_name(last_position: int) -> str:
@@ -86,4 +91,21 @@ def decode_rows(blob: bytes) -> dict[str, np.ndarray]:
         raise LearnLogError(f"malformed learn-log entry ({type(e).__name__})") from None
     if at != len(blob):
         raise LearnLogError("learn-log entry longer than its header says")
+    return out
+
+
+def rows_after(columns: dict[str, np.ndarray], last_position: int) -> dict[str, np.ndarray] | None:
+    """The rows of an entry's columns after ``last_position`` (None: none): ``raw`` holds the
+    learned rows only and ``snap`` the candidate rows only, so they are cut by those masks."""
+    keep = columns["pos"] > last_position
+    if not keep.any():
+        return None
+    out = {}
+    for name, values in columns.items():
+        if name == "raw":
+            out[name] = values[keep[columns["learn"]]]
+        elif name == "snap":
+            out[name] = values[keep[columns["candidate"]]]
+        else:
+            out[name] = values[keep]
     return out

@@ -8,6 +8,7 @@ from typing import Any
 
 from models.segments.population import customer_key
 from stream.errors import StateConflict
+from stream.state.learnlog import entry_name
 from stream.state.protocol import PartitionView, PartitionWrite, model_conflict, topic_changed
 
 
@@ -36,6 +37,9 @@ class MemoryFeatureStore:
         self._unpublished: dict[int, bytes] = {}
         self._learned: dict[int, dict[str, bytes]] = {}
         self._outbox_n: dict[int, int] = {}
+        self._logged: dict[int, tuple[int, int]] = {}
+        self._kept: dict[int, tuple[bytes, str]] = {}  # the version history (save_model's kept)
+        self._merged = ""
 
     def start(self) -> MemoryFeatureStore:
         return self
@@ -101,6 +105,28 @@ class MemoryFeatureStore:
 
     def learn_entries(self, p: int, after: str = "") -> list[tuple[str, bytes]]:
         return sorted((k, v) for k, v in self._learned.get(p, {}).items() if k > after)
+
+    def log_rows(
+        self, p: int, expected_offset: int, first: int, name: str, blob: bytes, through: int, clock: int
+    ) -> int:
+        current = self._offsets.get(p, -1)
+        if current >= 0 and current > expected_offset:
+            raise StateConflict(
+                f"partition {p}: applied offset is {current}, batch expected {expected_offset}"
+            )
+        if name:
+            entries = self._learned.setdefault(p, {})
+            last = max(entries, default="")
+            if entry_name(first) <= last < name:
+                return int(last)
+            if last < entry_name(first):
+                entries[name] = blob
+        offset, was = self._logged.get(p, (-1, 0))
+        self._logged[p] = (max(offset, through), max(was, clock))
+        return -1
+
+    def logged(self, p: int) -> tuple[int, int]:
+        return self._logged.get(p, (-1, 0))
 
     def trim_learned(self, p: int, below: str) -> None:
         entries = self._learned.get(p, {})
@@ -186,7 +212,13 @@ class MemoryFeatureStore:
             self._erased.get(p, set()).difference_update(keys)
 
     def save_model(
-        self, snapshot: bytes, version: int, after: int | None = None, unpublished: bytes = b""
+        self,
+        snapshot: bytes,
+        version: int,
+        after: int | None = None,
+        unpublished: bytes = b"",
+        kept: bytes = b"",
+        built_after: str = "",
     ) -> None:
         stored = self.model_version()
         if after is not None and stored != after:
@@ -194,6 +226,20 @@ class MemoryFeatureStore:
         self._model = (version, snapshot)
         if unpublished:
             self._unpublished[version] = unpublished
+        if built_after:
+            self._kept[version] = (kept, built_after)
+
+    def merge_state(self) -> tuple[str, dict[int, str]]:
+        return self._merged, {v: at for v, (_, at) in self._kept.items()}
+
+    def kept_version(self, version: int) -> bytes | None:
+        kept = self._kept.get(version)
+        return kept[0] if kept is not None else None
+
+    def set_merged(self, position: str, forget: Iterable[int] = ()) -> None:
+        self._merged = position
+        for v in forget:
+            self._kept.pop(v, None)
 
     def unpublished_model_events(self) -> list[tuple[int, bytes]]:
         return sorted(self._unpublished.items())

@@ -22,7 +22,12 @@ touches lives in one Redis Cluster slot and the same scripts run on Cluster):
                               the service instead of making its customers new ones; a start checks
                               every key (``take_census.lua``, which also counts a namespace of an
                               earlier release once)
-- ``ns:model``                latest model snapshot; ``ns:meta`` hash (partition count, topic)
+- ``ns:{p}:logged``           a follower's last offset whose rows are in the learn log (ahead of
+                              the applied offset while it waits for the learner's merge)
+- ``ns:model``                hash: the latest model snapshot; with followers of a merging learner
+                              also the recent versions (``v:<n>``), the merge position each was
+                              built after (``after:<n>``) and how far the merge got (``merged``);
+                              ``ns:meta`` hash (partition count, topic)
 
 Why buckets: a key per customer costs ~130 bytes of key, dict entry and object headers beyond the
 state, and a skiplist sorted set ~110 bytes per member. Small hashes and sorted sets are stored as
@@ -61,6 +66,7 @@ from redis.retry import Retry
 
 from models.segments.population import customer_key
 from stream.errors import ConfigError, ServiceUnavailable, StateConflict
+from stream.state.learnlog import entry_name
 from stream.state.protocol import (
     DEFAULT_BUCKETS,
     PartitionView,
@@ -129,6 +135,7 @@ class FeatureStore:
         self._save_model: Any = None
         self._take_census: Any = None
         self._trim: Any = None
+        self._log_rows: Any = None
 
     # ---- lifecycle ----
     def start(self, connect_timeout: float = 5.0) -> FeatureStore:
@@ -172,6 +179,7 @@ class FeatureStore:
         self._save_model = client.register_script(lua.joinpath("save_model.lua").read_text())
         self._take_census = client.register_script(lua.joinpath("take_census.lua").read_text())
         self._trim = client.register_script(lua.joinpath("trim_learned.lua").read_text())
+        self._log_rows = client.register_script(lua.joinpath("log_rows.lua").read_text())
         return self
 
     def _refuse_a_cluster_node(self, client: redis.Redis) -> None:
@@ -444,6 +452,44 @@ class FeatureStore:
         values = self.client.hmget(self.learn_key(p), names) if names else []
         return [(k.decode(), bytes(v)) for k, v in zip(names, values, strict=True) if v is not None]
 
+    def logged_key(self, p: int) -> str:
+        return f"{self._tag(p)}:logged"
+
+    def log_rows(
+        self, p: int, expected_offset: int, first: int, name: str, blob: bytes, through: int, clock: int
+    ) -> int:
+        """A follower's rows of a batch (positions ``first`` .. the entry ``name``'s) into
+        partition ``p``'s learn log ahead of the batch's write, with ``through`` (its last offset)
+        and ``clock`` (its next row's clock is at least that) as logged (:meth:`logged`). Returns
+        -1 when done (also when a redo finds them logged), else the last position logged
+        already: the caller sends the rows after it. StateConflict when another instance applied
+        past ``expected_offset``."""
+        reply = self._log_rows(
+            keys=[self.offset_key(p), self.learn_key(p), self.census_key(p), self.logged_key(p)],
+            args=[
+                "" if expected_offset < 0 else expected_offset,
+                entry_name(first),
+                name,
+                blob,
+                through,
+                clock,
+            ],
+        )
+        if int(reply[0]) == 0:
+            raise StateConflict(
+                f"partition {p}: applied offset is {int(reply[1])}, batch expected {expected_offset}"
+            )
+        return int(reply[1]) if int(reply[0]) == 2 else -1
+
+    def logged(self, p: int) -> tuple[int, int]:
+        """The last offset of partition ``p`` whose rows a follower logged (-1: none), and the
+        clock its next rows are at least (0: none)."""
+        v = self.client.get(self.logged_key(p))
+        if v is None:
+            return -1, 0
+        offset, clock = v.split()
+        return int(offset), int(clock)
+
     def trim_learned(self, p: int, below: str) -> None:
         """Forget partition ``p``'s learn-log entries named before ``below`` (a checkpoint has them)."""
         names = [k for k in self.client.hkeys(self.learn_key(p)) if k.decode() < below]
@@ -554,13 +600,22 @@ class FeatureStore:
         return int(v) if v is not None else 0
 
     def save_model(
-        self, snapshot: bytes, version: int, after: int | None = None, unpublished: bytes = b""
+        self,
+        snapshot: bytes,
+        version: int,
+        after: int | None = None,
+        unpublished: bytes = b"",
+        kept: bytes = b"",
+        built_after: str = "",
     ) -> None:
         """Checkpoint ``version``. With ``after`` (the version this learner wrote or loaded last),
         only if the store still holds that one: a second learner fails instead of overwriting.
-        ``unpublished``: the version's model events (JSON), kept until :meth:`clear_unpublished`."""
+        ``unpublished``: the version's model events (JSON), kept until :meth:`clear_unpublished`.
+        ``kept`` and ``built_after``: the version as followers assign with it and the merge
+        position it was built after, kept in the version history (:meth:`merge_state`)."""
         stored = self._save_model(
-            keys=[self.model_key], args=[version, snapshot, "" if after is None else after, unpublished]
+            keys=[self.model_key],
+            args=[version, snapshot, "" if after is None else after, unpublished, kept, built_after],
         )
         if stored is not None:
             raise model_conflict(version, after, int(stored))
@@ -585,10 +640,35 @@ class FeatureStore:
         return int(v) if v is not None else 0
 
     def load_model(self) -> tuple[int, bytes] | None:
-        h = self.client.hgetall(self.model_key)
-        if not h:
+        version, snapshot = self.client.hmget(self.model_key, ["version", "snapshot"])
+        if version is None or snapshot is None:
             return None
-        return int(h[b"version"]), bytes(h[b"snapshot"])
+        return int(version), bytes(snapshot)
+
+    def merge_state(self) -> tuple[str, dict[int, str]]:
+        """How far the learner's merge got (\"\" = nowhere yet) and the merge position each kept
+        version was built after: read in that order, so every version built before the position
+        read is listed."""
+        merged = self.client.hget(self.model_key, "merged")
+        names = [k for k in self.client.hkeys(self.model_key) if k.startswith(b"after:")]
+        values = self.client.hmget(self.model_key, names) if names else []
+        kept = {int(k[6:]): v.decode() for k, v in zip(names, values, strict=True) if v is not None}
+        return (merged.decode() if merged is not None else ""), kept
+
+    def kept_version(self, version: int) -> bytes | None:
+        """A version of the history as followers assign with it (None: not kept)."""
+        v = self.client.hget(self.model_key, f"v:{version}")
+        return bytes(v) if v is not None else None
+
+    def set_merged(self, position: str, forget: Iterable[int] = ()) -> None:
+        """Record how far the learner's merge got, and forget the kept versions no follower
+        can need any more."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.model_key, "merged", position)
+        fields = [f for v in forget for f in (f"v:{v}", f"after:{v}")]
+        if fields:
+            pipe.hdel(self.model_key, *fields)
+        pipe.execute()
 
     def save_meta(self, topic: str, partitions: int) -> None:
         self.client.hset(self.meta_key, mapping={"topic": topic, "partitions": partitions})

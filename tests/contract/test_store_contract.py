@@ -11,6 +11,7 @@ import pytest
 from models.segments.population import customer_key
 from stream.errors import ModelConflict, StateConflict, StateLost, TopicChanged
 from stream.state import DEFAULT_BUCKETS, FeatureStore, MemoryFeatureStore, PartitionWrite
+from stream.state.learnlog import entry_name
 from tests.integration.harness import Stack, unique
 from tests.integration.servers import PrivateRedisCluster
 
@@ -169,6 +170,41 @@ def test_a_second_learner_cannot_overwrite_the_model(store: FeatureStore | Memor
         store.save_model(b"mine", 4, after=3)
     store.save_model(b"replayed", 9)  # unconditional: a replay into its own fresh namespace
     assert store.load_model() == (9, b"replayed")
+
+
+def test_the_version_history_and_the_merge_position(store: FeatureStore | MemoryFeatureStore) -> None:
+    """What a follower of the learner's merge reads (decision 0032): the versions kept with the
+    place each was built after, and how far the merge got."""
+    assert store.merge_state() == ("", {})
+    store.save_model(b"full 1", 1, after=0, kept=b"v1", built_after="10 0 5")
+    store.save_model(b"full 2", 2, after=1, kept=b"v2", built_after="20 1 7")
+    store.save_model(b"full 3", 3, after=2)  # no followers: nothing kept
+    store.set_merged("25 0 9")
+    assert store.merge_state() == ("25 0 9", {1: "10 0 5", 2: "20 1 7"})
+    assert (store.kept_version(2), store.kept_version(3), store.load_model()) == (b"v2", None, (3, b"full 3"))
+    store.set_merged("30 1 1", forget=[1])
+    assert store.merge_state() == ("30 1 1", {2: "20 1 7"}) and store.kept_version(1) is None
+
+
+def test_a_follower_logs_its_rows_once_ahead_of_its_write(store: FeatureStore | MemoryFeatureStore) -> None:
+    """A follower's rows go to the learn log before their batch's write; a redo after a crash
+    sends only those not logged yet; another instance past the batch is a conflict."""
+    assert store.logged(3) == (-1, 0)
+    assert store.log_rows(3, -1, 100, entry_name(140), b"rows 100-140", 9, 500) == -1
+    assert store.logged(3) == (9, 500)
+    # The same batch again (a crash before its write): nothing new. A longer one: from 140 on.
+    assert store.log_rows(3, -1, 100, entry_name(140), b"rows 100-140", 9, 500) == -1
+    assert store.log_rows(3, -1, 100, entry_name(180), b"rows 100-180", 12, 600) == 140
+    assert store.log_rows(3, -1, 141, entry_name(180), b"rows 141-180", 12, 600) == -1
+    assert store.learn_entries(3) == [(entry_name(140), b"rows 100-140"), (entry_name(180), b"rows 141-180")]
+    assert store.logged(3) == (12, 600)
+    # A bound alone (every record of the batch held back) moves only the clock.
+    assert store.log_rows(3, -1, 0, "", b"", -1, 650) == -1 and store.logged(3) == (12, 650)
+    store.commit(write(3, -1, 12))
+    assert store.log_rows(3, 12, 181, entry_name(200), b"rows 181-200", 15, 700) == -1  # its next batch
+    with pytest.raises(StateConflict):
+        store.log_rows(3, 5, 181, entry_name(190), b"a zombie's", 14, 690)
+    assert store.learn_entries(3, after=entry_name(180)) == [(entry_name(200), b"rows 181-200")]
 
 
 def test_scan_customers(store: FeatureStore | MemoryFeatureStore) -> None:

@@ -1,14 +1,20 @@
-"""Segments as a function of the log: three clean live runs of one log, and a replay of it, publish
-the same changes on every partition (issue #23 item 3; the learner's merge, decision 0028).
+"""Segments as a function of the log: live runs of one log with one, two and four worker processes,
+and a replay of it, publish the same changes on every partition (issue #23 item 3; the learner's
+merge, decision 0028, and followers that assign with the version in force at their rows' place
+in it, decision 0032).
 
 Each run reads the same input topic with its own consumer group into its own namespace and
 suffixed output topics. How kafka-python's fetches mix the four partitions differs from run to
-run (measured before the merge: 160-388 of 1,500 customers published in other segments); the
-published payloads (the wall-clock emit time travels only as a header) must not.
+run (measured before the merge: 160-388 of 1,500 customers published in other segments), and so
+does how far a follower is ahead of the learner; the published payloads (the wall-clock emit
+time travels only as a header) must not.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -20,17 +26,22 @@ from stream.config import OUTPUT_NAMES
 
 from .harness import (
     Stack,
+    applied_count,
+    children_of,
     delete_namespace,
     delete_topics,
     produce,
     run_cli,
     run_to_end,
     service_env,
+    start_service,
+    tail,
     unique,
+    wait_until,
 )
 
 
-def test_three_live_runs_and_a_replay_publish_the_same_changes(
+def test_one_two_and_four_workers_and_a_replay_publish_the_same_changes(
     stack: Stack,
     redis_client: redis.Redis,
     kafka_admin: object,
@@ -43,7 +54,7 @@ def test_three_live_runs_and_a_replay_publish_the_same_changes(
     produce(stack, topic, log.records)
     runs: list[tuple[str, str]] = []  # (namespace, output suffix)
     try:
-        for k in range(3):
+        for k, workers in enumerate((1, 2, 4)):
             ns, suffix = unique("live"), f".live{k}"
             runs.append((ns, suffix))
             env = service_env(
@@ -51,6 +62,7 @@ def test_three_live_runs_and_a_replay_publish_the_same_changes(
                 SEGSTREAM_REDIS__NAMESPACE=ns,
                 SEGSTREAM_KAFKA__GROUP_ID=unique("g"),
                 SEGSTREAM_TOPICS__SUFFIX=suffix,
+                SEGSTREAM_SERVICE__WORKERS=str(workers),
             )
             run_to_end(env, tmp_path / f"live{k}.log", until_idle=2)
         ns = unique("replay")
@@ -65,13 +77,76 @@ def test_three_live_runs_and_a_replay_publish_the_same_changes(
             for p in range(4):
                 same = sum(a == b for a, b in zip(other[p], published[0][p], strict=False))
                 assert other[p] == published[0][p], (
-                    f"run {k} partition {p}: {len(other[p])} changes against {len(published[0][p])}, "
-                    f"the first {same} equal"
+                    f"run {k} ({runs[k][1]}) partition {p}: {len(other[p])} changes against "
+                    f"{len(published[0][p])}, the first {same} equal"
                 )
     finally:
         for ns, suffix in runs:
             delete_namespace(redis_client, ns)
             delete_topics(kafka_admin, [topic_names[o] + suffix for o in OUTPUT_NAMES])  # type: ignore[arg-type]
+
+
+def test_a_follower_killed_mid_log_and_a_rerun_publish_what_a_replay_publishes(
+    stack: Stack,
+    redis_client: redis.Redis,
+    kafka_admin: object,
+    topic_names: dict[str, str],
+    settings_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of a `--workers 2` follower mid-log (it may die between its learn-log rows and its
+    write: the supervisor stops the set), then the same command to the end: every change a
+    replay publishes, once per id (a restart publishes again what a crash kept from the broker)."""
+    log = generate(customers=400, days=60, seed=23, malformed_fraction=0.002)
+    topic = topic_names["interactions"]
+    produce(stack, topic, log.records)
+    env = service_env(settings_env, SEGSTREAM_SERVICE__WORKERS="2", SEGSTREAM_KAFKA__MAX_POLL_RECORDS="200")
+    ns = settings_env["SEGSTREAM_REDIS__NAMESPACE"]
+    replay = unique("replay")
+    try:
+        sup = start_service(env, tmp_path / "workers.log", until_idle=2)
+        try:
+            wait_until(
+                lambda: applied_count(redis_client, ns) >= len(log.records) // 3, 120, "a third applied"
+            )
+            follower = [
+                p
+                for p in children_of(sup.pid)
+                if "workers 1 2" in Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")
+            ]
+            assert len(follower) == 1, tail(tmp_path / "workers.log")
+            os.kill(follower[0], signal.SIGKILL)
+            assert sup.wait(timeout=60) == 1, tail(tmp_path / "workers.log")
+        finally:
+            if sup.poll() is None:
+                sup.kill()
+                sup.wait()
+        assert applied_count(redis_client, ns) < len(log.records), "the log ended before the kill"
+        run_to_end(env, tmp_path / "workers.log", until_idle=2)
+        res = run_cli(settings_env, "replay", "--from-offset", "0", "--namespace", replay)
+        assert res.returncode == 0, res.stderr
+        rerun = by_partition(stack, topic_names["changes"])
+        alone = by_partition(stack, topic_names["changes"] + f".{replay}")
+        assert sum(len(v) for v in alone.values()) > 300
+        for p in range(4):
+            assert once_per_id(rerun[p]) == alone[p], f"partition {p}"
+    finally:
+        delete_namespace(redis_client, replay)
+        delete_topics(kafka_admin, [topic_names[o] + f".{replay}" for o in OUTPUT_NAMES])  # type: ignore[arg-type]
+
+
+def once_per_id(values: list[bytes]) -> list[bytes]:
+    """The changes in order, each id once; a second copy must be the same payload."""
+    seen: dict[str, bytes] = {}
+    out = []
+    for v in values:
+        cid = json.loads(v)["change_id"]
+        if cid in seen:
+            assert seen[cid] == v, f"change {cid} published with two payloads"
+            continue
+        seen[cid] = v
+        out.append(v)
+    return out
 
 
 def by_partition(stack: Stack, topic: str) -> dict[int, list[bytes]]:

@@ -150,7 +150,8 @@ def test_two_workers_one_model(  # type: ignore[no-untyped-def]
 def test_a_follower_swaps_to_the_newest_checkpoint(  # type: ignore[no-untyped-def]
     stack: Stack, settings_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Between batches a follower loads the learner's newest version from Redis; never an older one."""
+    """Idle, a follower loads the learner's newest version from Redis; never an older one. (Its
+    batches take each row's version from the kept versions: unit/test_remote_rows.py.)"""
     env = {**settings_env, "SEGSTREAM_MODEL__ROLE": "follower"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -163,12 +164,12 @@ def test_a_follower_swaps_to_the_newest_checkpoint(  # type: ignore[no-untyped-d
         learner = SegmentEngine(engine_params(settings))
         learner.version = 3  # any snapshot the learner checkpointed
         service.store.save_model(learner.snapshot(), 3)
-        service._follow_model()
+        service._follow_model(idle=True)
         assert service.processor.engine.version == 3
         assert service.processor.engine is not learner
         learner.version = 2  # an older checkpoint (never written by one learner) is not taken
         service.store.save_model(learner.snapshot(), 2)
-        service._follow_model()
+        service._follow_model(idle=True)
         assert service.processor.engine.version == 3
     finally:
         service.close()

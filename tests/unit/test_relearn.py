@@ -54,9 +54,15 @@ class FailoverStore(DyingStore):
         self.saved: list[tuple[int, bytes]] = []
 
     def save_model(
-        self, snapshot: bytes, version: int, after: int | None = None, unpublished: bytes = b""
+        self,
+        snapshot: bytes,
+        version: int,
+        after: int | None = None,
+        unpublished: bytes = b"",
+        kept: bytes = b"",
+        built_after: str = "",
     ) -> None:
-        super().save_model(snapshot, version, after, unpublished)
+        super().save_model(snapshot, version, after, unpublished, kept, built_after)
         self.saved.append((version, snapshot))
 
     def fail_over(self) -> None:

@@ -129,7 +129,11 @@ def test_an_idle_follower_moves_them_when_it_takes_the_version(
     first_retirement = min(e["version"] for e in sink.model_events if e["kind"] in ("merge", "death"))
     early = next(b for b in sink.snapshots if SegmentEngine.restore(b).version == first_retirement - 1)
     settings = load(
-        overrides={"topics": {"partitions": 1}, "model": {**OVERRIDES["model"], "role": "follower"}}
+        overrides={
+            "topics": {"partitions": 1},
+            # The follower of a version it was given (not of a learner's merge: decision 0032).
+            "model": {**OVERRIDES["model"], "role": "follower", "learn_all_partitions": False},
+        }
     )
     store = MemoryFeatureStore()
     follower_engine = SegmentEngine.restore(early)

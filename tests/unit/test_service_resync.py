@@ -57,6 +57,8 @@ class FakeStore:
 
 class FakeProcessor:
     learns = False  # a follower: no model checkpoint to line up with
+    waits_for_merge = False  # not a follower of a learner's merge
+    remote: frozenset[int] = frozenset()  # no other instances' partitions
 
     def __init__(self) -> None:
         self.outboxes: list[list[int]] = []
