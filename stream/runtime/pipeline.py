@@ -1054,9 +1054,10 @@ class BatchProcessor(RetiredMovesMixin, RelearnMixin, OutputsMixin):
                 chunk = Chunk(lo, hi, engine.assign(x.raw[lo:hi]), [])
                 self._take_chunk(prep, chunk, x.raw, engine.live_names(), now, result)
                 lo = hi
-        newest = max(self._versions)
-        self._versions = {v: e for v, e in self._versions.items() if v == newest}
-        self.engine = self._versions[newest]
+        if self._versions:  # (none when the batch's records made no row: dead letters, duplicates)
+            newest = max(self._versions)
+            self._versions = {v: e for v, e in self._versions.items() if v == newest}
+            self.engine = self._versions[newest]
 
     def _log_rows(self, prep: _Prepared) -> None:
         """A follower's rows of a partition into its learn log ahead of the batch's write (the

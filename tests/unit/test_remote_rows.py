@@ -199,6 +199,18 @@ def test_a_follower_killed_between_its_rows_and_its_write_publishes_the_same(
         assert shared.changes == alone.changes, seed
 
 
+def test_a_follower_batch_of_dead_letters_only(log: list[SourceRecord]) -> None:
+    """A batch whose records make no row (all dead letters) logs nothing, waits for nothing and
+    keeps the follower's engine (seen live: an empty list of versions stopped the worker)."""
+    store = MemoryFeatureStore()
+    follower = processor(store, "follower", {2, 3})
+    bad = [r._replace(value=b"{not json") for r in log if r.partition >= 2][:50]
+    result = follower.process(bad)
+    follower.drain()
+    assert result.dead_letters == 50 and result.changes == 0
+    assert follower.engine.version == 0 and store.learn_entries(2) == store.learn_entries(3) == []
+
+
 def test_a_row_takes_the_newest_version_built_before_its_place() -> None:
     built = [((3, 0, 7), 1), ((5, 1, 0), 2), ((9, 0, 1), 3)]
     places = [(0, 2, 0), (3, 0, 7), (3, 0, 8), (5, 0, 99), (5, 1, 0), (5, 1, 1), (9, 2, 0)]
